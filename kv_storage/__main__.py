@@ -1,0 +1,5 @@
+import sys
+
+from kv_storage.cli import main
+
+sys.exit(main())

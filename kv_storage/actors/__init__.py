@@ -1,0 +1,1 @@
+"""Actors: asyncio tasks that own their state and are reached only through typed messages."""

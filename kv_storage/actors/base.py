@@ -1,0 +1,143 @@
+"""The actor base: one asyncio task, one mailbox, typed messages, an orderly stop.
+
+Callers ``send`` a message (fire and forget) or ``ask`` and await the reply. Whatever ends the
+actor's task, an orderly stop or a crash, every caller still waiting for a reply is failed
+rather than left hanging.
+"""
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+logger = logging.getLogger(__name__)
+
+MessageT = TypeVar("MessageT")
+
+
+class ActorStoppedError(RuntimeError):
+    """The actor is not running (never started, stopped, or crashed)."""
+
+
+@dataclass(slots=True)
+class _Envelope(Generic[MessageT]):
+    message: MessageT
+    reply: "asyncio.Future[Any] | None" = field(default=None)
+
+
+class _Stop:
+    """Put last in the mailbox: everything sent before it is handled first."""
+
+
+class Actor(Generic[MessageT]):
+    """Subclasses implement ``handle``; its result is the reply to ``ask``.
+
+    ``max_concurrency`` > 1 lets I/O-bound actors handle several messages at once, each in a
+    task of its own; state is still only touched from the event loop, by this actor's code.
+    """
+
+    def __init__(self, *, name: str, max_concurrency: int = 1) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.name = name
+        self._max_concurrency = max_concurrency
+        self._mailbox: asyncio.Queue[_Envelope[MessageT] | _Stop] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._accepting = False
+
+    async def handle(self, message: MessageT) -> Any:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError(f"actor {self.name} was started already")
+        self._accepting = True
+        self._task = asyncio.create_task(self._run(), name=f"actor:{self.name}")
+        self._task.add_done_callback(self._on_done)
+
+    def send(self, message: MessageT) -> None:
+        """Deliver without waiting for the outcome; failures are logged by the actor."""
+        self._deliver(_Envelope(message))
+
+    async def ask(self, message: MessageT) -> Any:
+        """Deliver and wait for ``handle``'s result (or its exception)."""
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._deliver(_Envelope(message, reply))
+        return await reply
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Handle what is already in the mailbox, then end; cancel if that takes too long."""
+        if self._task is None or self._task.done():
+            return
+        self._accepting = False
+        self._mailbox.put_nowait(_Stop())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+        except TimeoutError:
+            logger.warning("actor %s did not stop within %.1f s; cancelling", self.name, timeout_s)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _deliver(self, envelope: _Envelope[MessageT]) -> None:
+        if not self._accepting or not self.running:
+            raise ActorStoppedError(f"actor {self.name} is not running")
+        self._mailbox.put_nowait(envelope)
+
+    async def _run(self) -> None:
+        limit = asyncio.Semaphore(self._max_concurrency)
+        try:
+            while True:
+                envelope = await self._mailbox.get()
+                if isinstance(envelope, _Stop):
+                    break
+                if self._max_concurrency == 1:
+                    await self._process(envelope)
+                    continue
+                await limit.acquire()
+                task = asyncio.create_task(self._process(envelope))
+                self._handlers.add(task)
+                task.add_done_callback(self._handlers.discard)
+                task.add_done_callback(lambda _: limit.release())
+            if self._handlers:
+                await asyncio.gather(*self._handlers, return_exceptions=True)
+        finally:
+            for task in self._handlers:
+                task.cancel()
+
+    async def _process(self, envelope: _Envelope[MessageT]) -> None:
+        reply = envelope.reply
+        try:
+            result = await self.handle(envelope.message)
+        except Exception as error:
+            if reply is None:
+                logger.exception("actor %s failed to handle %r", self.name, envelope.message)
+            elif not reply.done():
+                reply.set_exception(error)
+            return
+        except BaseException as error:
+            # Cancellation or a fatal error ends the actor; the caller must not hang.
+            if reply is not None and not reply.done():
+                reply.set_exception(ActorStoppedError(f"actor {self.name} stopped: {error!r}"))
+            raise
+        if reply is not None and not reply.done():
+            reply.set_result(result)
+
+    def _on_done(self, task: "asyncio.Task[None]") -> None:
+        self._accepting = False
+        cause = "stopped"
+        if task.cancelled():
+            cause = "was cancelled"
+        elif task.exception() is not None:
+            cause = f"crashed: {task.exception()!r}"
+            logger.error("actor %s crashed", self.name, exc_info=task.exception())
+        while not self._mailbox.empty():
+            envelope = self._mailbox.get_nowait()
+            if isinstance(envelope, _Envelope) and envelope.reply and not envelope.reply.done():
+                envelope.reply.set_exception(ActorStoppedError(f"actor {self.name} {cause}"))

@@ -1,0 +1,127 @@
+"""The ``kv-storage`` command: ``serve``, ``init`` and ``config``.
+
+The configuration is loaded once here; a bad value ends the command with one line naming the
+property, never with a traceback.
+"""
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kv_storage.config import CONFIG_PATH_ENV, PROPERTIES, Config, ConfigError, load_config
+from kv_storage.config.loader import resolve_values
+
+logger = logging.getLogger("kv_storage")
+
+EXIT_CONFIG_ERROR = 2
+EXIT_FAILURE = 1
+
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
+"""No headers: the Secret-Key and the Authorization header must never reach a log."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kv-storage",
+        description="Key-value storages for Apache CloudStack, kept in Elasticsearch.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        command.add_argument(
+            "--config",
+            type=Path,
+            metavar="PATH",
+            help=f"TOML configuration file (default: ${CONFIG_PATH_ENV}, else built-in defaults)",
+        )
+        return command
+
+    add("serve", "Run the HTTP service.")
+    add("init", "Create the Elasticsearch indices and templates that are missing.")
+    show = add("config", "Print the effective configuration (secrets masked).")
+    show.add_argument("--get", metavar="PROPERTY", help="print one property's raw value")
+    return parser
+
+
+def _serve(config: Config) -> int:
+    from aiohttp import web
+
+    from kv_storage.app import create_app
+
+    logger.info(
+        "kv-storage listening on %s:%d, Elasticsearch at %s",
+        config.server.host,
+        config.server.port,
+        ", ".join(config.elasticsearch.hosts),
+    )
+    web.run_app(
+        create_app(config),
+        host=config.server.host,
+        port=config.server.port,
+        access_log_format=ACCESS_LOG_FORMAT,
+        shutdown_timeout=config.app.request_timeout_s + 1,
+        print=None,
+    )
+    return 0
+
+
+async def _initialise(config: Config) -> int:
+    from kv_storage.es.client import create_client
+    from kv_storage.es.errors import describe, is_elasticsearch_error
+    from kv_storage.es.provisioning import initialise
+
+    client = create_client(config.elasticsearch, request_timeout_s=30.0)
+    try:
+        for step in await initialise(client, config.elasticsearch.index_prefix):
+            print(step)
+    except Exception as error:
+        if not is_elasticsearch_error(error):
+            raise
+        print(f"kv-storage init: {describe(error)}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        await client.close()
+    return 0
+
+
+def _show_config(path: Path | None, prop: str | None) -> int:
+    import os
+
+    values = resolve_values(path, os.environ)
+    known = {p.name: p for p in PROPERTIES}
+    if prop is not None:
+        if prop not in known:
+            print(f"kv-storage config: unknown property {prop}", file=sys.stderr)
+            return EXIT_CONFIG_ERROR
+        if values[prop] is None:
+            return EXIT_FAILURE
+        print(values[prop])
+        return 0
+    load_config(path)  # report invalid values before printing them
+    for name, value in values.items():
+        shown = "***" if known[name].secret and value else value
+        print(f"{name} = {shown!r}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        if args.command == "config":
+            return _show_config(args.config, args.get)
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"kv-storage: invalid configuration: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    if args.command == "serve":
+        return _serve(config)
+    return asyncio.run(_initialise(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Configuration: one validated, immutable object built at start-up and passed in."""
+
+from kv_storage.config.loader import CONFIG_PATH_ENV, ConfigError, load_config
+from kv_storage.config.model import (
+    AppConfig,
+    CacheConfig,
+    Config,
+    ElasticsearchConfig,
+    HistoryConfig,
+    ServerConfig,
+)
+from kv_storage.config.properties import PROPERTIES, Property
+
+__all__ = [
+    "CONFIG_PATH_ENV",
+    "PROPERTIES",
+    "AppConfig",
+    "CacheConfig",
+    "Config",
+    "ConfigError",
+    "ElasticsearchConfig",
+    "HistoryConfig",
+    "Property",
+    "ServerConfig",
+    "load_config",
+]

@@ -1,0 +1,55 @@
+"""The validated, immutable configuration, one frozen dataclass per section.
+
+Each component receives only the section it needs; durations carry their unit in the name.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class ElasticsearchConfig:
+    hosts: tuple[str, ...]
+    username: str | None
+    password: str | None = field(repr=False)
+    index_prefix: str
+    scroll_page_size: int
+    scroll_keep_alive_s: float
+    key_max_bytes: int
+    value_max_bytes: int | None
+    """``None`` means values of any size (the original's ``-1``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    max_size: int
+    expiration_time_s: float
+    update_time_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    flush_size: int
+    flush_timeout_s: float
+    retry_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    default_page_size: int
+    request_timeout_s: float
+    cache: CacheConfig
+    history: HistoryConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str
+    port: int
+    max_body_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    elasticsearch: ElasticsearchConfig
+    app: AppConfig
+    server: ServerConfig

@@ -1,0 +1,244 @@
+"""Every configuration property: its name, its default and how a raw value is checked.
+
+Names follow the original service's configuration file, so an operator can carry values
+over; the parsers accept both TOML values and the strings an environment variable holds.
+"""
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kv_storage.config.durations import parse_duration_s
+
+MAX_KEY_BYTES = 512
+"""Elasticsearch refuses document ids longer than 512 bytes."""
+
+MAX_SCROLL_PAGE_SIZE = 10_000
+"""Elasticsearch's default ``index.max_result_window``: a larger page is refused."""
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
+        return int(value)
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _at_least(minimum: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        number = _integer(value)
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def _between(minimum: int, maximum: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        number = _integer(value)
+        if not minimum <= number <= maximum:
+            raise ValueError(f"must be between {minimum} and {maximum}, got {number}")
+        return number
+
+    return parse
+
+
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration_s(value)
+    if seconds <= 0:
+        raise ValueError("must be a positive duration")
+    return seconds
+
+
+def _value_max_size(value: object) -> int | None:
+    number = _integer(value)
+    if number == -1:
+        return None
+    if number < 0:
+        raise ValueError(f"must be -1 (unlimited) or a number of bytes, got {number}")
+    return number
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _optional_text(value: object) -> str | None:
+    text = _text(value)
+    return text or None
+
+
+_HOST_PORT = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$")
+
+
+def parse_elasticsearch_uri(value: object) -> tuple[str, ...]:
+    """``elasticsearch://h:p,h:p`` (plain HTTP), ``http://...`` or ``https://...``."""
+    uri = _text(value).strip()
+    scheme, separator, rest = uri.partition("://")
+    if not separator or scheme.lower() not in ("elasticsearch", "http", "https"):
+        raise ValueError(
+            f"{uri!r} is not of the form elasticsearch://host:port,host:port, "
+            "http://host:port,host:port or https://host:port,host:port"
+        )
+    http_scheme = "https" if scheme.lower() == "https" else "http"
+    rest = rest.rstrip("/")
+    if "@" in rest:
+        raise ValueError(
+            "credentials do not belong in the URI; set elasticsearch.auth.username "
+            "and elasticsearch.auth.password"
+        )
+    hosts: list[str] = []
+    for part in rest.split(","):
+        address = part.strip()
+        match = _HOST_PORT.match(address)
+        if not address or match is None:
+            raise ValueError(f"{address!r} in {uri!r} is not a host[:port]")
+        port = match.group(1)
+        if port is not None and not 1 <= int(port) <= 65535:
+            raise ValueError(f"port {port} in {uri!r} is out of range")
+        hosts.append(f"{http_scheme}://{address if port else address + ':9200'}")
+    return tuple(hosts)
+
+
+_FORBIDDEN_IN_INDEX = set('\\/*?"<>| ,#:')
+
+
+def parse_index_prefix(value: object) -> str:
+    prefix = _text(value)
+    if prefix != prefix.lower():
+        raise ValueError(f"{prefix!r} has upper-case letters; index names are lower case")
+    if prefix[:1] in ("-", "_", "+"):
+        raise ValueError(f"{prefix!r} starts with {prefix[0]!r}, which index names cannot")
+    bad = sorted(set(prefix) & _FORBIDDEN_IN_INDEX)
+    if bad:
+        raise ValueError(f"{prefix!r} contains {''.join(bad)!r}, not allowed in index names")
+    if len(prefix.encode()) > 100:
+        raise ValueError("must be at most 100 bytes, to leave room for the index names")
+    return prefix
+
+
+@dataclass(frozen=True, slots=True)
+class Property:
+    name: str
+    default: object
+    parse: Callable[[object], object]
+    description: str
+    secret: bool = False
+
+    @property
+    def env_var(self) -> str:
+        return "KV_STORAGE_" + re.sub(r"[.-]", "_", self.name).upper()
+
+
+PROPERTIES: tuple[Property, ...] = (
+    Property(
+        "elasticsearch.uri",
+        None,
+        parse_elasticsearch_uri,
+        "Elasticsearch addresses: elasticsearch://h:p,h:p, http://h:p,h:p or https://h:p,h:p",
+    ),
+    Property(
+        "elasticsearch.auth.username",
+        "",
+        _optional_text,
+        "Elasticsearch username for basic authentication (empty: none).",
+    ),
+    Property(
+        "elasticsearch.auth.password",
+        "",
+        _optional_text,
+        "Elasticsearch password for basic authentication.",
+        secret=True,
+    ),
+    Property(
+        "elasticsearch.index-prefix",
+        "",
+        parse_index_prefix,
+        "Put in front of every index and template name; lets deployments share a cluster.",
+    ),
+    Property(
+        "elasticsearch.scroll.page-size",
+        1000,
+        _between(1, MAX_SCROLL_PAGE_SIZE),
+        "Batch size when reading all keys of a storage.",
+    ),
+    Property(
+        "elasticsearch.scroll.keep-alive",
+        "1m",
+        _positive_duration,
+        "How long Elasticsearch keeps a scroll open between two batches.",
+    ),
+    Property(
+        "elasticsearch.limit.value.max-size",
+        -1,
+        _value_max_size,
+        "Max length of a value in bytes of UTF-8; -1 for unlimited.",
+    ),
+    Property(
+        "elasticsearch.limit.key.max-size",
+        MAX_KEY_BYTES,
+        _between(1, MAX_KEY_BYTES),
+        "Max length of a key in bytes of UTF-8; at most 512.",
+    ),
+    Property(
+        "app.cache.max-size",
+        1000,
+        _at_least(1),
+        "Max number of storages kept in the storage cache.",
+    ),
+    Property(
+        "app.cache.expiration-time",
+        "1 hour",
+        _positive_duration,
+        "How long a storage cache entry is kept.",
+    ),
+    Property(
+        "app.cache.update-time",
+        "1 minute",
+        _positive_duration,
+        "How often the registry is polled for changed storages.",
+    ),
+    Property(
+        "app.history.flush-size", 1000, _at_least(1), "History records written in one bulk request."
+    ),
+    Property(
+        "app.history.flush-timeout",
+        "30 seconds",
+        _positive_duration,
+        "Longest time a history record waits before it is written.",
+    ),
+    Property(
+        "app.history.retry-limit",
+        5,
+        _at_least(1),
+        "Attempts to write a history record before it is logged as lost.",
+    ),
+    Property(
+        "app.default-page-size",
+        50,
+        _between(1, MAX_SCROLL_PAGE_SIZE),
+        "History results per page when the request gives no size.",
+    ),
+    Property(
+        "app.request-timeout",
+        "3 seconds",
+        _positive_duration,
+        "Longest time a request may take before it is answered with 500.",
+    ),
+    Property("server.host", "0.0.0.0", _text, "Address the HTTP server listens on."),
+    Property("server.port", 8080, _between(0, 65535), "Port the HTTP server listens on."),
+    Property(
+        "server.max-body-size",
+        64 * 1024 * 1024,
+        _at_least(1),
+        "Largest request body in bytes; a larger one is answered with 413.",
+    ),
+)
+
+PROPERTIES_BY_NAME: dict[str, Property] = {prop.name: prop for prop in PROPERTIES}

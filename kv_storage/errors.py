@@ -1,0 +1,37 @@
+"""The closed set of errors the service answers with.
+
+Each error carries its HTTP status, so that one middleware renders them all and no handler
+repeats the mapping from failure to status code.
+"""
+
+from typing import ClassVar
+
+
+class ServiceError(Exception):
+    """A failure with a message that is safe to show to the client."""
+
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequestError(ServiceError):
+    status = 400
+
+
+class UnauthorizedError(ServiceError):
+    status = 401
+
+
+class NotFoundError(ServiceError):
+    status = 404
+
+
+class ConflictError(ServiceError):
+    status = 409
+
+
+class InternalError(ServiceError):
+    status = 500

@@ -1,0 +1,1 @@
+"""The Elasticsearch access layer: the only code that builds Elasticsearch requests."""

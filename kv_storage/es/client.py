@@ -1,0 +1,21 @@
+"""Builds the one Elasticsearch client of a process from its configuration section."""
+
+from elasticsearch import AsyncElasticsearch
+from kv_storage.config import ElasticsearchConfig
+
+
+def create_client(config: ElasticsearchConfig, *, request_timeout_s: float) -> AsyncElasticsearch:
+    """Requests time out with the service's own request timeout, so none outlives its caller."""
+    basic_auth = (
+        (config.username, config.password)
+        if config.username is not None and config.password is not None
+        else None
+    )
+    return AsyncElasticsearch(
+        hosts=list(config.hosts),
+        basic_auth=basic_auth,
+        request_timeout=request_timeout_s,
+        retry_on_timeout=False,
+        max_retries=len(config.hosts),
+        retry_on_status=(502, 503, 504),
+    )

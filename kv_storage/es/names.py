@@ -1,0 +1,35 @@
+"""Index and template names, with the deployment's index prefix applied to each."""
+
+from dataclasses import dataclass
+
+REGISTRY = "storage-registry"
+REGISTRY_LOCK = "storage-registry-lock"
+DATA_TEMPLATE = "storage-data"
+HISTORY_TEMPLATE = "storage-history"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexNames:
+    prefix: str = ""
+
+    @property
+    def registry(self) -> str:
+        return f"{self.prefix}{REGISTRY}"
+
+    @property
+    def registry_lock(self) -> str:
+        return f"{self.prefix}{REGISTRY_LOCK}"
+
+    @property
+    def data_template(self) -> str:
+        return f"{self.prefix}{DATA_TEMPLATE}"
+
+    @property
+    def history_template(self) -> str:
+        return f"{self.prefix}{HISTORY_TEMPLATE}"
+
+    def data(self, storage_id: str) -> str:
+        return f"{self.prefix}{DATA_TEMPLATE}-{storage_id}"
+
+    def history(self, storage_id: str) -> str:
+        return f"{self.prefix}{HISTORY_TEMPLATE}-{storage_id}"

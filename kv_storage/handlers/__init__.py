@@ -1,0 +1,1 @@
+"""HTTP handlers: validate input with the schemas, delegate, render the answer."""

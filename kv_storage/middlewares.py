@@ -1,0 +1,116 @@
+"""The middlewares every request passes: error rendering and the request deadline.
+
+All errors leave the service as ``{"error": "<message>"}`` from one place, so handlers raise
+and never build error answers themselves.
+"""
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from marshmallow import ValidationError
+
+from kv_storage.errors import ServiceError
+from kv_storage.es.errors import describe, is_elasticsearch_error
+
+logger = logging.getLogger(__name__)
+
+
+class RequestTimeoutError(Exception):
+    """The request took longer than ``app.request-timeout``."""
+
+
+def error_body(message: str, status: int, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """``"size: Must be greater than or equal to 1."``, naming every offending field."""
+    parts: list[str] = []
+
+    def walk(messages: Any, path: str) -> None:
+        if isinstance(messages, Mapping):
+            for field, nested in messages.items():
+                name = str(field)
+                # webargs nests messages under the location (querystring, json, ...).
+                if not path and name in {
+                    "querystring",
+                    "query",
+                    "json",
+                    "headers",
+                    "match_info",
+                    "path",
+                    "form",
+                }:
+                    walk(nested, "")
+                else:
+                    walk(nested, f"{path}.{name}" if path else name)
+        elif isinstance(messages, list | tuple):
+            texts = [str(item) for item in messages if not isinstance(item, Mapping | list)]
+            if texts:
+                parts.append(f"{path}: {' '.join(texts)}" if path else " ".join(texts))
+            for item in messages:
+                if isinstance(item, Mapping | list):
+                    walk(item, path)
+        else:
+            parts.append(f"{path}: {messages}" if path else str(messages))
+
+    walk(error.messages, "")
+    return "; ".join(parts) or "invalid request"
+
+
+def _http_exception_message(error: web.HTTPException) -> str:
+    if isinstance(error, web.HTTPNotFound):
+        return "no such endpoint"
+    if isinstance(error, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(error.allowed_methods))
+        return f"method {error.method} is not allowed here; allowed: {allowed}"
+    text = (error.text or "").strip()
+    return text if text and not text.startswith(str(error.status)) else error.reason
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ServiceError as error:
+        return error_body(error.message, error.status)
+    except ValidationError as error:
+        return error_body(describe_validation_error(error), 400)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
+        return error_body(_http_exception_message(error), error.status, headers)
+    except RequestTimeoutError as error:
+        logger.warning("%s %s: %s", request.method, request.path, error)
+        return error_body(str(error), 500)
+    except Exception as error:
+        if is_elasticsearch_error(error):
+            message = describe(error)
+            logger.error("%s %s: %s", request.method, request.path, message)
+            return error_body(message, 500)
+        logger.exception("%s %s failed", request.method, request.path)
+        return error_body(f"internal error: {type(error).__name__}", 500)
+
+
+def timeout_middleware(timeout_s: float) -> Middleware:
+    """Bounds every request by ``app.request-timeout``, including its Elasticsearch calls."""
+
+    @web.middleware
+    async def request_timeout(request: web.Request, handler: Handler) -> web.StreamResponse:
+        deadline = asyncio.timeout(timeout_s)
+        try:
+            async with deadline:
+                return await handler(request)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise RequestTimeoutError(
+                f"the request was not processed within {timeout_s:g} s"
+            ) from None
+
+    return request_timeout

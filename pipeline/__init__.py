@@ -1,0 +1,1 @@
+"""The history pipeline: records of storage operations, buffered and written in bulk."""

@@ -1,0 +1,22 @@
+"""The record a storage operation hands to the history pipeline."""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Operation(StrEnum):
+    SET = "set"
+    DELETE = "delete"
+    CLEAR = "clear"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    storage_id: str
+    key: str | None
+    """``None`` for ``clear``."""
+    value: str | None
+    """``None`` for ``delete`` and ``clear``."""
+    operation: Operation
+    timestamp_ms: int
+    """When the request that caused the operation arrived, in epoch milliseconds."""

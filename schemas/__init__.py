@@ -1,0 +1,1 @@
+"""Marshmallow schemas: every shape the service reads or writes over HTTP."""
