@@ -1,0 +1,45 @@
+# The two commands of the README are `make run` and `make test`; the rest are their parts.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: help setup run test lint typecheck pytest es-start es-stop clean
+
+help:
+	@echo "make run        set up, start a local Elasticsearch unless one is configured, serve on :8080"
+	@echo "make test       set up and run lint, type checks and the whole test suite"
+	@echo "make es-start   start the local development Elasticsearch (prints its URL)"
+	@echo "make es-stop    stop every local Elasticsearch node this project started"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml scripts/setup.sh
+	scripts/setup.sh
+	@touch $@
+
+run: setup
+	scripts/run.sh
+
+test: setup
+	scripts/setup.sh --test-tools
+	$(MAKE) lint typecheck pytest
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/pytest
+
+es-start:
+	scripts/local-es.sh start
+
+es-stop:
+	scripts/local-es.sh stop --all
+
+clean:
+	-scripts/local-es.sh stop --all
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
