@@ -23,7 +23,7 @@ ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 """No headers: the Secret-Key and the Authorization header must never reach a log."""
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kv-storage",
         description="Key-value storages for Apache CloudStack, kept in Elasticsearch.",
@@ -109,7 +109,7 @@ def _show_config(path: Path | None, prop: str | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         if args.command == "config":

@@ -1,0 +1,166 @@
+"""The actor base: replies, orderly stop, and callers never left hanging when an actor dies."""
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+
+from kv_storage.actors.base import Actor, ActorStoppedError
+
+
+@dataclass(frozen=True)
+class Add:
+    amount: int
+
+
+@dataclass(frozen=True)
+class Block:
+    """Handled only once ``release`` is set."""
+
+    release: asyncio.Event
+
+
+@dataclass(frozen=True)
+class Fail:
+    error: BaseException
+
+
+class Counter(Actor[Add | Block | Fail]):
+    def __init__(self, max_concurrency: int = 1) -> None:
+        super().__init__(name="counter", max_concurrency=max_concurrency)
+        self.total = 0
+        self.entered = asyncio.Event()
+
+    async def handle(self, message: Add | Block | Fail) -> int:
+        if isinstance(message, Block):
+            self.entered.set()
+            await message.release.wait()
+        elif isinstance(message, Fail):
+            raise message.error
+        else:
+            self.total += message.amount
+        return self.total
+
+
+class Fatal(BaseException):
+    """An error the actor cannot survive (BaseException, not Exception)."""
+
+
+async def test_ask_returns_the_reply_in_mailbox_order() -> None:
+    actor = Counter()
+    actor.start()
+    actor.send(Add(1))
+    assert await actor.ask(Add(2)) == 3
+    await actor.stop()
+
+
+async def test_an_error_while_handling_goes_to_the_caller_and_the_actor_goes_on() -> None:
+    actor = Counter()
+    actor.start()
+    with pytest.raises(ValueError, match="bad message"):
+        await actor.ask(Fail(ValueError("bad message")))
+    assert await actor.ask(Add(5)) == 5
+    await actor.stop()
+
+
+async def test_orderly_stop_handles_what_was_sent_before_it() -> None:
+    actor = Counter()
+    actor.start()
+    for _ in range(100):
+        actor.send(Add(1))
+    await actor.stop()
+    assert actor.total == 100
+    assert not actor.running
+    with pytest.raises(ActorStoppedError):
+        actor.send(Add(1))
+
+
+async def test_a_crashing_actor_fails_every_waiting_caller() -> None:
+    actor = Counter()
+    actor.start()
+    release = asyncio.Event()
+    blocked = asyncio.create_task(actor.ask(Block(release)))
+    await actor.entered.wait()
+    crash = asyncio.create_task(actor.ask(Fail(Fatal("boom"))))
+    waiting = [asyncio.create_task(actor.ask(Add(1))) for _ in range(3)]
+    release.set()
+    async with asyncio.timeout(5):
+        assert await blocked == 0
+        with pytest.raises(ActorStoppedError, match="boom"):
+            await crash
+        for caller in waiting:
+            with pytest.raises(ActorStoppedError, match="crashed"):
+                await caller
+    assert not actor.running
+    with pytest.raises(ActorStoppedError):
+        await actor.ask(Add(1))
+
+
+async def test_a_cancelled_actor_fails_its_callers() -> None:
+    actor = Counter()
+    actor.start()
+    release = asyncio.Event()
+    blocked = asyncio.create_task(actor.ask(Block(release)))
+    queued = asyncio.create_task(actor.ask(Add(1)))
+    await actor.entered.wait()
+    assert actor._task is not None
+    actor._task.cancel()
+    async with asyncio.timeout(5):
+        with pytest.raises(ActorStoppedError):
+            await blocked
+        with pytest.raises(ActorStoppedError):
+            await queued
+
+
+async def test_stop_cancels_an_actor_that_does_not_finish_in_time() -> None:
+    actor = Counter()
+    actor.start()
+    stuck = asyncio.create_task(actor.ask(Block(asyncio.Event())))
+    await actor.entered.wait()
+    async with asyncio.timeout(5):
+        await actor.stop(timeout_s=0.05)
+        with pytest.raises(ActorStoppedError):
+            await stuck
+    assert not actor.running
+
+
+async def test_concurrent_actor_handles_messages_side_by_side() -> None:
+    actor = Counter(max_concurrency=4)
+    actor.start()
+    release = asyncio.Event()
+    blocked = asyncio.create_task(actor.ask(Block(release)))
+    await actor.entered.wait()
+    # A blocked handler does not hold up the others.
+    async with asyncio.timeout(5):
+        assert await actor.ask(Add(2)) == 2
+    release.set()
+    assert await blocked == 2
+    await actor.stop()
+
+
+async def test_stop_waits_for_handlers_in_flight() -> None:
+    actor = Counter(max_concurrency=4)
+    actor.start()
+    release = asyncio.Event()
+    in_flight = asyncio.create_task(actor.ask(Block(release)))
+    await actor.entered.wait()
+    stopping = asyncio.create_task(actor.stop(timeout_s=5))
+    await asyncio.sleep(0)
+    assert not stopping.done()
+    release.set()
+    async with asyncio.timeout(5):
+        await stopping
+        assert await in_flight == 0
+
+
+async def test_starting_twice_is_an_error() -> None:
+    actor = Counter()
+    actor.start()
+    with pytest.raises(RuntimeError):
+        actor.start()
+    await actor.stop()
+
+
+async def test_sending_to_an_actor_never_started_fails() -> None:
+    with pytest.raises(ActorStoppedError):
+        Counter().send(Add(1))

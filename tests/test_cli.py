@@ -1,0 +1,161 @@
+"""The ``kv-storage`` command as operators run it: real processes against a real node."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+from elasticsearch import AsyncElasticsearch
+
+KV_STORAGE = [sys.executable, "-m", "kv_storage"]
+
+
+def run(args: list[str], env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        KV_STORAGE + args, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout_s
+    )
+
+
+@pytest.fixture
+def service_env(es_url: str, index_prefix: str, unused_tcp_port: int) -> dict[str, str]:
+    return {
+        "KV_STORAGE_ELASTICSEARCH_URI": es_url,
+        "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": index_prefix,
+        "KV_STORAGE_SERVER_HOST": "127.0.0.1",
+        "KV_STORAGE_SERVER_PORT": str(unused_tcp_port),
+    }
+
+
+@asynccontextmanager
+async def serving(env: dict[str, str]) -> AsyncIterator[tuple[subprocess.Popen[str], str]]:
+    process = subprocess.Popen(
+        [*KV_STORAGE, "serve"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{env['KV_STORAGE_SERVER_PORT']}"
+    try:
+        async with asyncio.timeout(30), aiohttp.ClientSession() as session:
+            while True:
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                try:
+                    async with session.get(f"{base}/health") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)  # polling for the port, with the deadline above
+        yield process, base
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        if process.stdout:
+            process.stdout.close()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "property_name"),
+    [
+        ("KV_STORAGE_APP_HISTORY_FLUSH_SIZE", "-3", "app.history.flush-size"),
+        ("KV_STORAGE_ELASTICSEARCH_URI", "elasticsearch//nohost", "elasticsearch.uri"),
+    ],
+)
+def test_serve_with_an_invalid_property_exits_with_one_line(
+    service_env: dict[str, str], variable: str, value: str, property_name: str
+) -> None:
+    result = run(["serve"], {**service_env, variable: value})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert property_name in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_is_reported(service_env: dict[str, str], tmp_path: object) -> None:
+    result = run(["serve", "--config", "/nonexistent/kv-storage.toml"], service_env)
+    assert result.returncode == 2
+    assert "/nonexistent/kv-storage.toml: not found" in result.stderr
+
+
+def test_init_creates_then_reports_existing(service_env: dict[str, str], index_prefix: str) -> None:
+    first = run(["init"], service_env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        f"index {index_prefix}storage-registry created",
+        f"index {index_prefix}storage-registry-lock created",
+        f"template {index_prefix}storage-data created",
+        f"template {index_prefix}storage-history created",
+    ]
+    second = run(["init"], service_env)
+    assert second.returncode == 0, second.stderr
+    assert all(line.endswith("already exists") for line in second.stdout.splitlines())
+    assert len(second.stdout.splitlines()) == 4
+
+
+def test_init_against_unreachable_elasticsearch_fails_cleanly(
+    service_env: dict[str, str], unused_tcp_port_factory: Callable[[], int]
+) -> None:
+    port = unused_tcp_port_factory()
+    result = run(["init"], {**service_env, "KV_STORAGE_ELASTICSEARCH_URI": f"http://127.0.0.1:{port}"})
+    assert result.returncode == 1
+    assert "Elasticsearch is unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_init_then_serve_reports_health_and_a_missing_template(
+    service_env: dict[str, str], es: AsyncElasticsearch, index_prefix: str
+) -> None:
+    assert run(["init"], service_env).returncode == 0
+    async with serving(service_env) as (_, base), aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/health?detailed=true") as response:
+            assert response.status == 200
+            body = await response.json()
+        assert body["status"] == "HEALTHY"
+        assert [check["status"] for check in body["checks"]] == ["HEALTHY"] * 3
+
+        await es.indices.delete_index_template(name=f"{index_prefix}storage-data")
+        async with session.get(f"{base}/health?detailed=true") as response:
+            assert response.status == 500
+            body = await response.json()
+        assert body["status"] == "UNHEALTHY"
+        assert body["checks"][1] == {
+            "name": "STORAGE_DATA_TEMPLATE",
+            "status": "UNHEALTHY",
+            "message": "Not found",
+        }
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+async def test_serve_shuts_down_gracefully_on_signal(
+    service_env: dict[str, str], signal_number: signal.Signals
+) -> None:
+    async with serving(service_env) as (process, _):
+        process.send_signal(signal_number)
+        assert process.wait(timeout=20) == 0
+        output = process.stdout.read() if process.stdout else ""
+        assert "Traceback" not in output
+
+
+@pytest.mark.security
+def test_init_with_credentials_against_a_secured_node(secured_es: object, index_prefix: str) -> None:
+    env = {
+        "KV_STORAGE_ELASTICSEARCH_URI": secured_es.url,  # type: ignore[attr-defined]
+        "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": index_prefix,
+    }
+    refused = run(["init"], env)
+    assert refused.returncode == 1
+    assert "401" in refused.stderr
+
+    env["KV_STORAGE_ELASTICSEARCH_AUTH_USERNAME"] = secured_es.username  # type: ignore[attr-defined]
+    env["KV_STORAGE_ELASTICSEARCH_AUTH_PASSWORD"] = secured_es.password  # type: ignore[attr-defined]
+    accepted = run(["init"], env)
+    assert accepted.returncode == 0, accepted.stderr
+    assert accepted.stdout.count("created") == 4
+    assert secured_es.password not in accepted.stdout + accepted.stderr  # type: ignore[attr-defined]

@@ -1,0 +1,222 @@
+"""Configuration: durations, URIs, environment overrides, precedence and error messages."""
+
+from pathlib import Path
+
+import pytest
+
+from kv_storage.config import PROPERTIES, ConfigError, load_config
+from kv_storage.config.durations import parse_duration_s
+
+URI = {"KV_STORAGE_ELASTICSEARCH_URI": "http://es:9200"}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "kv-storage.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [
+        ("30 seconds", 30.0),
+        ("1 hour", 3600.0),
+        ("1m", 60.0),
+        ("500ms", 0.5),
+        ("500 ms", 0.5),
+        ("2 minutes", 120.0),
+        ("1d", 86400.0),
+        ("1.5s", 1.5),
+        ("1500", 1.5),
+        (1500, 1.5),
+        ("1 Second", 1.0),
+    ],
+)
+def test_durations_as_the_original_wrote_them(raw: object, seconds: float) -> None:
+    assert parse_duration_s(raw) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("raw", ["", "soon", "1 fortnight", "-5s", True, [1], "1 2 s"])
+def test_invalid_durations_are_refused(raw: object) -> None:
+    with pytest.raises(ValueError, match=r"duration|unit"):
+        parse_duration_s(raw)
+
+
+def test_defaults_are_the_originals() -> None:
+    config = load_config(environ=URI)
+    assert config.app.cache.max_size == 1000
+    assert config.app.cache.expiration_time_s == 3600
+    assert config.app.cache.update_time_s == 60
+    assert config.app.history.flush_size == 1000
+    assert config.app.history.flush_timeout_s == 30
+    assert config.app.history.retry_limit == 5
+    assert config.app.request_timeout_s == 3
+    assert config.app.default_page_size == 50
+    assert config.elasticsearch.scroll_page_size == 1000
+    assert config.elasticsearch.scroll_keep_alive_s == 60
+    assert config.elasticsearch.key_max_bytes == 512
+    assert config.elasticsearch.value_max_bytes is None
+    assert config.elasticsearch.index_prefix == ""
+    assert (config.server.host, config.server.port) == ("0.0.0.0", 8080)
+
+
+@pytest.mark.parametrize(
+    ("uri", "hosts"),
+    [
+        ("elasticsearch://a:9201,b:9202", ("http://a:9201", "http://b:9202")),
+        ("http://a:9201,b:9202", ("http://a:9201", "http://b:9202")),
+        ("https://es.example.com:443", ("https://es.example.com:443",)),
+        ("http://localhost", ("http://localhost:9200",)),
+        ("http://127.0.0.1:9200/", ("http://127.0.0.1:9200",)),
+        ("http://[::1]:9200", ("http://[::1]:9200",)),
+    ],
+)
+def test_elasticsearch_uri_forms(uri: str, hosts: tuple[str, ...]) -> None:
+    assert load_config(environ={"KV_STORAGE_ELASTICSEARCH_URI": uri}).elasticsearch.hosts == hosts
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["es", "ftp://a:1", "http://", "http://a:1,,b:2", "http://a:99999", "http://u:p@a:1", "http://a b"],
+)
+def test_malformed_uri_names_the_property(uri: str) -> None:
+    with pytest.raises(ConfigError, match=r"^elasticsearch\.uri: "):
+        load_config(environ={"KV_STORAGE_ELASTICSEARCH_URI": uri})
+
+
+def test_uri_is_required() -> None:
+    with pytest.raises(ConfigError, match=r"elasticsearch\.uri: not set"):
+        load_config(environ={})
+
+
+def test_file_sets_properties_by_their_table(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [elasticsearch]
+        uri = "elasticsearch://es1:9200,es2:9200"
+        index-prefix = "t1-"
+        [elasticsearch.auth]
+        username = "kv"
+        password = "s3cret"
+        [elasticsearch.limit.value]
+        max-size = 1024
+        [app.history]
+        flush-size = 10
+        flush-timeout = "2 seconds"
+        [app]
+        request-timeout = 5000
+        """,
+    )
+    config = load_config(path, environ={})
+    assert config.elasticsearch.hosts == ("http://es1:9200", "http://es2:9200")
+    assert config.elasticsearch.index_prefix == "t1-"
+    assert (config.elasticsearch.username, config.elasticsearch.password) == ("kv", "s3cret")
+    assert config.elasticsearch.value_max_bytes == 1024
+    assert config.app.history.flush_size == 10
+    assert config.app.history.flush_timeout_s == 2
+    assert config.app.request_timeout_s == 5
+
+
+def test_environment_wins_over_file_and_file_over_defaults(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[elasticsearch]\nuri = "http://from-file:9200"\n[app.history]\nflush-size = 10\n',
+    )
+    config = load_config(
+        path,
+        environ={
+            "KV_STORAGE_ELASTICSEARCH_URI": "http://from-env:9200",
+            "KV_STORAGE_APP_CACHE_EXPIRATION_TIME": "5 minutes",
+        },
+    )
+    assert config.elasticsearch.hosts == ("http://from-env:9200",)
+    assert config.app.history.flush_size == 10  # the file
+    assert config.app.cache.expiration_time_s == 300  # the environment
+    assert config.app.history.retry_limit == 5  # the default
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, '[elasticsearch]\nuri = "http://via-env-path:9200"\n')
+    config = load_config(environ={"KV_STORAGE_CONFIG": str(path)})
+    assert config.elasticsearch.hosts == ("http://via-env-path:9200",)
+
+
+def test_every_property_has_its_environment_variable() -> None:
+    names = {prop.name: prop.env_var for prop in PROPERTIES}
+    assert names["elasticsearch.uri"] == "KV_STORAGE_ELASTICSEARCH_URI"
+    assert names["app.history.flush-size"] == "KV_STORAGE_APP_HISTORY_FLUSH_SIZE"
+    assert names["elasticsearch.limit.key.max-size"] == "KV_STORAGE_ELASTICSEARCH_LIMIT_KEY_MAX_SIZE"
+    assert len(set(names.values())) == len(names)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("KV_STORAGE_APP_HISTORY_FLUSH_SIZE", "-3", r"app\.history\.flush-size: must be at least 1"),
+        ("KV_STORAGE_APP_HISTORY_RETRY_LIMIT", "many", r"app\.history\.retry-limit: expected an integer"),
+        ("KV_STORAGE_ELASTICSEARCH_LIMIT_KEY_MAX_SIZE", "513", r"key\.max-size: must be between 1 and 512"),
+        ("KV_STORAGE_ELASTICSEARCH_LIMIT_VALUE_MAX_SIZE", "-2", r"value\.max-size: must be -1"),
+        ("KV_STORAGE_APP_REQUEST_TIMEOUT", "0s", r"app\.request-timeout: must be a positive duration"),
+        ("KV_STORAGE_APP_CACHE_UPDATE_TIME", "often", r"app\.cache\.update-time: 'often' is not a duration"),
+        ("KV_STORAGE_SERVER_PORT", "70000", r"server\.port: must be between 0 and 65535"),
+        ("KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX", "Upper-", r"index-prefix: .*upper-case"),
+        ("KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX", "_x", r"index-prefix: .*starts with"),
+        ("KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX", "a*b", r"index-prefix: .*not allowed"),
+        ("KV_STORAGE_ELASTICSEARCH_SCROLL_PAGE_SIZE", "20000", r"scroll\.page-size: must be between"),
+    ],
+)
+def test_bad_values_name_the_property(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(environ={**URI, variable: value})
+
+
+def test_all_problems_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(environ={"KV_STORAGE_APP_HISTORY_FLUSH_SIZE": "0"})
+    assert "elasticsearch.uri" in str(raised.value)
+    assert "app.history.flush-size" in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_username_without_password_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"elasticsearch\.auth\.password: must be set together"):
+        load_config(environ={**URI, "KV_STORAGE_ELASTICSEARCH_AUTH_USERNAME": "kv"})
+
+
+def test_password_is_not_in_the_configuration_repr() -> None:
+    config = load_config(
+        environ={
+            **URI,
+            "KV_STORAGE_ELASTICSEARCH_AUTH_USERNAME": "kv",
+            "KV_STORAGE_ELASTICSEARCH_AUTH_PASSWORD": "hunter2-secret",
+        }
+    )
+    assert "hunter2-secret" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[app.history]\nflush-sise = 10\n", r"app\.history\.flush-sise: unknown property"),
+        ("[app\nx = 1", r"invalid TOML"),
+        ('[app.history]\nflush-size = "ten"\n', r"app\.history\.flush-size: expected an integer"),
+    ],
+)
+def test_bad_files_are_reported(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text), environ=URI)
+
+
+def test_missing_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"not found"):
+        load_config(tmp_path / "absent.toml", environ=URI)
+
+
+def test_example_file_documents_every_property_and_loads() -> None:
+    example = Path(__file__).parents[1] / "config" / "kv-storage.example.toml"
+    text = example.read_text()
+    for prop in PROPERTIES:
+        assert prop.name.rsplit(".", 1)[-1] + " =" in text, prop.name
+    config = load_config(example, environ={})
+    assert config.elasticsearch.hosts == ("http://localhost:9200",)

@@ -1,0 +1,148 @@
+"""The error middleware: every failure leaves as a JSON body with a clear message."""
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from kv_storage import create_app
+from kv_storage.app_keys import ES_CLIENT
+from kv_storage.config import Config
+from kv_storage.errors import ConflictError, NotFoundError
+
+ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+
+
+async def test_unknown_route_is_404_json(make_config: Callable[..., Config], aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(create_app(make_config()))
+    response = await client.get("/no/such/thing")
+    assert response.status == 404
+    assert response.content_type == "application/json"
+    assert await response.json() == {"error": "no such endpoint"}
+
+
+async def test_wrong_method_is_405_json_with_allow(
+    make_config: Callable[..., Config], aiohttp_client: ClientFactory
+) -> None:
+    client = await aiohttp_client(create_app(make_config()))
+    response = await client.delete("/health")
+    assert response.status == 405
+    assert response.headers["Allow"] == "GET"
+    assert "DELETE is not allowed" in (await response.json())["error"]
+
+
+async def test_validation_error_is_400_naming_the_parameter(
+    make_config: Callable[..., Config], aiohttp_client: ClientFactory
+) -> None:
+    client = await aiohttp_client(create_app(make_config()))
+    response = await client.get("/health", params={"detailed": "perhaps"})
+    assert response.status == 400
+    assert await response.json() == {"error": "detailed: Not a valid boolean."}
+
+
+def _app_with(config: Config, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
+    app = create_app(config)
+    app.router.add_route("*", path, handler)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "message"),
+    [(NotFoundError("storage x not found"), 404, "storage x not found"), (ConflictError("changed"), 409, "changed")],
+)
+async def test_service_errors_carry_their_status(
+    make_config: Callable[..., Config],
+    aiohttp_client: ClientFactory,
+    error: Exception,
+    status: int,
+    message: str,
+) -> None:
+    async def failing(request: web.Request) -> web.Response:
+        raise error
+
+    client = await aiohttp_client(_app_with(make_config(), "/failing", failing))
+    response = await client.get("/failing")
+    assert response.status == status
+    assert await response.json() == {"error": message}
+
+
+async def test_unexpected_error_is_500_without_details(
+    make_config: Callable[..., Config], aiohttp_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def buggy(request: web.Request) -> web.Response:
+        raise RuntimeError("internal detail: token=abc")
+
+    client = await aiohttp_client(_app_with(make_config(), "/buggy", buggy))
+    with caplog.at_level(logging.ERROR):
+        response = await client.get("/buggy")
+    assert response.status == 500
+    body = await response.json()
+    assert body == {"error": "internal error: RuntimeError"}
+    assert "buggy" in caplog.text  # the operator sees where it happened
+
+
+async def test_request_timeout_is_500_naming_the_cause(
+    make_config: Callable[..., Config], aiohttp_client: ClientFactory
+) -> None:
+    never = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await never.wait()
+        return web.Response()
+
+    config = make_config(KV_STORAGE_APP_REQUEST_TIMEOUT="200ms")
+    client = await aiohttp_client(_app_with(config, "/slow", slow))
+    async with asyncio.timeout(5):
+        response = await client.get("/slow")
+    assert response.status == 500
+    assert await response.json() == {"error": "the request was not processed within 0.2 s"}
+
+
+async def test_body_over_the_limit_is_413(make_config: Callable[..., Config], aiohttp_client: ClientFactory) -> None:
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(text=await request.text())
+
+    config = make_config(KV_STORAGE_SERVER_MAX_BODY_SIZE="1024")
+    client = await aiohttp_client(_app_with(config, "/echo", echo))
+    assert (await client.post("/echo", data="x" * 1024)).status == 200
+    response = await client.post("/echo", data="x" * 1025)
+    assert response.status == 413
+    assert "1024" in (await response.json())["error"]
+
+
+async def test_elasticsearch_error_is_500_naming_it(
+    make_config: Callable[..., Config], aiohttp_client: ClientFactory, index_prefix: str
+) -> None:
+    async def read_missing(request: web.Request) -> web.Response:
+        await request.app[ES_CLIENT].get(index=f"{index_prefix}absent", id="1")
+        return web.Response()
+
+    client = await aiohttp_client(_app_with(make_config(), "/missing", read_missing))
+    response = await client.get("/missing")
+    assert response.status == 500
+    message = (await response.json())["error"]
+    assert message.startswith("Elasticsearch answered 404 (index_not_found_exception)")
+
+
+async def test_unreachable_elasticsearch_is_500_without_credentials(
+    make_config: Callable[..., Config], aiohttp_client: ClientFactory, unused_tcp_port: int
+) -> None:
+    async def touch(request: web.Request) -> web.Response:
+        await request.app[ES_CLIENT].indices.exists(index="anything")
+        return web.Response()
+
+    config = make_config(
+        KV_STORAGE_ELASTICSEARCH_URI=f"http://127.0.0.1:{unused_tcp_port}",
+        KV_STORAGE_ELASTICSEARCH_AUTH_USERNAME="kv-user",
+        KV_STORAGE_ELASTICSEARCH_AUTH_PASSWORD="never-shown-password",
+    )
+    client = await aiohttp_client(_app_with(config, "/touch", touch))
+    response = await client.get("/touch")
+    assert response.status == 500
+    text = await response.text()
+    assert json.loads(text)["error"].startswith("Elasticsearch is unreachable")
+    assert "never-shown-password" not in text

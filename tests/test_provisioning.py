@@ -1,0 +1,97 @@
+"""``kv-storage init`` from Python and ``elasticsearch/init.sh`` leave the same cluster state."""
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from elasticsearch import AsyncElasticsearch
+
+from kv_storage.es.provisioning import Outcome, initialise
+
+INIT_SH = Path(__file__).parents[1] / "elasticsearch" / "init.sh"
+
+_VOLATILE_SETTINGS = {"uuid", "creation_date", "provided_name", "version", "routing"}
+
+
+async def _state(es: AsyncElasticsearch, prefix: str) -> dict[str, Any]:
+    """Indices and templates of one prefix, with the prefix and volatile fields taken out."""
+    state: dict[str, Any] = {}
+    for name in ("storage-registry", "storage-registry-lock"):
+        index = (await es.indices.get(index=prefix + name))[prefix + name]
+        settings = {k: v for k, v in index["settings"]["index"].items() if k not in _VOLATILE_SETTINGS}
+        state[f"index {name}"] = {"mappings": index["mappings"], "settings": settings}
+    for name in ("storage-data", "storage-history"):
+        templates = (await es.indices.get_index_template(name=prefix + name))["index_templates"]
+        body = templates[0]["index_template"]
+        body["index_patterns"] = [p.removeprefix(prefix) for p in body["index_patterns"]]
+        state[f"template {name}"] = body
+    return state
+
+
+async def test_initialise_creates_then_reports_existing(es: AsyncElasticsearch, index_prefix: str) -> None:
+    first = await initialise(es, index_prefix)
+    assert [(step.kind, step.name, step.outcome) for step in first] == [
+        ("index", f"{index_prefix}storage-registry", Outcome.CREATED),
+        ("index", f"{index_prefix}storage-registry-lock", Outcome.CREATED),
+        ("template", f"{index_prefix}storage-data", Outcome.CREATED),
+        ("template", f"{index_prefix}storage-history", Outcome.CREATED),
+    ]
+    before = await _state(es, index_prefix)
+    second = await initialise(es, index_prefix)
+    assert [step.outcome for step in second] == [Outcome.EXISTS] * 4
+    assert await _state(es, index_prefix) == before
+
+
+async def test_templates_apply_to_prefixed_indices_only(es: AsyncElasticsearch, index_prefix: str) -> None:
+    await initialise(es, index_prefix)
+    await es.indices.create(index=f"{index_prefix}storage-data-abc")
+    mapping = await es.indices.get_mapping(index=f"{index_prefix}storage-data-abc")
+    assert "value" in mapping[f"{index_prefix}storage-data-abc"]["mappings"]["properties"]
+    template = (await es.indices.get_index_template(name=f"{index_prefix}storage-history"))
+    assert template["index_templates"][0]["index_template"]["index_patterns"] == [
+        f"{index_prefix}storage-history-*"
+    ]
+
+
+async def test_shell_script_and_python_leave_identical_state(
+    es: AsyncElasticsearch, es_url: str, index_prefix: str
+) -> None:
+    shell_prefix = f"{index_prefix}sh-"
+    python_prefix = f"{index_prefix}py-"
+    result = subprocess.run(
+        [str(INIT_SH), "-p", shell_prefix, es_url], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    await initialise(es, python_prefix)
+    assert await _state(es, shell_prefix) == await _state(es, python_prefix)
+
+
+async def test_multi_megabyte_value_is_stored_and_read_back(
+    es: AsyncElasticsearch, index_prefix: str
+) -> None:
+    await initialise(es, index_prefix)
+    index = f"{index_prefix}storage-data-big"
+    value = "ü€x" * 2_000_000  # 12 MB of UTF-8
+    await es.index(index=index, id="k", document={"value": value}, refresh=True)
+    assert (await es.get(index=index, id="k"))["_source"]["value"] == value
+
+
+async def test_history_sorts_by_every_field_including_long_values(
+    es: AsyncElasticsearch, index_prefix: str
+) -> None:
+    await initialise(es, index_prefix)
+    index = f"{index_prefix}storage-history-h"
+    records = [
+        {"key": "b", "value": "v" * 100_000, "operation": "set", "timestamp": 3},
+        {"key": "a", "value": "a-short", "operation": "delete", "timestamp": 1},
+        {"key": None, "value": None, "operation": "clear", "timestamp": 2},
+    ]
+    for number, record in enumerate(records):
+        await es.index(index=index, id=str(number), document=record)
+    await es.indices.refresh(index=index)
+    for field in ("key", "value", "operation", "timestamp"):
+        for order in ("asc", "desc"):
+            found = await es.search(index=index, sort=[{field: {"order": order}}], size=10)
+            assert len(found["hits"]["hits"]) == 3, (field, order)
+    by_time = await es.search(index=index, sort=[{"timestamp": "desc"}])
+    assert [hit["_source"]["timestamp"] for hit in by_time["hits"]["hits"]] == [3, 2, 1]
