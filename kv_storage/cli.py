@@ -108,9 +108,21 @@ def _show_config(path: Path | None, prop: str | None) -> int:
     return 0
 
 
+def _without_client_traceback(record: logging.LogRecord) -> bool:
+    if record.name.startswith("elastic_transport"):
+        record.exc_info = None
+        record.exc_text = None
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The client logs every request at INFO (far too much) and node failures with a traceback;
+    # a failing node is worth a line, its stack is not.
+    logging.getLogger("elastic_transport").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_without_client_traceback)
     try:
         if args.command == "config":
             return _show_config(args.config, args.get)

@@ -92,4 +92,6 @@ async def _run(command: list[str], timeout_s: float) -> subprocess.CompletedProc
         *command, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
-    return subprocess.CompletedProcess(command, process.returncode or 0, stdout.decode(), stderr.decode())
+    return subprocess.CompletedProcess(
+        command, process.returncode or 0, stdout.decode(), stderr.decode()
+    )

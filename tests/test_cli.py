@@ -10,14 +10,21 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
+
 from elasticsearch import AsyncElasticsearch
 
 KV_STORAGE = [sys.executable, "-m", "kv_storage"]
 
 
-def run(args: list[str], env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], env: dict[str, str], timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        KV_STORAGE + args, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout_s
+        KV_STORAGE + args,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
 
 
@@ -32,32 +39,31 @@ def service_env(es_url: str, index_prefix: str, unused_tcp_port: int) -> dict[st
 
 
 @asynccontextmanager
-async def serving(env: dict[str, str]) -> AsyncIterator[tuple[subprocess.Popen[str], str]]:
-    process = subprocess.Popen(
-        [*KV_STORAGE, "serve"],
+async def serving(env: dict[str, str]) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """A real ``kv-storage serve`` process, once it answers /health."""
+    process = await asyncio.create_subprocess_exec(
+        *KV_STORAGE,
+        "serve",
         env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{env['KV_STORAGE_SERVER_PORT']}"
     try:
         async with asyncio.timeout(30), aiohttp.ClientSession() as session:
-            while True:
-                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            while process.returncode is None:
                 try:
                     async with session.get(f"{base}/health") as response:
                         if response.status == 200:
                             break
                 except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)  # polling for the port, with the deadline above
+                    await asyncio.sleep(0.1)  # polling for the port, under the deadline above
+        assert process.returncode is None, "kv-storage serve exited early"
         yield process, base
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.kill()
-        process.wait(timeout=10)
-        if process.stdout:
-            process.stdout.close()
+        await process.wait()
 
 
 @pytest.mark.parametrize(
@@ -88,8 +94,8 @@ def test_init_creates_then_reports_existing(service_env: dict[str, str], index_p
     first = run(["init"], service_env)
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines() == [
-        f"index {index_prefix}storage-registry created",
         f"index {index_prefix}storage-registry-lock created",
+        f"index {index_prefix}storage-registry created",
         f"template {index_prefix}storage-data created",
         f"template {index_prefix}storage-history created",
     ]
@@ -103,7 +109,9 @@ def test_init_against_unreachable_elasticsearch_fails_cleanly(
     service_env: dict[str, str], unused_tcp_port_factory: Callable[[], int]
 ) -> None:
     port = unused_tcp_port_factory()
-    result = run(["init"], {**service_env, "KV_STORAGE_ELASTICSEARCH_URI": f"http://127.0.0.1:{port}"})
+    result = run(
+        ["init"], {**service_env, "KV_STORAGE_ELASTICSEARCH_URI": f"http://127.0.0.1:{port}"}
+    )
     assert result.returncode == 1
     assert "Elasticsearch is unreachable" in result.stderr
     assert "Traceback" not in result.stderr
@@ -138,13 +146,17 @@ async def test_serve_shuts_down_gracefully_on_signal(
 ) -> None:
     async with serving(service_env) as (process, _):
         process.send_signal(signal_number)
-        assert process.wait(timeout=20) == 0
-        output = process.stdout.read() if process.stdout else ""
+        async with asyncio.timeout(20):
+            assert await process.wait() == 0
+        assert process.stdout is not None
+        output = (await process.stdout.read()).decode()
         assert "Traceback" not in output
 
 
 @pytest.mark.security
-def test_init_with_credentials_against_a_secured_node(secured_es: object, index_prefix: str) -> None:
+def test_init_with_credentials_against_a_secured_node(
+    secured_es: object, index_prefix: str
+) -> None:
     env = {
         "KV_STORAGE_ELASTICSEARCH_URI": secured_es.url,  # type: ignore[attr-defined]
         "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": index_prefix,

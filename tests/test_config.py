@@ -77,7 +77,15 @@ def test_elasticsearch_uri_forms(uri: str, hosts: tuple[str, ...]) -> None:
 
 @pytest.mark.parametrize(
     "uri",
-    ["es", "ftp://a:1", "http://", "http://a:1,,b:2", "http://a:99999", "http://u:p@a:1", "http://a b"],
+    [
+        "es",
+        "ftp://a:1",
+        "http://",
+        "http://a:1,,b:2",
+        "http://a:99999",
+        "http://u:p@a:1",
+        "http://a b",
+    ],
 )
 def test_malformed_uri_names_the_property(uri: str) -> None:
     with pytest.raises(ConfigError, match=r"^elasticsearch\.uri: "):
@@ -146,24 +154,50 @@ def test_every_property_has_its_environment_variable() -> None:
     names = {prop.name: prop.env_var for prop in PROPERTIES}
     assert names["elasticsearch.uri"] == "KV_STORAGE_ELASTICSEARCH_URI"
     assert names["app.history.flush-size"] == "KV_STORAGE_APP_HISTORY_FLUSH_SIZE"
-    assert names["elasticsearch.limit.key.max-size"] == "KV_STORAGE_ELASTICSEARCH_LIMIT_KEY_MAX_SIZE"
+    assert (
+        names["elasticsearch.limit.key.max-size"] == "KV_STORAGE_ELASTICSEARCH_LIMIT_KEY_MAX_SIZE"
+    )
     assert len(set(names.values())) == len(names)
 
 
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("KV_STORAGE_APP_HISTORY_FLUSH_SIZE", "-3", r"app\.history\.flush-size: must be at least 1"),
-        ("KV_STORAGE_APP_HISTORY_RETRY_LIMIT", "many", r"app\.history\.retry-limit: expected an integer"),
-        ("KV_STORAGE_ELASTICSEARCH_LIMIT_KEY_MAX_SIZE", "513", r"key\.max-size: must be between 1 and 512"),
+        (
+            "KV_STORAGE_APP_HISTORY_FLUSH_SIZE",
+            "-3",
+            r"app\.history\.flush-size: must be at least 1",
+        ),
+        (
+            "KV_STORAGE_APP_HISTORY_RETRY_LIMIT",
+            "many",
+            r"app\.history\.retry-limit: expected an integer",
+        ),
+        (
+            "KV_STORAGE_ELASTICSEARCH_LIMIT_KEY_MAX_SIZE",
+            "513",
+            r"key\.max-size: must be between 1 and 512",
+        ),
         ("KV_STORAGE_ELASTICSEARCH_LIMIT_VALUE_MAX_SIZE", "-2", r"value\.max-size: must be -1"),
-        ("KV_STORAGE_APP_REQUEST_TIMEOUT", "0s", r"app\.request-timeout: must be a positive duration"),
-        ("KV_STORAGE_APP_CACHE_UPDATE_TIME", "often", r"app\.cache\.update-time: 'often' is not a duration"),
+        (
+            "KV_STORAGE_APP_REQUEST_TIMEOUT",
+            "0s",
+            r"app\.request-timeout: must be a positive duration",
+        ),
+        (
+            "KV_STORAGE_APP_CACHE_UPDATE_TIME",
+            "often",
+            r"app\.cache\.update-time: 'often' is not a duration",
+        ),
         ("KV_STORAGE_SERVER_PORT", "70000", r"server\.port: must be between 0 and 65535"),
         ("KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX", "Upper-", r"index-prefix: .*upper-case"),
         ("KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX", "_x", r"index-prefix: .*starts with"),
         ("KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX", "a*b", r"index-prefix: .*not allowed"),
-        ("KV_STORAGE_ELASTICSEARCH_SCROLL_PAGE_SIZE", "20000", r"scroll\.page-size: must be between"),
+        (
+            "KV_STORAGE_ELASTICSEARCH_SCROLL_PAGE_SIZE",
+            "20000",
+            r"scroll\.page-size: must be between",
+        ),
     ],
 )
 def test_bad_values_name_the_property(variable: str, value: str, message: str) -> None:

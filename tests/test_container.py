@@ -40,7 +40,9 @@ def test_image_runs_a_valid_kv_storage_command() -> None:
 
 def test_image_runs_as_non_root_on_8080_with_a_healthcheck() -> None:
     instructions = _instructions()
-    final_stage = instructions[max(i for i, (kind, _) in enumerate(instructions) if kind == "FROM") :]
+    final_stage = instructions[
+        max(i for i, (kind, _) in enumerate(instructions) if kind == "FROM") :
+    ]
     users = [arg for kind, arg in final_stage if kind == "USER"]
     assert users, "the final stage runs as root"
     assert users[-1] not in ("root", "0")
@@ -85,5 +87,7 @@ def test_compose_initialises_before_serving() -> None:
 
 @pytest.mark.parametrize("path", ["kv_storage", "pipeline", "schemas", "elasticsearch"])
 def test_image_contains_what_the_package_needs(path: str) -> None:
-    copied = [arg.split()[0] for kind, arg in _instructions() if kind == "COPY" and "--from" not in arg]
+    copied = [
+        arg.split()[0] for kind, arg in _instructions() if kind == "COPY" and "--from" not in arg
+    ]
     assert path in copied

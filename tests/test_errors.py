@@ -17,7 +17,9 @@ from kv_storage.errors import ConflictError, NotFoundError
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 
 
-async def test_unknown_route_is_404_json(make_config: Callable[..., Config], aiohttp_client: ClientFactory) -> None:
+async def test_unknown_route_is_404_json(
+    make_config: Callable[..., Config], aiohttp_client: ClientFactory
+) -> None:
     client = await aiohttp_client(create_app(make_config()))
     response = await client.get("/no/such/thing")
     assert response.status == 404
@@ -44,7 +46,9 @@ async def test_validation_error_is_400_naming_the_parameter(
     assert await response.json() == {"error": "detailed: Not a valid boolean."}
 
 
-def _app_with(config: Config, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
+def _app_with(
+    config: Config, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.Application:
     app = create_app(config)
     app.router.add_route("*", path, handler)
     return app
@@ -52,7 +56,10 @@ def _app_with(config: Config, path: str, handler: Callable[[web.Request], Awaita
 
 @pytest.mark.parametrize(
     ("error", "status", "message"),
-    [(NotFoundError("storage x not found"), 404, "storage x not found"), (ConflictError("changed"), 409, "changed")],
+    [
+        (NotFoundError("storage x not found"), 404, "storage x not found"),
+        (ConflictError("changed"), 409, "changed"),
+    ],
 )
 async def test_service_errors_carry_their_status(
     make_config: Callable[..., Config],
@@ -71,7 +78,9 @@ async def test_service_errors_carry_their_status(
 
 
 async def test_unexpected_error_is_500_without_details(
-    make_config: Callable[..., Config], aiohttp_client: ClientFactory, caplog: pytest.LogCaptureFixture
+    make_config: Callable[..., Config],
+    aiohttp_client: ClientFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def buggy(request: web.Request) -> web.Response:
         raise RuntimeError("internal detail: token=abc")
@@ -102,7 +111,9 @@ async def test_request_timeout_is_500_naming_the_cause(
     assert await response.json() == {"error": "the request was not processed within 0.2 s"}
 
 
-async def test_body_over_the_limit_is_413(make_config: Callable[..., Config], aiohttp_client: ClientFactory) -> None:
+async def test_body_over_the_limit_is_413(
+    make_config: Callable[..., Config], aiohttp_client: ClientFactory
+) -> None:
     async def echo(request: web.Request) -> web.Response:
         return web.Response(text=await request.text())
 

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from elasticsearch import AsyncElasticsearch
 
+from elasticsearch import AsyncElasticsearch
 from kv_storage import create_app
 from kv_storage.config import Config
 
@@ -86,7 +86,9 @@ async def test_unreachable_elasticsearch_is_unhealthy_with_the_error(
     body = await response.json()
     assert body["status"] == "UNHEALTHY"
     assert [check["status"] for check in body["checks"]] == ["UNHEALTHY"] * 3
-    assert all(check["message"].startswith("Elasticsearch is unreachable") for check in body["checks"])
+    assert all(
+        check["message"].startswith("Elasticsearch is unreachable") for check in body["checks"]
+    )
 
 
 @pytest.fixture

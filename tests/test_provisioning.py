@@ -1,11 +1,11 @@
 """``kv-storage init`` from Python and ``elasticsearch/init.sh`` leave the same cluster state."""
 
+import asyncio
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from elasticsearch import AsyncElasticsearch
-
 from kv_storage.es.provisioning import Outcome, initialise
 
 INIT_SH = Path(__file__).parents[1] / "elasticsearch" / "init.sh"
@@ -18,7 +18,9 @@ async def _state(es: AsyncElasticsearch, prefix: str) -> dict[str, Any]:
     state: dict[str, Any] = {}
     for name in ("storage-registry", "storage-registry-lock"):
         index = (await es.indices.get(index=prefix + name))[prefix + name]
-        settings = {k: v for k, v in index["settings"]["index"].items() if k not in _VOLATILE_SETTINGS}
+        settings = {
+            k: v for k, v in index["settings"]["index"].items() if k not in _VOLATILE_SETTINGS
+        }
         state[f"index {name}"] = {"mappings": index["mappings"], "settings": settings}
     for name in ("storage-data", "storage-history"):
         templates = (await es.indices.get_index_template(name=prefix + name))["index_templates"]
@@ -28,11 +30,13 @@ async def _state(es: AsyncElasticsearch, prefix: str) -> dict[str, Any]:
     return state
 
 
-async def test_initialise_creates_then_reports_existing(es: AsyncElasticsearch, index_prefix: str) -> None:
+async def test_initialise_creates_then_reports_existing(
+    es: AsyncElasticsearch, index_prefix: str
+) -> None:
     first = await initialise(es, index_prefix)
     assert [(step.kind, step.name, step.outcome) for step in first] == [
-        ("index", f"{index_prefix}storage-registry", Outcome.CREATED),
         ("index", f"{index_prefix}storage-registry-lock", Outcome.CREATED),
+        ("index", f"{index_prefix}storage-registry", Outcome.CREATED),
         ("template", f"{index_prefix}storage-data", Outcome.CREATED),
         ("template", f"{index_prefix}storage-history", Outcome.CREATED),
     ]
@@ -42,12 +46,14 @@ async def test_initialise_creates_then_reports_existing(es: AsyncElasticsearch, 
     assert await _state(es, index_prefix) == before
 
 
-async def test_templates_apply_to_prefixed_indices_only(es: AsyncElasticsearch, index_prefix: str) -> None:
+async def test_templates_apply_to_prefixed_indices_only(
+    es: AsyncElasticsearch, index_prefix: str
+) -> None:
     await initialise(es, index_prefix)
     await es.indices.create(index=f"{index_prefix}storage-data-abc")
     mapping = await es.indices.get_mapping(index=f"{index_prefix}storage-data-abc")
     assert "value" in mapping[f"{index_prefix}storage-data-abc"]["mappings"]["properties"]
-    template = (await es.indices.get_index_template(name=f"{index_prefix}storage-history"))
+    template = await es.indices.get_index_template(name=f"{index_prefix}storage-history")
     assert template["index_templates"][0]["index_template"]["index_patterns"] == [
         f"{index_prefix}storage-history-*"
     ]
@@ -58,8 +64,12 @@ async def test_shell_script_and_python_leave_identical_state(
 ) -> None:
     shell_prefix = f"{index_prefix}sh-"
     python_prefix = f"{index_prefix}py-"
-    result = subprocess.run(
-        [str(INIT_SH), "-p", shell_prefix, es_url], capture_output=True, text=True, timeout=60
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [str(INIT_SH), "-p", shell_prefix, es_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     await initialise(es, python_prefix)
@@ -81,7 +91,7 @@ async def test_history_sorts_by_every_field_including_long_values(
 ) -> None:
     await initialise(es, index_prefix)
     index = f"{index_prefix}storage-history-h"
-    records = [
+    records: list[dict[str, Any]] = [
         {"key": "b", "value": "v" * 100_000, "operation": "set", "timestamp": 3},
         {"key": "a", "value": "a-short", "operation": "delete", "timestamp": 1},
         {"key": None, "value": None, "operation": "clear", "timestamp": 2},
