@@ -97,12 +97,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_body(f"internal error: {type(error).__name__}", 500)
 
 
+_DEADLINE = web.RequestKey("deadline", asyncio.Timeout)
+
+
+def extend_deadline(request: web.Request, timeout_s: float) -> None:
+    """Gives a streaming answer ``timeout_s`` more: each batch, not the whole, is bounded."""
+    request[_DEADLINE].reschedule(asyncio.get_running_loop().time() + timeout_s)
+
+
 def timeout_middleware(timeout_s: float) -> Middleware:
     """Bounds every request by ``app.request-timeout``, including its Elasticsearch calls."""
 
     @web.middleware
     async def request_timeout(request: web.Request, handler: Handler) -> web.StreamResponse:
         deadline = asyncio.timeout(timeout_s)
+        request[_DEADLINE] = deadline
         try:
             async with deadline:
                 return await handler(request)

@@ -174,7 +174,8 @@ YAML
     echo "http://127.0.0.1:$http_port" >"$dir/url"
     if ! as_node_user ES_PATH_CONF="$dir/config" ES_JAVA_HOME="$java" \
         ES_JAVA_OPTS="-Xms$heap -Xmx$heap" \
-        "$DIST/bin/elasticsearch" -d -p "$dir/pid" >&2 </dev/null; then
+        "$DIST/bin/elasticsearch" -d -p "$dir/pid" >"$dir/logs/console.out" 2>&1 </dev/null; then
+        cat "$dir/logs/console.out" >&2
         tail -n 40 "$dir/logs/"*.log >&2 2>/dev/null || true
         die "node $name did not start"
     fi

@@ -8,14 +8,19 @@ suite can run against a shared cluster.
 
 import os
 import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
-
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch, Elasticsearch
+
+from kv_storage import create_app
 from kv_storage.config import Config, load_config
 from kv_storage.es.provisioning import initialise
 
@@ -124,3 +129,101 @@ async def initialised_config(
     """A configuration whose indices and templates exist."""
     await initialise(es, index_prefix)
     return make_config()
+
+
+@dataclass(frozen=True)
+class StorageRef:
+    id: str
+    secret_key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Secret-Key": self.secret_key}
+
+
+StorageFactory = Callable[..., Awaitable[StorageRef]]
+
+
+@pytest.fixture
+def create_storage(es: AsyncElasticsearch, index_prefix: str) -> StorageFactory:
+    """Writes a registry document directly, as the original CloudStack plugin did."""
+
+    async def create(
+        storage_type: str = "ACCOUNT",
+        *,
+        history_enabled: bool = False,
+        deleted: bool = False,
+        expiration_timestamp: int | None = None,
+        storage_id: str | None = None,
+    ) -> StorageRef:
+        ref = StorageRef(storage_id or str(uuid.uuid4()), uuid.uuid4().hex)
+        document: dict[str, object] = {
+            "type": storage_type,
+            "deleted": deleted,
+            "history_enabled": history_enabled,
+            "secret_key": ref.secret_key,
+            "last_updated": int(time.time() * 1000),
+        }
+        if storage_type == "TEMP":
+            document["ttl"] = 3_600_000
+            document["expiration_timestamp"] = (
+                expiration_timestamp or int(time.time() * 1000) + 3_600_000
+            )
+        await es.index(index=f"{index_prefix}storage-registry", id=ref.id, document=document)
+        return ref
+
+    return create
+
+
+@pytest.fixture
+async def api(
+    initialised_config: Config,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+) -> TestClient[web.Request, web.Application]:
+    """The service, in process, on this test's prefix."""
+    return await aiohttp_client(create_app(initialised_config))
+
+
+@dataclass
+class CountingProxy:
+    """Forwards to the real node and counts what passes: how many requests reach Elasticsearch."""
+
+    url: str
+    requests: list[tuple[str, str]]
+
+    def count(self, method: str | None = None, path_part: str = "") -> int:
+        return sum(
+            1
+            for seen_method, path in self.requests
+            if (method is None or seen_method == method) and path_part in path
+        )
+
+
+@pytest.fixture
+async def es_proxy(
+    es_url: str, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> AsyncIterator[CountingProxy]:
+    session = aiohttp.ClientSession(auto_decompress=False)
+    requests: list[tuple[str, str]] = []
+
+    async def forward(request: web.Request) -> web.Response:
+        requests.append((request.method, request.raw_path))
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
+        }
+        async with session.request(
+            request.method, es_url + request.raw_path, headers=headers, data=await request.read()
+        ) as answer:
+            body = await answer.read()
+            passed = {
+                k: v
+                for k, v in answer.headers.items()
+                if k.lower() not in ("content-length", "transfer-encoding", "connection")
+            }
+            return web.Response(status=answer.status, body=body, headers=passed)
+
+    proxy = web.Application(client_max_size=1024**3)
+    proxy.router.add_route("*", "/{tail:.*}", forward)
+    server = await aiohttp_server(proxy)
+    yield CountingProxy(f"http://127.0.0.1:{server.port}", requests)
+    await session.close()

@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
-
 from elasticsearch import AsyncElasticsearch
 
 KV_STORAGE = [sys.executable, "-m", "kv_storage"]

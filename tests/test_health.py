@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-
 from elasticsearch import AsyncElasticsearch
+
 from kv_storage import create_app
 from kv_storage.config import Config
 

@@ -4,8 +4,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from elasticsearch import Elasticsearch
+
 from tests.conftest import Node
 
 INIT_SH = Path(__file__).parents[1] / "elasticsearch" / "init.sh"

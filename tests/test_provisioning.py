@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from elasticsearch import AsyncElasticsearch
+
 from kv_storage.es.provisioning import Outcome, initialise
 
 INIT_SH = Path(__file__).parents[1] / "elasticsearch" / "init.sh"

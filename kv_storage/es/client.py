@@ -1,6 +1,7 @@
 """Builds the one Elasticsearch client of a process from its configuration section."""
 
 from elasticsearch import AsyncElasticsearch
+
 from kv_storage.config import ElasticsearchConfig
 
 

@@ -5,14 +5,25 @@ timed out, which error Elasticsearch gave) and never credentials: the client kee
 its own settings, not in the URLs these messages show.
 """
 
+from collections.abc import Mapping
+from typing import Any
+
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, TransportError
-
 from elasticsearch import ApiError
 
 
+class BulkItemError(Exception):
+    """An item of a bulk request failed for a reason the caller did not expect."""
+
+    def __init__(self, item: Mapping[str, Any]) -> None:
+        error = item.get("error")
+        reason = error.get("reason") if isinstance(error, Mapping) else error
+        super().__init__(f"Elasticsearch refused a bulk item ({item.get('status')}): {reason}")
+
+
 def is_elasticsearch_error(error: BaseException) -> bool:
-    return isinstance(error, ApiError | TransportError)
+    return isinstance(error, ApiError | TransportError | BulkItemError)
 
 
 def describe(error: BaseException) -> str:
@@ -25,6 +36,8 @@ def describe(error: BaseException) -> str:
         return f"Elasticsearch answered {error.meta.status} ({error.error})" + (
             f": {reason}" if reason else ""
         )
+    if isinstance(error, BulkItemError):
+        return str(error)
     if isinstance(error, TransportError):
         return f"Elasticsearch request failed: {error.message}"
     return f"Elasticsearch request failed: {type(error).__name__}"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from elasticsearch import AsyncElasticsearch, BadRequestError
+
 from kv_storage.es.definitions import index_definitions, template_definitions
 
 

@@ -1,0 +1,110 @@
+"""The cache actor: owns the storage lookups (existence, type, history flag, secret).
+
+Lookups are kept in an aiocache memory cache for ``app.cache.expiration-time``, misses too,
+and at most ``app.cache.max-size`` of them: the least recently used is dropped first (the
+memory cache has no bound of its own). Concurrent lookups of one uncached storage share a
+single registry read.
+"""
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from aiocache import SimpleMemoryCache
+
+from kv_storage.actors.base import Actor
+from kv_storage.config import CacheConfig
+from kv_storage.es.registry import Registry
+from kv_storage.model import Storage
+
+
+@dataclass(frozen=True, slots=True)
+class LookUp:
+    storage_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    storage_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetAll:
+    pass
+
+
+CacheMessage = LookUp | Forget | ForgetAll
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    storage: Storage | None
+    """``None``: the registry has no live storage of that id (a cached miss)."""
+
+
+_LOOKUP_CONCURRENCY = 1024
+
+
+class CacheActor(Actor[CacheMessage]):
+    def __init__(self, *, registry: Registry, config: CacheConfig) -> None:
+        super().__init__(name="storage-cache", max_concurrency=_LOOKUP_CONCURRENCY)
+        self._registry = registry
+        self._config = config
+        self._cache = SimpleMemoryCache()
+        self._recency: OrderedDict[str, None] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[Storage | None]] = {}
+
+    async def look_up(self, storage_id: str) -> Storage | None:
+        storage: Storage | None = await self.ask(LookUp(storage_id))
+        return storage
+
+    async def handle(self, message: CacheMessage) -> Storage | None:
+        match message:
+            case LookUp(storage_id):
+                return await self._look_up(storage_id)
+            case Forget(storage_ids):
+                for storage_id in storage_ids:
+                    await self._forget(storage_id)
+            case ForgetAll():
+                self._loading.clear()
+                self._recency.clear()
+                await self._cache.clear()
+        return None
+
+    async def _look_up(self, storage_id: str) -> Storage | None:
+        entry = await self._cache.get(storage_id)
+        if isinstance(entry, _Entry):
+            self._recency.move_to_end(storage_id)
+            return entry.storage
+        loading = self._loading.get(storage_id)
+        if loading is not None:
+            return await asyncio.shield(loading)
+        loading = asyncio.get_running_loop().create_future()
+        self._loading[storage_id] = loading
+        try:
+            storage = await self._registry.find(storage_id)
+        except BaseException as error:
+            if self._loading.get(storage_id) is loading:
+                del self._loading[storage_id]
+            loading.set_exception(error)
+            loading.exception()  # retrieved: waiters get it; nobody waiting is fine too
+            raise
+        # A Forget during the read means the answer may be stale: hand it out, keep it not.
+        if self._loading.get(storage_id) is loading:
+            del self._loading[storage_id]
+            await self._remember(storage_id, _Entry(storage))
+        loading.set_result(storage)
+        return storage
+
+    async def _remember(self, storage_id: str, entry: _Entry) -> None:
+        await self._cache.set(storage_id, entry, ttl=self._config.expiration_time_s)
+        self._recency[storage_id] = None
+        self._recency.move_to_end(storage_id)
+        while len(self._recency) > self._config.max_size:
+            oldest, _ = self._recency.popitem(last=False)
+            await self._cache.delete(oldest)
+
+    async def _forget(self, storage_id: str) -> None:
+        self._loading.pop(storage_id, None)
+        self._recency.pop(storage_id, None)
+        await self._cache.delete(storage_id)

@@ -1,0 +1,25 @@
+"""Pieces of the API document that aiohttp-apispec cannot express by itself.
+
+The original's bodies are bare JSON maps and arrays, which no marshmallow schema describes;
+aiohttp-apispec would try to convert any response ``schema`` into one. Such responses carry
+their JSON schema under ``RAW_SCHEMA`` instead, and ``finish_spec`` moves it into place once
+the document is built.
+"""
+
+from typing import Any
+
+RAW_SCHEMA = "x-raw-schema"
+
+
+def raw_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, RAW_SCHEMA: schema}
+
+
+def finish_spec(spec: dict[str, Any]) -> None:
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            for response in operation.get("responses", {}).values():
+                if RAW_SCHEMA in response:
+                    response["schema"] = response.pop(RAW_SCHEMA)

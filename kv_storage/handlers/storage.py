@@ -1,0 +1,286 @@
+"""The key/value endpoints of the original service: get, set, delete (single and multi),
+list and clear. Paths, content types, bodies and status codes are the original's."""
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp_apispec import docs
+
+from kv_storage.actors.storage import (
+    Clear,
+    DeleteValue,
+    DeleteValues,
+    GetValue,
+    GetValues,
+    ListKeys,
+    SetValue,
+    SetValues,
+)
+from kv_storage.app_keys import CONFIG, STORAGE_ACTOR
+from kv_storage.errors import BadRequestError
+from kv_storage.handlers.requests import (
+    SECRET_KEY_HEADER,
+    json_body,
+    key_problem,
+    path_key,
+    received_ms,
+    require_content_type,
+    secret_key,
+    storage_id,
+    text_body,
+    value_problem,
+)
+from kv_storage.handlers.spec import raw_response
+from kv_storage.middlewares import extend_deadline
+from schemas.errors import ErrorSchema
+from schemas.storage import (
+    KEY_LIST_SPEC,
+    KEYS,
+    KEYS_SPEC,
+    PAIRS,
+    PAIRS_SPEC,
+    RESULTS_SPEC,
+    VALUES_SPEC,
+)
+
+logger = logging.getLogger(__name__)
+
+_TAGS = ["storage operations"]
+_SECRET = {
+    "in": "header",
+    "name": SECRET_KEY_HEADER,
+    "required": True,
+    "type": "string",
+    "description": "The storage's secret key",
+}
+_KEY_NOTE = (
+    " Keys may hold any character: percent-encode them in the path (`/` as `%2F`, `.` and "
+    "`..` as `%2E` and `%2E%2E`)."
+)
+
+
+def _errors(*extra: tuple[int, str]) -> dict[int, dict[str, Any]]:
+    answers = {
+        401: "The Secret-Key header is missing or wrong",
+        404: "The storage does not exist",
+        500: "Elasticsearch or the service failed; the message names the cause",
+        **dict(extra),
+    }
+    return {
+        status: {"description": text, "schema": ErrorSchema} for status, text in answers.items()
+    }
+
+
+def _body(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"in": "body", "name": name, "required": True, "schema": schema}
+
+
+def _key(request: web.Request) -> str:
+    key = path_key(request)
+    problem = key_problem(key, request.app[CONFIG].elasticsearch.key_max_bytes)
+    if problem:
+        raise BadRequestError(problem)
+    return key
+
+
+@docs(
+    tags=_TAGS,
+    summary="Get the value of a key",
+    description="Answers the value as text/plain." + _KEY_NOTE,
+    produces=["text/plain", "application/json"],
+    parameters=[_SECRET],
+    responses={
+        200: raw_response("The value", {"type": "string", "example": "somevalue"}),
+        400: {"description": "The key is invalid", "schema": ErrorSchema},
+        **_errors((404, "The storage does not exist or has no such key")),
+    },
+)
+async def get_value(request: web.Request) -> web.Response:
+    command = GetValue(storage_id(request), secret_key(request), _key(request))
+    value = await request.app[STORAGE_ACTOR].ask(command)
+    return web.Response(text=value, content_type="text/plain")
+
+
+@docs(
+    tags=_TAGS,
+    summary="Get the values of several keys",
+    consumes=["application/json"],
+    parameters=[_SECRET, _body("keys", KEYS_SPEC)],
+    responses={
+        200: raw_response("Each key's value, null for missing keys", VALUES_SPEC),
+        400: {"description": "The content type or body is invalid", "schema": ErrorSchema},
+        **_errors(),
+    },
+)
+async def get_values(request: web.Request) -> web.Response:
+    secret = secret_key(request)
+    keys: list[str] = await json_body(request, KEYS, "a JSON array of strings")
+    max_bytes = request.app[CONFIG].elasticsearch.key_max_bytes
+    valid = tuple(key for key in keys if key_problem(key, max_bytes) is None)
+    values = await request.app[STORAGE_ACTOR].ask(GetValues(storage_id(request), secret, valid))
+    return web.json_response({key: values.get(key) for key in keys})
+
+
+@docs(
+    tags=_TAGS,
+    summary="Set the value of a key",
+    description="The body is the value, sent as text/plain." + _KEY_NOTE,
+    consumes=["text/plain"],
+    parameters=[_SECRET, _body("value", {"type": "string", "example": "somevalue"})],
+    responses={
+        200: {"description": "The value is stored"},
+        400: {"description": "The content type, key or value is invalid", "schema": ErrorSchema},
+        413: {"description": "The body is larger than server.max-body-size", "schema": ErrorSchema},
+        **_errors(),
+    },
+)
+async def set_value(request: web.Request) -> web.Response:
+    secret = secret_key(request)
+    key = _key(request)
+    require_content_type(request, "text/plain")
+    value = await text_body(request)
+    problem = value_problem(value, request.app[CONFIG].elasticsearch.value_max_bytes)
+    if problem:
+        raise BadRequestError(problem)
+    arrival = received_ms()
+    await request.app[STORAGE_ACTOR].ask(SetValue(storage_id(request), secret, key, value, arrival))
+    return web.Response()
+
+
+@docs(
+    tags=_TAGS,
+    summary="Set the values of several keys",
+    description=(
+        "Pairs with an invalid key or value are answered `false` and not written; the others "
+        "are written in one bulk request."
+    ),
+    consumes=["application/json"],
+    parameters=[_SECRET, _body("pairs", PAIRS_SPEC)],
+    responses={
+        200: raw_response("Per key, whether it was written", RESULTS_SPEC),
+        400: {"description": "The content type or body is invalid", "schema": ErrorSchema},
+        413: {"description": "The body is larger than server.max-body-size", "schema": ErrorSchema},
+        **_errors(),
+    },
+)
+async def set_values(request: web.Request) -> web.Response:
+    arrival = received_ms()
+    secret = secret_key(request)
+    pairs: dict[str, str] = await json_body(request, PAIRS, "a JSON object of strings")
+    limits = request.app[CONFIG].elasticsearch
+    valid = {
+        key: value
+        for key, value in pairs.items()
+        if key_problem(key, limits.key_max_bytes) is None
+        and value_problem(value, limits.value_max_bytes) is None
+    }
+    command = SetValues(storage_id(request), secret, valid, arrival)
+    written = await request.app[STORAGE_ACTOR].ask(command)
+    return web.json_response({key: key in written for key in pairs})
+
+
+@docs(
+    tags=_TAGS,
+    summary="Delete a key",
+    description="Deleting a key that does not exist succeeds too." + _KEY_NOTE,
+    parameters=[_SECRET],
+    responses={
+        200: {"description": "The key is gone"},
+        400: {"description": "The key is invalid", "schema": ErrorSchema},
+        **_errors(),
+    },
+)
+async def delete_value(request: web.Request) -> web.Response:
+    arrival = received_ms()
+    command = DeleteValue(storage_id(request), secret_key(request), _key(request), arrival)
+    await request.app[STORAGE_ACTOR].ask(command)
+    return web.Response()
+
+
+@docs(
+    tags=_TAGS,
+    summary="Delete several keys",
+    description="Keys that do not exist are answered `true`: deletion is idempotent.",
+    consumes=["application/json"],
+    parameters=[_SECRET, _body("keys", KEYS_SPEC)],
+    responses={
+        200: raw_response("Per key, whether it is gone", RESULTS_SPEC),
+        400: {"description": "The content type or body is invalid", "schema": ErrorSchema},
+        **_errors(),
+    },
+)
+async def delete_values(request: web.Request) -> web.Response:
+    arrival = received_ms()
+    secret = secret_key(request)
+    keys: list[str] = await json_body(request, KEYS, "a JSON array of strings")
+    max_bytes = request.app[CONFIG].elasticsearch.key_max_bytes
+    valid = tuple(key for key in keys if key_problem(key, max_bytes) is None)
+    deleted = await request.app[STORAGE_ACTOR].ask(
+        DeleteValues(storage_id(request), secret, valid, arrival)
+    )
+    return web.json_response({key: key in deleted for key in keys})
+
+
+@docs(
+    tags=_TAGS,
+    summary="List every key of a storage",
+    description=(
+        "Streams the keys as a JSON array, however many there are. It sees every write "
+        "acknowledged before it began."
+    ),
+    parameters=[_SECRET],
+    responses={200: raw_response("The keys", KEY_LIST_SPEC), **_errors()},
+)
+async def list_keys(request: web.Request) -> web.StreamResponse:
+    pages = await request.app[STORAGE_ACTOR].ask(ListKeys(storage_id(request), secret_key(request)))
+    timeout_s = request.app[CONFIG].app.request_timeout_s
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    await response.prepare(request)
+    separator = b"["
+    try:
+        async for page in pages:
+            extend_deadline(request, timeout_s)
+            keys = ",".join(json.dumps(key, ensure_ascii=False) for key in page)
+            await response.write(separator + keys.encode())
+            separator = b","
+    except Exception as error:
+        # The status line is sent: the only honest signal left is a cut-off answer.
+        logger.error("listing storage %s failed midway: %r", storage_id(request), error)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write(b"]" if separator == b"," else b"[]")
+    await response.write_eof()
+    return response
+
+
+@docs(
+    tags=_TAGS,
+    summary="Delete every key of a storage",
+    description=(
+        "Deletes each key unless it changed after the clear read it; such keys are kept and "
+        "the answer is 409."
+    ),
+    parameters=[_SECRET],
+    responses={
+        200: {"description": "The storage is empty"},
+        **_errors((409, "Keys changed during the clear; the storage may be cleared partially")),
+    },
+)
+async def clear(request: web.Request) -> web.Response:
+    arrival = received_ms()
+    await request.app[STORAGE_ACTOR].ask(Clear(storage_id(request), secret_key(request), arrival))
+    return web.Response()
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/get/{storage_id}/{key:.+}", get_value, allow_head=False)
+    app.router.add_post("/get/{storage_id}", get_values)
+    app.router.add_put("/set/{storage_id}/{key:.+}", set_value)
+    app.router.add_put("/set/{storage_id}", set_values)
+    app.router.add_delete("/delete/{storage_id}/{key:.+}", delete_value)
+    app.router.add_post("/delete/{storage_id}", delete_values)
+    app.router.add_get("/list/{storage_id}", list_keys, allow_head=False)
+    app.router.add_post("/clear/{storage_id}", clear)

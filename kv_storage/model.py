@@ -1,0 +1,55 @@
+"""What the service knows about a storage, as read from the registry."""
+
+import hmac
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class StorageType(StrEnum):
+    ACCOUNT = "ACCOUNT"
+    VM = "VM"
+    TEMP = "TEMP"
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    id: str
+    type: StorageType
+    history_enabled: bool
+    secret_key: str = field(repr=False)
+    expiration_timestamp_ms: int | None = None
+
+    def accepts(self, secret_key: str) -> bool:
+        """Constant-time comparison: the answer time says nothing about the secret."""
+        return hmac.compare_digest(self.secret_key.encode(), secret_key.encode())
+
+    def expired(self, now_ms: int) -> bool:
+        return (
+            self.type is StorageType.TEMP
+            and self.expiration_timestamp_ms is not None
+            and self.expiration_timestamp_ms <= now_ms
+        )
+
+    @property
+    def keeps_history(self) -> bool:
+        return self.history_enabled and self.type is not StorageType.TEMP
+
+
+_FORBIDDEN_IN_INDEX_NAME = re.compile(r'[\\/*?"<>| ,#:A-Z]')
+_MAX_INDEX_NAME_BYTES = 255
+
+
+def can_name_a_storage(storage_id: str, index_prefix: str) -> bool:
+    """Whether ``storage_id`` can be part of an index name; if not, it names no storage.
+
+    Storage ids are opaque (the original's suite used ids like ``read-only``), but each one
+    becomes part of ``<prefix>storage-history-<id>``, so only those Elasticsearch accepts exist.
+    """
+    longest = f"{index_prefix}storage-history-{storage_id}"
+    return (
+        bool(storage_id)
+        and storage_id not in (".", "..")
+        and _FORBIDDEN_IN_INDEX_NAME.search(storage_id) is None
+        and len(longest.encode()) <= _MAX_INDEX_NAME_BYTES
+    )
