@@ -45,6 +45,12 @@ async def test_every_route_is_documented_with_its_responses(
         assert operation is not None, f"{route.method} {path} is not in the spec"
         assert operation["responses"], f"{route.method} {path} documents no responses"
         assert all("description" in answer for answer in operation["responses"].values())
+        for parameter in operation.get("parameters", []):
+            assert parameter.get("description") or parameter["in"] == "body", (path, parameter)
+        if path != "/health":
+            names = {(p["in"], p["name"]) for p in operation["parameters"]}
+            assert ("header", "Secret-Key") in names, f"{route.method} {path}"
+            assert {"401", "404", "500"} <= set(operation["responses"]), f"{route.method} {path}"
 
 
 def _chromium() -> str | None:
@@ -82,7 +88,13 @@ async def test_swagger_ui_renders_the_operations_offline(
     assert 'class="swagger-ui"' in dom, process.stderr[-2000:]
     # Rendered operations, not just the page shell: the UI fetched and drew the spec.
     assert "opblock-summary-path" in dom
-    assert 'data-path="/health"' in dom
+    for documented in (
+        "/health",
+        "/get/{storage_id}/{key}",
+        "/set/{storage_id}",
+        "/clear/{storage_id}",
+    ):
+        assert f'data-path="{documented}"' in dom, documented
 
 
 async def _run(command: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:

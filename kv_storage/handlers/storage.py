@@ -55,6 +55,20 @@ _SECRET = {
     "type": "string",
     "description": "The storage's secret key",
 }
+_STORAGE_ID = {
+    "in": "path",
+    "name": "storage_id",
+    "required": True,
+    "type": "string",
+    "description": "The storage's id",
+}
+_KEY = {
+    "in": "path",
+    "name": "key",
+    "required": True,
+    "type": "string",
+    "description": "The key, percent-encoded",
+}
 _KEY_NOTE = (
     " Keys may hold any character: percent-encode them in the path (`/` as `%2F`, `.` and "
     "`..` as `%2E` and `%2E%2E`)."
@@ -90,7 +104,7 @@ def _key(request: web.Request) -> str:
     summary="Get the value of a key",
     description="Answers the value as text/plain." + _KEY_NOTE,
     produces=["text/plain", "application/json"],
-    parameters=[_SECRET],
+    parameters=[_SECRET, _STORAGE_ID, _KEY],
     responses={
         200: raw_response("The value", {"type": "string", "example": "somevalue"}),
         400: {"description": "The key is invalid", "schema": ErrorSchema},
@@ -107,7 +121,7 @@ async def get_value(request: web.Request) -> web.Response:
     tags=_TAGS,
     summary="Get the values of several keys",
     consumes=["application/json"],
-    parameters=[_SECRET, _body("keys", KEYS_SPEC)],
+    parameters=[_SECRET, _STORAGE_ID, _body("keys", KEYS_SPEC)],
     responses={
         200: raw_response("Each key's value, null for missing keys", VALUES_SPEC),
         400: {"description": "The content type or body is invalid", "schema": ErrorSchema},
@@ -128,7 +142,12 @@ async def get_values(request: web.Request) -> web.Response:
     summary="Set the value of a key",
     description="The body is the value, sent as text/plain." + _KEY_NOTE,
     consumes=["text/plain"],
-    parameters=[_SECRET, _body("value", {"type": "string", "example": "somevalue"})],
+    parameters=[
+        _SECRET,
+        _STORAGE_ID,
+        _KEY,
+        _body("value", {"type": "string", "example": "somevalue"}),
+    ],
     responses={
         200: {"description": "The value is stored"},
         400: {"description": "The content type, key or value is invalid", "schema": ErrorSchema},
@@ -157,7 +176,7 @@ async def set_value(request: web.Request) -> web.Response:
         "are written in one bulk request."
     ),
     consumes=["application/json"],
-    parameters=[_SECRET, _body("pairs", PAIRS_SPEC)],
+    parameters=[_SECRET, _STORAGE_ID, _body("pairs", PAIRS_SPEC)],
     responses={
         200: raw_response("Per key, whether it was written", RESULTS_SPEC),
         400: {"description": "The content type or body is invalid", "schema": ErrorSchema},
@@ -185,7 +204,7 @@ async def set_values(request: web.Request) -> web.Response:
     tags=_TAGS,
     summary="Delete a key",
     description="Deleting a key that does not exist succeeds too." + _KEY_NOTE,
-    parameters=[_SECRET],
+    parameters=[_SECRET, _STORAGE_ID, _KEY],
     responses={
         200: {"description": "The key is gone"},
         400: {"description": "The key is invalid", "schema": ErrorSchema},
@@ -204,7 +223,7 @@ async def delete_value(request: web.Request) -> web.Response:
     summary="Delete several keys",
     description="Keys that do not exist are answered `true`: deletion is idempotent.",
     consumes=["application/json"],
-    parameters=[_SECRET, _body("keys", KEYS_SPEC)],
+    parameters=[_SECRET, _STORAGE_ID, _body("keys", KEYS_SPEC)],
     responses={
         200: raw_response("Per key, whether it is gone", RESULTS_SPEC),
         400: {"description": "The content type or body is invalid", "schema": ErrorSchema},
@@ -230,7 +249,7 @@ async def delete_values(request: web.Request) -> web.Response:
         "Streams the keys as a JSON array, however many there are. It sees every write "
         "acknowledged before it began."
     ),
-    parameters=[_SECRET],
+    parameters=[_SECRET, _STORAGE_ID],
     responses={200: raw_response("The keys", KEY_LIST_SPEC), **_errors()},
 )
 async def list_keys(request: web.Request) -> web.StreamResponse:
@@ -263,7 +282,7 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
         "Deletes each key unless it changed after the clear read it; such keys are kept and "
         "the answer is 409."
     ),
-    parameters=[_SECRET],
+    parameters=[_SECRET, _STORAGE_ID],
     responses={
         200: {"description": "The storage is empty"},
         **_errors((409, "Keys changed during the clear; the storage may be cleared partially")),
