@@ -9,22 +9,34 @@ from aiohttp_apispec import setup_aiohttp_apispec
 
 from kv_storage import __version__
 from kv_storage.actors.cache import CacheActor
+from kv_storage.actors.history_query import HistoryQueryActor
 from kv_storage.actors.storage import StorageActor
-from kv_storage.app_keys import CACHE_ACTOR, CONFIG, ES_CLIENT, INDEX_NAMES, STORAGE_ACTOR
+from kv_storage.app_keys import (
+    CACHE_ACTOR,
+    CONFIG,
+    ES_CLIENT,
+    HISTORY_ACTOR,
+    HISTORY_QUERY_ACTOR,
+    INDEX_NAMES,
+    STORAGE_ACTOR,
+)
 from kv_storage.config import Config
 from kv_storage.es.client import create_client
 from kv_storage.es.data import DataStore, ScanSettings
+from kv_storage.es.history import HistoryStore
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
-from kv_storage.handlers import health, storage
+from kv_storage.handlers import health, history, storage
 from kv_storage.handlers.spec import finish_spec
 from kv_storage.middlewares import error_middleware, timeout_middleware
 from kv_storage.validation import validation_middleware
-from pipeline.sink import DroppingSink
+from pipeline.actor import HistoryActor
 
 logger = logging.getLogger(__name__)
 
 SPEC_URL = "/api/docs/swagger.json"
+_HISTORY_SHUTDOWN_TIMEOUT_S = 10.0
+"""How long the history pipeline may take to write what it holds when the service stops."""
 SWAGGER_UI_PATH = "/api/docs"
 
 
@@ -36,8 +48,23 @@ async def _elasticsearch_client(app: web.Application) -> AsyncIterator[None]:
     await client.close()
 
 
+async def _history(app: web.Application) -> AsyncIterator[None]:
+    """The history pipeline outlives the storage actors: it writes what they handed over."""
+    config = app[CONFIG]
+    history = HistoryActor(
+        writer=HistoryStore(app[ES_CLIENT], app[INDEX_NAMES]),
+        config=config.app.history,
+        shutdown_timeout_s=_HISTORY_SHUTDOWN_TIMEOUT_S,
+    )
+    history.start()
+    app[HISTORY_ACTOR] = history
+    yield
+    await history.stop()
+
+
 async def _actors(app: web.Application) -> AsyncIterator[None]:
     config, client, names = app[CONFIG], app[ES_CLIENT], app[INDEX_NAMES]
+    prefix = config.elasticsearch.index_prefix
     cache = CacheActor(registry=Registry(client, names), config=config.app.cache)
     scan = ScanSettings(
         page_size=config.elasticsearch.scroll_page_size,
@@ -46,15 +73,19 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     storage = StorageActor(
         cache=cache,
         data=DataStore(client, names, scan),
-        history=DroppingSink(),
-        index_prefix=config.elasticsearch.index_prefix,
+        history=app[HISTORY_ACTOR],
+        index_prefix=prefix,
     )
-    cache.start()
-    storage.start()
-    app[CACHE_ACTOR], app[STORAGE_ACTOR] = cache, storage
+    history_query = HistoryQueryActor(
+        cache=cache, store=HistoryStore(client, names), index_prefix=prefix
+    )
+    for actor in (cache, storage, history_query):
+        actor.start()
+    app[CACHE_ACTOR], app[STORAGE_ACTOR], app[HISTORY_QUERY_ACTOR] = cache, storage, history_query
     yield
     # Requests are finished by now; stop the callers before what they call.
     await storage.stop()
+    await history_query.stop()
     await cache.stop()
 
 
@@ -70,9 +101,11 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[INDEX_NAMES] = IndexNames(config.elasticsearch.index_prefix)
     app.cleanup_ctx.append(_elasticsearch_client)
+    app.cleanup_ctx.append(_history)
     app.cleanup_ctx.append(_actors)
     health.add_routes(app)
     storage.add_routes(app)
+    history.add_routes(app)
     _setup_api_spec(app)
     return app
 

@@ -4,12 +4,16 @@ from aiohttp import web
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.actors.cache import CacheActor
+from kv_storage.actors.history_query import HistoryQueryActor
 from kv_storage.actors.storage import StorageActor
 from kv_storage.config import Config
 from kv_storage.es.names import IndexNames
+from pipeline.actor import HistoryActor
 
 CONFIG = web.AppKey("config", Config)
 INDEX_NAMES = web.AppKey("index_names", IndexNames)
 ES_CLIENT = web.AppKey("es_client", AsyncElasticsearch)
 CACHE_ACTOR = web.AppKey("cache_actor", CacheActor)
 STORAGE_ACTOR = web.AppKey("storage_actor", StorageActor)
+HISTORY_ACTOR = web.AppKey("history_actor", HistoryActor)
+HISTORY_QUERY_ACTOR = web.AppKey("history_query_actor", HistoryQueryActor)

@@ -36,6 +36,18 @@ class Storage:
         return self.history_enabled and self.type is not StorageType.TEMP
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """Which history records a search wants, and in which order."""
+
+    keys: tuple[str, ...] = ()
+    operations: tuple[str, ...] = ()
+    start_ms: int | None = None
+    end_ms: int | None = None
+    sort: tuple[tuple[str, bool], ...] = ()
+    """(field, descending) pairs; empty means by timestamp, oldest first."""
+
+
 _FORBIDDEN_IN_INDEX_NAME = re.compile(r'[\\/*?"<>| ,#:A-Z]')
 _MAX_INDEX_NAME_BYTES = 255
 

@@ -50,6 +50,13 @@ class Actor(Generic[MessageT]):
     async def handle(self, message: MessageT) -> Any:
         raise NotImplementedError
 
+    def next_deadline(self) -> float | None:
+        """Loop time at which ``on_deadline`` must run if no message comes first (timers)."""
+        return None
+
+    async def on_deadline(self) -> None:
+        """Called in the actor's task when ``next_deadline`` has passed."""
+
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
@@ -94,7 +101,16 @@ class Actor(Generic[MessageT]):
         limit = asyncio.Semaphore(self._max_concurrency)
         try:
             while True:
-                envelope = await self._mailbox.get()
+                deadline = self.next_deadline()
+                if deadline is None:
+                    envelope = await self._mailbox.get()
+                else:
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            envelope = await self._mailbox.get()
+                    except TimeoutError:
+                        await self.on_deadline()
+                        continue
                 if isinstance(envelope, _Stop):
                     break
                 if self._max_concurrency == 1:

@@ -5,16 +5,16 @@ Handlers send it typed commands. It asks the cache actor for the storage, checks
 and hands every successful change to the history sink, without waiting for history.
 """
 
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kv_storage.actors.access import authorise
 from kv_storage.actors.base import Actor
 from kv_storage.actors.cache import CacheActor
-from kv_storage.errors import ConflictError, NotFoundError, UnauthorizedError
+from kv_storage.errors import ConflictError, NotFoundError
 from kv_storage.es.data import DataStore
-from kv_storage.model import Storage, can_name_a_storage
+from kv_storage.model import Storage
 from pipeline.records import HistoryRecord, Operation
 from pipeline.sink import HistorySink
 
@@ -139,14 +139,9 @@ class StorageActor(Actor[StorageCommand]):
                 return None
 
     async def _authorise(self, command: _Command) -> Storage:
-        if not can_name_a_storage(command.storage_id, self._index_prefix):
-            raise NotFoundError(f"storage {command.storage_id} does not exist")
-        storage = await self._cache.look_up(command.storage_id)
-        if storage is None or storage.expired(_now_ms()):
-            raise NotFoundError(f"storage {command.storage_id} does not exist")
-        if not storage.accepts(command.secret_key):
-            raise UnauthorizedError("the Secret-Key is not this storage's")
-        return storage
+        return await authorise(
+            self._cache, command.storage_id, command.secret_key, index_prefix=self._index_prefix
+        )
 
     def _record(
         self,
@@ -175,7 +170,3 @@ async def _first_page_fetched(pages: AsyncIterator[list[str]]) -> AsyncIterator[
                 yield page
 
     return all_pages()
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

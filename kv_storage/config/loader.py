@@ -119,6 +119,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
                 flush_size=p["app.history.flush-size"],
                 flush_timeout_s=p["app.history.flush-timeout"],
                 retry_limit=p["app.history.retry-limit"],
+                buffer_size=p["app.history.buffer-size"],
             ),
         ),
         server=ServerConfig(

@@ -31,6 +31,7 @@ class HistoryConfig:
     flush_size: int
     flush_timeout_s: float
     retry_limit: int
+    buffer_size: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -220,6 +220,12 @@ PROPERTIES: tuple[Property, ...] = (
         "Attempts to write a history record before it is logged as lost.",
     ),
     Property(
+        "app.history.buffer-size",
+        100_000,
+        _at_least(1),
+        "Most history records held while Elasticsearch is not taking them; more are dropped.",
+    ),
+    Property(
         "app.default-page-size",
         50,
         _between(1, MAX_SCROLL_PAGE_SIZE),

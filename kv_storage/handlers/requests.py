@@ -59,13 +59,18 @@ async def text_body(request: web.Request) -> str:
         raise BadRequestError("the body is not valid UTF-8") from None
 
 
-async def json_body(request: web.Request, field: fields.Field[Any], shape: str) -> Any:
-    """The body as JSON, checked against ``field``; ``shape`` says what it must be."""
+async def json_document(request: web.Request) -> Any:
+    """The body as JSON, from a request that says it is JSON."""
     require_content_type(request, "application/json")
     try:
-        document = json.loads(await text_body(request))
+        return json.loads(await text_body(request))
     except json.JSONDecodeError as error:
         raise BadRequestError(f"the body is not valid JSON: {error}") from None
+
+
+async def json_body(request: web.Request, field: fields.Field[Any], shape: str) -> Any:
+    """The body as JSON, checked against ``field``; ``shape`` says what it must be."""
+    document = await json_document(request)
     try:
         return field.deserialize(document)
     except ValidationError as error:

@@ -1,0 +1,134 @@
+"""History records: one ``storage-history-<id>`` index per storage, in the original's layout.
+
+Written by the history actor in bulk; searched, paged and scrolled by the history API.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from elastic_transport import ObjectApiResponse
+from elasticsearch import AsyncElasticsearch
+from elasticsearch.helpers import async_bulk
+
+from kv_storage.es.errors import describe, is_elasticsearch_error
+from kv_storage.es.names import IndexNames
+from kv_storage.model import HistoryQuery
+from pipeline.actor import WriteFailedError
+from pipeline.records import HistoryRecord
+
+_NO_CHUNK_LIMIT = 2**62
+
+
+def _query(where: HistoryQuery) -> dict[str, Any]:
+    clauses: list[dict[str, Any]] = []
+    if where.keys:
+        clauses.append({"terms": {"key": list(where.keys)}})
+    if where.operations:
+        clauses.append({"terms": {"operation": list(where.operations)}})
+    bounds = {"gte": where.start_ms, "lte": where.end_ms}
+    if any(bound is not None for bound in bounds.values()):
+        clauses.append({"range": {"timestamp": {k: v for k, v in bounds.items() if v is not None}}})
+    return {"bool": {"filter": clauses}}
+
+
+def _sort(where: HistoryQuery) -> list[dict[str, Any]]:
+    """``unmapped_type`` lets a storage with no history index yet sort (and find nothing)."""
+    return [
+        {field: {"order": "desc" if descending else "asc", "unmapped_type": "keyword"}}
+        for field, descending in where.sort or (("timestamp", False),)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    total: int
+    items: list[dict[str, Any]]
+    scroll_id: str | None = None
+
+
+class HistoryStore:
+    def __init__(self, client: AsyncElasticsearch, names: IndexNames) -> None:
+        self._client = client
+        self._names = names
+
+    async def write(self, batch: Sequence[tuple[str, HistoryRecord]]) -> set[str]:
+        """One bulk request for records of any storages; answers the ids that failed."""
+        actions = [
+            {
+                "_op_type": "index",
+                "_index": self._names.history(record.storage_id),
+                "_id": record_id,
+                "key": record.key,
+                "value": record.value,
+                "operation": record.operation.value,
+                "timestamp": record.timestamp_ms,
+            }
+            for record_id, record in batch
+        ]
+        try:
+            _, errors = await async_bulk(
+                self._client,
+                actions,
+                chunk_size=max(len(actions), 1),
+                max_chunk_bytes=_NO_CHUNK_LIMIT,
+                raise_on_error=False,
+                stats_only=False,
+            )
+        except Exception as error:
+            if is_elasticsearch_error(error):
+                raise WriteFailedError(describe(error)) from error
+            raise
+        assert isinstance(errors, list)
+        return {str(next(iter(error.values())).get("_id")) for error in errors}
+
+    async def search(
+        self, storage_id: str, where: HistoryQuery, *, offset: int, size: int
+    ) -> HistoryPage:
+        answer = await self._client.search(
+            index=self._names.history(storage_id),
+            query=_query(where),
+            sort=_sort(where),
+            from_=offset,
+            size=size,
+            track_total_hits=True,
+            ignore_unavailable=True,
+        )
+        return _page(answer)
+
+    async def open_scroll(
+        self, storage_id: str, where: HistoryQuery, *, size: int, keep_alive_ms: int
+    ) -> HistoryPage:
+        answer = await self._client.search(
+            index=self._names.history(storage_id),
+            query=_query(where),
+            sort=_sort(where),
+            size=size,
+            scroll=f"{keep_alive_ms}ms",
+            track_total_hits=True,
+            ignore_unavailable=True,
+        )
+        return _page(answer)
+
+    async def continue_scroll(self, scroll_id: str, *, keep_alive_ms: int) -> HistoryPage:
+        answer = await self._client.scroll(scroll_id=scroll_id, scroll=f"{keep_alive_ms}ms")
+        return _page(answer)
+
+    async def release_scroll(self, scroll_id: str) -> None:
+        await self._client.options(ignore_status=404).clear_scroll(scroll_id=scroll_id)
+
+
+def _page(answer: ObjectApiResponse[Any]) -> HistoryPage:
+    hits = answer["hits"]
+    total = hits["total"]
+    total = total["value"] if isinstance(total, Mapping) else total
+    items = [
+        {
+            "key": source.get("key"),
+            "value": source.get("value"),
+            "operation": source.get("operation"),
+            "timestamp": source.get("timestamp"),
+        }
+        for source in (hit.get("_source", {}) for hit in hits["hits"])
+    ]
+    return HistoryPage(total=int(total), items=items, scroll_id=answer.get("_scroll_id"))

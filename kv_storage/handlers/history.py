@@ -1,0 +1,125 @@
+"""The history endpoints of the original service: search with paging or scrolling, and the
+continuation of a scroll."""
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp_apispec import docs, querystring_schema
+
+from kv_storage.actors.history_query import ContinueHistory, HistoryAnswer, SearchHistory
+from kv_storage.app_keys import CONFIG, HISTORY_QUERY_ACTOR
+from kv_storage.handlers.requests import SECRET_KEY_HEADER, json_document, secret_key, storage_id
+from kv_storage.model import HistoryQuery
+from kv_storage.validation import validated
+from schemas.errors import ErrorSchema
+from schemas.history import (
+    HistoryPageSchema,
+    HistoryQuerySchema,
+    HistoryScrollSchema,
+    ScrollRequestSchema,
+)
+
+_TAGS = ["storage history"]
+_page_schema = HistoryPageSchema()
+_scroll_schema = HistoryScrollSchema()
+_scroll_request = ScrollRequestSchema()
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": ErrorSchema}
+
+
+@docs(
+    tags=_TAGS,
+    summary="Search a storage's history",
+    description=(
+        "Records of every set, delete and clear on a storage that keeps history, filtered, "
+        "sorted and returned a page at a time, or as the first batch of a scroll when `scroll` "
+        "is given (then `page` is ignored). Paging reaches the first 10000 records; scroll "
+        "for more."
+    ),
+    parameters=[
+        {
+            "in": "header",
+            "name": SECRET_KEY_HEADER,
+            "required": True,
+            "type": "string",
+            "description": "The storage's secret key",
+        },
+        {
+            "in": "path",
+            "name": "storage_id",
+            "required": True,
+            "type": "string",
+            "description": "The storage's id",
+        },
+    ],
+    responses={
+        200: {
+            "description": "A page (`page` answer) or a scroll batch (`scrollId` answer, "
+            "with `scroll`)",
+            "schema": HistoryPageSchema,
+        },
+        400: _error("Invalid parameters, or the storage keeps no history (TEMP, or disabled)"),
+        401: _error("The Secret-Key header is missing or wrong"),
+        404: _error("The storage does not exist"),
+        500: _error("Elasticsearch or the service failed"),
+    },
+)
+@querystring_schema(HistoryQuerySchema)
+async def search_history(request: web.Request) -> web.Response:
+    secret = secret_key(request)
+    params = validated(request, "querystring")
+    query = HistoryQuery(
+        keys=tuple(params.get("keys", ())),
+        operations=tuple(params.get("operations", ())),
+        start_ms=params.get("start"),
+        end_ms=params.get("end"),
+        sort=tuple(
+            dict.fromkeys((s.removeprefix("-"), s.startswith("-")) for s in params.get("sort", ()))
+        ),
+    )
+    size = params.get("size", request.app[CONFIG].app.default_page_size)
+    command = SearchHistory(
+        storage_id(request), secret, query, params["page"], size, params.get("scroll")
+    )
+    answer: HistoryAnswer = await request.app[HISTORY_QUERY_ACTOR].ask(command)
+    return _render(answer)
+
+
+@docs(
+    tags=_TAGS,
+    summary="Continue a history scroll",
+    description=(
+        "The next batch of a scroll opened by `GET /history/{storage_id}?scroll=...`. No "
+        "Secret-Key: the scroll id is the capability. The last batch releases the scroll."
+    ),
+    consumes=["application/json"],
+    parameters=[{"in": "body", "name": "scroll", "required": True, "schema": ScrollRequestSchema}],
+    responses={
+        200: {"description": "The next batch", "schema": HistoryScrollSchema},
+        400: _error("Invalid body, or the scroll id is unknown or expired"),
+        500: _error("Elasticsearch or the service failed"),
+    },
+)
+async def continue_history(request: web.Request) -> web.Response:
+    body = _scroll_request.load(await json_document(request))
+    command = ContinueHistory(body["scrollId"], body["timeout"])
+    return _render(await request.app[HISTORY_QUERY_ACTOR].ask(command))
+
+
+def _sort_order(items: list[str]) -> tuple[tuple[str, bool], ...]:
+    """``["-timestamp", "key", "key"]`` -> ``(("timestamp", True), ("key", False))``."""
+    return tuple(dict.fromkeys((item.removeprefix("-"), item.startswith("-")) for item in items))
+
+
+def _render(answer: HistoryAnswer) -> web.Response:
+    shape = {"total": answer.total, "size": len(answer.items), "items": answer.items}
+    if answer.scroll_id is not None:
+        return web.json_response(_scroll_schema.dump({**shape, "scrollId": answer.scroll_id}))
+    return web.json_response(_page_schema.dump({**shape, "page": answer.page}))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/history/{storage_id}", search_history, allow_head=False)
+    app.router.add_post("/history", continue_history)

@@ -1,0 +1,115 @@
+"""Shapes of the history API: the search parameters, the page and scroll answers, and the
+scroll continuation request, with every validation rule of the original service."""
+
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+OPERATIONS = ("set", "delete", "clear")
+SORT_FIELDS = ("key", "value", "timestamp", "operation")
+MAX_WINDOW = 10_000
+"""Elasticsearch's default ``index.max_result_window``: the most one page or batch may hold."""
+
+
+class CommaSeparated(fields.String):
+    """``a,b,c`` in the query string; empty items are ignored. Documented as a string."""
+
+    def _deserialize(  # type: ignore[override]
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> list[str]:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        return [item for item in text.split(",") if item]
+
+
+class StrictInteger(fields.Integer):
+    """An integer in JSON: refuses strings, fractions and booleans (which Python counts as ints)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        result: int = super()._deserialize(value, attr, data, **kwargs)
+        return result
+
+
+def _positive(description: str, **kwargs: Any) -> fields.Integer:
+    return fields.Integer(
+        validate=validate.Range(min=1), metadata={"description": description}, **kwargs
+    )
+
+
+class HistoryQuerySchema(Schema):
+    keys = CommaSeparated(metadata={"description": "Comma-separated keys (any of them)"})
+    operations = CommaSeparated(
+        validate=validate.ContainsOnly(OPERATIONS),
+        metadata={"description": "Comma-separated operations among set, delete and clear"},
+    )
+    start = _positive("Records with a timestamp (epoch ms) >= start")
+    end = _positive("Records with a timestamp (epoch ms) <= end")
+    sort = CommaSeparated(
+        metadata={
+            "description": "Comma-separated fields among key, value, timestamp and operation, "
+            "each optionally prefixed with - for descending order (default: timestamp)"
+        }
+    )
+    page = _positive("Page number, from 1; ignored when scroll is given", load_default=1)
+    size = fields.Integer(
+        validate=validate.Range(min=1, max=MAX_WINDOW),
+        metadata={
+            "description": "Records per page or scroll batch (default: app.default-page-size)"
+        },
+    )
+    scroll = _positive("Open a scroll that stays alive this many ms between requests")
+
+    @validates_schema
+    def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
+        start, end = data.get("start"), data.get("end")
+        if start is not None and end is not None and start > end:
+            raise ValidationError("must not be greater than end", "start")
+        directions: dict[str, bool] = {}
+        for item in data.get("sort", []):
+            field = item.removeprefix("-")
+            if field not in SORT_FIELDS:
+                raise ValidationError(
+                    f"{item!r} is not a field to sort by; use {', '.join(SORT_FIELDS)}", "sort"
+                )
+            descending = item.startswith("-")
+            if directions.setdefault(field, descending) != descending:
+                raise ValidationError(f"{field} is asked in both directions", "sort")
+
+
+class HistoryItemSchema(Schema):
+    key = fields.String(allow_none=True, metadata={"description": "null for clear"})
+    value = fields.String(allow_none=True, metadata={"description": "null for delete and clear"})
+    operation = fields.String(validate=validate.OneOf(OPERATIONS))
+    timestamp = fields.Integer(metadata={"description": "When the request arrived, epoch ms"})
+
+
+class HistoryPageSchema(Schema):
+    total = fields.Integer(required=True, metadata={"description": "All matching records"})
+    size = fields.Integer(required=True, metadata={"description": "Records in this answer"})
+    page = fields.Integer(required=True)
+    items = fields.List(fields.Nested(HistoryItemSchema), required=True)
+
+
+class HistoryScrollSchema(Schema):
+    total = fields.Integer(required=True, metadata={"description": "All matching records"})
+    size = fields.Integer(required=True, metadata={"description": "Records in this answer"})
+    scrollId = fields.String(
+        required=True, metadata={"description": "Pass it to POST /history for the next batch"}
+    )
+    items = fields.List(fields.Nested(HistoryItemSchema), required=True)
+
+
+class ScrollRequestSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    scrollId = fields.String(required=True)
+    timeout = StrictInteger(
+        required=True,
+        validate=validate.Range(min=1),
+        metadata={"description": "Keep the scroll alive this many ms for the next request"},
+    )
