@@ -1,0 +1,125 @@
+"""The history actor's own logic, with a writer that stands in for Elasticsearch.
+
+These are the faults a real node does not produce on demand (a request that hangs for good,
+a failure of every request while thousands of records arrive); the behaviour against the
+real node is in test_history_pipeline.py.
+"""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import pytest
+
+from kv_storage.config import HistoryConfig
+from pipeline.actor import HistoryActor, WriteFailedError
+from pipeline.records import HistoryRecord, Operation
+from tests.waiting import wait_until
+
+
+class FakeWriter:
+    def __init__(self) -> None:
+        self.batches: list[list[HistoryRecord]] = []
+        self.failing = False
+        self.hanging = False
+        self.written: list[HistoryRecord] = []
+
+    async def write(self, batch: Sequence[tuple[str, HistoryRecord]]) -> set[str]:
+        self.batches.append([record for _, record in batch])
+        if self.hanging:
+            await asyncio.Event().wait()
+        if self.failing:
+            raise WriteFailedError("Elasticsearch is unreachable: test")
+        self.written += [record for _, record in batch]
+        return set()
+
+
+def record(n: int, storage: str = "s1") -> HistoryRecord:
+    return HistoryRecord(storage, f"k{n}", f"v{n}", Operation.SET, 1000 + n)
+
+
+def actor(writer: FakeWriter, **settings: float) -> HistoryActor:
+    config = HistoryConfig(
+        flush_size=int(settings.get("flush_size", 10)),
+        flush_timeout_s=settings.get("flush_timeout_s", 3600.0),
+        retry_limit=int(settings.get("retry_limit", 3)),
+        buffer_size=int(settings.get("buffer_size", 1000)),
+    )
+    history = HistoryActor(
+        writer=writer, config=config, shutdown_timeout_s=settings.get("shutdown_s", 1.0)
+    )
+    history.start()
+    return history
+
+
+async def test_batches_hold_at_most_flush_size_records() -> None:
+    writer = FakeWriter()
+    history = actor(writer, flush_size=10)
+    history.record([record(n) for n in range(25)])
+
+    async def twenty_written() -> bool:
+        return (await history.stats()).written == 20
+
+    await wait_until(twenty_written)
+    assert [len(batch) for batch in writer.batches] == [10, 10]
+    assert (await history.stats()).buffered == 5
+    await history.stop()
+    assert [len(batch) for batch in writer.batches] == [10, 10, 5]
+
+
+async def test_a_full_buffer_drops_new_records_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    writer = FakeWriter()
+    writer.hanging = True
+    history = actor(writer, flush_size=5, buffer_size=20)
+    with caplog.at_level(logging.ERROR, logger="pipeline.actor"):
+        history.record([record(n) for n in range(30)])
+        stats = await history.stats()
+    assert (stats.buffered, stats.dropped) == (20, 10)
+    assert "buffer full" in caplog.text
+    assert "v29" not in caplog.text
+    await history.stop(timeout_s=0.2)
+
+
+async def test_after_a_failed_request_no_batch_goes_for_flush_timeout() -> None:
+    writer = FakeWriter()
+    writer.failing = True
+    history = actor(writer, flush_size=1, flush_timeout_s=3600.0, retry_limit=5)
+    history.record([record(1)])
+
+    async def one_attempt() -> bool:
+        return (await history.stats()).retried == 1
+
+    await wait_until(one_attempt)
+    history.record([record(n) for n in range(2, 50)])  # many full batches wait...
+    stats = await history.stats()
+    assert len(writer.batches) == 1  # ...but the pause holds them back
+    assert stats.buffered == 49
+    writer.failing = False
+    await history.stop()  # the shutdown flush ignores the pause
+    assert sorted(r.key or "" for r in writer.written) == sorted(f"k{n}" for n in range(1, 50))
+
+
+async def test_shutdown_is_bounded_when_elasticsearch_hangs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    writer = FakeWriter()
+    writer.hanging = True
+    history = actor(writer, flush_size=100, shutdown_s=0.3)
+    history.record([record(n) for n in range(7)])
+    with caplog.at_level(logging.INFO, logger="pipeline.actor"):
+        async with asyncio.timeout(5):
+            await history.stop()
+    assert "7 records lost at shutdown" in caplog.text
+    assert "shutdown flush wrote 0 records, 7 could not be written" in caplog.text
+
+
+async def test_records_of_a_stopped_actor_are_logged_as_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    history = actor(FakeWriter())
+    await history.stop()
+    with caplog.at_level(logging.ERROR, logger="pipeline.actor"):
+        history.record([record(1, storage="s9")])  # never raises into the storage request
+    assert "1 records lost (storages: s9)" in caplog.text

@@ -1,0 +1,278 @@
+"""GET /history/<id> and POST /history against the real node: validation, filters, sorting,
+paging, scrolling, and the 400/401/404 cases."""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from elasticsearch import AsyncElasticsearch
+
+from kv_storage import create_app
+from kv_storage.config import Config
+from tests.conftest import StorageFactory, StorageRef
+from tests.test_storage_api import put
+from tests.waiting import wait_until
+
+Client = TestClient[web.Request, web.Application]
+
+RECORDS: list[dict[str, Any]] = [
+    {"key": "a", "value": "1", "operation": "set", "timestamp": 1000},
+    {"key": "b", "value": "2", "operation": "set", "timestamp": 2000},
+    {"key": "a", "value": None, "operation": "delete", "timestamp": 3000},
+    {"key": "c", "value": "0", "operation": "set", "timestamp": 4000},
+    {"key": None, "value": None, "operation": "clear", "timestamp": 5000},
+]
+
+
+@pytest.fixture
+async def history(
+    create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
+) -> StorageRef:
+    """A storage whose history was written in the original layout, straight into its index."""
+    storage = await create_storage(history_enabled=True)
+    index = f"{index_prefix}storage-history-{storage.id}"
+    for record in RECORDS:
+        await es.index(index=index, document=record)
+    await es.indices.refresh(index=index)
+    return storage
+
+
+async def search(api: Client, storage: StorageRef, **params: Any) -> tuple[int, Any]:
+    response = await api.get(
+        f"/history/{storage.id}",
+        params={k: str(v) for k, v in params.items()},
+        headers=storage.headers,
+    )
+    return response.status, await response.json()
+
+
+def triples(items: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(item["key"], item["operation"], item["timestamp"]) for item in items]
+
+
+async def test_page_answer_shape(api: Client, history: StorageRef) -> None:
+    status, body = await search(api, history)
+    assert status == 200
+    assert body == {
+        "total": 5,
+        "size": 5,
+        "page": 1,
+        "items": [
+            {
+                "key": r["key"],
+                "value": r["value"],
+                "operation": r["operation"],
+                "timestamp": r["timestamp"],
+            }
+            for r in RECORDS
+        ],
+    }
+
+
+async def test_paging(api: Client, history: StorageRef) -> None:
+    status, body = await search(api, history, size=2, page=2)
+    assert status == 200
+    assert (body["total"], body["size"], body["page"]) == (5, 2, 2)
+    assert [item["timestamp"] for item in body["items"]] == [3000, 4000]
+    _, last = await search(api, history, size=2, page=3)
+    assert [item["timestamp"] for item in last["items"]] == [5000]
+    _, beyond = await search(api, history, size=2, page=9)
+    assert (beyond["total"], beyond["size"], beyond["items"]) == (5, 0, [])
+
+
+@pytest.mark.parametrize(
+    ("params", "timestamps"),
+    [
+        ({"keys": "a"}, [1000, 3000]),
+        ({"keys": "a,c"}, [1000, 3000, 4000]),
+        ({"keys": "a,a"}, [1000, 3000]),
+        ({"operations": "delete,clear"}, [3000, 5000]),
+        ({"operations": "set,set"}, [1000, 2000, 4000]),
+        ({"start": 2000}, [2000, 3000, 4000, 5000]),
+        ({"end": 2000}, [1000, 2000]),
+        ({"start": 2000, "end": 4000}, [2000, 3000, 4000]),
+        ({"start": 3000, "end": 3000}, [3000]),
+        ({"keys": "a", "operations": "set", "end": 3000}, [1000]),
+        ({"keys": "zzz"}, []),
+    ],
+)
+async def test_filters(
+    api: Client, history: StorageRef, params: dict[str, Any], timestamps: list[int]
+) -> None:
+    status, body = await search(api, history, **params)
+    assert status == 200
+    assert [item["timestamp"] for item in body["items"]] == timestamps
+    assert body["total"] == len(timestamps)
+
+
+@pytest.mark.parametrize(
+    ("sort", "timestamps"),
+    [
+        ("timestamp", [1000, 2000, 3000, 4000, 5000]),
+        ("-timestamp", [5000, 4000, 3000, 2000, 1000]),
+        ("key,timestamp", [1000, 3000, 2000, 4000, 5000]),
+        ("-key,-timestamp", [4000, 2000, 3000, 1000, 5000]),  # a missing key sorts last
+        ("operation,-timestamp", [5000, 3000, 4000, 2000, 1000]),
+        ("-operation,timestamp", [1000, 2000, 4000, 3000, 5000]),
+        ("value,timestamp", [4000, 1000, 2000, 3000, 5000]),
+        ("-value,timestamp", [2000, 1000, 4000, 3000, 5000]),
+        ("timestamp,timestamp", [1000, 2000, 3000, 4000, 5000]),
+    ],
+)
+async def test_sorting_by_every_field(
+    api: Client, history: StorageRef, sort: str, timestamps: list[int]
+) -> None:
+    status, body = await search(api, history, sort=sort)
+    assert status == 200, body
+    assert [item["timestamp"] for item in body["items"]] == timestamps
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"start": 0}, "start"),
+        ({"start": -5}, "start"),
+        ({"start": "yesterday"}, "start"),
+        ({"end": "1.5"}, "end"),
+        ({"start": 10, "end": 9}, "start"),
+        ({"page": 0}, "page"),
+        ({"page": "x"}, "page"),
+        ({"size": 0}, "size"),
+        ({"size": 10001}, "size"),
+        ({"scroll": 0}, "scroll"),
+        ({"scroll": "soon"}, "scroll"),
+        ({"operations": "set,update"}, "operations"),
+        ({"sort": "color"}, "sort"),
+        ({"sort": "key,-key"}, "sort"),
+        ({"sort": "-timestamp,timestamp"}, "sort"),
+    ],
+)
+async def test_invalid_parameters_are_400_naming_them(
+    api: Client, history: StorageRef, params: dict[str, Any], parameter: str
+) -> None:
+    status, body = await search(api, history, **params)
+    assert status == 400
+    assert body["error"].startswith(f"{parameter}: "), body
+
+
+async def test_paging_beyond_the_window_suggests_scrolling(
+    api: Client, history: StorageRef
+) -> None:
+    status, body = await search(api, history, page=1001, size=10)
+    assert status == 400
+    assert "use scroll" in body["error"]
+
+
+async def test_scroll_to_the_end_releases_the_scroll(
+    api: Client, history: StorageRef, es: AsyncElasticsearch
+) -> None:
+    async def open_contexts() -> int:
+        stats = await es.nodes.stats(metric="indices", index_metric="search")
+        return sum(node["indices"]["search"]["scroll_current"] for node in stats["nodes"].values())
+
+    before = await open_contexts()
+    status, first = await search(api, history, scroll=60000, size=2, page=7)  # page is ignored
+    assert status == 200
+    assert set(first) == {"total", "size", "scrollId", "items"}
+    assert (first["total"], first["size"]) == (5, 2)
+    assert await open_contexts() == before + 1
+    seen = triples(first["items"])
+    scroll_id = first["scrollId"]
+    while True:
+        response = await api.post("/history", json={"scrollId": scroll_id, "timeout": 60000})
+        assert response.status == 200
+        batch = await response.json()
+        assert set(batch) == {"total", "size", "scrollId", "items"}
+        seen += triples(batch["items"])
+        scroll_id = batch["scrollId"]
+        if len(seen) == 5:
+            break
+    assert seen == triples(RECORDS)
+    assert await open_contexts() == before  # the last batch released it
+    after_end = await api.post("/history", json={"scrollId": scroll_id, "timeout": 60000})
+    assert after_end.status == 400
+    assert (await after_end.json())["error"] == "the scroll id is unknown or expired"
+
+
+async def test_a_scroll_that_fits_in_one_batch_is_released_at_once(
+    api: Client, history: StorageRef, es: AsyncElasticsearch
+) -> None:
+    status, body = await search(api, history, scroll=60000, size=10)
+    assert (status, body["size"]) == (200, 5)
+    response = await api.post("/history", json={"scrollId": body["scrollId"], "timeout": 1000})
+    assert response.status == 400
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"scrollId": "x", "timeout": 0}', "application/json"),
+        (b'{"scrollId": "x", "timeout": -1}', "application/json"),
+        (b'{"scrollId": "x", "timeout": 1.5}', "application/json"),
+        (b'{"scrollId": "x", "timeout": "1000"}', "application/json"),
+        (b'{"scrollId": "x", "timeout": true}', "application/json"),
+        (b'{"scrollId": 5, "timeout": 1000}', "application/json"),
+        (b'{"timeout": 1000}', "application/json"),
+        (b'{"scrollId": "x"}', "application/json"),
+        (b"[]", "application/json"),
+        (b"{", "application/json"),
+        (b'{"scrollId": "x", "timeout": 1000}', "text/plain"),
+        (b'{"scrollId": "not-a-scroll", "timeout": 1000}', "application/json"),
+        (b'{"scrollId": "WyJub3QtZXMiLDBd", "timeout": 1000}', "application/json"),
+    ],
+)
+async def test_scroll_continuation_refuses_bad_requests(
+    api: Client, body: bytes, content_type: str
+) -> None:
+    response = await api.post("/history", data=body, headers={"Content-Type": content_type})
+    assert response.status == 400
+    assert (await response.json())["error"]
+
+
+async def test_temp_and_history_less_storages_are_400(
+    api: Client, create_storage: StorageFactory
+) -> None:
+    for storage in (await create_storage("TEMP"), await create_storage(history_enabled=False)):
+        status, body = await search(api, storage)
+        assert status == 400
+        assert "history" in body["error"]
+
+
+async def test_history_enabled_storage_without_history_yet(
+    api: Client, create_storage: StorageFactory
+) -> None:
+    storage = await create_storage(history_enabled=True)
+    assert await search(api, storage) == (200, {"total": 0, "size": 0, "page": 1, "items": []})
+    status, body = await search(api, storage, scroll=1000, sort="-value")
+    assert status == 200
+    assert (body["total"], body["size"], body["items"]) == (0, 0, [])
+
+
+async def test_authorisation_and_existence(api: Client, history: StorageRef) -> None:
+    assert (await api.get(f"/history/{history.id}")).status == 401
+    wrong = await api.get(f"/history/{history.id}", headers={"Secret-Key": "wrong"})
+    assert wrong.status == 401
+    missing = await api.get("/history/no-such-storage", headers={"Secret-Key": "s"})
+    assert missing.status == 404
+
+
+async def test_the_services_own_history_is_searchable(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    create_storage: StorageFactory,
+) -> None:
+    config = make_config(KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT="100ms")
+    api = await aiohttp_client(create_app(config))
+    storage = await create_storage(history_enabled=True)
+    await put(api, storage, "mine", "v")
+
+    async def searchable() -> bool:
+        _, body = await search(api, storage)
+        return bool(body["total"] == 1)
+
+    await wait_until(searchable, what="the record searchable")
+    _, body = await search(api, storage, keys="mine", operations="set")
+    assert [(i["key"], i["value"], i["operation"]) for i in body["items"]] == [("mine", "v", "set")]

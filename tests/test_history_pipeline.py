@@ -1,0 +1,308 @@
+"""The history pipeline against the real node: what is recorded, when it is flushed, and what
+happens when Elasticsearch refuses the writes."""
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from elasticsearch import AsyncElasticsearch
+
+from kv_storage import create_app
+from kv_storage.app_keys import HISTORY_ACTOR
+from kv_storage.config import Config
+from pipeline.actor import HistoryStats
+from tests.conftest import CountingProxy, StorageFactory, StorageRef
+from tests.test_storage_api import path, put
+from tests.waiting import wait_until
+
+Client = TestClient[web.Request, web.Application]
+ClientFactory = Callable[[web.Application], Awaitable[Client]]
+
+
+async def stats(api: Client) -> HistoryStats:
+    return await api.app[HISTORY_ACTOR].stats()
+
+
+async def records(
+    es: AsyncElasticsearch, index_prefix: str, storage: StorageRef
+) -> list[dict[str, Any]]:
+    index = f"{index_prefix}storage-history-{storage.id}"
+    if not await es.indices.exists(index=index):
+        return []
+    await es.indices.refresh(index=index)
+    found = await es.search(index=index, size=1000, sort=[{"timestamp": "asc"}, {"key": "asc"}])
+    return [hit["_source"] for hit in found["hits"]["hits"]]
+
+
+async def wait_for_stats(api: Client, what: str, condition: Callable[[HistoryStats], bool]) -> None:
+    async def holds() -> bool:
+        return condition(await stats(api))
+
+    await wait_until(holds, what=what)
+
+
+async def service(
+    make_config: Callable[..., Config], aiohttp_client: ClientFactory, **environ: str
+) -> Client:
+    return await aiohttp_client(create_app(make_config(**environ)))
+
+
+async def test_flush_by_size_and_not_before(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+) -> None:
+    api = await service(
+        make_config,
+        aiohttp_client,
+        KV_STORAGE_APP_HISTORY_FLUSH_SIZE="3",
+        KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT="1 hour",
+    )
+    storage = await create_storage(history_enabled=True)
+    await put(api, storage, "a", "1")
+    await put(api, storage, "b", "2")
+    current = await stats(api)
+    assert (current.buffered, current.written, current.flushes) == (2, 0, 0)
+    assert await records(es, index_prefix, storage) == []
+    await put(api, storage, "c", "3")
+    await wait_for_stats(api, "the flush by size", lambda s: s.written == 3)
+    assert [
+        (r["key"], r["value"], r["operation"]) for r in await records(es, index_prefix, storage)
+    ] == [
+        ("a", "1", "set"),
+        ("b", "2", "set"),
+        ("c", "3", "set"),
+    ]
+
+
+async def test_flush_by_timeout_and_not_before(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+) -> None:
+    api = await service(make_config, aiohttp_client, KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT="1500ms")
+    storage = await create_storage(history_enabled=True)
+    started = time.monotonic()
+    await put(api, storage, "k", "v")
+    current = await stats(api)
+    assert (current.buffered, current.written) == (1, 0)
+    await wait_for_stats(api, "the flush by timeout", lambda s: s.written == 1)
+    assert time.monotonic() - started >= 1.5
+    assert len(await records(es, index_prefix, storage)) == 1
+
+
+async def test_a_burst_on_several_storages_takes_few_bulk_requests(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+    es_proxy: CountingProxy,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+) -> None:
+    api = await service(
+        make_config,
+        aiohttp_client,
+        KV_STORAGE_ELASTICSEARCH_URI=es_proxy.url,
+        KV_STORAGE_APP_HISTORY_FLUSH_SIZE="50",
+        KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT="1 hour",
+    )
+    storages = [await create_storage(history_enabled=True) for _ in range(3)]
+    await asyncio.gather(
+        *(put(api, storage, f"k{n}", "v") for storage in storages for n in range(50))
+    )
+    await wait_for_stats(api, "150 records written", lambda s: s.written == 150)
+    assert es_proxy.count(path_part="/_bulk") == 3  # single sets are /_doc: these are history
+    for storage in storages:
+        assert len(await records(es, index_prefix, storage)) == 50
+
+
+async def test_what_is_recorded(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+) -> None:
+    api = await service(
+        make_config,
+        aiohttp_client,
+        KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT="100ms",
+        KV_STORAGE_ELASTICSEARCH_LIMIT_KEY_MAX_SIZE="10",
+    )
+    storage = await create_storage(history_enabled=True)
+    without = await create_storage(history_enabled=False)
+    before = int(time.time() * 1000)
+    await put(api, storage, "k1", "v1")
+    await put(api, without, "k1", "v1")
+    multi = await api.put(
+        path("set", storage), json={"k2": "v2", "far-too-long-key": "x"}, headers=storage.headers
+    )
+    assert await multi.json() == {"k2": True, "far-too-long-key": False}
+    refused = await api.put(path("set", storage, "k3"), data=b"v", headers=storage.headers)
+    assert refused.status == 400  # no content type: not an operation, not recorded
+    await api.delete(path("delete", storage, "k1"), headers=storage.headers)
+    await api.post(path("delete", storage), json=["k2", ""], headers=storage.headers)
+    await api.post(path("clear", storage), headers=storage.headers)
+    after = int(time.time() * 1000)
+    await wait_for_stats(api, "every record written", lambda s: s.written == 5 and s.buffered == 0)
+    found = await records(es, index_prefix, storage)
+    assert sorted(((r["key"], r["value"], r["operation"]) for r in found), key=str) == sorted(
+        [
+            ("k1", "v1", "set"),
+            ("k2", "v2", "set"),
+            ("k1", None, "delete"),
+            ("k2", None, "delete"),
+            (None, None, "clear"),
+        ],
+        key=str,
+    )
+    assert all(before <= r["timestamp"] <= after for r in found)
+    assert await records(es, index_prefix, without) == []
+
+
+async def test_records_survive_a_write_block_and_are_written_once_it_ends(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+) -> None:
+    api = await service(
+        make_config,
+        aiohttp_client,
+        KV_STORAGE_APP_HISTORY_FLUSH_SIZE="1",
+        KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT="100ms",
+        KV_STORAGE_APP_HISTORY_RETRY_LIMIT="1000",
+    )
+    storage = await create_storage(history_enabled=True)
+    await put(api, storage, "first", "v")
+    await wait_for_stats(api, "the first record written", lambda s: s.written == 1)
+    index = f"{index_prefix}storage-history-{storage.id}"
+    await es.indices.add_block(index=index, block="write")
+    for n in range(5):
+        await put(api, storage, f"during-{n}", "v")
+    await wait_for_stats(api, "refused records retried", lambda s: s.retried >= 10)
+    assert len(await records(es, index_prefix, storage)) == 1
+    await es.indices.put_settings(index=index, settings={"index.blocks.write": False})
+    await wait_for_stats(
+        api, "the block's records written", lambda s: s.written == 6 and s.buffered == 0
+    )
+    found = await records(es, index_prefix, storage)
+    assert sorted(r["key"] for r in found) == [
+        "during-0",
+        "during-1",
+        "during-2",
+        "during-3",
+        "during-4",
+        "first",
+    ]
+    assert (await stats(api)).lost == 0
+
+
+async def test_a_record_that_keeps_failing_is_dropped_after_the_retry_limit(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = await service(
+        make_config,
+        aiohttp_client,
+        KV_STORAGE_APP_HISTORY_FLUSH_SIZE="1",
+        KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT="50ms",
+        KV_STORAGE_APP_HISTORY_RETRY_LIMIT="3",
+    )
+    storage = await create_storage(history_enabled=True)
+    await put(api, storage, "first", "v")
+    await wait_for_stats(api, "the first record written", lambda s: s.written == 1)
+    index = f"{index_prefix}storage-history-{storage.id}"
+    await es.indices.add_block(index=index, block="write")
+    with caplog.at_level(logging.ERROR, logger="pipeline.actor"):
+        await put(api, storage, "doomed", "secret-value-never-logged")
+        await wait_for_stats(api, "the record dropped", lambda s: s.lost == 1)
+    current = await stats(api)
+    assert (current.retried, current.buffered) == (2, 0)  # tried 3 times: retried twice
+    assert f"1 records lost after 3 attempts (storages: {storage.id})" in caplog.text
+    assert "secret-value-never-logged" not in caplog.text
+    await es.indices.put_settings(index=index, settings={"index.blocks.write": False})
+
+
+async def test_buffered_records_are_written_when_the_process_gets_sigterm(
+    es_url: str,
+    index_prefix: str,
+    initialised_config: Config,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    unused_tcp_port: int,
+) -> None:
+    environ = {
+        **os.environ,
+        "KV_STORAGE_ELASTICSEARCH_URI": es_url,
+        "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": index_prefix,
+        "KV_STORAGE_SERVER_HOST": "127.0.0.1",
+        "KV_STORAGE_SERVER_PORT": str(unused_tcp_port),
+        "KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT": "1 hour",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "kv_storage",
+        "serve",
+        env=environ,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{unused_tcp_port}"
+    storage = await create_storage(history_enabled=True)
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def up() -> bool:
+                try:
+                    async with session.get(f"{base}/health") as response:
+                        return response.status == 200
+                except aiohttp.ClientConnectionError:
+                    return False
+
+            await wait_until(up, timeout_s=30, what="the service answering")
+            for n in range(20):
+                async with session.put(
+                    f"{base}/set/{storage.id}/k{n}",
+                    data=f"v{n}",
+                    headers={**storage.headers, "Content-Type": "text/plain"},
+                ) as response:
+                    assert response.status == 200
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.stdout is not None
+    log = (await process.stdout.read()).decode()
+    assert "shutdown flush wrote 20 records, 0 could not be written" in log
+    assert sorted(r["key"] for r in await records(es, index_prefix, storage)) == sorted(
+        f"k{n}" for n in range(20)
+    )
