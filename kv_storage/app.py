@@ -9,7 +9,10 @@ from aiohttp_apispec import setup_aiohttp_apispec
 
 from kv_storage import __version__
 from kv_storage.actors.cache import CacheActor
+from kv_storage.actors.cache_update import CacheUpdateActor
+from kv_storage.actors.expiry import ExpiryActor
 from kv_storage.actors.history_query import HistoryQueryActor
+from kv_storage.actors.lifecycle import LifecycleActor
 from kv_storage.actors.storage import StorageActor
 from kv_storage.app_keys import (
     CACHE_ACTOR,
@@ -18,15 +21,17 @@ from kv_storage.app_keys import (
     HISTORY_ACTOR,
     HISTORY_QUERY_ACTOR,
     INDEX_NAMES,
+    LIFECYCLE_ACTOR,
     STORAGE_ACTOR,
 )
 from kv_storage.config import Config
 from kv_storage.es.client import create_client
 from kv_storage.es.data import DataStore, ScanSettings
 from kv_storage.es.history import HistoryStore
+from kv_storage.es.lease import Lease
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
-from kv_storage.handlers import health, history, storage
+from kv_storage.handlers import admin, health, history, management, storage
 from kv_storage.handlers.spec import finish_spec
 from kv_storage.middlewares import error_middleware, timeout_middleware
 from kv_storage.validation import validation_middleware
@@ -65,28 +70,45 @@ async def _history(app: web.Application) -> AsyncIterator[None]:
 async def _actors(app: web.Application) -> AsyncIterator[None]:
     config, client, names = app[CONFIG], app[ES_CLIENT], app[INDEX_NAMES]
     prefix = config.elasticsearch.index_prefix
-    cache = CacheActor(registry=Registry(client, names), config=config.app.cache)
+    registry = Registry(client, names)
+    cache = CacheActor(registry=registry, config=config.app.cache)
     scan = ScanSettings(
         page_size=config.elasticsearch.scroll_page_size,
         keep_alive=f"{round(config.elasticsearch.scroll_keep_alive_s * 1000)}ms",
     )
+    data = DataStore(client, names, scan)
     storage = StorageActor(
         cache=cache,
-        data=DataStore(client, names, scan),
+        data=data,
         history=app[HISTORY_ACTOR],
         index_prefix=prefix,
     )
-    history_query = HistoryQueryActor(
-        cache=cache, store=HistoryStore(client, names), index_prefix=prefix
+    history_store = HistoryStore(client, names)
+    history_query = HistoryQueryActor(cache=cache, store=history_store, index_prefix=prefix)
+    lifecycle = LifecycleActor(
+        registry=registry, data=data, history=history_store, cache=cache, index_prefix=prefix
     )
-    for actor in (cache, storage, history_query):
+    expiry = ExpiryActor(
+        registry=registry,
+        lifecycle=lifecycle,
+        lease=Lease(client, names, name="expiry", duration_s=3 * config.app.expiry_interval_s),
+        interval_s=config.app.expiry_interval_s,
+    )
+    cache_update = CacheUpdateActor(
+        registry=registry,
+        cache=cache,
+        update_time_s=config.app.cache.update_time_s,
+        request_timeout_s=config.app.request_timeout_s,
+    )
+    # Started callees first, stopped callers first.
+    actors = (cache, storage, history_query, lifecycle, expiry, cache_update)
+    for actor in actors:
         actor.start()
     app[CACHE_ACTOR], app[STORAGE_ACTOR], app[HISTORY_QUERY_ACTOR] = cache, storage, history_query
+    app[LIFECYCLE_ACTOR] = lifecycle
     yield
-    # Requests are finished by now; stop the callers before what they call.
-    await storage.stop()
-    await history_query.stop()
-    await cache.stop()
+    for actor in reversed(actors):
+        await actor.stop()
 
 
 def create_app(config: Config) -> web.Application:
@@ -95,6 +117,7 @@ def create_app(config: Config) -> web.Application:
         middlewares=[
             error_middleware,
             timeout_middleware(config.app.request_timeout_s),
+            admin.admin_guard(config.admin.token),
             validation_middleware,
         ],
     )
@@ -106,6 +129,8 @@ def create_app(config: Config) -> web.Application:
     health.add_routes(app)
     storage.add_routes(app)
     history.add_routes(app)
+    management.add_routes(app)
+    admin.add_routes(app)
     _setup_api_spec(app)
     return app
 
@@ -125,6 +150,7 @@ def _setup_api_spec(app: web.Application) -> None:
                     "Storage calls are authorised by the storage's `Secret-Key` header."
                 )
             },
+            securityDefinitions=admin.SECURITY_DEFINITIONS,
             url=SPEC_URL,
             swagger_path=SWAGGER_UI_PATH,
             in_place=True,

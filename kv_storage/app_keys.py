@@ -5,6 +5,7 @@ from elasticsearch import AsyncElasticsearch
 
 from kv_storage.actors.cache import CacheActor
 from kv_storage.actors.history_query import HistoryQueryActor
+from kv_storage.actors.lifecycle import LifecycleActor
 from kv_storage.actors.storage import StorageActor
 from kv_storage.config import Config
 from kv_storage.es.names import IndexNames
@@ -17,3 +18,4 @@ CACHE_ACTOR = web.AppKey("cache_actor", CacheActor)
 STORAGE_ACTOR = web.AppKey("storage_actor", StorageActor)
 HISTORY_ACTOR = web.AppKey("history_actor", HistoryActor)
 HISTORY_QUERY_ACTOR = web.AppKey("history_query_actor", HistoryQueryActor)
+LIFECYCLE_ACTOR = web.AppKey("lifecycle_actor", LifecycleActor)

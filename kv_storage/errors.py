@@ -4,6 +4,7 @@ Each error carries its HTTP status, so that one middleware renders them all and 
 repeats the mapping from failure to status code.
 """
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 
@@ -12,9 +13,10 @@ class ServiceError(Exception):
 
     status: ClassVar[int] = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = headers
 
 
 class BadRequestError(ServiceError):
@@ -23,6 +25,10 @@ class BadRequestError(ServiceError):
 
 class UnauthorizedError(ServiceError):
     status = 401
+
+
+class ForbiddenError(ServiceError):
+    status = 403
 
 
 class NotFoundError(ServiceError):

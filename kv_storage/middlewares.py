@@ -77,7 +77,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ServiceError as error:
-        return error_body(error.message, error.status)
+        return error_body(error.message, error.status, error.headers)
     except ValidationError as error:
         return error_body(describe_validation_error(error), 400)
     except web.HTTPException as error:

@@ -28,6 +28,7 @@ async def test_spec_is_a_valid_openapi_document(
     spec = await response.json()
     validate(spec)
     assert spec["info"]["title"] == "kv-storage"
+    assert spec["securityDefinitions"]["AdminToken"]["name"] == "Authorization"
 
 
 async def test_every_route_is_documented_with_its_responses(
@@ -47,7 +48,10 @@ async def test_every_route_is_documented_with_its_responses(
         assert all("description" in answer for answer in operation["responses"].values())
         for parameter in operation.get("parameters", []):
             assert parameter.get("description") or parameter["in"] == "body", (path, parameter)
-        if path not in ("/health", "/history"):  # POST /history: the scroll id is the capability
+        if path.startswith("/admin/"):
+            assert operation["security"] == [{"AdminToken": []}], f"{route.method} {path}"
+            assert {"401", "403", "500"} <= set(operation["responses"]), f"{route.method} {path}"
+        elif path not in ("/health", "/history"):  # POST /history: the scroll id is the key
             names = {(p["in"], p["name"]) for p in operation["parameters"]}
             assert ("header", "Secret-Key") in names, f"{route.method} {path}"
             assert {"401", "404", "500"} <= set(operation["responses"]), f"{route.method} {path}"

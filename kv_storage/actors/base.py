@@ -65,7 +65,7 @@ class Actor(Generic[MessageT]):
         if self._task is not None:
             raise RuntimeError(f"actor {self.name} was started already")
         self._accepting = True
-        self._task = asyncio.create_task(self._run(), name=f"actor:{self.name}")
+        self._task = asyncio.create_task(self._mailbox_loop(), name=f"actor:{self.name}")
         self._task.add_done_callback(self._on_done)
 
     def send(self, message: MessageT) -> None:
@@ -97,7 +97,7 @@ class Actor(Generic[MessageT]):
             raise ActorStoppedError(f"actor {self.name} is not running")
         self._mailbox.put_nowait(envelope)
 
-    async def _run(self) -> None:
+    async def _mailbox_loop(self) -> None:
         limit = asyncio.Semaphore(self._max_concurrency)
         try:
             while True:

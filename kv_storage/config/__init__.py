@@ -2,6 +2,7 @@
 
 from kv_storage.config.loader import CONFIG_PATH_ENV, ConfigError, load_config
 from kv_storage.config.model import (
+    AdminConfig,
     AppConfig,
     CacheConfig,
     Config,
@@ -14,6 +15,7 @@ from kv_storage.config.properties import PROPERTIES, Property
 __all__ = [
     "CONFIG_PATH_ENV",
     "PROPERTIES",
+    "AdminConfig",
     "AppConfig",
     "CacheConfig",
     "Config",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kv_storage.config.model import (
+    AdminConfig,
     AppConfig,
     CacheConfig,
     Config,
@@ -110,6 +111,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         app=AppConfig(
             default_page_size=p["app.default-page-size"],
             request_timeout_s=p["app.request-timeout"],
+            expiry_interval_s=p["app.expiry.interval"],
             cache=CacheConfig(
                 max_size=p["app.cache.max-size"],
                 expiration_time_s=p["app.cache.expiration-time"],
@@ -127,4 +129,5 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             port=p["server.port"],
             max_body_size=p["server.max-body-size"],
         ),
+        admin=AdminConfig(token=p["admin.token"]),
     )

@@ -38,8 +38,15 @@ class HistoryConfig:
 class AppConfig:
     default_page_size: int
     request_timeout_s: float
+    expiry_interval_s: float
     cache: CacheConfig
     history: HistoryConfig
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    token: str | None = field(repr=False)
+    """``None``: the administration API is disabled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +61,4 @@ class Config:
     elasticsearch: ElasticsearchConfig
     app: AppConfig
     server: ServerConfig
+    admin: AdminConfig

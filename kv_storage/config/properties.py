@@ -226,6 +226,12 @@ PROPERTIES: tuple[Property, ...] = (
         "Most history records held while Elasticsearch is not taking them; more are dropped.",
     ),
     Property(
+        "app.expiry.interval",
+        "1 minute",
+        _positive_duration,
+        "How often expired TEMP storages are deleted (by one instance of many, under a lease).",
+    ),
+    Property(
         "app.default-page-size",
         50,
         _between(1, MAX_SCROLL_PAGE_SIZE),
@@ -236,6 +242,13 @@ PROPERTIES: tuple[Property, ...] = (
         "3 seconds",
         _positive_duration,
         "Longest time a request may take before it is answered with 500.",
+    ),
+    Property(
+        "admin.token",
+        "",
+        _optional_text,
+        "Bearer token of the administration API (/admin/); empty: the API is disabled.",
+        secret=True,
     ),
     Property("server.host", "0.0.0.0", _text, "Address the HTTP server listens on."),
     Property("server.port", 8080, _between(0, 65535), "Port the HTTP server listens on."),

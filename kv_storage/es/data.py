@@ -95,6 +95,11 @@ class DataStore:
         ]
         return await self._bulk(actions, ok_statuses=frozenset({404}))
 
+    async def drop(self, storage_id: str) -> None:
+        await self._client.indices.delete(
+            index=self._names.data(storage_id), ignore_unavailable=True
+        )
+
     async def key_pages(self, storage_id: str) -> AsyncIterator[list[str]]:
         """Every key, a page at a time; memory holds one page, whatever the storage's size."""
         async for page in self._pages(storage_id, with_versions=False):

@@ -3,12 +3,12 @@
 Written by the history actor in bulk; searched, paged and scrolled by the history API.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from elastic_transport import ObjectApiResponse
-from elasticsearch import AsyncElasticsearch
+from elasticsearch import ApiError, AsyncElasticsearch
 from elasticsearch.helpers import async_bulk
 
 from kv_storage.es.errors import describe, is_elasticsearch_error
@@ -82,33 +82,59 @@ class HistoryStore:
         assert isinstance(errors, list)
         return {str(next(iter(error.values())).get("_id")) for error in errors}
 
+    async def drop(self, storage_id: str) -> None:
+        await self._client.indices.delete(
+            index=self._names.history(storage_id), ignore_unavailable=True
+        )
+
     async def search(
         self, storage_id: str, where: HistoryQuery, *, offset: int, size: int
     ) -> HistoryPage:
-        answer = await self._client.search(
-            index=self._names.history(storage_id),
-            query=_query(where),
-            sort=_sort(where),
-            from_=offset,
-            size=size,
-            track_total_hits=True,
-            ignore_unavailable=True,
+        index = self._names.history(storage_id)
+        answer = await self._when_started(
+            index,
+            lambda: self._client.search(
+                index=index,
+                query=_query(where),
+                sort=_sort(where),
+                from_=offset,
+                size=size,
+                track_total_hits=True,
+                ignore_unavailable=True,
+            ),
         )
         return _page(answer)
 
     async def open_scroll(
         self, storage_id: str, where: HistoryQuery, *, size: int, keep_alive_ms: int
     ) -> HistoryPage:
-        answer = await self._client.search(
-            index=self._names.history(storage_id),
-            query=_query(where),
-            sort=_sort(where),
-            size=size,
-            scroll=f"{keep_alive_ms}ms",
-            track_total_hits=True,
-            ignore_unavailable=True,
+        index = self._names.history(storage_id)
+        answer = await self._when_started(
+            index,
+            lambda: self._client.search(
+                index=index,
+                query=_query(where),
+                sort=_sort(where),
+                size=size,
+                scroll=f"{keep_alive_ms}ms",
+                track_total_hits=True,
+                ignore_unavailable=True,
+            ),
         )
         return _page(answer)
+
+    async def _when_started(
+        self, index: str, search: Callable[[], Awaitable[ObjectApiResponse[Any]]]
+    ) -> ObjectApiResponse[Any]:
+        """A history index is created by its first record's write; a search that comes while
+        its shard is still starting fails as a whole. Wait for the shard, then search again."""
+        try:
+            return await search()
+        except ApiError as error:
+            if error.meta.status != 503:
+                raise
+        await self._client.cluster.health(index=index, wait_for_status="yellow", timeout="5s")
+        return await search()
 
     async def continue_scroll(self, scroll_id: str, *, keep_alive_ms: int) -> HistoryPage:
         answer = await self._client.scroll(scroll_id=scroll_id, scroll=f"{keep_alive_ms}ms")

@@ -1,13 +1,69 @@
-"""Reads storages from the registry index, laid out as the original CloudStack plugin wrote it."""
+"""The storage registry, laid out as the original CloudStack plugin wrote it, so that the
+plugin and this service can share a cluster.
 
+Every write sets ``last_updated``: other processes poll for it to drop stale cache entries.
+Read-modify-write goes through ``if_seq_no``/``if_primary_term``: a concurrent change makes the
+write fail with ``StaleEntryError`` and the caller reads again.
+"""
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
-from elasticsearch import AsyncElasticsearch, NotFoundError
+from elasticsearch import AsyncElasticsearch, ConflictError, NotFoundError
 
 from kv_storage.es.names import IndexNames
 from kv_storage.model import Storage, StorageType
 
-_FIELDS = ["type", "deleted", "history_enabled", "secret_key", "expiration_timestamp"]
+_LOOKUP_FIELDS = ["type", "deleted", "history_enabled", "secret_key", "expiration_timestamp"]
+_MAX_IDS_PER_POLL = 10_000
+
+
+class StaleEntryError(Exception):
+    """The registry document changed since it was read."""
+
+
+class EntryExistsError(Exception):
+    """A registry document with that id exists already."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryEntry:
+    id: str
+    type: StorageType
+    deleted: bool
+    history_enabled: bool
+    secret_key: str
+    account: str | None = None
+    name: str | None = None
+    description: str | None = None
+    ttl_ms: int | None = None
+    expiration_timestamp_ms: int | None = None
+    last_updated_ms: int | None = None
+    seq_no: int | None = None
+    primary_term: int | None = None
+
+    def document(self) -> dict[str, Any]:
+        fields = {
+            "type": self.type.value,
+            "deleted": self.deleted,
+            "history_enabled": self.history_enabled,
+            "secret_key": self.secret_key,
+            "account": self.account,
+            "name": self.name,
+            "description": self.description,
+            "ttl": self.ttl_ms,
+            "expiration_timestamp": self.expiration_timestamp_ms,
+            "last_updated": self.last_updated_ms,
+        }
+        return {name: value for name, value in fields.items() if value is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class EntryPage:
+    total: int
+    entries: list[RegistryEntry]
 
 
 class Registry:
@@ -19,25 +75,159 @@ class Registry:
         """The live storage, or ``None`` when there is none or it is marked deleted."""
         try:
             document = await self._client.get(
-                index=self._names.registry, id=storage_id, source_includes=_FIELDS
+                index=self._names.registry, id=storage_id, source_includes=_LOOKUP_FIELDS
             )
         except NotFoundError:
             return None
-        return _storage(storage_id, document["_source"])
+        source = document["_source"]
+        storage_type = _storage_type(source)
+        if source.get("deleted", False) or storage_type is None:
+            return None
+        expiration = source.get("expiration_timestamp")
+        return Storage(
+            id=storage_id,
+            type=storage_type,
+            history_enabled=bool(source.get("history_enabled", False)),
+            secret_key=str(source.get("secret_key") or ""),
+            expiration_timestamp_ms=int(expiration) if expiration is not None else None,
+        )
+
+    async def read(self, storage_id: str) -> RegistryEntry | None:
+        """The whole document, deleted or not, with the version to write it back under."""
+        try:
+            document = await self._client.get(index=self._names.registry, id=storage_id)
+        except NotFoundError:
+            return None
+        return _entry(document["_id"], document["_source"], document.body)
+
+    async def create(self, entry: RegistryEntry) -> RegistryEntry:
+        entry = replace(entry, last_updated_ms=now_ms())
+        try:
+            written = await self._client.create(
+                index=self._names.registry, id=entry.id, document=entry.document(), refresh=True
+            )
+        except ConflictError:
+            raise EntryExistsError(entry.id) from None
+        return replace(entry, seq_no=written["_seq_no"], primary_term=written["_primary_term"])
+
+    async def write(self, entry: RegistryEntry) -> RegistryEntry:
+        """Writes ``entry`` back over the version it was read at, setting ``last_updated``."""
+        entry = replace(entry, last_updated_ms=now_ms())
+        try:
+            written = await self._client.index(
+                index=self._names.registry,
+                id=entry.id,
+                document=entry.document(),
+                if_seq_no=entry.seq_no,
+                if_primary_term=entry.primary_term,
+                refresh=True,
+            )
+        except (ConflictError, NotFoundError):
+            raise StaleEntryError(entry.id) from None
+        return replace(entry, seq_no=written["_seq_no"], primary_term=written["_primary_term"])
+
+    async def of_account(self, account: str, *, offset: int, size: int) -> EntryPage:
+        return await self._search(
+            {"bool": {"filter": [{"term": {"account": account}}, {"term": {"deleted": False}}]}},
+            offset=offset,
+            size=size,
+            sort=[{"last_updated": "desc"}],
+        )
+
+    async def expired_temp(self, now: int, *, size: int) -> list[RegistryEntry]:
+        query = {
+            "bool": {
+                "filter": [
+                    {"term": {"type": StorageType.TEMP.value}},
+                    {"term": {"deleted": False}},
+                    {"range": {"expiration_timestamp": {"lte": now}}},
+                ]
+            }
+        }
+        return (await self._search(query, offset=0, size=size)).entries
+
+    async def deleted_since(self, since_ms: int, *, size: int) -> list[RegistryEntry]:
+        query = {
+            "bool": {
+                "filter": [
+                    {"term": {"deleted": True}},
+                    {"range": {"last_updated": {"gte": since_ms}}},
+                ]
+            }
+        }
+        return (await self._search(query, offset=0, size=size)).entries
+
+    async def changed_since(self, since_ms: int) -> list[str] | None:
+        """Ids written at or after ``since_ms``; ``None`` when there are too many to list."""
+        await self._client.indices.refresh(index=self._names.registry)
+        found = await self._client.search(
+            index=self._names.registry,
+            query={"range": {"last_updated": {"gte": since_ms}}},
+            size=_MAX_IDS_PER_POLL,
+            source=False,
+            track_total_hits=True,
+        )
+        hits = found["hits"]
+        if hits["total"]["value"] > len(hits["hits"]):
+            return None
+        return [hit["_id"] for hit in hits["hits"]]
+
+    async def _search(
+        self,
+        query: Mapping[str, Any],
+        *,
+        offset: int,
+        size: int,
+        sort: list[Mapping[str, Any]] | None = None,
+    ) -> EntryPage:
+        found = await self._client.search(
+            index=self._names.registry,
+            query=query,
+            from_=offset,
+            size=size,
+            sort=sort,
+            seq_no_primary_term=True,
+            track_total_hits=True,
+        )
+        hits = found["hits"]
+        entries = [_entry(hit["_id"], hit["_source"], hit) for hit in hits["hits"]]
+        return EntryPage(total=hits["total"]["value"], entries=[e for e in entries if e])
 
 
-def _storage(storage_id: str, source: dict[str, Any]) -> Storage | None:
-    if source.get("deleted", False):
-        return None
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _storage_type(source: Mapping[str, Any]) -> StorageType | None:
     try:
-        storage_type = StorageType(str(source.get("type")))
+        return StorageType(str(source.get("type")))
     except ValueError:
         return None
-    expiration = source.get("expiration_timestamp")
-    return Storage(
+
+
+def _entry(
+    storage_id: str, source: Mapping[str, Any], meta: Mapping[str, Any]
+) -> RegistryEntry | None:
+    storage_type = _storage_type(source)
+    if storage_type is None:
+        return None
+
+    def optional_int(name: str) -> int | None:
+        value = source.get(name)
+        return int(value) if value is not None else None
+
+    return RegistryEntry(
         id=storage_id,
         type=storage_type,
+        deleted=bool(source.get("deleted", False)),
         history_enabled=bool(source.get("history_enabled", False)),
         secret_key=str(source.get("secret_key") or ""),
-        expiration_timestamp_ms=int(expiration) if expiration is not None else None,
+        account=source.get("account"),
+        name=source.get("name"),
+        description=source.get("description"),
+        ttl_ms=optional_int("ttl"),
+        expiration_timestamp_ms=optional_int("expiration_timestamp"),
+        last_updated_ms=optional_int("last_updated"),
+        seq_no=meta.get("_seq_no"),
+        primary_term=meta.get("_primary_term"),
     )

@@ -1,0 +1,246 @@
+"""The lifecycle actor: creates, changes and deletes storages in the registry.
+
+It serves the original's management endpoints (TEMP TTL and deletion, authorised by the
+storage's secret), the administration API and the ``kv-storage storage`` command alike.
+Read-modify-write is optimistic: a write over a version someone else changed is retried on a
+fresh read. After each change the local cache forgets the storage; other instances learn of
+it from the registry poll.
+"""
+
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from kv_storage.actors.access import authorise, now_ms
+from kv_storage.actors.base import Actor
+from kv_storage.actors.cache import CacheActor, Forget
+from kv_storage.errors import BadRequestError, ConflictError, NotFoundError
+from kv_storage.es.data import DataStore
+from kv_storage.es.history import HistoryStore
+from kv_storage.es.registry import (
+    EntryExistsError,
+    EntryPage,
+    Registry,
+    RegistryEntry,
+    StaleEntryError,
+)
+from kv_storage.model import StorageType, can_name_a_storage
+
+_WRITE_ATTEMPTS = 20
+
+
+class _NotExpiredError(Exception):
+    pass
+
+
+_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateTtl:
+    storage_id: str
+    secret_key: str = field(repr=False)
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteTemp:
+    storage_id: str
+    secret_key: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireTemp:
+    """Marks a TEMP storage deleted if it is still expired at ``now_ms``."""
+
+    storage_id: str
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CreateStorage:
+    type: StorageType
+    history_enabled: bool = False
+    account: str | None = None
+    name: str | None = None
+    description: str | None = None
+    vm: str | None = None
+    ttl_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShowStorage:
+    storage_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListStorages:
+    account: str
+    page: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteStorage:
+    storage_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RotateSecret:
+    storage_id: str
+
+
+LifecycleMessage = (
+    UpdateTtl
+    | DeleteTemp
+    | ExpireTemp
+    | CreateStorage
+    | ShowStorage
+    | ListStorages
+    | DeleteStorage
+    | RotateSecret
+)
+
+
+class LifecycleActor(Actor[LifecycleMessage]):
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        data: DataStore,
+        history: HistoryStore,
+        cache: CacheActor | None,
+        index_prefix: str,
+    ) -> None:
+        super().__init__(name="lifecycle", max_concurrency=256)
+        self._registry = registry
+        self._data = data
+        self._history = history
+        self._cache = cache
+        self._index_prefix = index_prefix
+
+    async def handle(self, message: LifecycleMessage) -> RegistryEntry | EntryPage | None:
+        match message:
+            case UpdateTtl(storage_id, secret_key, ttl_ms):
+                await self._temp(storage_id, secret_key)
+                return await self._change(storage_id, lambda entry: _with_ttl(entry, ttl_ms))
+            case DeleteTemp(storage_id, secret_key):
+                await self._temp(storage_id, secret_key)
+                return await self._delete(storage_id)
+            case ExpireTemp(storage_id, now):
+                return await self._expire(storage_id, now)
+            case CreateStorage():
+                return await self._create(message)
+            case ShowStorage(storage_id):
+                return await self._existing(storage_id)
+            case ListStorages(account, page, size):
+                return await self._registry.of_account(account, offset=(page - 1) * size, size=size)
+            case DeleteStorage(storage_id):
+                return await self._delete(storage_id)
+            case RotateSecret(storage_id):
+                return await self._change(storage_id, _with_new_secret)
+
+    async def drop_indices(self, storage_id: str) -> None:
+        """A deleted storage keeps its registry document, but not its data or history."""
+        await self._data.drop(storage_id)
+        await self._history.drop(storage_id)
+
+    async def _temp(self, storage_id: str, secret_key: str) -> None:
+        if self._cache is None:
+            raise RuntimeError("the management endpoints need the storage cache")
+        storage = await authorise(
+            self._cache, storage_id, secret_key, index_prefix=self._index_prefix
+        )
+        if storage.type is not StorageType.TEMP:
+            raise BadRequestError(f"storage {storage_id} is not a TEMP storage")
+
+    async def _existing(self, storage_id: str) -> RegistryEntry:
+        entry = (
+            await self._registry.read(storage_id)
+            if can_name_a_storage(storage_id, self._index_prefix)
+            else None
+        )
+        if entry is None:
+            raise NotFoundError(f"storage {storage_id} does not exist")
+        return entry
+
+    async def _change(
+        self, storage_id: str, change: Callable[[RegistryEntry], RegistryEntry]
+    ) -> RegistryEntry:
+        """Applies ``change`` to the live storage, again on a fresh read if it raced."""
+        for _ in range(_WRITE_ATTEMPTS):
+            entry = await self._existing(storage_id)
+            if entry.deleted:
+                raise NotFoundError(f"storage {storage_id} does not exist")
+            try:
+                written = await self._registry.write(change(entry))
+            except StaleEntryError:
+                continue
+            await self._forget(storage_id)
+            return written
+        raise ConflictError(f"storage {storage_id} kept changing; try again")
+
+    async def _delete(self, storage_id: str) -> RegistryEntry:
+        entry = await self._change(storage_id, lambda entry: replace(entry, deleted=True))
+        await self.drop_indices(storage_id)
+        return entry
+
+    async def _expire(self, storage_id: str, now: int) -> RegistryEntry | None:
+        def expire(entry: RegistryEntry) -> RegistryEntry:
+            expiration = entry.expiration_timestamp_ms
+            if entry.type is not StorageType.TEMP or expiration is None or expiration > now:
+                raise _NotExpiredError
+            return replace(entry, deleted=True)
+
+        try:
+            entry = await self._change(storage_id, expire)
+        except (_NotExpiredError, NotFoundError):
+            return None  # its TTL was extended meanwhile, or someone deleted it first
+        await self.drop_indices(storage_id)
+        return entry
+
+    async def _create(self, command: CreateStorage) -> RegistryEntry:
+        storage_id = command.vm if command.type is StorageType.VM else str(uuid.uuid4())
+        if storage_id is None or not can_name_a_storage(storage_id, self._index_prefix):
+            raise BadRequestError(f"vm: {storage_id!r} cannot name a storage")
+        expiration = None
+        if command.type is StorageType.TEMP and command.ttl_ms is not None:
+            expiration = now_ms() + command.ttl_ms
+        entry = RegistryEntry(
+            id=storage_id,
+            type=command.type,
+            deleted=False,
+            history_enabled=command.history_enabled and command.type is not StorageType.TEMP,
+            secret_key=_new_secret(),
+            account=command.account,
+            name=command.name,
+            description=command.description,
+            ttl_ms=command.ttl_ms if command.type is StorageType.TEMP else None,
+            expiration_timestamp_ms=expiration,
+        )
+        try:
+            created = await self._registry.create(entry)
+        except EntryExistsError:
+            raise ConflictError(f"storage {storage_id} exists already") from None
+        await self._forget(storage_id)  # a cached miss must not hide the new storage
+        return created
+
+    async def _forget(self, storage_id: str) -> None:
+        if self._cache is not None:
+            await self._cache.ask(Forget((storage_id,)))
+
+
+def _with_ttl(entry: RegistryEntry, ttl_ms: int) -> RegistryEntry:
+    """The original's rule: the expiration moves by the difference of the TTLs."""
+    old_ttl = entry.ttl_ms or 0
+    start = (entry.expiration_timestamp_ms or now_ms() + old_ttl) - old_ttl
+    return replace(entry, ttl_ms=ttl_ms, expiration_timestamp_ms=start + ttl_ms)
+
+
+def _with_new_secret(entry: RegistryEntry) -> RegistryEntry:
+    return replace(entry, secret_key=_new_secret())
+
+
+def _new_secret() -> str:
+    return secrets.token_urlsafe(_SECRET_BYTES)

@@ -1,0 +1,219 @@
+"""The administration API: create, read, list, delete storages and rotate their secrets.
+
+Authorised by ``Authorization: Bearer <admin.token>``; without a configured token every call
+answers 403. Registry documents keep the layout the CloudStack plugin wrote.
+"""
+
+import hmac
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from aiohttp_apispec import docs, querystring_schema, request_schema
+
+from kv_storage.actors.lifecycle import (
+    CreateStorage,
+    DeleteStorage,
+    ListStorages,
+    RotateSecret,
+    ShowStorage,
+)
+from kv_storage.app_keys import LIFECYCLE_ACTOR
+from kv_storage.errors import ForbiddenError, UnauthorizedError
+from kv_storage.es.registry import EntryPage, RegistryEntry
+from kv_storage.model import StorageType
+from kv_storage.validation import validated
+from schemas.errors import ErrorSchema
+from schemas.management import (
+    CreatedStorageSchema,
+    CreateStorageSchema,
+    SecretKeySchema,
+    StorageListQuerySchema,
+    StorageListSchema,
+    StorageSchema,
+)
+
+SECURITY_DEFINITIONS = {
+    "AdminToken": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "`Bearer <admin.token>`",
+    }
+}
+_TAGS = ["administration"]
+_SECURITY: list[dict[str, list[str]]] = [{"AdminToken": []}]
+_STORAGE_ID = {
+    "in": "path",
+    "name": "storage_id",
+    "required": True,
+    "type": "string",
+    "description": "The storage's id",
+}
+_storage = StorageSchema()
+_created = CreatedStorageSchema()
+_secret = SecretKeySchema()
+_list = StorageListSchema()
+
+
+def _answers(**extra: tuple[int, str]) -> dict[int, dict[str, Any]]:
+    answers = {
+        401: "The bearer token is missing or wrong",
+        403: "The administration API is disabled (no admin.token)",
+        500: "Elasticsearch or the service failed",
+    }
+    answers.update(dict(extra.values()))
+    return {
+        status: {"description": text, "schema": ErrorSchema} for status, text in answers.items()
+    }
+
+
+def storage_view(entry: RegistryEntry) -> dict[str, Any]:
+    """The storage's metadata in the API's names; never its secret."""
+    return {
+        "id": entry.id,
+        "type": entry.type.value,
+        "deleted": entry.deleted,
+        "historyEnabled": entry.history_enabled,
+        "account": entry.account,
+        "name": entry.name,
+        "description": entry.description,
+        "ttl": entry.ttl_ms,
+        "expirationTimestamp": entry.expiration_timestamp_ms,
+        "lastUpdated": entry.last_updated_ms,
+    }
+
+
+ADMIN_PREFIX = "/admin/"
+
+
+def admin_guard(token: str | None) -> Middleware:
+    """Checks the bearer token of every /admin/ call before anything else reads the request."""
+    expected = token.encode() if token is not None else None
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(ADMIN_PREFIX):
+            if expected is None:
+                raise ForbiddenError(
+                    "the administration API is disabled: set admin.token to enable it"
+                )
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), expected
+            ):
+                raise UnauthorizedError(
+                    "a valid administrator token is needed: Authorization: Bearer <admin.token>",
+                    headers={"WWW-Authenticate": 'Bearer realm="kv-storage admin"'},
+                )
+        return await handler(request)
+
+    return guard
+
+
+@docs(
+    tags=_TAGS,
+    summary="Create a storage",
+    description=(
+        "ACCOUNT needs `account` and `name` (`description` and `historyEnabled` optional); VM "
+        "needs `vm`, the virtual machine's id, which becomes the storage's id "
+        "(`historyEnabled` optional); TEMP needs `ttl` in ms. The answer holds the storage's "
+        "secret key, which is shown again only when it is rotated."
+    ),
+    security=_SECURITY,
+    responses={
+        201: {"description": "Created", "schema": CreatedStorageSchema},
+        **_answers(bad=(400, "Invalid body"), exists=(409, "The VM has a storage already")),
+    },
+)
+@request_schema(CreateStorageSchema)
+async def create_storage(request: web.Request) -> web.Response:
+    body = validated(request, "json")
+    command = CreateStorage(
+        type=StorageType(body["type"]),
+        history_enabled=body["historyEnabled"],
+        account=body.get("account"),
+        name=body.get("name"),
+        description=body.get("description"),
+        vm=body.get("vm"),
+        ttl_ms=body.get("ttl"),
+    )
+    entry: RegistryEntry = await request.app[LIFECYCLE_ACTOR].ask(command)
+    answer = _created.dump({**storage_view(entry), "secretKey": entry.secret_key})
+    return web.json_response(answer, status=201)
+
+
+@docs(
+    tags=_TAGS,
+    summary="Read a storage's metadata",
+    security=_SECURITY,
+    parameters=[_STORAGE_ID],
+    responses={
+        200: {"description": "The metadata (never the secret)", "schema": StorageSchema},
+        **_answers(missing=(404, "No such storage")),
+    },
+)
+async def show_storage(request: web.Request) -> web.Response:
+    entry = await request.app[LIFECYCLE_ACTOR].ask(ShowStorage(request.match_info["storage_id"]))
+    return web.json_response(_storage.dump(storage_view(entry)))
+
+
+@docs(
+    tags=_TAGS,
+    summary="List an account's storages",
+    description="Storages not deleted, most recently changed first.",
+    security=_SECURITY,
+    responses={
+        200: {"description": "A page of storages", "schema": StorageListSchema},
+        **_answers(bad=(400, "Invalid parameters")),
+    },
+)
+@querystring_schema(StorageListQuerySchema)
+async def list_storages(request: web.Request) -> web.Response:
+    query = validated(request, "querystring")
+    command = ListStorages(query["account"], query["page"], query["size"])
+    found: EntryPage = await request.app[LIFECYCLE_ACTOR].ask(command)
+    items = [storage_view(entry) for entry in found.entries]
+    answer = {"total": found.total, "page": query["page"], "size": len(items), "items": items}
+    return web.json_response(_list.dump(answer))
+
+
+@docs(
+    tags=_TAGS,
+    summary="Delete a storage of any type",
+    description="Marks it deleted in the registry and removes its data and history indices.",
+    security=_SECURITY,
+    parameters=[_STORAGE_ID],
+    responses={
+        200: {"description": "Deleted; the answer is its metadata", "schema": StorageSchema},
+        **_answers(missing=(404, "No such storage, or deleted already")),
+    },
+)
+async def delete_storage(request: web.Request) -> web.Response:
+    entry = await request.app[LIFECYCLE_ACTOR].ask(DeleteStorage(request.match_info["storage_id"]))
+    return web.json_response(_storage.dump(storage_view(entry)))
+
+
+@docs(
+    tags=_TAGS,
+    summary="Rotate a storage's secret key",
+    description="The old secret stops working at once on this instance, and on every other "
+    "within app.cache.update-time.",
+    security=_SECURITY,
+    parameters=[_STORAGE_ID],
+    responses={
+        200: {"description": "The new secret key", "schema": SecretKeySchema},
+        **_answers(missing=(404, "No such storage")),
+    },
+)
+async def rotate_secret(request: web.Request) -> web.Response:
+    entry = await request.app[LIFECYCLE_ACTOR].ask(RotateSecret(request.match_info["storage_id"]))
+    return web.json_response(_secret.dump({"id": entry.id, "secretKey": entry.secret_key}))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/admin/storages", create_storage)
+    app.router.add_get("/admin/storages", list_storages, allow_head=False)
+    app.router.add_get("/admin/storages/{storage_id}", show_storage, allow_head=False)
+    app.router.add_delete("/admin/storages/{storage_id}", delete_storage)
+    app.router.add_post("/admin/storages/{storage_id}/secret-key", rotate_secret)

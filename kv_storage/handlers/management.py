@@ -1,0 +1,77 @@
+"""The original service's storage management endpoints: change the TTL of a TEMP storage,
+or delete it. Authorised by the storage's own Secret-Key."""
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp_apispec import docs, querystring_schema
+
+from kv_storage.actors.lifecycle import DeleteTemp, UpdateTtl
+from kv_storage.app_keys import LIFECYCLE_ACTOR
+from kv_storage.handlers.requests import SECRET_KEY_HEADER, secret_key, storage_id
+from kv_storage.validation import validated
+from schemas.errors import ErrorSchema
+from schemas.management import TtlQuerySchema
+
+_TAGS = ["storage management"]
+_PARAMETERS = [
+    {
+        "in": "header",
+        "name": SECRET_KEY_HEADER,
+        "required": True,
+        "type": "string",
+        "description": "The storage's secret key",
+    },
+    {
+        "in": "path",
+        "name": "storage_id",
+        "required": True,
+        "type": "string",
+        "description": "The TEMP storage's id",
+    },
+]
+
+
+def _responses(done: str, bad: str) -> dict[int, dict[str, Any]]:
+    return {
+        200: {"description": done},
+        400: {"description": bad, "schema": ErrorSchema},
+        401: {"description": "The Secret-Key header is missing or wrong", "schema": ErrorSchema},
+        404: {"description": "The storage does not exist", "schema": ErrorSchema},
+        500: {"description": "Elasticsearch or the service failed", "schema": ErrorSchema},
+    }
+
+
+@docs(
+    tags=_TAGS,
+    summary="Change the TTL of a TEMP storage",
+    description=(
+        "The expiration moves by the difference of the TTLs: new expiration = old expiration "
+        "- old TTL + new TTL. A TTL that puts the expiration in the past ends the storage."
+    ),
+    parameters=_PARAMETERS,
+    responses=_responses("The TTL is changed", "The storage is not TEMP, or ttl is invalid"),
+)
+@querystring_schema(TtlQuerySchema)
+async def update_ttl(request: web.Request) -> web.Response:
+    ttl_ms = validated(request, "querystring")["ttl"]
+    command = UpdateTtl(storage_id(request), secret_key(request), ttl_ms)
+    await request.app[LIFECYCLE_ACTOR].ask(command)
+    return web.Response()
+
+
+@docs(
+    tags=_TAGS,
+    summary="Delete a TEMP storage",
+    description="Marks it deleted in the registry and removes its data.",
+    parameters=_PARAMETERS,
+    responses=_responses("The storage is deleted", "The storage is not TEMP"),
+)
+async def delete_temp(request: web.Request) -> web.Response:
+    await request.app[LIFECYCLE_ACTOR].ask(DeleteTemp(storage_id(request), secret_key(request)))
+    return web.Response()
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_put("/storage/{storage_id}", update_ttl)
+    app.router.add_delete("/storage/{storage_id}", delete_temp)
