@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from kv_storage import admin_cli
 from kv_storage.config import CONFIG_PATH_ENV, PROPERTIES, Config, ConfigError, load_config
 from kv_storage.config.loader import resolve_values
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("init", "Create the Elasticsearch indices and templates that are missing.")
     show = add("config", "Print the effective configuration (secrets masked).")
     show.add_argument("--get", metavar="PROPERTY", help="print one property's raw value")
+    admin_cli.add_commands(commands)
     return parser
 
 
@@ -132,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG_ERROR
     if args.command == "serve":
         return _serve(config)
+    if args.command == "storage":
+        return asyncio.run(admin_cli.run(config, args))
     return asyncio.run(_initialise(config))
 
 

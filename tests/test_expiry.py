@@ -1,0 +1,117 @@
+"""TEMP expiry and the lease that lets one instance of many do it, against the real node."""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from elasticsearch import AsyncElasticsearch
+
+from kv_storage import create_app
+from kv_storage.actors.expiry import ExpiryActor, GetExpiryStats
+from kv_storage.actors.lifecycle import LifecycleActor
+from kv_storage.config import Config
+from kv_storage.es.data import DataStore, ScanSettings
+from kv_storage.es.history import HistoryStore
+from kv_storage.es.lease import Lease
+from kv_storage.es.names import IndexNames
+from kv_storage.es.registry import Registry
+from tests.conftest import StorageFactory
+from tests.test_storage_api import get, put
+from tests.waiting import wait_until
+
+Client = TestClient[web.Request, web.Application]
+ClientFactory = Callable[[web.Application], Awaitable[Client]]
+
+
+async def test_expired_temp_storages_are_deleted_with_their_data(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+) -> None:
+    api = await aiohttp_client(create_app(make_config(KV_STORAGE_APP_EXPIRY_INTERVAL="200ms")))
+    expiring = await create_storage("TEMP", expiration_timestamp=int(time.time() * 1000) + 1500)
+    lasting = await create_storage("TEMP")
+    for storage in (expiring, lasting):
+        await put(api, storage, "k", "v")
+    data_index = f"{index_prefix}storage-data-{expiring.id}"
+    assert await es.indices.exists(index=data_index)
+
+    async def expired_and_removed() -> bool:
+        document = await es.get(index=f"{index_prefix}storage-registry", id=expiring.id)
+        return bool(document["_source"]["deleted"]) and not await es.indices.exists(
+            index=data_index
+        )
+
+    await wait_until(expired_and_removed, what="the expired storage deleted and its index removed")
+    assert (await get(api, expiring, "k"))[0] == 404
+    assert await get(api, lasting, "k") == (200, "v")
+    lasting_document = await es.get(index=f"{index_prefix}storage-registry", id=lasting.id)
+    assert lasting_document["_source"]["deleted"] is False
+
+
+async def test_a_lease_has_one_holder_and_is_taken_over_when_not_renewed(
+    es: AsyncElasticsearch, initialised_config: Config, index_prefix: str
+) -> None:
+    names = IndexNames(index_prefix)
+    first = Lease(es, names, name="job", duration_s=0.5)
+    second = Lease(es, names, name="job", duration_s=0.5)
+    assert await first.acquire()
+    assert not await second.acquire()
+    assert await first.acquire()  # renewed
+    assert not await second.acquire()
+    # The first holder stops renewing (it died): after the lease's duration, it is free.
+    await wait_until(second.acquire, interval_s=0.1, what="the lease taken over")
+    assert not await first.acquire()  # and the old holder knows it lost it
+    await second.release()
+    assert await first.acquire()  # a released lease is free at once
+
+
+def _expiry_actor(es: AsyncElasticsearch, index_prefix: str, interval_s: float) -> ExpiryActor:
+    names = IndexNames(index_prefix)
+    registry = Registry(es, names)
+    lifecycle = LifecycleActor(
+        registry=registry,
+        data=DataStore(es, names, ScanSettings(100, "1m")),
+        history=HistoryStore(es, names),
+        cache=None,
+        index_prefix=index_prefix,
+    )
+    lifecycle.start()
+    lease = Lease(es, names, name="expiry", duration_s=3 * interval_s)
+    return ExpiryActor(registry=registry, lifecycle=lifecycle, lease=lease, interval_s=interval_s)
+
+
+async def test_two_expiry_actors_never_work_at_once_and_a_dead_owners_lease_is_taken_over(
+    es: AsyncElasticsearch, initialised_config: Config, index_prefix: str
+) -> None:
+    actors = [_expiry_actor(es, index_prefix, interval_s=0.2) for _ in range(2)]
+    for actor in actors:
+        actor.start()
+
+    async def runs() -> list[int]:
+        return [(await actor.ask(GetExpiryStats())).runs for actor in actors]
+
+    async def owner_worked_a_while() -> bool:
+        return max(await runs()) >= 5
+
+    await wait_until(owner_worked_a_while, what="five runs")
+    counts = await runs()
+    assert sorted(counts)[0] == 0, counts  # only one of them ever worked
+    owner, other = (actors[0], actors[1]) if counts[0] else (actors[1], actors[0])
+
+    # The owner dies: its task ends without releasing the lease.
+    assert owner._task is not None
+    owner._task.cancel()
+    await asyncio.gather(owner._task, return_exceptions=True)
+
+    async def other_took_over() -> bool:
+        stats = await other.ask(GetExpiryStats())
+        return bool(stats.runs >= 2)
+
+    await wait_until(other_took_over, what="the other actor taking the lease over")
+    await other.stop()

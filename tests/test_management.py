@@ -1,0 +1,124 @@
+"""PUT /storage/<id>?ttl= and DELETE /storage/<id>: every row of the original's tables, and
+TTL updates racing each other."""
+
+import asyncio
+import time
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from elasticsearch import AsyncElasticsearch
+
+from tests.conftest import StorageFactory
+from tests.test_storage_api import get, put
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def registry_document(
+    es: AsyncElasticsearch, index_prefix: str, storage_id: str
+) -> dict[str, object]:
+    found = await es.get(index=f"{index_prefix}storage-registry", id=storage_id)
+    return dict(found["_source"])
+
+
+async def test_ttl_update_moves_the_expiration_by_the_difference(
+    api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
+) -> None:
+    expiration = int(time.time() * 1000) + 3_600_000
+    storage = await create_storage("TEMP", expiration_timestamp=expiration)  # ttl 3 600 000
+    before = int(time.time() * 1000)
+    response = await api.put(
+        f"/storage/{storage.id}", params={"ttl": "7200000"}, headers=storage.headers
+    )
+    assert response.status == 200
+    document = await registry_document(es, index_prefix, storage.id)
+    assert document["ttl"] == 7_200_000
+    assert document["expiration_timestamp"] == expiration - 3_600_000 + 7_200_000
+    assert int(document["last_updated"]) >= before  # type: ignore[call-overload]
+
+
+async def test_a_shorter_ttl_ends_the_storage(api: Client, create_storage: StorageFactory) -> None:
+    storage = await create_storage("TEMP", expiration_timestamp=int(time.time() * 1000) + 3_600_000)
+    await put(api, storage, "k", "v")
+    response = await api.put(f"/storage/{storage.id}", params={"ttl": "1"}, headers=storage.headers)
+    assert response.status == 200
+    assert (await get(api, storage, "k"))[0] == 404  # this instance forgot its cached copy
+
+
+@pytest.mark.parametrize("storage_type", ["ACCOUNT", "VM"])
+async def test_only_temp_storages_are_managed(
+    api: Client, create_storage: StorageFactory, storage_type: str
+) -> None:
+    storage = await create_storage(storage_type)
+    for method, params in (("PUT", {"ttl": "1000"}), ("DELETE", {})):
+        response = await api.request(
+            method, f"/storage/{storage.id}", params=params, headers=storage.headers
+        )
+        assert response.status == 400
+        assert "not a TEMP storage" in (await response.json())["error"]
+
+
+@pytest.mark.parametrize("ttl", [None, "", "abc", "1.5", "0", "-10"])
+async def test_missing_or_invalid_ttl_is_400(
+    api: Client, create_storage: StorageFactory, ttl: str | None
+) -> None:
+    storage = await create_storage("TEMP")
+    params = {} if ttl is None else {"ttl": ttl}
+    response = await api.put(f"/storage/{storage.id}", params=params, headers=storage.headers)
+    assert response.status == 400
+    assert (await response.json())["error"].startswith("ttl: ")
+
+
+async def test_missing_wrong_secret_and_missing_storage(
+    api: Client, create_storage: StorageFactory
+) -> None:
+    storage = await create_storage("TEMP")
+    for method, params in (("PUT", {"ttl": "1000"}), ("DELETE", {})):
+        assert (await api.request(method, f"/storage/{storage.id}", params=params)).status == 401
+        wrong = await api.request(
+            method, f"/storage/{storage.id}", params=params, headers={"Secret-Key": "x"}
+        )
+        assert wrong.status == 401
+        missing = await api.request(
+            method, "/storage/no-such-storage", params=params, headers={"Secret-Key": "x"}
+        )
+        assert missing.status == 404
+
+
+async def test_delete_marks_deleted_and_removes_the_data(
+    api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
+) -> None:
+    storage = await create_storage("TEMP")
+    await put(api, storage, "k", "v")
+    response = await api.delete(f"/storage/{storage.id}", headers=storage.headers)
+    assert response.status == 200
+    document = await registry_document(es, index_prefix, storage.id)
+    assert document["deleted"] is True
+    assert not await es.indices.exists(index=f"{index_prefix}storage-data-{storage.id}")
+    assert (await get(api, storage, "k"))[0] == 404
+    again = await api.delete(f"/storage/{storage.id}", headers=storage.headers)
+    assert again.status == 404
+
+
+async def test_concurrent_ttl_updates_lose_nothing(
+    api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
+) -> None:
+    expiration = int(time.time() * 1000) + 3_600_000
+    storage = await create_storage("TEMP", expiration_timestamp=expiration)
+    ttls = [1_000_000 + n * 1000 for n in range(12)]
+    answers = await asyncio.gather(
+        *(
+            api.put(f"/storage/{storage.id}", params={"ttl": str(t)}, headers=storage.headers)
+            for t in ttls
+        )
+    )
+    assert [answer.status for answer in answers] == [200] * len(ttls)
+    document = await registry_document(es, index_prefix, storage.id)
+    assert document["ttl"] in ttls
+    # Each update moved the expiration by its difference from the one before: the result is
+    # as if they ran one after another, whatever the order.
+    ttl = document["ttl"]
+    assert isinstance(ttl, int)
+    assert document["expiration_timestamp"] == expiration - 3_600_000 + ttl
+    assert document["deleted"] is False
