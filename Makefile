@@ -3,11 +3,12 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help setup run test lint typecheck pytest es-start es-stop clean
+.PHONY: help setup run test lint typecheck pytest es-start es-stop clean bench
 
 help:
 	@echo "make run        set up, start a local Elasticsearch unless one is configured, serve on :8080"
 	@echo "make test       set up and run lint, type checks and the whole test suite"
+	@echo "make bench      benchmarks against plain Elasticsearch (docs/benchmarks.md)"
 	@echo "make es-start   start the local development Elasticsearch (prints its URL)"
 	@echo "make es-stop    stop every local Elasticsearch node this project started"
 
@@ -43,3 +44,7 @@ es-stop:
 clean:
 	-scripts/local-es.sh stop --all
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
+
+bench: setup
+	scripts/setup.sh --bench-tools
+	$(BIN)/python bench/run.py

@@ -2,6 +2,7 @@
 # Installs what the project needs on a fresh machine; safe to run again.
 #   scripts/setup.sh               the virtual environment with the service and its dev tools
 #   scripts/setup.sh --test-tools  also the Debian packages the tests use (headless Chromium)
+#   scripts/setup.sh --bench-tools also wrk and the plotting library of the benchmarks
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,12 @@ if [[ ${1:-} == --test-tools ]]; then
     command -v chromium >/dev/null || missing+=(chromium)
     command -v curl >/dev/null || missing+=(curl)
     if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
+    exit 0
+fi
+
+if [[ ${1:-} == --bench-tools ]]; then
+    command -v wrk >/dev/null || apt_install wrk
+    .venv/bin/python -m pip install --quiet -e '.[bench]'
     exit 0
 fi
 

@@ -1,0 +1,566 @@
+"""Benchmarks of kv-storage against the Elasticsearch under it, measured in one run.
+
+For each scenario, wrk drives first Elasticsearch directly with the equivalent request, then
+the service, at the same concurrency; the table gives throughput, p50 and p99 latency and the
+ratio service / Elasticsearch. Everything runs on this one machine (wrk, the service and
+Elasticsearch share its cores), which the results say.
+
+    .venv/bin/python bench/run.py [--duration 10] [--connections 16] [--quick]
+
+It starts the local Elasticsearch (scripts/local-es.sh, node "bench") and the service as a
+real process configured as in production, loads its data under the index prefix "bench-",
+and writes docs/benchmarks-latest.md and docs/benchmarks.png.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from elasticsearch import AsyncElasticsearch
+from elasticsearch.helpers import async_bulk, async_scan
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "bench-"
+LUA = ROOT / "bench" / "wrk" / "request.lua"
+DOCS = ROOT / "docs"
+
+
+@dataclass
+class Run:
+    scenario: str
+    target: str
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+
+
+@dataclass
+class Row:
+    scenario: str
+    reference: Run
+    service: Run
+    note: str = ""
+
+    @property
+    def throughput_ratio(self) -> float:
+        return self.service.requests_per_s / self.reference.requests_per_s
+
+    @property
+    def p99_ratio(self) -> float:
+        return self.service.p99_ms / self.reference.p99_ms
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# wrk ------------------------------------------------------------------------------------------
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _latency_ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip()).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS_MS[unit]
+
+
+def wrk(
+    scenario: str,
+    target: str,
+    base: str,
+    *,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    duration_s: int,
+    connections: int,
+) -> Run:
+    environment = {
+        **os.environ,
+        "BENCH_METHOD": method,
+        "BENCH_PATH": path,
+        "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in (headers or {}).items()),
+    }
+    with tempfile.NamedTemporaryFile(suffix=".body") as body_file:
+        if body is not None:
+            body_file.write(body)
+            body_file.flush()
+            environment["BENCH_BODY_FILE"] = body_file.name
+        command = [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{duration_s}s",
+            "--latency",
+            "-s",
+            str(LUA),
+            base,
+        ]
+        output = subprocess.run(
+            command, env=environment, capture_output=True, text=True, check=True
+        ).stdout
+    if "Non-2xx or 3xx responses" in output:
+        raise RuntimeError(f"{scenario} on {target}: errors in the answers\n{output}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _latency_ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p99 = _latency_ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    log(f"{scenario:<22} {target:<14} {rps:>9.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms")
+    return Run(scenario, target, rps, p50, p99, total)
+
+
+# The service process --------------------------------------------------------------------------
+
+
+@contextmanager
+def service(es_url: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    environment = {
+        **os.environ,
+        "KV_STORAGE_ELASTICSEARCH_URI": es_url,
+        "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": PREFIX,
+        "KV_STORAGE_SERVER_HOST": "127.0.0.1",
+        "KV_STORAGE_SERVER_PORT": str(port),
+        "KV_STORAGE_APP_REQUEST_TIMEOUT": "30 seconds",
+    }
+    log_file = open(ROOT / ".cache" / "bench-service.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kv_storage", "serve"],
+        env=environment,
+        stdout=log_file,
+        stderr=log_file,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError as error:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(
+                        "the service did not start; see .cache/bench-service.log"
+                    ) from error
+                time.sleep(0.2)
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        log_file.close()
+
+
+def rss_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not found")
+
+
+def reset_peak_rss(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+# Data and counters -----------------------------------------------------------------------------
+
+
+async def create_storage(es: AsyncElasticsearch, *, history: bool) -> tuple[str, str]:
+    storage_id, secret = str(uuid.uuid4()), uuid.uuid4().hex
+    await es.index(
+        index=f"{PREFIX}storage-registry",
+        id=storage_id,
+        document={
+            "type": "ACCOUNT",
+            "deleted": False,
+            "history_enabled": history,
+            "secret_key": secret,
+            "last_updated": int(time.time() * 1000),
+        },
+        refresh=True,
+    )
+    return storage_id, secret
+
+
+async def load_keys(es: AsyncElasticsearch, storage_id: str, count: int) -> None:
+    actions = (
+        {
+            "_index": f"{PREFIX}storage-data-{storage_id}",
+            "_id": f"key-{n:07d}",
+            "value": f"value {n}",
+        }
+        for n in range(count)
+    )
+    await async_bulk(es, actions, chunk_size=5000, refresh=True)
+
+
+async def node_counters(es: AsyncElasticsearch) -> dict[str, int]:
+    stats = await es.nodes.stats(metric="indices,thread_pool", index_metric="get,indexing,search")
+    node = next(iter(stats["nodes"].values()))
+    return {
+        "get": node["indices"]["get"]["total"],
+        "index": node["indices"]["indexing"]["index_total"],
+        "write_tasks": node["thread_pool"]["write"]["completed"],
+    }
+
+
+# Scenarios ---------------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace) -> list[Row]:
+    es_url = (
+        subprocess.run(
+            [str(ROOT / "scripts" / "local-es.sh"), "start", "--name", "bench", "--heap", "1g"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    log(f"Elasticsearch at {es_url}")
+    es = AsyncElasticsearch(es_url, request_timeout=120)
+    for name in (await es.indices.get(index=f"{PREFIX}*", expand_wildcards="all")).body:
+        await es.indices.delete(index=name)
+    init = subprocess.run(
+        [sys.executable, "-m", "kv_storage", "init"],
+        env={
+            **os.environ,
+            "KV_STORAGE_ELASTICSEARCH_URI": es_url,
+            "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": PREFIX,
+        },
+        capture_output=True,
+        text=True,
+    )
+    if init.returncode:
+        raise RuntimeError(init.stderr)
+
+    plain_id, plain_secret = await create_storage(es, history=False)
+    history_id, history_secret = await create_storage(es, history=True)
+    list_sizes = [10_000] if args.quick else [10_000, 100_000]
+    list_storages = {size: await create_storage(es, history=False) for size in list_sizes}
+    await load_keys(es, plain_id, 1000)
+    for size, (storage_id, _) in list_storages.items():
+        log(f"loading {size} keys")
+        await load_keys(es, storage_id, size)
+
+    port = free_port()
+    svc = f"http://127.0.0.1:{port}"
+    data_index = f"{PREFIX}storage-data-{plain_id}"
+    json_type = {"Content-Type": "application/json"}
+    plain = {"Secret-Key": plain_secret}
+    keys100 = [f"key-{n:07d}" for n in range(100)]
+    pairs = {n: {f"k{i}": f"value {i}" for i in range(n)} for n in (100, 1000)}
+    options = {"duration_s": args.duration, "connections": args.connections}
+    rows: list[Row] = []
+    notes: dict[str, str] = {}
+
+    def bulk_body(count: int) -> bytes:
+        lines = []
+        for key, value in pairs[count].items():
+            lines.append(json.dumps({"index": {"_index": data_index, "_id": key}}))
+            lines.append(json.dumps({"value": value}))
+        return ("\n".join(lines) + "\n").encode()
+
+    with service(es_url, port) as process:
+        # Warm up both (connections, caches, JIT) before measuring.
+        wrk(
+            "warm-up",
+            "service",
+            svc,
+            method="GET",
+            path=f"/get/{plain_id}/key-0000001",
+            headers=plain,
+            duration_s=3,
+            connections=args.connections,
+        )
+
+        reference = wrk(
+            "get",
+            "elasticsearch",
+            es_url,
+            method="GET",
+            path=f"/{data_index}/_doc/key-0000001",
+            **options,
+        )
+        before = await node_counters(es)
+        measured = wrk(
+            "get",
+            "service",
+            svc,
+            method="GET",
+            path=f"/get/{plain_id}/key-0000001",
+            headers=plain,
+            **options,
+        )
+        after = await node_counters(es)
+        notes["get"] = f"{(after['get'] - before['get']) / measured.requests:.2f} ES get per op"
+        rows.append(Row("single get", reference, measured, notes["get"]))
+
+        reference = wrk(
+            "set",
+            "elasticsearch",
+            es_url,
+            method="PUT",
+            path=f"/{data_index}/_doc/s{{n}}",
+            headers=json_type,
+            body=b'{"value": "a small value"}',
+            **options,
+        )
+        before = await node_counters(es)
+        set_plain = wrk(
+            "set",
+            "service",
+            svc,
+            method="PUT",
+            path=f"/set/{plain_id}/s{{n}}",
+            headers={**plain, "Content-Type": "text/plain"},
+            body=b"a small value",
+            **options,
+        )
+        after = await node_counters(es)
+        notes["set"] = (
+            f"{(after['index'] - before['index']) / set_plain.requests:.2f} ES index per op"
+        )
+        rows.append(Row("single set", reference, set_plain, notes["set"]))
+
+        set_history = wrk(
+            "set",
+            "service+history",
+            svc,
+            method="PUT",
+            path=f"/set/{history_id}/s{{n}}",
+            headers={"Secret-Key": history_secret, "Content-Type": "text/plain"},
+            body=b"a small value",
+            **options,
+        )
+        rows.append(
+            Row("set with history vs without", set_plain, set_history, "both through the service")
+        )
+
+        body = json.dumps(keys100).encode()
+        reference = wrk(
+            "mget 100",
+            "elasticsearch",
+            es_url,
+            method="POST",
+            path=f"/{data_index}/_mget",
+            headers=json_type,
+            body=json.dumps({"ids": keys100}).encode(),
+            **options,
+        )
+        measured = wrk(
+            "mget 100",
+            "service",
+            svc,
+            method="POST",
+            path=f"/get/{plain_id}",
+            headers={**plain, **json_type},
+            body=body,
+            **options,
+        )
+        rows.append(Row("multi-get 100", reference, measured))
+
+        for count in (100, 1000):
+            before = await node_counters(es)
+            reference = wrk(
+                f"mset {count}",
+                "elasticsearch",
+                es_url,
+                method="POST",
+                path="/_bulk",
+                headers={"Content-Type": "application/x-ndjson"},
+                body=bulk_body(count),
+                **options,
+            )
+            after = await node_counters(es)
+            es_per_op = (after["write_tasks"] - before["write_tasks"]) / reference.requests
+            before = await node_counters(es)
+            measured = wrk(
+                f"mset {count}",
+                "service",
+                svc,
+                method="PUT",
+                path=f"/set/{plain_id}",
+                headers={**plain, **json_type},
+                body=json.dumps(pairs[count]).encode(),
+                **options,
+            )
+            after = await node_counters(es)
+            per_op = (after["write_tasks"] - before["write_tasks"]) / measured.requests
+            rows.append(
+                Row(
+                    f"multi-set {count}",
+                    reference,
+                    measured,
+                    f"write tasks per op: service {per_op:.2f}, one direct _bulk {es_per_op:.2f}",
+                )
+            )
+
+        for size, (storage_id, secret) in list_storages.items():
+            rows.append(await list_row(es, svc, size, storage_id, secret, process.pid))
+    await es.close()
+    return rows
+
+
+async def list_row(
+    es: AsyncElasticsearch, svc: str, size: int, storage_id: str, secret: str, pid: int
+) -> Row:
+    """A list is one long request: timed, three times each, instead of driven by wrk."""
+    index = f"{PREFIX}storage-data-{storage_id}"
+    direct: list[float] = []
+    through: list[float] = []
+    growth_kb = 0
+    async with aiohttp.ClientSession() as session:
+        for _ in range(3):
+            started = time.perf_counter()
+            count = 0
+            async for _hit in async_scan(
+                es, index=index, query={"sort": ["_doc"]}, _source=False, size=1000, scroll="1m"
+            ):
+                count += 1
+            direct.append(time.perf_counter() - started)
+            assert count == size, count
+
+            baseline = rss_kb(pid, "VmRSS")
+            reset_peak_rss(pid)
+            started = time.perf_counter()
+            async with session.get(
+                f"{svc}/list/{storage_id}", headers={"Secret-Key": secret}
+            ) as answer:
+                assert answer.status == 200
+                listed = 0
+                async for chunk in answer.content.iter_chunked(65536):
+                    listed += chunk.count(b",")
+            through.append(time.perf_counter() - started)
+            assert listed + 1 == size, listed
+            growth_kb = max(growth_kb, rss_kb(pid, "VmHWM") - baseline)
+    ref_s, svc_s = statistics.median(direct), statistics.median(through)
+    log(
+        f"list {size}: scan {ref_s:.2f} s, service {svc_s:.2f} s, peak RSS growth {growth_kb / 1024:.1f} MB"
+    )
+    reference = Run(f"list {size}", "elasticsearch", 1 / ref_s, ref_s * 1000, ref_s * 1000, 3)
+    measured = Run(f"list {size}", "service", 1 / svc_s, svc_s * 1000, svc_s * 1000, 3)
+    return Row(
+        f"list {size:,} keys", reference, measured, f"peak RSS growth {growth_kb / 1024:.1f} MB"
+    )
+
+
+# Report ----------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return f"{os.cpu_count()} cores ({cpu}), {memory_kb / 1024 / 1024:.0f} GiB"
+
+
+def table(rows: list[Row], args: argparse.Namespace) -> str:
+    lines = [
+        f"Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}; wrk "
+        f"(2 threads, {args.connections} connections, {args.duration} s per target), the "
+        "service and Elasticsearch all on this machine. List rows: one request, median of 3.",
+        "",
+        "| scenario | ES req/s | service req/s | ratio | ES p50 / p99 ms | service p50 / p99 ms | p99 ratio | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        reference, service_run = row.reference, row.service
+        lines.append(
+            f"| {row.scenario} | {reference.requests_per_s:,.1f} | {service_run.requests_per_s:,.1f} | "
+            f"{row.throughput_ratio:.2f} | {reference.p50_ms:.2f} / {reference.p99_ms:.2f} | "
+            f"{service_run.p50_ms:.2f} / {service_run.p99_ms:.2f} | {row.p99_ratio:.2f} | {row.note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wrk_rows = [row for row in rows if not row.scenario.startswith("list")]
+    labels = [row.scenario for row in wrk_rows]
+    positions = range(len(wrk_rows))
+    figure, axis = plt.subplots(figsize=(10, 5))
+    width = 0.4
+    axis.bar(
+        [p - width / 2 for p in positions],
+        [r.reference.requests_per_s for r in wrk_rows],
+        width,
+        label="Elasticsearch directly (or the service without history)",
+    )
+    axis.bar(
+        [p + width / 2 for p in positions],
+        [r.service.requests_per_s for r in wrk_rows],
+        width,
+        label="kv-storage",
+    )
+    axis.set_xticks(list(positions), labels, rotation=20, ha="right")
+    axis.set_ylabel("requests / s")
+    axis.set_title("Throughput per scenario, same run, same concurrency")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per target")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--quick", action="store_true", help="skip the 100,000-key list")
+    parser.add_argument("--keep-es", action="store_true", help="leave the bench node running")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("bench: wrk is missing (make bench installs it)", file=sys.stderr)
+        return 1
+    started = time.monotonic()
+    try:
+        rows = asyncio.run(run(args))
+    finally:
+        if not args.keep_es:
+            subprocess.run(
+                [str(ROOT / "scripts" / "local-es.sh"), "stop", "--name", "bench"], check=False
+            )
+    report = table(rows, args)
+    DOCS.mkdir(exist_ok=True)
+    (DOCS / "benchmarks-latest.md").write_text(report)
+    plot(rows, DOCS / "benchmarks.png")
+    print(report)
+    log(
+        f"done in {time.monotonic() - started:.0f} s; wrote docs/benchmarks-latest.md and docs/benchmarks.png"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
