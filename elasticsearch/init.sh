@@ -1,116 +1,174 @@
 #!/usr/bin/env bash
 # Creates the indices and index templates of kv-storage that are missing in an Elasticsearch
-# cluster, and reports those that already exist; running it again is safe.
+# cluster and reports those that exist already, so running it again is safe. It changes
+# nothing that exists.
 #
-# The definitions are the JSON files beside this script (indices/ and templates/), the same
-# files `kv-storage init` reads: this script holds no mapping of its own.
+# The definitions are the JSON files beside this script, the same files `kv-storage init`
+# reads; the script holds no mapping of its own:
+#   indices/NAME.json    body of PUT /PREFIXNAME
+#   templates/NAME.json  body of PUT /_index_template/PREFIXNAME, with __PREFIX__ replaced
+#                        by PREFIX (the templates' index patterns)
+#
+# Needs only bash, curl and sed. Exit status: 0 done, 1 Elasticsearch unreachable or refusing,
+# 2 usage error.
 set -euo pipefail
 
-DEFINITIONS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PROGRAM=${0##*/}
+here=${BASH_SOURCE[0]%/*}
+[[ $here != "${BASH_SOURCE[0]}" ]] || here=.
+DEFINITIONS=$(cd "$here" && pwd)
 PLACEHOLDER=__PREFIX__
+MAX_PREFIX_BYTES=100
 
 usage() {
     cat <<USAGE
-Usage: $(basename "$0") [options] <Elasticsearch URL>
+Usage: $PROGRAM [options] <Elasticsearch URL>
 
 Creates the kv-storage indices (storage-registry, storage-registry-lock) and index templates
-(storage-data, storage-history) that are missing; reports those that exist.
+(storage-data, storage-history) that are missing; reports those that exist already.
 
 Options:
   -h             print this help and exit
   -u USER:PASS   authenticate with these credentials (basic authentication)
   -i             ask for the username and password (the password is not echoed)
-  -p PREFIX      put PREFIX in front of every index and template name (default: none)
+  -p PREFIX      put PREFIX in front of every index and template name and of the
+                 templates' index patterns (default: none)
 
 Example:
-  $(basename "$0") -p t1- -u elastic:changeme http://localhost:9200
+  $PROGRAM -p t1- -u elastic:changeme http://localhost:9200
+
+Exit status: 0 done, 1 Elasticsearch unreachable or refusing, 2 usage error.
 USAGE
 }
 
-fail_usage() {
-    printf '%s: %s\n' "$(basename "$0")" "$1" >&2
-    usage >&2
+usage_error() {
+    printf '%s: %s\n' "$PROGRAM" "$1" >&2
+    printf 'Try "%s -h" for help.\n' "$PROGRAM" >&2
     exit 2
 }
 
-credentials= prefix= interactive=
+fail() {
+    printf '%s: %s\n' "$PROGRAM" "$1" >&2
+    exit 1
+}
+
+# Command line ------------------------------------------------------------------------------
+
+credentials='' credentials_given='' prefix='' interactive=''
 while getopts ":hu:ip:" option; do
     case $option in
     h) usage; exit 0 ;;
-    u) credentials=$OPTARG ;;
+    u) credentials=$OPTARG credentials_given=1 ;;
     i) interactive=1 ;;
     p) prefix=$OPTARG ;;
-    :) fail_usage "option -$OPTARG needs a value" ;;
-    *) fail_usage "unknown option -$OPTARG" ;;
+    :) usage_error "option -$OPTARG needs a value" ;;
+    *) usage_error "unknown option -$OPTARG" ;;
     esac
 done
 shift $((OPTIND - 1))
-(($# == 1)) || fail_usage "expected exactly one Elasticsearch URL"
-url=${1%/}
-[[ $url =~ ^https?://[^/]+$ ]] || fail_usage "not an http:// or https:// URL: $1"
+(($# == 1)) || usage_error "expected exactly one Elasticsearch URL"
+url=$1
+while [[ $url == */ ]]; do url=${url%/}; done
+[[ $url =~ ^https?://[^/?#]+(/[^?#]*)?$ ]] || usage_error "not an http:// or https:// URL: $1"
 
+# The index name rules of Elasticsearch, as the service's configuration applies them too.
 if [[ -n $prefix ]]; then
-    [[ $prefix == "${prefix,,}" ]] || fail_usage "the prefix must be lower case: $prefix"
-    [[ $prefix != [-_+]* ]] || fail_usage "the prefix cannot start with -, _ or +: $prefix"
+    [[ $prefix == "${prefix,,}" ]] || usage_error "the prefix must be lower case: $prefix"
+    [[ $prefix != [-_+]* ]] || usage_error "the prefix cannot start with -, _ or +: $prefix"
     [[ $prefix != *[\\/*?\"\<\>\|\ ,#:]* ]] ||
-        fail_usage "the prefix has a character index names cannot have: $prefix"
+        usage_error "the prefix has a character index names cannot have (\\ / * ? \" < > | space , # :): $prefix"
+    [[ $prefix != *[[:cntrl:]]* ]] || usage_error "the prefix has a control character"
+    prefix_bytes=$(LC_ALL=C && echo "${#prefix}")
+    ((prefix_bytes <= MAX_PREFIX_BYTES)) ||
+        usage_error "the prefix is longer than $MAX_PREFIX_BYTES bytes"
 fi
+
+[[ -z $credentials_given || -z $interactive ]] || usage_error "give -u or -i, not both"
+[[ -z $credentials_given || $credentials == ?*:* ]] || usage_error "-u needs USER:PASSWORD"
 if [[ -n $interactive ]]; then
-    read -r -p "Username: " username
-    read -r -s -p "Password: " password
+    read -r -p "Username: " username || usage_error "-i: no username given"
+    [[ -n $username && $username != *:* ]] || usage_error "-i: a username is not empty and has no :"
+    read -r -s -p "Password: " password || usage_error "-i: no password given"
     echo >&2
     credentials=$username:$password
 fi
-[[ -z $credentials || $credentials == *:* ]] || fail_usage "-u needs USER:PASSWORD"
 
-# Credentials go to curl through a config on standard input, never on its command line.
-request() {
-    local method=$1 path=$2 body=${3:-}
-    local args=(-sS -o "$response_file" -w '%{http_code}' --max-time 30)
-    if [[ $method == HEAD ]]; then args+=(-I); else args+=(-X "$method"); fi
-    [[ -z $body ]] || args+=(-H 'Content-Type: application/json' --data-binary "@$body")
-    if [[ -n $credentials ]]; then
-        printf 'user = "%s"\n' "${credentials//\"/\\\"}" | curl "${args[@]}" -K - "$url$path"
-    else
-        curl "${args[@]}" "$url$path"
-    fi
+# Requests ------------------------------------------------------------------------------------
+
+# Percent-encodes $1 for a URL path.
+encode() {
+    local LC_ALL=C text=$1 encoded='' char i
+    for ((i = 0; i < ${#text}; i++)); do
+        char=${text:i:1}
+        case $char in
+        [a-zA-Z0-9._~-]) encoded+=$char ;;
+        *) printf -v char '%%%02X' "'$char"; encoded+=$char ;;
+        esac
+    done
+    printf '%s' "$encoded"
 }
 
-response_file=$(mktemp)
-body_file=$(mktemp)
-trap 'rm -f "$response_file" "$body_file"' EXIT
+# The curl config that gives the credentials, if any: through a pipe, so that they never
+# appear on a command line.
+curl_config() {
+    [[ -n $credentials ]] || return 0
+    local quoted=${credentials//\\/\\\\}
+    printf 'user = "%s"\n' "${quoted//\"/\\\"}"
+}
 
-# $1: kind (index | template), $2: name, $3: path of the resource, $4: definition file
-ensure() {
-    local kind=$1 name=$2 path=$3 definition=$4 status
-    if ! status=$(request HEAD "$path"); then
-        echo "cannot reach Elasticsearch at $url" >&2
-        exit 1
+# request METHOD PATH [DEFINITION]: sets $status (the HTTP status) and $answer (the body).
+# A definition file is sent as the body, with the prefix put in place of __PREFIX__.
+request() {
+    local method=$1 path=$2 definition=${3:-} output
+    local args=(-sS --max-time 30 -w '\n%{http_code}')
+    if [[ $method == HEAD ]]; then args+=(--head -o /dev/null); else args+=(-X "$method"); fi
+    if [[ -n $definition ]]; then
+        output=$(sed "s/$PLACEHOLDER/${prefix//&/\\&}/g" "$definition" |
+            curl "${args[@]}" -K <(curl_config) -H 'Content-Type: application/json' \
+                --data-binary @- "$url$path") || fail "cannot reach Elasticsearch at $url"
+    else
+        output=$(curl "${args[@]}" -K <(curl_config) "$url$path") ||
+            fail "cannot reach Elasticsearch at $url"
     fi
+    status=${output##*$'\n'}
+    answer=${output%$'\n'*}
+}
+
+# ensure KIND NAME PATH DEFINITION: creates the index or template NAME unless it exists.
+ensure() {
+    local kind=$1 name=$2 path=$3 definition=$4
+    request HEAD "$path"
     case $status in
     200) echo "$kind $name already exists"; return ;;
     404) ;;
-    401 | 403) echo "Elasticsearch refused the credentials ($status) for $kind $name" >&2; exit 1 ;;
-    *) echo "unexpected answer $status when looking for $kind $name" >&2; exit 1 ;;
+    401) fail "Elasticsearch refused the credentials (401) looking for $kind $name: give -u or -i" ;;
+    403) fail "the user may not read $kind $name (403)" ;;
+    *) fail "unexpected answer $status looking for $kind $name at $url" ;;
     esac
-    sed "s/$PLACEHOLDER/$prefix/g" "$definition" >"$body_file"
-    status=$(request PUT "$path" "$body_file") || { echo "cannot reach Elasticsearch at $url" >&2; exit 1; }
+    if [[ $kind == template ]]; then
+        request PUT "$path?create=true" "$definition"  # never replaces a template
+    else
+        request PUT "$path" "$definition"
+    fi
     if [[ $status == 200 ]]; then
         echo "$kind $name created"
-    elif [[ $status == 400 ]] && grep -q 'already_exists\|already exists' "$response_file"; then
-        echo "$kind $name already exists"  # created by someone else in the meantime
+    elif [[ $status == 400 && $answer =~ already_exists|already\ exists ]]; then
+        echo "$kind $name already exists"  # created by someone else meanwhile
     else
-        echo "creating $kind $name failed ($status): $(cat "$response_file")" >&2
-        exit 1
+        fail "creating $kind $name failed ($status): $answer"
     fi
 }
 
 shopt -s nullglob
+definitions=("$DEFINITIONS"/indices/*.json "$DEFINITIONS"/templates/*.json)
+((${#definitions[@]})) || fail "no definitions in $DEFINITIONS/indices or $DEFINITIONS/templates"
 for definition in "$DEFINITIONS"/indices/*.json; do
-    name=$prefix$(basename "$definition" .json)
-    ensure index "$name" "/$name" "$definition"
+    name=${definition##*/}
+    name=$prefix${name%.json}
+    ensure index "$name" "/$(encode "$name")" "$definition"
 done
 for definition in "$DEFINITIONS"/templates/*.json; do
-    name=$prefix$(basename "$definition" .json)
-    ensure template "$name" "/_index_template/$name" "$definition"
+    name=${definition##*/}
+    name=$prefix${name%.json}
+    ensure template "$name" "/_index_template/$(encode "$name")" "$definition"
 done

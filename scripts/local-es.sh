@@ -1,44 +1,108 @@
 #!/usr/bin/env bash
 # Local Elasticsearch nodes for development and tests, from Elastic's integration-test
-# distribution (the real server, fetched once from Maven Central into .cache/).
+# distribution (the real server with fewer modules), fetched once from Maven Central.
 #
-#   scripts/local-es.sh start [--name NAME] [--port PORT] [--heap SIZE] [--security USER:PASSWORD]
-#   scripts/local-es.sh stop [--name NAME | --all]
-#   scripts/local-es.sh status [--name NAME]
-#   scripts/local-es.sh url [--name NAME]
-#   scripts/local-es.sh fetch
+# Usage: scripts/local-es.sh COMMAND [OPTIONS]
 #
-# `start` prints the node's URL as the last line of standard output; progress goes to standard
-# error. Starting a node that is already running and healthy only prints its URL. Each node
-# keeps its data, logs, configuration and pid file in .cache/es-nodes/NAME/.
+#   fetch                       fetch and unpack Elasticsearch into .cache/elasticsearch/
+#                               unless it is there already
+#   start [--name NAME] [--port PORT] [--heap SIZE] [--security USER:PASSWORD]
+#                               start node NAME (default: dev) unless it runs and is healthy;
+#                               print its URL (http://127.0.0.1:PORT) as the last line
+#   stop [--name NAME | --all]  stop node NAME, or every node under .cache/es-nodes/
+#   status [--name NAME]        print the URL and exit 0 if the node runs and is healthy,
+#                               else exit 1
+#   url [--name NAME]           print the node's URL (exit 1 if it was never started)
+#   -h, --help                  print this help
+#
+# start: one single-node cluster on 127.0.0.1. Without --port, the previous port of NAME is
+# reused when free, else any free port. --heap defaults to 512m. --security turns security on
+# (HTTP stays plain) with USER a file-realm superuser. A running node whose --security (or
+# explicit --port / --heap) differs is restarted. Progress goes to standard error.
+# Each node keeps its state in .cache/es-nodes/NAME/: data/ (kept across restarts: delete the
+# folder to start empty), logs/, config/ (rewritten at each start), pid, url.
+# Run as root, the node runs as the system user kvstorage-es (Elasticsearch refuses root).
+# Exit status: 0 success, 1 failure, 2 usage error.
 set -euo pipefail
 
 VERSION=8.19.21
+ARTIFACT=org.elasticsearch.distribution.integ-test-zip:elasticsearch:$VERSION:zip
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=$ROOT/.cache
-DIST=$CACHE/elasticsearch/elasticsearch-$VERSION
+DOWNLOADS=$CACHE/elasticsearch
+DIST=$DOWNLOADS/elasticsearch-$VERSION
 NODES=$CACHE/es-nodes
+LOCKS=$CACHE/locks
 RUN_AS=kvstorage-es
-START_DEADLINE_S=180
+START_DEADLINE_S=120
+STOP_DEADLINE_S=60
+LOCK_WAIT_S=900
 
 log() { printf 'local-es: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+usage_error() { log "$*"; log "usage: see $0 --help"; exit 2; }
+is_root() { [[ $(id -u) -eq 0 ]]; }
 
-usage() {
-    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+# Takes the lock NAME (a file under .cache/locks/) for the rest of the script: concurrent
+# calls for one node (or concurrent fetches) wait for each other instead of racing.
+lock() {
+    mkdir -p "$LOCKS"
+    local fd
+    exec {fd}>"$LOCKS/$1.lock"
+    flock -w "$LOCK_WAIT_S" "$fd" || die "could not take the lock $LOCKS/$1.lock"
+    lock_fds+=("$fd")
+}
+lock_fds=()
+
+# Fetching ----------------------------------------------------------------------------------
+
+apt_updated=
+apt_install() {
+    is_root || die "missing: $* (install it, or run this script as root to let it install it)"
+    command -v apt-get >/dev/null || die "missing: $* (and no apt-get to install it)"
+    if [[ -z $apt_updated ]]; then
+        log "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >&2
+        apt_updated=1
+    fi
+    log "installing $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
+        </dev/null >&2
 }
 
-apt_install() {
-    [[ $(id -u) -eq 0 ]] || die "please install: $*"
-    log "installing $*"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+fetch() {
+    [[ -x $DIST/bin/elasticsearch ]] && return
+    lock fetch
+    [[ -x $DIST/bin/elasticsearch ]] && return  # fetched by another call meanwhile
+    local missing=()
+    command -v mvn >/dev/null || missing+=(maven)
+    command -v unzip >/dev/null || missing+=(unzip)
+    ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
+    mkdir -p "$DOWNLOADS"
+    local zip=$DOWNLOADS/elasticsearch-$VERSION.zip started=$SECONDS
+    log "fetching $ARTIFACT from Maven Central"
+    rm -f "$zip"
+    mvn -B -q dependency:copy "-Dartifact=$ARTIFACT" "-DoutputDirectory=$DOWNLOADS" \
+        </dev/null >&2 || die "mvn could not fetch $ARTIFACT"
+    [[ -s $zip ]] || die "mvn did not write $zip"
+    log "unpacking into $DIST"
+    local unpacking=$DOWNLOADS/unpacking
+    rm -rf "$unpacking"
+    if ! unzip -q "$zip" -d "$unpacking" </dev/null; then
+        rm -rf "$unpacking" "$zip"
+        die "could not unpack $zip"
+    fi
+    rm -rf "$DIST"
+    mv "$unpacking/elasticsearch-$VERSION" "$DIST"  # appears complete, or not at all
+    rm -rf "$unpacking" "$zip"
+    log "Elasticsearch $VERSION is in $DIST ($((SECONDS - started)) s)"
 }
 
 java_home() {
     local candidate
     for candidate in "${ES_JAVA_HOME:-}" /usr/lib/jvm/java-17-openjdk-amd64 \
-        /usr/lib/jvm/temurin-25-jdk-amd64 /usr/lib/jvm/java-21-openjdk-amd64; do
+        /usr/lib/jvm/temurin-25-jdk-amd64; do
         if [[ -n $candidate && -x $candidate/bin/java ]]; then
             echo "$candidate"
             return
@@ -51,90 +115,173 @@ java_home() {
     die "no JDK found: install one (for instance openjdk-17-jre-headless) or set ES_JAVA_HOME"
 }
 
-fetch() {
-    [[ -x $DIST/bin/elasticsearch ]] && return
-    local missing=()
-    command -v mvn >/dev/null || missing+=(maven)
-    command -v unzip >/dev/null || missing+=(unzip)
-    ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
-    mkdir -p "$CACHE/elasticsearch"
-    local zip=$CACHE/elasticsearch/elasticsearch-$VERSION.zip
-    if [[ ! -s $zip ]]; then
-        log "fetching Elasticsearch $VERSION (integration-test distribution) from Maven Central"
-        mvn -q dependency:copy \
-            "-Dartifact=org.elasticsearch.distribution.integ-test-zip:elasticsearch:$VERSION:zip" \
-            "-DoutputDirectory=$CACHE/elasticsearch" >&2
-    fi
-    local unpacking=$CACHE/elasticsearch/unpacking
-    rm -rf "$unpacking"
-    unzip -q "$zip" -d "$unpacking"
-    mv "$unpacking/elasticsearch-$VERSION" "$DIST"
-    rm -rf "$unpacking" "$zip"
-}
+# Ports ---------------------------------------------------------------------------------------
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# Node state ---------------------------------------------------------------------------------
-name=dev port= heap=512m security= all=
-
-node_dir() { echo "$NODES/$name"; }
-node_pid() {
-    local pidfile
-    pidfile=$(node_dir)/pid
-    [[ -s $pidfile ]] || return 1
-    local pid
-    pid=$(<"$pidfile")
-    kill -0 "$pid" 2>/dev/null || return 1
-    echo "$pid"
+port_free() {
+    python3 - "$1" <<'PY' 2>/dev/null
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))
+PY
 }
 
+# One node ----------------------------------------------------------------------------------
+
+name=dev port='' heap='' security='' all=''
+
+node_dir() { echo "$NODES/$name"; }
+
+# Whether PID is the Elasticsearch process of this node, not some process that got the pid of
+# a node that died (the server's working directory is the node's logs/ folder).
+is_node_process() {
+    local pid=$1
+    kill -0 "$pid" 2>/dev/null || [[ -d /proc/$pid ]] || return 1
+    [[ -d /proc/$pid ]] || return 0  # no /proc: trust the pid file
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'org\.elasticsearch\.bootstrap' ||
+        return 1
+    local cwd
+    cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null) || return 0  # not ours to inspect: trust it
+    [[ $cwd == "$(node_dir)/logs" ]]
+}
+
+# Prints the pid of the node's process; fails when the node does not run. A missing or stale
+# pid file is no obstacle: the process is also looked for by its working directory.
+node_pid() {
+    local pidfile pid
+    pidfile=$(node_dir)/pid
+    if [[ -s $pidfile ]]; then
+        pid=$(<"$pidfile")
+        if [[ $pid =~ ^[0-9]+$ ]] && is_node_process "$pid"; then
+            echo "$pid"
+            return
+        fi
+    fi
+    local proc logs
+    logs=$(node_dir)/logs
+    for proc in /proc/[0-9]*; do
+        pid=${proc#/proc/}
+        [[ $(readlink "$proc/cwd" 2>/dev/null) == "$logs" ]] || continue
+        if is_node_process "$pid"; then
+            echo "$pid"
+            return
+        fi
+    done
+    return 1
+}
+
+# curl to the node, with the node's credentials if it has some (given through a curl config
+# on a pipe, so that they never appear on a command line).
 curl_node() {
-    local url=$1
-    shift
-    local auth=()
-    [[ -s $(node_dir)/credentials ]] && auth=(-u "$(<"$(node_dir)/credentials")")
-    curl -fsS --max-time 10 "${auth[@]}" "$@" "$url"
+    local path=$1 credentials_file
+    credentials_file=$(node_dir)/credentials
+    local url
+    url=$(<"$(node_dir)/url")
+    if [[ -s $credentials_file ]]; then
+        local credentials
+        credentials=$(<"$credentials_file")
+        credentials=${credentials//\\/\\\\}
+        curl -fsS --max-time 15 -K <(printf 'user = "%s"\n' "${credentials//\"/\\\"}") "$url$path"
+    else
+        curl -fsS --max-time 15 "$url$path"
+    fi
 }
 
 healthy() {
     [[ -s $(node_dir)/url ]] || return 1
     node_pid >/dev/null || return 1
-    local url
-    url=$(<"$(node_dir)/url")
-    curl_node "$url/_cluster/health?wait_for_status=yellow&timeout=5s" >/dev/null 2>&1
+    curl_node "/_cluster/health?wait_for_status=yellow&timeout=${1:-5s}" >/dev/null 2>&1
 }
 
 as_node_user() {
-    if [[ $(id -u) -eq 0 ]]; then
+    if is_root; then
         runuser -u "$RUN_AS" -- env "$@"
     else
         env "$@"
     fi
 }
 
+# Gives the node's user what it needs: reading the distribution, owning the node's folder, and
+# passing through every folder above them.
+prepare_node_user() {
+    is_root || return 0
+    if ! id "$RUN_AS" >/dev/null 2>&1; then
+        log "creating the system user $RUN_AS (Elasticsearch does not run as root)"
+        useradd --system --no-create-home --shell /usr/sbin/nologin "$RUN_AS"
+    fi
+    chmod -R a+rX "$DIST"
+    chown -R "$RUN_AS:" "$(node_dir)"
+    local up
+    up=$(node_dir)
+    while [[ $up != / ]]; do
+        up=$(dirname "$up")
+        if ! runuser -u "$RUN_AS" -- test -x "$up"; then
+            log "letting $RUN_AS traverse $up (chmod o+x)"
+            chmod o+x "$up"
+        fi
+    done
+}
+
+log_tail() {
+    local dir
+    dir=$(node_dir)
+    [[ -s $dir/logs/console.out ]] && tail -n 20 "$dir/logs/console.out" >&2
+    if [[ -s $dir/logs/kv-storage-$name.log ]]; then
+        log "last lines of $dir/logs/kv-storage-$name.log:"
+        tail -n 40 "$dir/logs/kv-storage-$name.log" >&2
+    fi
+    return 0
+}
+
+# Whether the running node was started with the options asked for now.
+same_options() {
+    local dir
+    dir=$(node_dir)
+    [[ $security == "$(cat "$dir/credentials" 2>/dev/null)" ]] || return 1
+    [[ -z $port ]] || [[ $(<"$dir/url") == "http://127.0.0.1:$port" ]] || return 1
+    [[ -z $heap ]] || [[ $heap == "$(cat "$dir/heap" 2>/dev/null)" ]] || return 1
+}
+
 start() {
+    lock "node-$name"
     local dir
     dir=$(node_dir)
     if healthy; then
-        cat "$dir/url"
-        return
+        if same_options; then
+            log "node $name already runs"
+            cat "$dir/url"
+            return
+        fi
+        log "node $name runs with other options: restarting it"
     fi
     stop_node quietly
     fetch
-    local http_port=${port:-$(free_port)} transport_port
+    local java
+    java=$(java_home)
+    heap=${heap:-512m}
+
+    local http_port=$port previous_port=
+    [[ -s $dir/url ]] && previous_port=$(sed -n 's|^http://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$dir/url")
+    if [[ -n $http_port ]]; then
+        port_free "$http_port" || die "port $http_port is in use"
+    elif [[ -n $previous_port ]] && port_free "$previous_port"; then
+        http_port=$previous_port
+    else
+        http_port=$(free_port)
+    fi
+    local transport_port
     transport_port=$(free_port)
     while [[ $transport_port == "$http_port" ]]; do transport_port=$(free_port); done
 
-    local security_enabled=false
-    [[ -z $security ]] || security_enabled=true
-    rm -rf "$dir"
     mkdir -p "$dir/data" "$dir/logs"
+    rm -rf "$dir/config" "$dir/pid" "$dir/url" "$dir/credentials" "$dir/heap"
     cp -r "$DIST/config" "$dir/config"
     cat >>"$dir/config/elasticsearch.yml" <<YAML
 
-# written by scripts/local-es.sh
+# ---------------------------------- written by scripts/local-es.sh ----------------------------------
 node.name: $name
 cluster.name: kv-storage-$name
 discovery.type: single-node
@@ -145,66 +292,64 @@ path.data: $dir/data
 path.logs: $dir/logs
 cluster.routing.allocation.disk.threshold_enabled: false
 action.destructive_requires_name: false
-xpack.security.enabled: $security_enabled
+xpack.security.enabled: $([[ -n $security ]] && echo true || echo false)
 xpack.security.http.ssl.enabled: false
 xpack.security.transport.ssl.enabled: false
 YAML
-    sed -i "s/^-Xms.*/-Xms$heap/; s/^-Xmx.*/-Xmx$heap/" "$dir/config/jvm.options" 2>/dev/null || true
+    prepare_node_user
 
-    local java
-    java=$(java_home)
-    if [[ $(id -u) -eq 0 ]]; then
-        id "$RUN_AS" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$RUN_AS"
-        # The node writes nothing into the distribution, but must be able to read it.
-        chmod -R a+rX "$DIST"
-        chown -R "$RUN_AS" "$dir"
-        # Every folder above the node's must be traversable by the node's user.
-        local up=$dir
-        while [[ $up != / ]]; do up=$(dirname "$up"); chmod o+x "$up" 2>/dev/null || true; done
-    fi
     if [[ -n $security ]]; then
-        log "creating user ${security%%:*} in the file realm"
+        log "creating the superuser ${security%%:*} in the node's file realm"
         as_node_user ES_PATH_CONF="$dir/config" ES_JAVA_HOME="$java" \
-            "$DIST/bin/elasticsearch-users" useradd "${security%%:*}" -p "${security#*:}" -r superuser >&2
-        printf '%s' "$security" >"$dir/credentials"
-        chmod 600 "$dir/credentials"
+            "$DIST/bin/elasticsearch-users" useradd "${security%%:*}" -p "${security#*:}" \
+            -r superuser </dev/null >&2 || die "could not create the user ${security%%:*}"
+        (umask 077 && printf '%s' "$security" >"$dir/credentials")
     fi
-
-    log "starting node $name on 127.0.0.1:$http_port"
+    echo "$heap" >"$dir/heap"
     echo "http://127.0.0.1:$http_port" >"$dir/url"
-    if ! as_node_user ES_PATH_CONF="$dir/config" ES_JAVA_HOME="$java" \
-        ES_JAVA_OPTS="-Xms$heap -Xmx$heap" \
-        "$DIST/bin/elasticsearch" -d -p "$dir/pid" >"$dir/logs/console.out" 2>&1 </dev/null; then
-        cat "$dir/logs/console.out" >&2
-        tail -n 40 "$dir/logs/"*.log >&2 2>/dev/null || true
+
+    log "starting node $name on 127.0.0.1:$http_port (heap $heap, Java $java)"
+    local deadline=$((SECONDS + START_DEADLINE_S))
+    local launch=(env ES_PATH_CONF="$dir/config" ES_JAVA_HOME="$java"
+        ES_JAVA_OPTS="-Xms$heap -Xmx$heap" "$DIST/bin/elasticsearch" -d -p "$dir/pid")
+    is_root && launch=(runuser -u "$RUN_AS" -- "${launch[@]}")
+    # `-d` returns once the node has started. The lock descriptors are closed for it: a node
+    # that kept one open would hold the lock as long as it runs.
+    if ! (
+        for fd in "${lock_fds[@]}"; do exec {fd}>&-; done
+        exec timeout --kill-after=10 "$START_DEADLINE_S" "${launch[@]}"
+    ) >"$dir/logs/console.out" 2>&1 </dev/null; then
+        log_tail
+        stop_node quietly
         die "node $name did not start"
     fi
-    local deadline=$((SECONDS + START_DEADLINE_S))
-    until healthy; do
+    until healthy 2s; do
         if ((SECONDS > deadline)) || ! node_pid >/dev/null; then
-            tail -n 40 "$dir/logs/kv-storage-$name.log" >&2 2>/dev/null || true
+            log_tail
             stop_node quietly
-            die "node $name did not become healthy"
+            die "node $name did not become healthy within $START_DEADLINE_S s"
         fi
         sleep 1
     done
-    log "node $name is up at $(<"$dir/url")"
+    log "node $name is up at $(<"$dir/url") ($((SECONDS - deadline + START_DEADLINE_S)) s)"
     cat "$dir/url"
 }
 
 stop_node() {
     local pid
     if ! pid=$(node_pid); then
-        [[ ${1:-} == quietly ]] || log "node $name is not running"
+        rm -f "$(node_dir)/pid"
+        [[ ${1:-} == quietly ]] || log "node $name does not run"
         return 0
     fi
     log "stopping node $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 60))
+    local deadline=$((SECONDS + STOP_DEADLINE_S)) killed=
     while kill -0 "$pid" 2>/dev/null; do
-        if ((SECONDS > deadline)); then
-            log "node $name did not stop in time; killing it"
+        if ((SECONDS > deadline)) && [[ -z $killed ]]; then
+            log "node $name did not stop within $STOP_DEADLINE_S s: killing it"
             kill -KILL "$pid" 2>/dev/null || true
+            killed=1
         fi
         sleep 0.5
     done
@@ -212,41 +357,69 @@ stop_node() {
 }
 
 stop() {
-    if [[ -n $all ]]; then
-        local dir
-        for dir in "$NODES"/*/; do
-            [[ -d $dir ]] || continue
-            name=$(basename "$dir")
-            stop_node quietly
-        done
-    else
+    if [[ -z $all ]]; then
+        lock "node-$name"
         stop_node
+        return
+    fi
+    local dir
+    for dir in "$NODES"/*/; do
+        [[ -d $dir ]] || continue
+        name=$(basename "$dir")
+        [[ $name =~ ^[a-z0-9][a-z0-9-]*$ ]] || continue
+        (lock "node-$name" && stop_node quietly)
+    done
+}
+
+status() {
+    if healthy; then
+        cat "$(node_dir)/url"
+    else
+        log "node $name does not run or is not healthy"
+        return 1
     fi
 }
 
-command=${1:-}
-[[ -n $command ]] || { usage >&2; exit 2; }
+url() {
+    [[ -s $(node_dir)/url ]] || die "node $name was never started"
+    cat "$(node_dir)/url"
+}
+
+# Command line --------------------------------------------------------------------------------
+
+(($#)) || usage_error "no command given"
+command=$1
 shift
 while (($#)); do
     case $1 in
-    --name) name=${2:?--name needs a value}; shift 2 ;;
-    --port) port=${2:?--port needs a value}; shift 2 ;;
-    --heap) heap=${2:?--heap needs a value}; shift 2 ;;
-    --security) security=${2:?--security needs USER:PASSWORD}; shift 2 ;;
+    --name | --port | --heap | --security)
+        (($# >= 2)) || usage_error "$1 needs a value"
+        case $1 in
+        --name) name=$2 ;;
+        --port) port=$2 ;;
+        --heap) heap=$2 ;;
+        --security) security=$2 ;;
+        esac
+        shift 2
+        ;;
     --all) all=1; shift ;;
     -h | --help) usage; exit 0 ;;
-    *) log "unknown option $1"; usage >&2; exit 2 ;;
+    *) usage_error "unknown option $1" ;;
     esac
 done
-[[ $name =~ ^[a-z0-9][a-z0-9-]*$ ]] || die "node names are lower-case letters, digits and -"
-[[ -z $security || $security == *:* ]] || die "--security needs USER:PASSWORD"
+[[ $name =~ ^[a-z0-9][a-z0-9-]*$ ]] || usage_error "a node name is lower-case letters, digits and -"
+[[ -z $port || ($port =~ ^[0-9]+$ && $port -ge 1 && $port -le 65535) ]] ||
+    usage_error "--port needs a port number"
+[[ -z $heap || $heap =~ ^[0-9]+[kmgKMG]$ ]] || usage_error "--heap needs a size such as 512m or 1g"
+[[ -z $security || $security =~ ^[^:]+:.{6,}$ ]] ||
+    usage_error "--security needs USER:PASSWORD, the password at least 6 characters long"
 
 case $command in
+fetch) fetch ;;
 start) start ;;
 stop) stop ;;
-status) healthy && cat "$(node_dir)/url" ;;
-url) [[ -s $(node_dir)/url ]] && cat "$(node_dir)/url" ;;
-fetch) fetch ;;
+status) status ;;
+url) url ;;
 -h | --help | help) usage ;;
-*) log "unknown command $command"; usage >&2; exit 2 ;;
+*) usage_error "unknown command $command" ;;
 esac
