@@ -1,9 +1,29 @@
 """Fixtures shared by the whole suite.
 
-Elasticsearch is real: a local node that `scripts/local-es.sh` starts once per test run, or
-the cluster named by KV_STORAGE_TEST_ELASTICSEARCH_URI. Every test gets its own index prefix
-and everything under it is deleted afterwards, so tests never see each other's data and the
-suite can run against a shared cluster.
+Elasticsearch
+-------------
+Elasticsearch is real.
+
+- ``es_url``: the cluster named by ``KV_STORAGE_TEST_ELASTICSEARCH_URI``, or else the local
+  node ``test`` that ``scripts/local-es.sh`` runs (security off).
+- ``secured_es``: a cluster with security on and a superuser, as a ``SecuredElasticsearch``
+  (url, username, password): the one named by ``KV_STORAGE_TEST_SECURED_ELASTICSEARCH_URI``,
+  ``..._USERNAME`` and ``..._PASSWORD``, or else the local node ``test-secured``.
+- ``index_prefix``: a prefix of its own for each test (``t-<8 hex>-``); afterwards every index
+  and index template whose name starts with it is deleted from the clusters the test used,
+  so tests never see each other's data and the suite can share a cluster.
+- ``es``: an ``AsyncElasticsearch`` client of ``es_url`` for one test.
+
+A local node is started at most once per test run, and only when a selected test needs it.
+The start (15-40 s, more when Elasticsearch must first be fetched) happens after collection,
+before the first test, so that it does not count against the per-test timeout. At the end of
+the run, the nodes that this run started are stopped; a node that already ran is left running.
+Both are done by the hooks ``pytest_collection_finish`` and ``pytest_sessionfinish`` below:
+a second definition of either in this module would replace them, so extend them instead.
+
+The service
+-----------
+Fixtures that configure and run the service on the test's prefix (``make_config`` and below).
 """
 
 import os
@@ -27,83 +47,215 @@ from kv_storage.es.provisioning import initialise
 ROOT = Path(__file__).parents[1]
 LOCAL_ES = ROOT / "scripts" / "local-es.sh"
 
+# --------------------------------------------------------------------------- Elasticsearch
+
+ES_URL_ENV = "KV_STORAGE_TEST_ELASTICSEARCH_URI"
+SECURED_ES_URL_ENV = "KV_STORAGE_TEST_SECURED_ELASTICSEARCH_URI"
+SECURED_ES_USERNAME_ENV = "KV_STORAGE_TEST_SECURED_ELASTICSEARCH_USERNAME"
+SECURED_ES_PASSWORD_ENV = "KV_STORAGE_TEST_SECURED_ELASTICSEARCH_PASSWORD"
+
+# The local secured node listens on 127.0.0.1 only; fixed credentials let a later run reuse it.
+SECURED_USERNAME = "kv-test-admin"
+SECURED_PASSWORD = "kv-test-password"
+
+# For each fixture backed by a local node: the variable naming a cluster to use instead, the
+# node's name and the options of `scripts/local-es.sh start`.
+_LOCAL_NODES_OF_FIXTURES = {
+    "es_url": (ES_URL_ENV, "test", ()),
+    "secured_es": (
+        SECURED_ES_URL_ENV,
+        "test-secured",
+        ("--security", f"{SECURED_USERNAME}:{SECURED_PASSWORD}"),
+    ),
+}
+_START_TIMEOUT_S = 900  # a fresh clone may first install Maven and fetch Elasticsearch
+
 
 @dataclass(frozen=True)
-class Node:
+class SecuredElasticsearch:
+    """A cluster with security on, and a user that may do everything there."""
+
     url: str
-    username: str | None = None
-    password: str | None = None
+    username: str
+    password: str
 
 
-def _running(name: str) -> bool:
-    return (
-        subprocess.run([str(LOCAL_ES), "status", "--name", name], capture_output=True).returncode
-        == 0
+class LocalNodes:
+    """The local Elasticsearch nodes of one test run, started by ``scripts/local-es.sh``.
+
+    Nodes are started on first demand; a failed start is remembered and reported again to
+    every test that needs the node, without trying again. ``stop_started`` stops the nodes
+    that were not running before this run started them.
+    """
+
+    def __init__(self) -> None:
+        self._urls: dict[str, str] = {}
+        self._failures: dict[str, str] = {}
+        self._started: list[str] = []
+        self.start_seconds: dict[str, float] = {}
+
+    def url(self, name: str, *options: str) -> str:
+        if name not in self._urls and name not in self._failures:
+            self.start({name: options})
+        if name in self._failures:
+            raise RuntimeError(self._failures[name])
+        return self._urls[name]
+
+    def started_by_this_run(self, name: str) -> bool:
+        return name in self._started
+
+    def start(self, nodes: dict[str, tuple[str, ...]]) -> None:
+        """Starts these nodes (name: options) unless this run did already.
+
+        One after the other: on two cores, side by side is slower.
+        """
+        for name, options in nodes.items():
+            if name in self._urls or name in self._failures:
+                continue
+            command = f"scripts/local-es.sh start --name {name}"
+            was_running = _local_es("status", "--name", name).returncode == 0
+            began = time.monotonic()
+            try:
+                result = _local_es("start", "--name", name, *options, timeout=_START_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._failures[name] = f"{command} took more than {_START_TIMEOUT_S} s"
+                continue
+            if result.returncode != 0:
+                self._failures[name] = f"{command} failed ({result.returncode}):\n{result.stderr}"
+                continue
+            self.start_seconds[name] = time.monotonic() - began
+            if not was_running:
+                self._started.append(name)
+            self._urls[name] = result.stdout.strip().splitlines()[-1]
+
+    def stop_started(self) -> None:
+        while self._started:
+            _local_es("stop", "--name", self._started.pop(), timeout=120)
+
+
+def _local_es(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LOCAL_ES), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
-@pytest.fixture(scope="session")
-def _local_node() -> Iterator[Callable[[str, list[str]], str]]:
-    """Starts local nodes on demand; stops at the end those that this run started."""
-    started: list[str] = []
+_LOCAL_NODES = pytest.StashKey[LocalNodes]()
 
-    def start(name: str, options: list[str]) -> str:
-        was_running = _running(name)
-        result = subprocess.run(
-            [str(LOCAL_ES), "start", "--name", name, *options],
-            stdout=subprocess.PIPE,
-            text=True,
-            timeout=600,
-            check=True,
+
+def _local_nodes(config: pytest.Config) -> LocalNodes:
+    if _LOCAL_NODES not in config.stash:
+        config.stash[_LOCAL_NODES] = LocalNodes()
+    return config.stash[_LOCAL_NODES]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Starts the local nodes that the selected tests need, before the first test runs.
+
+    Fixtures' setup counts against a test's timeout; starting here does not. A failure is not
+    raised here: the fixture raises it, in the tests that need the node.
+    """
+    if session.config.option.collectonly:
+        return
+    needed: set[str] = set()
+    for item in session.items:
+        needed.update(getattr(item, "fixturenames", ()))
+    nodes = _local_nodes(session.config)
+    wanted = {
+        name: options
+        for fixture, (variable, name, options) in _LOCAL_NODES_OF_FIXTURES.items()
+        if fixture in needed and not os.environ.get(variable)
+    }
+    nodes.start(wanted)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for name in wanted:
+        if reporter is None or name not in nodes.start_seconds:
+            continue
+        how = (
+            f"started in {nodes.start_seconds[name]:.0f} s"
+            if nodes.started_by_this_run(name)
+            else "already running"
         )
-        if not was_running:
-            started.append(name)
-        return result.stdout.strip().splitlines()[-1]
+        reporter.write_line(f"local Elasticsearch node {name}: {nodes.url(name)} ({how})")
 
-    yield start
-    for name in started:
-        subprocess.run([str(LOCAL_ES), "stop", "--name", name], check=False, timeout=120)
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _local_nodes(session.config).stop_started()
 
 
 @pytest.fixture(scope="session")
-def es_url(_local_node: Callable[[str, list[str]], str]) -> str:
-    return os.environ.get("KV_STORAGE_TEST_ELASTICSEARCH_URI") or _local_node("test", [])
+def es_url(pytestconfig: pytest.Config) -> str:
+    """The URL of the cluster the tests use (security off)."""
+    variable, name, options = _LOCAL_NODES_OF_FIXTURES["es_url"]
+    return os.environ.get(variable) or _local_nodes(pytestconfig).url(name, *options)
 
 
 @pytest.fixture(scope="session")
-def secured_es(_local_node: Callable[[str, list[str]], str]) -> Node:
-    """A node with security on and a file-realm superuser, for basic authentication."""
-    url = os.environ.get("KV_STORAGE_TEST_SECURED_ELASTICSEARCH_URI")
+def secured_es(pytestconfig: pytest.Config) -> SecuredElasticsearch:
+    """A cluster with security on (HTTP basic authentication), and a superuser's credentials."""
+    url = os.environ.get(SECURED_ES_URL_ENV)
     if url:
-        return Node(
-            url,
-            os.environ["KV_STORAGE_TEST_SECURED_ELASTICSEARCH_USERNAME"],
-            os.environ["KV_STORAGE_TEST_SECURED_ELASTICSEARCH_PASSWORD"],
-        )
-    username, password = "kv-admin", f"pw-{uuid.uuid4().hex}"
-    return Node(
-        _local_node("test-secured", ["--security", f"{username}:{password}"]), username, password
-    )
+        username = os.environ.get(SECURED_ES_USERNAME_ENV)
+        password = os.environ.get(SECURED_ES_PASSWORD_ENV)
+        if not username or not password:
+            needs = f"{SECURED_ES_USERNAME_ENV} and {SECURED_ES_PASSWORD_ENV}"
+            raise RuntimeError(f"{SECURED_ES_URL_ENV} needs {needs}")
+        return SecuredElasticsearch(url, username, password)
+    _, name, options = _LOCAL_NODES_OF_FIXTURES["secured_es"]
+    url = _local_nodes(pytestconfig).url(name, *options)
+    return SecuredElasticsearch(url, SECURED_USERNAME, SECURED_PASSWORD)
 
 
 @pytest.fixture
-def index_prefix(es_url: str) -> Iterator[str]:
+def index_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A prefix for this test's index and template names; what it names is deleted afterwards.
+
+    Cleaned are the clusters of the test's fixtures (``es_url`` and ``secured_es``).
+    """
     prefix = f"t-{uuid.uuid4().hex[:8]}-"
     yield prefix
-    with Elasticsearch(es_url) as client:
-        for name in client.indices.get(index=f"{prefix}*", expand_wildcards="all"):
-            client.indices.delete(index=name, ignore_unavailable=True)
-        templates = client.indices.get_index_template()["index_templates"]
-        for template in templates:
-            if template["name"].startswith(prefix):
-                client.indices.delete_index_template(name=template["name"])
+    clients: list[Elasticsearch] = []
+    try:
+        if "es_url" in request.fixturenames:
+            clients.append(Elasticsearch(request.getfixturevalue("es_url")))
+        if "secured_es" in request.fixturenames:
+            secured: SecuredElasticsearch = request.getfixturevalue("secured_es")
+            auth = (secured.username, secured.password)
+            clients.append(Elasticsearch(secured.url, basic_auth=auth))
+    except RuntimeError:
+        pass  # a local node that did not start: the test has reported it, nothing to clean
+    for client in clients:
+        with client:
+            delete_prefixed(client, prefix)
+
+
+def delete_prefixed(client: Elasticsearch, prefix: str) -> None:
+    """Deletes the indices and index templates whose names start with ``prefix``.
+
+    By name: deleting by wildcard is refused where ``action.destructive_requires_name`` is true
+    (the default). Nothing to delete is fine.
+    """
+    indices = sorted(client.indices.get(index=f"{prefix}*", expand_wildcards="all"))
+    for start in range(0, len(indices), 50):
+        client.indices.delete(index=",".join(indices[start : start + 50]), ignore_unavailable=True)
+    answer = client.options(ignore_status=404).indices.get_index_template(name=f"{prefix}*")
+    for template in answer.get("index_templates", []):
+        client.options(ignore_status=404).indices.delete_index_template(name=template["name"])
 
 
 @pytest.fixture
 async def es(es_url: str) -> AsyncIterator[AsyncElasticsearch]:
+    """An ``AsyncElasticsearch`` client of ``es_url`` for this test, closed after it."""
     client = AsyncElasticsearch(es_url)
     yield client
     await client.close()
+
+
+# --------------------------------------------------------------------------------- The service
 
 
 @pytest.fixture
