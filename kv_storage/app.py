@@ -1,8 +1,10 @@
 """The application factory: routes, middlewares, the API spec and the long-lived resources."""
 
+import copy
 import logging
 import warnings
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from aiohttp_apispec import setup_aiohttp_apispec
@@ -137,6 +139,7 @@ def create_app(config: Config) -> web.Application:
 
 def _setup_api_spec(app: web.Application) -> None:
     """Builds the spec now, from the routes above, rather than while the app starts."""
+    _restore_handler_docs(app)
     with warnings.catch_warnings():
         # aiohttp-apispec keeps its own state under plain string keys.
         warnings.simplefilter("ignore", web.NotAppKeyWarning)
@@ -156,3 +159,16 @@ def _setup_api_spec(app: web.Application) -> None:
             in_place=True,
         )
         finish_spec(app["swagger_dict"])
+
+
+def _restore_handler_docs(app: web.Application) -> None:
+    """aiohttp-apispec consumes the documentation its decorators leave on each handler (it
+    pops the schemas and extends the parameters), so a second app in one process would lose
+    its body schemas. Each app starts from a copy of the decorators' original documentation."""
+    for route in app.router.routes():
+        handler: Any = route.handler
+        if not hasattr(handler, "__apispec__"):
+            continue
+        if not hasattr(handler, "__apispec_original__"):
+            handler.__apispec_original__ = copy.deepcopy(handler.__apispec__)
+        handler.__apispec__ = copy.deepcopy(handler.__apispec_original__)

@@ -60,11 +60,15 @@ def _serve(config: Config) -> int:
         config.server.port,
         ", ".join(config.elasticsearch.hosts),
     )
+    import uvloop
+
     web.run_app(
         create_app(config),
+        loop=uvloop.new_event_loop(),
         host=config.server.host,
         port=config.server.port,
         access_log_format=ACCESS_LOG_FORMAT,
+        access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
         shutdown_timeout=config.app.request_timeout_s + 1,
         print=None,
     )

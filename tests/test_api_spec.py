@@ -111,3 +111,11 @@ async def _run(command: list[str], timeout_s: float) -> subprocess.CompletedProc
     return subprocess.CompletedProcess(
         command, process.returncode or 0, stdout.decode(), stderr.decode()
     )
+
+
+def test_every_app_of_a_process_has_the_whole_spec(make_config: Callable[..., Config]) -> None:
+    """aiohttp-apispec mutates the handlers' documentation: the second app must not lose any."""
+    first = create_app(make_config())["swagger_dict"]
+    second = create_app(make_config())["swagger_dict"]
+    assert second == first
+    validate(second)

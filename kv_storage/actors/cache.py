@@ -50,7 +50,8 @@ class CacheActor(Actor[CacheMessage]):
         super().__init__(name="storage-cache", max_concurrency=_LOOKUP_CONCURRENCY)
         self._registry = registry
         self._config = config
-        self._cache = SimpleMemoryCache()
+        # In memory nothing blocks: no per-call timeout (aiocache would wrap each call in a task).
+        self._cache = SimpleMemoryCache(timeout=None)
         self._recency: OrderedDict[str, None] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Storage | None]] = {}
 

@@ -128,6 +128,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             host=p["server.host"],
             port=p["server.port"],
             max_body_size=p["server.max-body-size"],
+            access_log=p["server.access-log"],
         ),
         admin=AdminConfig(token=p["admin.token"]),
     )

@@ -54,6 +54,7 @@ class ServerConfig:
     host: str
     port: int
     max_body_size: int
+    access_log: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,14 @@ def _value_max_size(value: object) -> int | None:
     return number
 
 
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 def _text(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {value!r}")
@@ -251,6 +259,12 @@ PROPERTIES: tuple[Property, ...] = (
         secret=True,
     ),
     Property("server.host", "0.0.0.0", _text, "Address the HTTP server listens on."),
+    Property(
+        "server.access-log",
+        False,
+        _boolean,
+        "Log a line per request, never its headers (off: it costs throughput).",
+    ),
     Property("server.port", 8080, _between(0, 65535), "Port the HTTP server listens on."),
     Property(
         "server.max-body-size",

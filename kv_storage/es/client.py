@@ -19,4 +19,5 @@ def create_client(config: ElasticsearchConfig, *, request_timeout_s: float) -> A
         retry_on_timeout=False,
         max_retries=len(config.hosts),
         retry_on_status=(502, 503, 504),
+        connections_per_node=64,
     )
