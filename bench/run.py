@@ -216,12 +216,12 @@ async def load_keys(es: AsyncElasticsearch, storage_id: str, count: int) -> None
 
 
 async def node_counters(es: AsyncElasticsearch) -> dict[str, int]:
-    stats = await es.nodes.stats(metric="indices,thread_pool", index_metric="get,indexing,search")
+    stats = await es.nodes.stats(metric="indices", index_metric="get,indexing,bulk")
     node = next(iter(stats["nodes"].values()))
     return {
         "get": node["indices"]["get"]["total"],
         "index": node["indices"]["indexing"]["index_total"],
-        "write_tasks": node["thread_pool"]["write"]["completed"],
+        "bulk": node["indices"]["bulk"]["total_operations"],
     }
 
 
@@ -395,7 +395,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
                 **options,
             )
             after = await node_counters(es)
-            es_per_op = (after["write_tasks"] - before["write_tasks"]) / reference.requests
+            es_per_op = (after["bulk"] - before["bulk"]) / reference.requests
             before = await node_counters(es)
             measured = wrk(
                 f"mset {count}",
@@ -408,13 +408,13 @@ async def run(args: argparse.Namespace) -> list[Row]:
                 **options,
             )
             after = await node_counters(es)
-            per_op = (after["write_tasks"] - before["write_tasks"]) / measured.requests
+            per_op = (after["bulk"] - before["bulk"]) / measured.requests
             rows.append(
                 Row(
                     f"multi-set {count}",
                     reference,
                     measured,
-                    f"write tasks per op: service {per_op:.2f}, one direct _bulk {es_per_op:.2f}",
+                    f"shard bulk operations per op: service {per_op:.2f}, direct _bulk {es_per_op:.2f}",
                 )
             )
 
