@@ -526,7 +526,8 @@ def plot(rows: list[Row], path: Path) -> None:
         label="kv-storage",
     )
     axis.set_xticks(list(positions), labels, rotation=20, ha="right")
-    axis.set_ylabel("requests / s")
+    axis.set_ylabel("requests / s (log scale)")
+    axis.set_yscale("log")
     axis.set_title("Throughput per scenario, same run, same concurrency")
     axis.legend()
     figure.tight_layout()
