@@ -24,6 +24,7 @@ from kv_storage.app_keys import (
     HISTORY_QUERY_ACTOR,
     INDEX_NAMES,
     LIFECYCLE_ACTOR,
+    METRICS,
     STORAGE_ACTOR,
 )
 from kv_storage.config import Config
@@ -33,8 +34,9 @@ from kv_storage.es.history import HistoryStore
 from kv_storage.es.lease import Lease
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
-from kv_storage.handlers import admin, health, history, management, storage
+from kv_storage.handlers import admin, health, history, management, operations, storage
 from kv_storage.handlers.spec import finish_spec
+from kv_storage.metrics import Metrics
 from kv_storage.middlewares import error_middleware, timeout_middleware
 from kv_storage.validation import validation_middleware
 from pipeline.actor import HistoryActor
@@ -49,7 +51,11 @@ SWAGGER_UI_PATH = "/api/docs"
 
 async def _elasticsearch_client(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    client = create_client(config.elasticsearch, request_timeout_s=config.app.request_timeout_s)
+    client = create_client(
+        config.elasticsearch,
+        request_timeout_s=config.app.request_timeout_s,
+        transport_class=app[METRICS].transport_class(),
+    )
     app[ES_CLIENT] = client
     yield
     await client.close()
@@ -114,9 +120,11 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: Config) -> web.Application:
+    metrics = Metrics()
     app = web.Application(
         client_max_size=config.server.max_body_size,
         middlewares=[
+            metrics.middleware(),
             error_middleware,
             timeout_middleware(config.app.request_timeout_s),
             admin.admin_guard(config.admin.token),
@@ -124,6 +132,7 @@ def create_app(config: Config) -> web.Application:
         ],
     )
     app[CONFIG] = config
+    app[METRICS] = metrics
     app[INDEX_NAMES] = IndexNames(config.elasticsearch.index_prefix)
     app.cleanup_ctx.append(_elasticsearch_client)
     app.cleanup_ctx.append(_history)
@@ -133,6 +142,7 @@ def create_app(config: Config) -> web.Application:
     history.add_routes(app)
     management.add_routes(app)
     admin.add_routes(app)
+    operations.add_routes(app)
     _setup_api_spec(app)
     return app
 

@@ -9,9 +9,11 @@ from kv_storage.actors.lifecycle import LifecycleActor
 from kv_storage.actors.storage import StorageActor
 from kv_storage.config import Config
 from kv_storage.es.names import IndexNames
+from kv_storage.metrics import Metrics
 from pipeline.actor import HistoryActor
 
 CONFIG = web.AppKey("config", Config)
+METRICS = web.AppKey("metrics", Metrics)
 INDEX_NAMES = web.AppKey("index_names", IndexNames)
 ES_CLIENT = web.AppKey("es_client", AsyncElasticsearch)
 CACHE_ACTOR = web.AppKey("cache_actor", CacheActor)

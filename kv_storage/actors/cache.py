@@ -33,7 +33,19 @@ class ForgetAll:
     pass
 
 
-CacheMessage = LookUp | Forget | ForgetAll
+@dataclass(frozen=True, slots=True)
+class GetCacheStats:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    hits: int
+    misses: int
+    entries: int
+
+
+CacheMessage = LookUp | Forget | ForgetAll | GetCacheStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +66,13 @@ class CacheActor(Actor[CacheMessage]):
         self._cache = SimpleMemoryCache(timeout=None)
         self._recency: OrderedDict[str, None] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Storage | None]] = {}
+        self._hits = self._misses = 0
 
     async def look_up(self, storage_id: str) -> Storage | None:
         storage: Storage | None = await self.ask(LookUp(storage_id))
         return storage
 
-    async def handle(self, message: CacheMessage) -> Storage | None:
+    async def handle(self, message: CacheMessage) -> Storage | CacheStats | None:
         match message:
             case LookUp(storage_id):
                 return await self._look_up(storage_id)
@@ -70,13 +83,17 @@ class CacheActor(Actor[CacheMessage]):
                 self._loading.clear()
                 self._recency.clear()
                 await self._cache.clear()
+            case GetCacheStats():
+                return CacheStats(self._hits, self._misses, len(self._recency))
         return None
 
     async def _look_up(self, storage_id: str) -> Storage | None:
         entry = await self._cache.get(storage_id)
         if isinstance(entry, _Entry):
+            self._hits += 1
             self._recency.move_to_end(storage_id)
             return entry.storage
+        self._misses += 1
         loading = self._loading.get(storage_id)
         if loading is not None:
             return await asyncio.shield(loading)

@@ -1,12 +1,17 @@
 """Builds the one Elasticsearch client of a process from its configuration section."""
 
-from elastic_transport import OrjsonSerializer
+from elastic_transport import AsyncTransport, OrjsonSerializer
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.config import ElasticsearchConfig
 
 
-def create_client(config: ElasticsearchConfig, *, request_timeout_s: float) -> AsyncElasticsearch:
+def create_client(
+    config: ElasticsearchConfig,
+    *,
+    request_timeout_s: float,
+    transport_class: type[AsyncTransport] = AsyncTransport,
+) -> AsyncElasticsearch:
     """Requests time out with the service's own request timeout, so none outlives its caller."""
     basic_auth = (
         (config.username, config.password)
@@ -24,4 +29,5 @@ def create_client(config: ElasticsearchConfig, *, request_timeout_s: float) -> A
         # orjson encodes and decodes several times faster than the json module: it was 45% of
         # a 1,000-key multi-set. It refuses text without a UTF-8 form, which never gets here.
         serializers={"application/json": OrjsonSerializer()},
+        transport_class=transport_class,
     )

@@ -1,0 +1,43 @@
+"""``GET /metrics``: what operators watch, in the Prometheus text format."""
+
+from aiohttp import web
+from aiohttp_apispec import docs
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from kv_storage.actors.cache import CacheStats, GetCacheStats
+from kv_storage.app_keys import CACHE_ACTOR, HISTORY_ACTOR, METRICS
+
+
+@docs(
+    tags=["operations"],
+    summary="Metrics in the Prometheus text format",
+    description=(
+        "Requests by route template and status with latency histograms, Elasticsearch "
+        "requests by outcome, the history pipeline (buffered, written, retried, lost, dropped) "
+        "and the storage cache (hits, misses, entries). No label holds a storage id or key."
+    ),
+    produces=["text/plain"],
+    responses={200: {"description": "The metrics"}},
+)
+async def metrics(request: web.Request) -> web.Response:
+    history = await request.app[HISTORY_ACTOR].stats()
+    cache: CacheStats = await request.app[CACHE_ACTOR].ask(GetCacheStats())
+    collected = request.app[METRICS]
+    collected.update(
+        {
+            "kv_storage_history_buffered_records": history.buffered,
+            "kv_storage_history_written_records": history.written,
+            "kv_storage_history_retried_records": history.retried,
+            "kv_storage_history_lost_records": history.lost,
+            "kv_storage_history_dropped_records": history.dropped,
+            "kv_storage_cache_hits": cache.hits,
+            "kv_storage_cache_misses": cache.misses,
+            "kv_storage_cache_entries": cache.entries,
+        }
+    )
+    body = generate_latest(collected.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/metrics", metrics, allow_head=False)

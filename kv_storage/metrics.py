@@ -1,0 +1,121 @@
+"""Prometheus metrics of one service process, in a registry of its own (not the global one).
+
+Labels are route templates (``/get/{storage_id}/{key}``), methods and status codes: never a
+storage id, a key or a secret. Counts the actors keep (history, cache) are read at scrape time.
+"""
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from elastic_transport import AsyncTransport
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+# name -> (kind, help): the counts the actors hand over at scrape time.
+_SNAPSHOT_METRICS = {
+    "kv_storage_history_buffered_records": ("gauge", "History records waiting to be written"),
+    "kv_storage_history_written_records": ("counter", "History records written"),
+    "kv_storage_history_retried_records": ("counter", "History records whose write is retried"),
+    "kv_storage_history_lost_records": (
+        "counter",
+        "History records lost after retry-limit or at shutdown",
+    ),
+    "kv_storage_history_dropped_records": ("counter", "History records dropped: buffer full"),
+    "kv_storage_cache_hits": ("counter", "Storage lookups answered by the cache"),
+    "kv_storage_cache_misses": ("counter", "Storage lookups that read the registry"),
+    "kv_storage_cache_entries": ("gauge", "Storages in the cache (at most app.cache.max-size)"),
+}
+
+
+class _Snapshot(Collector):
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+
+    def collect(self) -> Iterable[Metric]:
+        for name, (kind, text) in _SNAPSHOT_METRICS.items():
+            if name not in self.values:
+                continue
+            value = self.values[name]
+            if kind == "counter":
+                yield CounterMetricFamily(name, text, value=value)
+            else:
+                yield GaugeMetricFamily(name, text, value=value)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "kv_storage_http_requests",
+            "HTTP requests answered, by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "kv_storage_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.es_requests = Counter(
+            "kv_storage_elasticsearch_requests",
+            "Requests sent to Elasticsearch, by method and outcome (2xx, 4xx, 5xx, or error "
+            "when no answer came)",
+            ["method", "outcome"],
+            registry=self.registry,
+        )
+        self._snapshot = _Snapshot()
+        self.registry.register(self._snapshot)
+
+    def update(self, values: Mapping[str, float]) -> None:
+        self._snapshot.values = dict(values)
+
+    def middleware(self) -> Middleware:
+        @web.middleware
+        async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
+            started = time.perf_counter()
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except web.HTTPException as error:
+                status = error.status
+                raise
+            finally:
+                route = _route(request)
+                self.requests.labels(request.method, route, str(status)).inc()
+                self.latency.labels(request.method, route).observe(time.perf_counter() - started)
+
+        return measure
+
+    def transport_class(self) -> type[AsyncTransport]:
+        """An Elasticsearch transport that counts what it sends."""
+        counter = self.es_requests
+
+        class CountingTransport(AsyncTransport):
+            async def perform_request(  # type: ignore[override]
+                self, method: str, target: str, **kwargs: Any
+            ) -> Any:
+                try:
+                    response = await super().perform_request(method, target, **kwargs)
+                except Exception:
+                    counter.labels(method, "error").inc()
+                    raise
+                counter.labels(method, f"{response.meta.status // 100}xx").inc()
+                return response
+
+        return CountingTransport
+
+
+def _route(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else "unmatched"

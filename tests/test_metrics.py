@@ -1,0 +1,62 @@
+"""GET /metrics: the Prometheus text format, with route templates and never a storage id."""
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import StorageFactory
+from tests.test_storage_api import get, put
+
+Client = TestClient[web.Request, web.Application]
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+async def test_metrics_count_requests_elasticsearch_history_and_cache(
+    api: Client, create_storage: StorageFactory
+) -> None:
+    storage = await create_storage(history_enabled=True)
+    await put(api, storage, "k", "v")
+    await get(api, storage, "k")
+    await get(api, storage, "absent")
+    await api.get("/no/such/path")
+    response = await api.get("/metrics")
+    assert response.status == 200
+    assert response.content_type == "text/plain"
+    text = await response.text()
+    assert storage.id not in text
+    assert storage.secret_key not in text
+    found = samples(text)
+    get_route = (("method", "GET"), ("route", "/get/{storage_id}/{key}"))
+    assert found[("kv_storage_http_requests_total", (*get_route, ("status", "200")))] == 1
+    assert found[("kv_storage_http_requests_total", (*get_route, ("status", "404")))] == 1
+    unmatched = (("method", "GET"), ("route", "unmatched"), ("status", "404"))
+    assert found[("kv_storage_http_requests_total", unmatched)] == 1
+    assert found[("kv_storage_http_request_duration_seconds_count", get_route)] == 2
+    assert (
+        found[("kv_storage_elasticsearch_requests_total", (("method", "GET"), ("outcome", "2xx")))]
+        >= 2
+    )
+    assert found[("kv_storage_history_buffered_records", ())] == 1
+    assert found[("kv_storage_history_written_records_total", ())] == 0
+    assert found[("kv_storage_cache_misses_total", ())] == 1
+    assert found[("kv_storage_cache_hits_total", ())] == 2
+    assert found[("kv_storage_cache_entries", ())] == 1
+
+
+async def test_elasticsearch_failures_are_counted(
+    api: Client, create_storage: StorageFactory
+) -> None:
+    storage = await create_storage()
+    await get(api, storage, "missing")  # a 404 from Elasticsearch: an answer, not a failure
+    found = samples(await (await api.get("/metrics")).text())
+    assert (
+        found[("kv_storage_elasticsearch_requests_total", (("method", "GET"), ("outcome", "4xx")))]
+        == 1
+    )
