@@ -36,6 +36,7 @@ from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
 from kv_storage.handlers import admin, health, history, management, operations, storage
 from kv_storage.handlers.spec import finish_spec
+from kv_storage.logs import add_request_id_header, request_id_middleware
 from kv_storage.metrics import Metrics
 from kv_storage.middlewares import error_middleware, timeout_middleware
 from kv_storage.validation import validation_middleware
@@ -125,6 +126,7 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.server.max_body_size,
         middlewares=[
             metrics.middleware(),
+            request_id_middleware,
             error_middleware,
             timeout_middleware(config.app.request_timeout_s),
             admin.admin_guard(config.admin.token),
@@ -132,6 +134,7 @@ def create_app(config: Config) -> web.Application:
         ],
     )
     app[CONFIG] = config
+    app.on_response_prepare.append(add_request_id_header)
     app[METRICS] = metrics
     app[INDEX_NAMES] = IndexNames(config.elasticsearch.index_prefix)
     app.cleanup_ctx.append(_elasticsearch_client)

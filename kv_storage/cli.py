@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kv_storage import admin_cli
+from kv_storage import admin_cli, logs
 from kv_storage.config import CONFIG_PATH_ENV, PROPERTIES, Config, ConfigError, load_config
 from kv_storage.config.loader import resolve_values
 
@@ -114,25 +114,14 @@ def _show_config(path: Path | None, prop: str | None) -> int:
     return 0
 
 
-def _without_client_traceback(record: logging.LogRecord) -> bool:
-    if record.name.startswith("elastic_transport"):
-        record.exc_info = None
-        record.exc_text = None
-    return True
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # The client logs every request at INFO (far too much) and node failures with a traceback;
-    # a failing node is worth a line, its stack is not.
-    logging.getLogger("elastic_transport").setLevel(logging.WARNING)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_without_client_traceback)
+    logs.configure("json")
     try:
         if args.command == "config":
             return _show_config(args.config, args.get)
         config = load_config(args.config)
+        logs.configure(config.server.log_format)
     except ConfigError as error:
         print(f"kv-storage: invalid configuration: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR

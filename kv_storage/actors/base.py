@@ -7,6 +7,7 @@ rather than left hanging.
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -24,6 +25,8 @@ class ActorStoppedError(RuntimeError):
 class _Envelope(Generic[MessageT]):
     message: MessageT
     reply: "asyncio.Future[Any] | None" = field(default=None)
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
+    """The sender's context (its request id): concurrent handlers run in it."""
 
 
 class _Stop:
@@ -117,7 +120,7 @@ class Actor(Generic[MessageT]):
                     await self._process(envelope)
                     continue
                 await limit.acquire()
-                task = asyncio.create_task(self._process(envelope))
+                task = asyncio.create_task(self._process(envelope), context=envelope.context)
                 self._handlers.add(task)
                 task.add_done_callback(self._handlers.discard)
                 task.add_done_callback(lambda _: limit.release())

@@ -129,6 +129,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             port=p["server.port"],
             max_body_size=p["server.max-body-size"],
             access_log=p["server.access-log"],
+            log_format=p["server.log-format"],
         ),
         admin=AdminConfig(token=p["admin.token"]),
     )

@@ -55,6 +55,7 @@ class ServerConfig:
     port: int
     max_body_size: int
     access_log: bool
+    log_format: str
 
 
 @dataclass(frozen=True, slots=True)

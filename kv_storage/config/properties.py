@@ -71,6 +71,15 @@ def _boolean(value: object) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def _one_of(*choices: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+    return parse
+
+
 def _text(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {value!r}")
@@ -264,6 +273,12 @@ PROPERTIES: tuple[Property, ...] = (
         False,
         _boolean,
         "Log a line per request, never its headers (off: it costs throughput).",
+    ),
+    Property(
+        "server.log-format",
+        "json",
+        _one_of("json", "logfmt"),
+        "Log lines as JSON objects or as logfmt, each with the request id.",
     ),
     Property("server.port", 8080, _between(0, 65535), "Port the HTTP server listens on."),
     Property(
