@@ -23,6 +23,7 @@ _health_schema = HealthSchema()
         "`detailed=true`, also checks that the storage registry index and the data and "
         "history templates exist in Elasticsearch."
     ),
+    produces=["application/json", "text/plain"],
     responses={
         200: {"description": "Healthy (a body only with `detailed=true`)", "schema": HealthSchema},
         400: {"description": "`detailed` is not a boolean", "schema": ErrorSchema},

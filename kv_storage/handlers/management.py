@@ -8,7 +8,13 @@ from aiohttp_apispec import docs, querystring_schema
 
 from kv_storage.actors.lifecycle import DeleteTemp, UpdateTtl
 from kv_storage.app_keys import LIFECYCLE_ACTOR
-from kv_storage.handlers.requests import SECRET_KEY_HEADER, secret_key, storage_id
+from kv_storage.handlers.requests import (
+    EMPTY_OK_TYPES,
+    SECRET_KEY_HEADER,
+    empty_ok,
+    secret_key,
+    storage_id,
+)
 from kv_storage.validation import validated
 from schemas.errors import ErrorSchema
 from schemas.management import TtlQuerySchema
@@ -45,6 +51,7 @@ def _responses(done: str, bad: str) -> dict[int, dict[str, Any]]:
 @docs(
     tags=_TAGS,
     summary="Change the TTL of a TEMP storage",
+    produces=EMPTY_OK_TYPES,
     description=(
         "The expiration moves by the difference of the TTLs: new expiration = old expiration "
         "- old TTL + new TTL. A TTL that puts the expiration in the past ends the storage."
@@ -57,19 +64,20 @@ async def update_ttl(request: web.Request) -> web.Response:
     ttl_ms = validated(request, "querystring")["ttl"]
     command = UpdateTtl(storage_id(request), secret_key(request), ttl_ms)
     await request.app[LIFECYCLE_ACTOR].ask(command)
-    return web.Response()
+    return empty_ok()
 
 
 @docs(
     tags=_TAGS,
     summary="Delete a TEMP storage",
+    produces=EMPTY_OK_TYPES,
     description="Marks it deleted in the registry and removes its data.",
     parameters=_PARAMETERS,
     responses=_responses("The storage is deleted", "The storage is not TEMP"),
 )
 async def delete_temp(request: web.Request) -> web.Response:
     await request.app[LIFECYCLE_ACTOR].ask(DeleteTemp(storage_id(request), secret_key(request)))
-    return web.Response()
+    return empty_ok()
 
 
 def add_routes(app: web.Application) -> None:

@@ -17,6 +17,15 @@ from kv_storage.middlewares import describe_validation_error
 SECRET_KEY_HEADER = "Secret-Key"
 
 
+EMPTY_OK_TYPES = ["application/json", "text/plain"]
+"""What an endpoint that answers success with an empty body produces (errors are JSON)."""
+
+
+def empty_ok() -> web.Response:
+    """The original's empty 200, with a content type that says there is nothing to parse."""
+    return web.Response(content_type="text/plain")
+
+
 def received_ms() -> int:
     """The request's arrival in epoch milliseconds, as history records it."""
     return time.time_ns() // 1_000_000

@@ -21,7 +21,9 @@ from kv_storage.actors.storage import (
 from kv_storage.app_keys import CONFIG, STORAGE_ACTOR
 from kv_storage.errors import BadRequestError
 from kv_storage.handlers.requests import (
+    EMPTY_OK_TYPES,
     SECRET_KEY_HEADER,
+    empty_ok,
     json_body,
     key_problem,
     path_key,
@@ -140,6 +142,7 @@ async def get_values(request: web.Request) -> web.Response:
 @docs(
     tags=_TAGS,
     summary="Set the value of a key",
+    produces=EMPTY_OK_TYPES,
     description="The body is the value, sent as text/plain." + _KEY_NOTE,
     consumes=["text/plain"],
     parameters=[
@@ -165,7 +168,7 @@ async def set_value(request: web.Request) -> web.Response:
         raise BadRequestError(problem)
     arrival = received_ms()
     await request.app[STORAGE_ACTOR].ask(SetValue(storage_id(request), secret, key, value, arrival))
-    return web.Response()
+    return empty_ok()
 
 
 @docs(
@@ -203,6 +206,7 @@ async def set_values(request: web.Request) -> web.Response:
 @docs(
     tags=_TAGS,
     summary="Delete a key",
+    produces=EMPTY_OK_TYPES,
     description="Deleting a key that does not exist succeeds too." + _KEY_NOTE,
     parameters=[_SECRET, _STORAGE_ID, _KEY],
     responses={
@@ -215,7 +219,7 @@ async def delete_value(request: web.Request) -> web.Response:
     arrival = received_ms()
     command = DeleteValue(storage_id(request), secret_key(request), _key(request), arrival)
     await request.app[STORAGE_ACTOR].ask(command)
-    return web.Response()
+    return empty_ok()
 
 
 @docs(
@@ -278,6 +282,7 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
 @docs(
     tags=_TAGS,
     summary="Delete every key of a storage",
+    produces=EMPTY_OK_TYPES,
     description=(
         "Deletes each key unless it changed after the clear read it; such keys are kept and "
         "the answer is 409."
@@ -291,7 +296,7 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
 async def clear(request: web.Request) -> web.Response:
     arrival = received_ms()
     await request.app[STORAGE_ACTOR].ask(Clear(storage_id(request), secret_key(request), arrival))
-    return web.Response()
+    return empty_ok()
 
 
 def add_routes(app: web.Application) -> None:
