@@ -125,6 +125,8 @@ port_free() {
     python3 - "$1" <<'PY' 2>/dev/null
 import socket, sys
 s = socket.socket()
+# Like Elasticsearch itself: connections of a node just stopped (TIME_WAIT) do not count.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(sys.argv[1])))
 PY
 }
