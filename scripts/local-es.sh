@@ -15,6 +15,10 @@
 #   url [--name NAME]           print the node's URL (exit 1 if it was never started)
 #   -h, --help                  print this help
 #
+# A cluster of nodes on this machine: start each with --cluster NAME --transport-port PORT
+# --seeds PORT,PORT,... (every member's transport port) --masters NODE,NODE,... (their names),
+# all at once (each start waits until the cluster has formed).
+#
 # start: one single-node cluster on 127.0.0.1. Without --port, the previous port of NAME is
 # reused when free, else any free port. --heap defaults to 512m. --security turns security on
 # (HTTP stays plain) with USER a file-realm superuser. A running node whose --security (or
@@ -133,7 +137,7 @@ PY
 
 # One node ----------------------------------------------------------------------------------
 
-name=dev port='' heap='' security='' all=''
+name=dev port='' heap='' security='' all='' fixed_transport_port='' cluster='' seeds='' masters=''
 
 node_dir() { echo "$NODES/$name"; }
 
@@ -274,9 +278,19 @@ start() {
     else
         http_port=$(free_port)
     fi
-    local transport_port
-    transport_port=$(free_port)
-    while [[ $transport_port == "$http_port" ]]; do transport_port=$(free_port); done
+    local transport_port=$fixed_transport_port
+    if [[ -z $transport_port ]]; then
+        transport_port=$(free_port)
+        while [[ $transport_port == "$http_port" ]]; do transport_port=$(free_port); done
+    fi
+    # One node alone, or a member of a cluster of nodes on this machine (--cluster, --seeds
+    # with their transport ports, --masters with their names).
+    local discovery="discovery.type: single-node" cluster_name=kv-storage-$name
+    if [[ -n $cluster ]]; then
+        cluster_name=kv-storage-$cluster
+        discovery="discovery.seed_hosts: [$(sed 's/\([0-9][0-9]*\)/"127.0.0.1:\1"/g' <<<"$seeds")]
+cluster.initial_master_nodes: [$masters]"
+    fi
 
     mkdir -p "$dir/data" "$dir/logs"
     rm -rf "$dir/config" "$dir/pid" "$dir/url" "$dir/credentials" "$dir/heap"
@@ -285,8 +299,8 @@ start() {
 
 # ---------------------------------- written by scripts/local-es.sh ----------------------------------
 node.name: $name
-cluster.name: kv-storage-$name
-discovery.type: single-node
+cluster.name: $cluster_name
+$discovery
 network.host: 127.0.0.1
 http.port: $http_port
 transport.port: $transport_port
@@ -394,13 +408,17 @@ command=$1
 shift
 while (($#)); do
     case $1 in
-    --name | --port | --heap | --security)
+    --name | --port | --heap | --security | --transport-port | --cluster | --seeds | --masters)
         (($# >= 2)) || usage_error "$1 needs a value"
         case $1 in
         --name) name=$2 ;;
         --port) port=$2 ;;
         --heap) heap=$2 ;;
         --security) security=$2 ;;
+        --transport-port) fixed_transport_port=$2 ;;
+        --cluster) cluster=$2 ;;
+        --seeds) seeds=$2 ;;
+        --masters) masters=$2 ;;
         esac
         shift 2
         ;;
