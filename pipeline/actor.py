@@ -117,9 +117,10 @@ class HistoryActor(Actor[HistoryMessage]):
             self.send(Record(tuple(records)))
         except ActorStoppedError:
             logger.error(
-                "history: actor not running; %d records lost (storages: %s)",
+                "history: actor not running; %d records lost (storages: %s; requests: %s)",
                 len(records),
                 _storages(records),
+                _requests(records),
             )
 
     async def stats(self) -> HistoryStats:
@@ -249,11 +250,13 @@ class HistoryActor(Actor[HistoryMessage]):
 
     def _lose(self, entries: Sequence[_Entry], why: str) -> None:
         self._lost += len(entries)
+        records = [entry.record for entry in entries]
         logger.error(
-            "history: %d records lost %s (storages: %s)",
+            "history: %d records lost %s (storages: %s; requests: %s)",
             len(entries),
             why,
-            _storages(entry.record for entry in entries),
+            _storages(records),
+            _requests(records),
         )
 
     async def _drain(self, timeout_s: float) -> None:
@@ -305,6 +308,18 @@ class HistoryActor(Actor[HistoryMessage]):
 
 def _storages(records: Iterable[HistoryRecord]) -> str:
     return ", ".join(sorted({record.storage_id for record in records}))
+
+
+_REQUESTS_NAMED = 10
+
+
+def _requests(records: Sequence[HistoryRecord]) -> str:
+    """The requests behind the records, for finding them in the log (the first few)."""
+    ids = list(dict.fromkeys(record.request_id for record in records if record.request_id))
+    named = ", ".join(ids[:_REQUESTS_NAMED]) or "none"
+    return (
+        named if len(ids) <= _REQUESTS_NAMED else f"{named} and {len(ids) - _REQUESTS_NAMED} more"
+    )
 
 
 def _describe(error: BaseException) -> str:

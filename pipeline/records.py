@@ -20,3 +20,5 @@ class HistoryRecord:
     operation: Operation
     timestamp_ms: int
     """When the request that caused the operation arrived, in epoch milliseconds."""
+    request_id: str | None = None
+    """The request that caused it, for the log lines about the record (never stored)."""

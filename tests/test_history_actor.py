@@ -122,4 +122,4 @@ async def test_records_of_a_stopped_actor_are_logged_as_lost(
     await history.stop()
     with caplog.at_level(logging.ERROR, logger="pipeline.actor"):
         history.record([record(1, storage="s9")])  # never raises into the storage request
-    assert "1 records lost (storages: s9)" in caplog.text
+    assert "1 records lost (storages: s9; requests: none)" in caplog.text

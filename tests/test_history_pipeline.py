@@ -239,11 +239,17 @@ async def test_a_record_that_keeps_failing_is_dropped_after_the_retry_limit(
     index = f"{index_prefix}storage-history-{storage.id}"
     await es.indices.add_block(index=index, block="write")
     with caplog.at_level(logging.ERROR, logger="pipeline.actor"):
-        await put(api, storage, "doomed", "secret-value-never-logged")
+        response = await api.put(
+            path("set", storage, "doomed"),
+            data=b"secret-value-never-logged",
+            headers={**storage.headers, "Content-Type": "text/plain", "X-Request-ID": "doomed-1"},
+        )
+        assert response.status == 200
         await wait_for_stats(api, "the record dropped", lambda s: s.lost == 1)
     current = await stats(api)
     assert (current.retried, current.buffered) == (2, 0)  # tried 3 times: retried twice
-    assert f"1 records lost after 3 attempts (storages: {storage.id})" in caplog.text
+    lost = f"1 records lost after 3 attempts (storages: {storage.id}; requests: doomed-1)"
+    assert lost in caplog.text
     assert "secret-value-never-logged" not in caplog.text
     await es.indices.put_settings(index=index, settings={"index.blocks.write": False})
 

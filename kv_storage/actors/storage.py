@@ -14,6 +14,7 @@ from kv_storage.actors.base import Actor
 from kv_storage.actors.cache import CacheActor
 from kv_storage.errors import ConflictError, NotFoundError
 from kv_storage.es.data import DataStore
+from kv_storage.logs import request_id
 from kv_storage.model import Storage
 from pipeline.records import HistoryRecord, Operation
 from pipeline.sink import HistorySink
@@ -153,7 +154,7 @@ class StorageActor(Actor[StorageCommand]):
         if storage.keeps_history and changes:
             self._history.record(
                 [
-                    HistoryRecord(storage.id, key, value, operation, received_ms)
+                    HistoryRecord(storage.id, key, value, operation, received_ms, request_id.get())
                     for key, value in changes
                 ]
             )
