@@ -12,13 +12,13 @@ from typing import Any
 from marshmallow import ValidationError
 
 from kv_storage.actors.lifecycle import (
-    CreateStorage,
     DeleteStorage,
     LifecycleActor,
     LifecycleMessage,
     ListStorages,
     RotateSecret,
     ShowStorage,
+    create_command,
 )
 from kv_storage.config import Config
 from kv_storage.errors import ServiceError
@@ -30,7 +30,6 @@ from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import EntryPage, Registry, RegistryEntry
 from kv_storage.handlers.admin import storage_view
 from kv_storage.middlewares import describe_validation_error
-from kv_storage.model import StorageType
 from schemas.management import CreateStorageSchema
 
 EXIT_FAILURE = 1
@@ -72,15 +71,8 @@ def _message(args: argparse.Namespace) -> LifecycleMessage:
             "ttl": args.ttl,
             "historyEnabled": args.history,
         }
-        body = CreateStorageSchema().load({k: v for k, v in fields.items() if v is not None})
-        return CreateStorage(
-            type=StorageType(body["type"]),
-            history_enabled=body["historyEnabled"],
-            account=body.get("account"),
-            name=body.get("name"),
-            description=body.get("description"),
-            vm=body.get("vm"),
-            ttl_ms=body.get("ttl"),
+        return create_command(
+            CreateStorageSchema().load({k: v for k, v in fields.items() if v is not None})
         )
     if args.action == "list":
         if args.page < 1 or not 1 <= args.size <= 1000:

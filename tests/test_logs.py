@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient
 
 from kv_storage import logs
 from tests.conftest import SecuredElasticsearch, StorageFactory
+from tests.processes import service_process
 from tests.test_storage_api import path
-from tests.waiting import wait_until
 
 Client = TestClient[web.Request, web.Application]
 
@@ -99,8 +99,6 @@ async def test_no_secret_in_logs_or_metrics(
         "KV_STORAGE_ELASTICSEARCH_AUTH_PASSWORD": secured_es.password,
         "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": index_prefix,
         "KV_STORAGE_ADMIN_TOKEN": admin_token,
-        "KV_STORAGE_SERVER_HOST": "127.0.0.1",
-        "KV_STORAGE_SERVER_PORT": str(unused_tcp_port),
         "KV_STORAGE_SERVER_ACCESS_LOG": "true",
         "KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT": "100ms",
     }
@@ -115,66 +113,46 @@ async def test_no_secret_in_logs_or_metrics(
     )
     init_output, _ = await init.communicate()
     assert init.returncode == 0, init_output
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kv_storage",
-        "serve",
-        env=environ,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{unused_tcp_port}"
     secrets = [admin_token, secured_es.password]
-    try:
-        async with aiohttp.ClientSession() as session:
-
-            async def up() -> bool:
-                try:
-                    async with session.get(f"{base}/health") as answer:
-                        return answer.status == 200
-                except aiohttp.ClientConnectionError:
-                    return False
-
-            await wait_until(up, timeout_s=30, what="the service answering")
-            admin = {"Authorization": f"Bearer {admin_token}"}
-            async with session.post(
-                f"{base}/admin/storages",
-                headers=admin,
-                json={"type": "ACCOUNT", "account": "a", "name": "n", "historyEnabled": True},
-            ) as answer:
-                created = await answer.json()
-            storage_id, secret = created["id"], created["secretKey"]
-            secrets.append(secret)
-            headers = {"Secret-Key": secret}
-            async with session.put(
-                f"{base}/set/{storage_id}/k",
-                data="v",
-                headers={**headers, "Content-Type": "text/plain"},
-            ) as answer:
-                assert answer.status == 200
-            async with session.get(
-                f"{base}/get/{storage_id}/k", headers={"Secret-Key": secret + "-wrong"}
-            ) as answer:
-                assert answer.status == 401
-            async with session.get(
-                f"{base}/admin/storages/{storage_id}",
-                headers={"Authorization": "Bearer " + admin_token + "x"},
-            ) as answer:
-                assert answer.status == 401
-            async with session.post(
-                f"{base}/admin/storages/{storage_id}/secret-key", headers=admin
-            ) as answer:
-                secrets.append((await answer.json())["secretKey"])
-            async with session.get(f"{base}/history/{storage_id}", headers=headers) as answer:
-                assert answer.status == 401  # the rotated secret is the old one now
-            async with session.get(f"{base}/health?detailed=true") as answer:
-                assert answer.status == 200
-            async with session.get(f"{base}/metrics") as answer:
-                metrics_text = await answer.text()
-    finally:
-        process.terminate()
-        await process.wait()
+    async with (
+        service_process(environ, unused_tcp_port) as (process, base),
+        aiohttp.ClientSession() as session,
+    ):
+        admin = {"Authorization": f"Bearer {admin_token}"}
+        async with session.post(
+            f"{base}/admin/storages",
+            headers=admin,
+            json={"type": "ACCOUNT", "account": "a", "name": "n", "historyEnabled": True},
+        ) as answer:
+            created = await answer.json()
+        storage_id, secret = created["id"], created["secretKey"]
+        secrets.append(secret)
+        headers = {"Secret-Key": secret}
+        async with session.put(
+            f"{base}/set/{storage_id}/k",
+            data="v",
+            headers={**headers, "Content-Type": "text/plain"},
+        ) as answer:
+            assert answer.status == 200
+        async with session.get(
+            f"{base}/get/{storage_id}/k", headers={"Secret-Key": secret + "-wrong"}
+        ) as answer:
+            assert answer.status == 401
+        async with session.get(
+            f"{base}/admin/storages/{storage_id}",
+            headers={"Authorization": "Bearer " + admin_token + "x"},
+        ) as answer:
+            assert answer.status == 401
+        async with session.post(
+            f"{base}/admin/storages/{storage_id}/secret-key", headers=admin
+        ) as answer:
+            secrets.append((await answer.json())["secretKey"])
+        async with session.get(f"{base}/history/{storage_id}", headers=headers) as answer:
+            assert answer.status == 401  # the rotated secret is the old one now
+        async with session.get(f"{base}/health?detailed=true") as answer:
+            assert answer.status == 200
+        async with session.get(f"{base}/metrics") as answer:
+            metrics_text = await answer.text()
     assert process.stdout is not None
     log_text = (await process.stdout.read()).decode()
     assert '"logger": "aiohttp.access"' in log_text  # the access log was on

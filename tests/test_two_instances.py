@@ -2,8 +2,6 @@
 one is seen by the other within one cache update period."""
 
 import asyncio
-import os
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -11,6 +9,7 @@ import aiohttp
 import pytest
 
 from kv_storage.config import Config
+from tests.processes import service_process
 from tests.waiting import wait_until
 
 TOKEN = "two-instances-admin-token"
@@ -20,40 +19,14 @@ UPDATE_TIME_S = 1.0
 @asynccontextmanager
 async def instance(es_url: str, index_prefix: str, port: int) -> AsyncIterator[str]:
     environ = {
-        **os.environ,
         "KV_STORAGE_ELASTICSEARCH_URI": es_url,
         "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": index_prefix,
-        "KV_STORAGE_SERVER_HOST": "127.0.0.1",
-        "KV_STORAGE_SERVER_PORT": str(port),
         "KV_STORAGE_ADMIN_TOKEN": TOKEN,
         "KV_STORAGE_APP_CACHE_UPDATE_TIME": f"{UPDATE_TIME_S}s",
         "KV_STORAGE_APP_CACHE_EXPIRATION_TIME": "1 hour",
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kv_storage",
-        "serve",
-        env=environ,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as session:
-
-            async def up() -> bool:
-                try:
-                    async with session.get(f"{base}/health") as response:
-                        return response.status == 200
-                except aiohttp.ClientConnectionError:
-                    return False
-
-            await wait_until(up, timeout_s=30, what=f"the instance on {port}")
+    async with service_process(environ, port) as (_, base):
         yield base
-    finally:
-        process.terminate()
-        await process.wait()
 
 
 @pytest.fixture

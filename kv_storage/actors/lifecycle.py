@@ -9,8 +9,9 @@ it from the registry poll.
 
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from kv_storage.actors.access import authorise, now_ms
 from kv_storage.actors.base import Actor
@@ -67,6 +68,20 @@ class CreateStorage:
     description: str | None = None
     vm: str | None = None
     ttl_ms: int | None = None
+
+
+def create_command(body: Mapping[str, Any]) -> CreateStorage:
+    """The command for a body that ``schemas.management.CreateStorageSchema`` loaded (from the
+    administration API or the command line)."""
+    return CreateStorage(
+        type=StorageType(body["type"]),
+        history_enabled=body["historyEnabled"],
+        account=body.get("account"),
+        name=body.get("name"),
+        description=body.get("description"),
+        vm=body.get("vm"),
+        ttl_ms=body.get("ttl"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,24 +90,17 @@ class HistoryStore:
     async def search(
         self, storage_id: str, where: HistoryQuery, *, offset: int, size: int
     ) -> HistoryPage:
-        index = self._names.history(storage_id)
-        answer = await self._when_started(
-            index,
-            lambda: self._client.search(
-                index=index,
-                query=_query(where),
-                sort=_sort(where),
-                from_=offset,
-                size=size,
-                track_total_hits=True,
-                ignore_unavailable=True,
-            ),
-        )
-        return _page(answer)
+        return await self._search(storage_id, where, size=size, from_=offset)
 
     async def open_scroll(
         self, storage_id: str, where: HistoryQuery, *, size: int, keep_alive_ms: int
     ) -> HistoryPage:
+        return await self._search(storage_id, where, size=size, scroll=f"{keep_alive_ms}ms")
+
+    async def _search(
+        self, storage_id: str, where: HistoryQuery, *, size: int, **window: Any
+    ) -> HistoryPage:
+        """A page (``from_``) or the first batch of a scroll (``scroll``)."""
         index = self._names.history(storage_id)
         answer = await self._when_started(
             index,
@@ -116,9 +109,9 @@ class HistoryStore:
                 query=_query(where),
                 sort=_sort(where),
                 size=size,
-                scroll=f"{keep_alive_ms}ms",
                 track_total_hits=True,
                 ignore_unavailable=True,
+                **window,
             ),
         )
         return _page(answer)

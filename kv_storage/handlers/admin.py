@@ -12,16 +12,16 @@ from aiohttp.typedefs import Handler, Middleware
 from aiohttp_apispec import docs, querystring_schema, request_schema
 
 from kv_storage.actors.lifecycle import (
-    CreateStorage,
     DeleteStorage,
     ListStorages,
     RotateSecret,
     ShowStorage,
+    create_command,
 )
 from kv_storage.app_keys import LIFECYCLE_ACTOR
 from kv_storage.errors import ForbiddenError, UnauthorizedError
 from kv_storage.es.registry import EntryPage, RegistryEntry
-from kv_storage.model import StorageType
+from kv_storage.handlers.spec import storage_id_parameter
 from kv_storage.validation import validated
 from schemas.errors import ErrorSchema
 from schemas.management import (
@@ -43,13 +43,7 @@ SECURITY_DEFINITIONS = {
 }
 _TAGS = ["administration"]
 _SECURITY: list[dict[str, list[str]]] = [{"AdminToken": []}]
-_STORAGE_ID = {
-    "in": "path",
-    "name": "storage_id",
-    "required": True,
-    "type": "string",
-    "description": "The storage's id",
-}
+_STORAGE_ID = storage_id_parameter()
 _storage = StorageSchema()
 _created = CreatedStorageSchema()
 _secret = SecretKeySchema()
@@ -128,16 +122,7 @@ def admin_guard(token: str | None) -> Middleware:
 )
 @request_schema(CreateStorageSchema)
 async def create_storage(request: web.Request) -> web.Response:
-    body = validated(request, "json")
-    command = CreateStorage(
-        type=StorageType(body["type"]),
-        history_enabled=body["historyEnabled"],
-        account=body.get("account"),
-        name=body.get("name"),
-        description=body.get("description"),
-        vm=body.get("vm"),
-        ttl_ms=body.get("ttl"),
-    )
+    command = create_command(validated(request, "json"))
     entry: RegistryEntry = await request.app[LIFECYCLE_ACTOR].ask(command)
     answer = _created.dump({**storage_view(entry), "secretKey": entry.secret_key})
     return web.json_response(answer, status=201)

@@ -8,7 +8,8 @@ from aiohttp_apispec import docs, querystring_schema
 
 from kv_storage.actors.history_query import ContinueHistory, HistoryAnswer, SearchHistory
 from kv_storage.app_keys import CONFIG, HISTORY_QUERY_ACTOR
-from kv_storage.handlers.requests import SECRET_KEY_HEADER, json_document, secret_key, storage_id
+from kv_storage.handlers.requests import json_document, secret_key, storage_id
+from kv_storage.handlers.spec import SECRET_KEY_PARAMETER, storage_id_parameter
 from kv_storage.model import HistoryQuery
 from kv_storage.validation import validated
 from schemas.errors import ErrorSchema
@@ -38,22 +39,7 @@ def _error(description: str) -> dict[str, Any]:
         "is given (then `page` is ignored). Paging reaches the first 10000 records; scroll "
         "for more."
     ),
-    parameters=[
-        {
-            "in": "header",
-            "name": SECRET_KEY_HEADER,
-            "required": True,
-            "type": "string",
-            "description": "The storage's secret key",
-        },
-        {
-            "in": "path",
-            "name": "storage_id",
-            "required": True,
-            "type": "string",
-            "description": "The storage's id",
-        },
-    ],
+    parameters=[SECRET_KEY_PARAMETER, storage_id_parameter()],
     responses={
         200: {
             "description": "A page (`page` answer) or a scroll batch (`scrollId` answer, "

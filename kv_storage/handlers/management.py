@@ -10,32 +10,17 @@ from kv_storage.actors.lifecycle import DeleteTemp, UpdateTtl
 from kv_storage.app_keys import LIFECYCLE_ACTOR
 from kv_storage.handlers.requests import (
     EMPTY_OK_TYPES,
-    SECRET_KEY_HEADER,
     empty_ok,
     secret_key,
     storage_id,
 )
+from kv_storage.handlers.spec import SECRET_KEY_PARAMETER, storage_id_parameter
 from kv_storage.validation import validated
 from schemas.errors import ErrorSchema
 from schemas.management import TtlQuerySchema
 
 _TAGS = ["storage management"]
-_PARAMETERS = [
-    {
-        "in": "header",
-        "name": SECRET_KEY_HEADER,
-        "required": True,
-        "type": "string",
-        "description": "The storage's secret key",
-    },
-    {
-        "in": "path",
-        "name": "storage_id",
-        "required": True,
-        "type": "string",
-        "description": "The TEMP storage's id",
-    },
-]
+_PARAMETERS = [SECRET_KEY_PARAMETER, storage_id_parameter("The TEMP storage's id")]
 
 
 def _responses(done: str, bad: str) -> dict[int, dict[str, Any]]:

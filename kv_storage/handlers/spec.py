@@ -8,7 +8,27 @@ the document is built.
 
 from typing import Any
 
+from kv_storage.handlers.requests import SECRET_KEY_HEADER
+
 RAW_SCHEMA = "x-raw-schema"
+
+SECRET_KEY_PARAMETER: dict[str, Any] = {
+    "in": "header",
+    "name": SECRET_KEY_HEADER,
+    "required": True,
+    "type": "string",
+    "description": "The storage's secret key",
+}
+
+
+def storage_id_parameter(description: str = "The storage's id") -> dict[str, Any]:
+    return {
+        "in": "path",
+        "name": "storage_id",
+        "required": True,
+        "type": "string",
+        "description": description,
+    }
 
 
 def raw_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:

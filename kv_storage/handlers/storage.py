@@ -22,7 +22,6 @@ from kv_storage.app_keys import CONFIG, STORAGE_ACTOR
 from kv_storage.errors import BadRequestError
 from kv_storage.handlers.requests import (
     EMPTY_OK_TYPES,
-    SECRET_KEY_HEADER,
     empty_ok,
     json_body,
     key_problem,
@@ -34,7 +33,7 @@ from kv_storage.handlers.requests import (
     text_body,
     value_problem,
 )
-from kv_storage.handlers.spec import raw_response
+from kv_storage.handlers.spec import SECRET_KEY_PARAMETER, raw_response, storage_id_parameter
 from kv_storage.middlewares import extend_deadline
 from schemas.errors import ErrorSchema
 from schemas.storage import (
@@ -50,20 +49,8 @@ from schemas.storage import (
 logger = logging.getLogger(__name__)
 
 _TAGS = ["storage operations"]
-_SECRET = {
-    "in": "header",
-    "name": SECRET_KEY_HEADER,
-    "required": True,
-    "type": "string",
-    "description": "The storage's secret key",
-}
-_STORAGE_ID = {
-    "in": "path",
-    "name": "storage_id",
-    "required": True,
-    "type": "string",
-    "description": "The storage's id",
-}
+_SECRET = SECRET_KEY_PARAMETER
+_STORAGE_ID = storage_id_parameter()
 _KEY = {
     "in": "path",
     "name": "key",
