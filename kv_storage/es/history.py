@@ -18,6 +18,7 @@ from pipeline.actor import WriteFailedError
 from pipeline.records import HistoryRecord
 
 _NO_CHUNK_LIMIT = 2**62
+_STARTING_SHARD_ATTEMPTS = 4
 
 
 def _query(where: HistoryQuery) -> dict[str, Any]:
@@ -120,13 +121,16 @@ class HistoryStore:
         self, index: str, search: Callable[[], Awaitable[ObjectApiResponse[Any]]]
     ) -> ObjectApiResponse[Any]:
         """A history index is created by its first record's write; a search that comes while
-        its shard is still starting fails as a whole. Wait for the shard, then search again."""
-        try:
-            return await search()
-        except ApiError as error:
-            if error.meta.status != 503:
-                raise
-        await self._client.cluster.health(index=index, wait_for_status="yellow", timeout="5s")
+        its shard is still starting fails as a whole (503). Wait for the shard, search again."""
+        for _ in range(_STARTING_SHARD_ATTEMPTS - 1):
+            try:
+                return await search()
+            except ApiError as error:
+                if error.meta.status != 503:
+                    raise
+            await self._client.options(ignore_status=408).cluster.health(
+                index=index, wait_for_status="yellow", timeout="2s"
+            )
         return await search()
 
     async def continue_scroll(self, scroll_id: str, *, keep_alive_ms: int) -> HistoryPage:
