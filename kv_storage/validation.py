@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from marshmallow import Schema, ValidationError
+from marshmallow import EXCLUDE, Schema, ValidationError
 from webargs.aiohttpparser import AIOHTTPParser
 
 _VALIDATED = web.RequestKey("validated", dict[str, Any])
@@ -36,11 +36,17 @@ async def validation_middleware(request: web.Request, handler: Handler) -> web.S
     if declared:
         request[_VALIDATED] = {
             entry["location"]: await _parser.parse(
-                entry["schema"], request, location=entry["location"], unknown=None
+                entry["schema"], request, location=entry["location"], unknown=_unknown(entry)
             )
             for entry in declared
         }
     return await handler(request)
+
+
+def _unknown(entry: dict[str, Any]) -> str | None:
+    """Query parameters the handler does not know are ignored, as the original did (a
+    monitor's cache-buster must not fail a health check); bodies keep their schema's rule."""
+    return EXCLUDE if entry["location"] in ("querystring", "query") else None
 
 
 def validated(request: web.Request, location: str) -> Any:

@@ -5,6 +5,8 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from schemas.fields import QueryInteger, StrictInteger
+
 OPERATIONS = ("set", "delete", "clear")
 SORT_FIELDS = ("key", "value", "timestamp", "operation")
 MAX_WINDOW = 10_000
@@ -21,21 +23,8 @@ class CommaSeparated(fields.String):
         return [item for item in text.split(",") if item]
 
 
-class StrictInteger(fields.Integer):
-    """An integer in JSON: refuses strings, fractions and booleans (which Python counts as ints)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(strict=True, **kwargs)
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        if isinstance(value, bool):
-            raise self.make_error("invalid")
-        result: int = super()._deserialize(value, attr, data, **kwargs)
-        return result
-
-
 def _positive(description: str, **kwargs: Any) -> fields.Integer:
-    return fields.Integer(
+    return QueryInteger(
         validate=validate.Range(min=1), metadata={"description": description}, **kwargs
     )
 
@@ -55,7 +44,7 @@ class HistoryQuerySchema(Schema):
         }
     )
     page = _positive("Page number, from 1; ignored when scroll is given", load_default=1)
-    size = fields.Integer(
+    size = QueryInteger(
         validate=validate.Range(min=1, max=MAX_WINDOW),
         metadata={
             "description": "Records per page or scroll batch (default: app.default-page-size)"

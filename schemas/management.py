@@ -5,13 +5,13 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from schemas.history import StrictInteger
+from schemas.fields import QueryInteger, StrictInteger
 
 STORAGE_TYPES = ("ACCOUNT", "VM", "TEMP")
 
 
 class TtlQuerySchema(Schema):
-    ttl = fields.Integer(
+    ttl = QueryInteger(
         required=True,
         validate=validate.Range(min=1),
         metadata={"description": "The new TTL in milliseconds"},
@@ -89,10 +89,10 @@ class StorageListQuerySchema(Schema):
         validate=validate.Length(min=1),
         metadata={"description": "The account whose storages to list"},
     )
-    page = fields.Integer(
+    page = QueryInteger(
         load_default=1, validate=validate.Range(min=1), metadata={"description": "From 1"}
     )
-    size = fields.Integer(
+    size = QueryInteger(
         load_default=50,
         validate=validate.Range(min=1, max=1000),
         metadata={"description": "Storages per page"},

@@ -1,0 +1,43 @@
+"""Integer fields shared by the schemas: what the original service took as a number, and no more.
+
+marshmallow's ``Integer`` loads anything ``int()`` accepts (``"+5"``, ``" 5"``, ``"1_000"``,
+other scripts' digits) and any size; Elasticsearch then refuses what does not fit in a
+``long``, which would surface as a 500. These fields refuse such input with a 400 instead.
+"""
+
+import re
+from typing import Any
+
+from marshmallow import fields
+
+MAX_LONG = 2**63 - 1
+"""The largest value Elasticsearch's ``long`` holds (timestamps, TTLs)."""
+
+MAX_KEEP_ALIVE_MS = 24 * 60 * 60 * 1000
+"""Elasticsearch's default ``search.max_keep_alive`` (24 h): the longest a scroll may live."""
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+class QueryInteger(fields.Integer):
+    """An integer in a query string: ASCII digits only, at most ``MAX_LONG``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if not isinstance(value, str) or not _DIGITS.fullmatch(value) or int(value) > MAX_LONG:
+            raise self.make_error("invalid")
+        result: int = super()._deserialize(value, attr, data, **kwargs)
+        return result
+
+
+class StrictInteger(fields.Integer):
+    """An integer in JSON: refuses strings, fractions and booleans (which Python counts as
+    ints), and numbers beyond ``MAX_LONG``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool) or (isinstance(value, int) and abs(value) > MAX_LONG):
+            raise self.make_error("invalid")
+        result: int = super()._deserialize(value, attr, data, **kwargs)
+        return result
