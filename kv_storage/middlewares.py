@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from elasticsearch import ApiError
 from marshmallow import ValidationError
 
 from kv_storage.errors import ServiceError
@@ -72,29 +73,73 @@ def _http_exception_message(error: web.HTTPException) -> str:
     return text if text and not text.startswith(str(error.status)) else error.reason
 
 
+_STREAMING = web.RequestKey("streaming", web.StreamResponse)
+
+
+async def start_streaming(request: web.Request, response: web.StreamResponse) -> None:
+    """Sends the status line and headers of an answer whose body follows piece by piece.
+
+    From then on a failure can no longer become an error answer: the error middleware cuts
+    the connection instead, so the client sees an incomplete body rather than a second HTTP
+    answer written into the first one's body.
+    """
+    await response.prepare(request)
+    request[_STREAMING] = response
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ServiceError as error:
+    except Exception as error:
+        streaming: web.StreamResponse | None = request.get(_STREAMING)
+        if streaming is None:
+            return _error_answer(request, error)
+        logger.error(
+            "%s %s failed after its answer began; cutting the answer off: %s",
+            request.method,
+            request.path,
+            _describe(error),
+        )
+        if request.transport is not None:
+            request.transport.close()
+        return streaming
+
+
+def _error_answer(request: web.Request, error: Exception) -> web.StreamResponse:
+    if isinstance(error, ServiceError):
         return error_body(error.message, error.status, error.headers)
-    except ValidationError as error:
+    if isinstance(error, ValidationError):
         return error_body(describe_validation_error(error), 400)
-    except web.HTTPException as error:
+    if isinstance(error, web.HTTPException):
         if error.status < 400:
-            raise
+            raise error
         headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
         return error_body(_http_exception_message(error), error.status, headers)
-    except RequestTimeoutError as error:
+    if isinstance(error, RequestTimeoutError):
         logger.warning("%s %s: %s", request.method, request.path, error)
         return error_body(str(error), 500)
-    except Exception as error:
-        if is_elasticsearch_error(error):
-            message = describe(error)
-            logger.error("%s %s: %s", request.method, request.path, message)
-            return error_body(message, 500)
-        logger.exception("%s %s failed", request.method, request.path)
-        return error_body(f"internal error: {type(error).__name__}", 500)
+    if is_elasticsearch_error(error):
+        message = describe(error)
+        logger.error("%s %s: %s", request.method, request.path, message)
+        return error_body(message, _elasticsearch_status(error))
+    logger.exception("%s %s failed", request.method, request.path, exc_info=error)
+    return error_body(f"internal error: {type(error).__name__}", 500)
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, ServiceError):
+        return error.message
+    if is_elasticsearch_error(error):
+        return describe(error)
+    return str(error) or type(error).__name__
+
+
+def _elasticsearch_status(error: Exception) -> int:
+    """413 when Elasticsearch refused the request for its size (``http.max_content_length``):
+    JSON escaping can make a body the service accepted larger than what Elasticsearch takes.
+    Every other failure of Elasticsearch is the service's 500."""
+    return 413 if isinstance(error, ApiError) and error.meta.status == 413 else 500
 
 
 _DEADLINE = web.RequestKey("deadline", asyncio.Timeout)

@@ -69,6 +69,7 @@ def test_defaults_are_the_originals() -> None:
         ("http://localhost", ("http://localhost:9200",)),
         ("http://127.0.0.1:9200/", ("http://127.0.0.1:9200",)),
         ("http://[::1]:9200", ("http://[::1]:9200",)),
+        ("elasticsearch://es_node_1:9200", ("http://es_node_1:9200",)),
     ],
 )
 def test_elasticsearch_uri_forms(uri: str, hosts: tuple[str, ...]) -> None:

@@ -91,7 +91,7 @@ def _optional_text(value: object) -> str | None:
     return text or None
 
 
-_HOST_PORT = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$")
+_HOST_PORT = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?$")
 
 
 def parse_elasticsearch_uri(value: object) -> tuple[str, ...]:

@@ -159,8 +159,12 @@ class DataStore:
                 if len(page) >= self._scan.page_size:
                     yield page
                     page = []
-        except NotFoundError:
-            return  # deleted while we read it
+        except NotFoundError as error:
+            # The index deleted while we read it means no keys; anything else missing (an
+            # expired or released scroll) would silently cut the keys short, so it is an error.
+            if error.error != "index_not_found_exception":
+                raise
+            return
         if page:
             yield page
 

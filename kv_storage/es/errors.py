@@ -31,6 +31,11 @@ def describe(error: BaseException) -> str:
         return "Elasticsearch did not answer in time"
     if isinstance(error, TransportConnectionError):
         return f"Elasticsearch is unreachable: {error.message}"
+    if isinstance(error, ApiError) and error.meta.status == 413:
+        return (
+            "the request is larger than Elasticsearch accepts (its http.max_content_length); "
+            "JSON escaping can make a value several times its own size"
+        )
     if isinstance(error, ApiError):
         reason = _reason(error)
         return f"Elasticsearch answered {error.meta.status} ({error.error})" + (

@@ -46,9 +46,10 @@ def path_key(request: web.Request) -> str:
     """The key as the client percent-encoded it, decoded strictly as UTF-8.
 
     aiohttp's own decoding keeps invalid sequences such as ``%FF`` as they are; a key that is
-    not UTF-8 must be refused instead. The raw path is ``/<operation>/<id>/<key>``.
+    not UTF-8 must be refused instead. The raw path is ``/<operation>/<id>/<key>``, taken from
+    the URL (a request target in absolute form, ``PUT http://host/set/...``, has it too).
     """
-    raw = request.raw_path.split("?", 1)[0].split("/", 3)[3]
+    raw = request.rel_url.raw_path.split("/", 3)[3]
     try:
         return unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
@@ -71,10 +72,13 @@ async def text_body(request: web.Request) -> str:
 async def json_document(request: web.Request) -> Any:
     """The body as JSON, from a request that says it is JSON."""
     require_content_type(request, "application/json")
+    text = await text_body(request)
     try:
-        return json.loads(await text_body(request))
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise BadRequestError(f"the body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise BadRequestError("the body is JSON nested too deeply") from None
 
 
 async def json_body(request: web.Request, field: fields.Field[Any], shape: str) -> Any:

@@ -34,7 +34,7 @@ from kv_storage.handlers.requests import (
     value_problem,
 )
 from kv_storage.handlers.spec import SECRET_KEY_PARAMETER, raw_response, storage_id_parameter
-from kv_storage.middlewares import extend_deadline
+from kv_storage.middlewares import extend_deadline, start_streaming
 from schemas.errors import ErrorSchema
 from schemas.storage import (
     KEY_LIST_SPEC,
@@ -62,6 +62,13 @@ _KEY_NOTE = (
     " Keys may hold any character: percent-encode them in the path (`/` as `%2F`, `.` and "
     "`..` as `%2E` and `%2E%2E`)."
 )
+
+
+_TOO_LARGE = {
+    "description": "The body is larger than server.max-body-size, or the request it makes is "
+    "larger than Elasticsearch accepts",
+    "schema": ErrorSchema,
+}
 
 
 def _errors(*extra: tuple[int, str]) -> dict[int, dict[str, Any]]:
@@ -114,6 +121,7 @@ async def get_value(request: web.Request) -> web.Response:
     responses={
         200: raw_response("Each key's value, null for missing keys", VALUES_SPEC),
         400: {"description": "The content type or body is invalid", "schema": ErrorSchema},
+        413: _TOO_LARGE,
         **_errors(),
     },
 )
@@ -141,11 +149,12 @@ async def get_values(request: web.Request) -> web.Response:
     responses={
         200: {"description": "The value is stored"},
         400: {"description": "The content type, key or value is invalid", "schema": ErrorSchema},
-        413: {"description": "The body is larger than server.max-body-size", "schema": ErrorSchema},
+        413: _TOO_LARGE,
         **_errors(),
     },
 )
 async def set_value(request: web.Request) -> web.Response:
+    arrival = received_ms()
     secret = secret_key(request)
     key = _key(request)
     require_content_type(request, "text/plain")
@@ -153,7 +162,6 @@ async def set_value(request: web.Request) -> web.Response:
     problem = value_problem(value, request.app[CONFIG].elasticsearch.value_max_bytes)
     if problem:
         raise BadRequestError(problem)
-    arrival = received_ms()
     await request.app[STORAGE_ACTOR].ask(SetValue(storage_id(request), secret, key, value, arrival))
     return empty_ok()
 
@@ -170,7 +178,7 @@ async def set_value(request: web.Request) -> web.Response:
     responses={
         200: raw_response("Per key, whether it was written", RESULTS_SPEC),
         400: {"description": "The content type or body is invalid", "schema": ErrorSchema},
-        413: {"description": "The body is larger than server.max-body-size", "schema": ErrorSchema},
+        413: _TOO_LARGE,
         **_errors(),
     },
 )
@@ -218,6 +226,7 @@ async def delete_value(request: web.Request) -> web.Response:
     responses={
         200: raw_response("Per key, whether it is gone", RESULTS_SPEC),
         400: {"description": "The content type or body is invalid", "schema": ErrorSchema},
+        413: _TOO_LARGE,
         **_errors(),
     },
 )
@@ -247,20 +256,13 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
     pages = await request.app[STORAGE_ACTOR].ask(ListKeys(storage_id(request), secret_key(request)))
     timeout_s = request.app[CONFIG].app.request_timeout_s
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
-    await response.prepare(request)
+    await start_streaming(request, response)
     separator = b"["
-    try:
-        async for page in pages:
-            extend_deadline(request, timeout_s)
-            keys = ",".join(json.dumps(key, ensure_ascii=False) for key in page)
-            await response.write(separator + keys.encode())
-            separator = b","
-    except Exception as error:
-        # The status line is sent: the only honest signal left is a cut-off answer.
-        logger.error("listing storage %s failed midway: %r", storage_id(request), error)
-        if request.transport is not None:
-            request.transport.close()
-        return response
+    async for page in pages:
+        extend_deadline(request, timeout_s)
+        keys = ",".join(json.dumps(key, ensure_ascii=False) for key in page)
+        await response.write(separator + keys.encode())
+        separator = b","
     await response.write(b"]" if separator == b"," else b"[]")
     await response.write_eof()
     return response
@@ -287,11 +289,11 @@ async def clear(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/get/{storage_id}/{key:.+}", get_value, allow_head=False)
+    app.router.add_get("/get/{storage_id}/{key:.*}", get_value, allow_head=False)
     app.router.add_post("/get/{storage_id}", get_values)
-    app.router.add_put("/set/{storage_id}/{key:.+}", set_value)
+    app.router.add_put("/set/{storage_id}/{key:.*}", set_value)
     app.router.add_put("/set/{storage_id}", set_values)
-    app.router.add_delete("/delete/{storage_id}/{key:.+}", delete_value)
+    app.router.add_delete("/delete/{storage_id}/{key:.*}", delete_value)
     app.router.add_post("/delete/{storage_id}", delete_values)
     app.router.add_get("/list/{storage_id}", list_keys, allow_head=False)
     app.router.add_post("/clear/{storage_id}", clear)
