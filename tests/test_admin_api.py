@@ -93,6 +93,8 @@ async def test_create_vm_and_temp_storages(admin: Client) -> None:
         ({"type": "VM", "vm": "Not/An-Index-Name"}, "vm"),
         ({"type": "TEMP"}, "ttl"),
         ({"type": "TEMP", "ttl": 0}, "ttl"),
+        ({"type": "TEMP", "ttl": 2**63 - 1}, "ttl"),  # now + ttl is beyond a long
+        ({"type": "TEMP", "ttl": 2**63}, "ttl"),
         ({"type": "TEMP", "ttl": "60000"}, "ttl"),
         ({"type": "TEMP", "ttl": 1000, "historyEnabled": True}, "historyEnabled"),
         (
