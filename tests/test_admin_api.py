@@ -210,6 +210,15 @@ async def test_rotating_the_secret_key(admin: Client) -> None:
     assert (await admin.post("/admin/storages/no-such/secret-key", headers=ADMIN)).status == 404
 
 
+_EVERY_CALL = [
+    ("POST", "/admin/storages"),
+    ("GET", "/admin/storages?account=a"),
+    ("GET", "/admin/storages/x"),
+    ("DELETE", "/admin/storages/x"),
+    ("POST", "/admin/storages/x/secret-key"),
+]
+
+
 @pytest.mark.parametrize(
     "headers",
     [
@@ -220,13 +229,7 @@ async def test_rotating_the_secret_key(admin: Client) -> None:
     ],
 )
 async def test_every_call_needs_the_token(admin: Client, headers: dict[str, str]) -> None:
-    for method, url in [
-        ("POST", "/admin/storages"),
-        ("GET", "/admin/storages?account=a"),
-        ("GET", "/admin/storages/x"),
-        ("DELETE", "/admin/storages/x"),
-        ("POST", "/admin/storages/x/secret-key"),
-    ]:
+    for method, url in _EVERY_CALL:
         response = await admin.request(
             method, url, json={"type": "TEMP", "ttl": 5}, headers=headers
         )
@@ -235,8 +238,22 @@ async def test_every_call_needs_the_token(admin: Client, headers: dict[str, str]
         assert "administrator token" in (await response.json())["error"]
 
 
-async def test_without_a_configured_token_the_api_is_disabled(api: Client) -> None:
-    for method, url in [("POST", "/admin/storages"), ("GET", "/admin/storages/x")]:
-        response = await api.request(method, url, headers=ADMIN)
-        assert response.status == 403
+@pytest.mark.parametrize("headers", [ADMIN, {}])
+async def test_without_a_configured_token_the_api_is_disabled(
+    api: Client, create_storage: StorageFactory, headers: dict[str, str]
+) -> None:
+    storage = await create_storage()
+    existing = [
+        ("GET", f"/admin/storages/{storage.id}"),
+        ("DELETE", f"/admin/storages/{storage.id}"),
+        ("POST", f"/admin/storages/{storage.id}/secret-key"),
+    ]
+    for method, url in [*_EVERY_CALL, *existing]:
+        response = await api.request(
+            method, url, json={"type": "TEMP", "ttl": 5000}, headers=headers
+        )
+        assert response.status == 403, (method, url)
         assert "disabled" in (await response.json())["error"]
+    status, body = await get(api, storage, "k")
+    assert status == 404
+    assert "has no key" in body  # still there, with the same secret
