@@ -105,6 +105,34 @@ async def test_missing_wrong_secret_and_missing_storage(
         assert missing.status == 404
 
 
+@pytest.mark.parametrize("stored", [None, ""])
+async def test_a_storage_without_a_secret_accepts_no_secret_key(
+    api: Client,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+    stored: str | None,
+) -> None:
+    storage = await create_storage("TEMP")
+    document = await registry_document(es, index_prefix, storage.id)
+    if stored is None:
+        del document["secret_key"]
+    else:
+        document["secret_key"] = stored
+    await es.index(
+        index=f"{index_prefix}storage-registry", id=storage.id, document=document, refresh=True
+    )
+    empty = {"Secret-Key": ""}
+    for method, url, params in (
+        ("GET", f"/get/{storage.id}/k", {}),
+        ("PUT", f"/storage/{storage.id}", {"ttl": "1000"}),
+        ("DELETE", f"/storage/{storage.id}", {}),
+    ):
+        response = await api.request(method, url, params=params, headers=empty)
+        assert response.status == 401, (method, url)
+    assert await registry_document(es, index_prefix, storage.id) == document  # unchanged
+
+
 async def test_delete_marks_deleted_and_removes_the_data(
     api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
 ) -> None:
