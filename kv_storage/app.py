@@ -12,7 +12,7 @@ from aiohttp_apispec import setup_aiohttp_apispec
 from kv_storage import __version__
 from kv_storage.actors.cache import CacheActor
 from kv_storage.actors.cache_update import CacheUpdateActor
-from kv_storage.actors.expiry import ExpiryActor
+from kv_storage.actors.expiry import ExpiryActor, sweep_overlap_s
 from kv_storage.actors.history_query import HistoryQueryActor
 from kv_storage.actors.lifecycle import LifecycleActor
 from kv_storage.actors.storage import StorageActor
@@ -95,13 +95,20 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     history_store = HistoryStore(client, names)
     history_query = HistoryQueryActor(cache=cache, store=history_store, index_prefix=prefix)
     lifecycle = LifecycleActor(
-        registry=registry, data=data, history=history_store, cache=cache, index_prefix=prefix
+        registry=registry,
+        data=data,
+        history=history_store,
+        cache=cache,
+        index_prefix=prefix,
+        history_buffer=app[HISTORY_ACTOR],
+        retry_for_s=config.app.request_timeout_s,
     )
     expiry = ExpiryActor(
         registry=registry,
         lifecycle=lifecycle,
         lease=Lease(client, names, name="expiry", duration_s=3 * config.app.expiry_interval_s),
         interval_s=config.app.expiry_interval_s,
+        sweep_overlap_s=sweep_overlap_s(config.app),
     )
     cache_update = CacheUpdateActor(
         registry=registry,

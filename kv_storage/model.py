@@ -21,8 +21,13 @@ class Storage:
     expiration_timestamp_ms: int | None = None
 
     def accepts(self, secret_key: str) -> bool:
-        """Constant-time comparison: the answer time says nothing about the secret."""
-        return hmac.compare_digest(self.secret_key.encode(), secret_key.encode())
+        """Constant-time comparison: the answer time says nothing about the secret.
+
+        A storage without a secret (a registry document with none, or an empty one) accepts
+        no key at all: an empty ``Secret-Key`` header must not open it.
+        """
+        matches = hmac.compare_digest(self.secret_key.encode(), secret_key.encode())
+        return matches and bool(self.secret_key)
 
     def expired(self, now_ms: int) -> bool:
         return (

@@ -82,11 +82,19 @@ class Drain:
 
 
 @dataclass(frozen=True, slots=True)
+class Discard:
+    """Drop the waiting records of a deleted storage: written, they would re-create its
+    history index through the template."""
+
+    storage_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class _FlushDone:
     task: "asyncio.Task[set[str]]" = field(repr=False)
 
 
-HistoryMessage = Record | GetStats | Drain | _FlushDone
+HistoryMessage = Record | GetStats | Drain | Discard | _FlushDone
 
 
 class HistoryActor(Actor[HistoryMessage]):
@@ -123,6 +131,12 @@ class HistoryActor(Actor[HistoryMessage]):
                 _requests(records),
             )
 
+    def discard(self, storage_id: str) -> None:
+        """Send-only: the lifecycle actor calls it when it deletes a storage."""
+        # Stopped: the shutdown drain already wrote or lost what was buffered.
+        with contextlib.suppress(ActorStoppedError):
+            self.send(Discard(storage_id))
+
     async def stats(self) -> HistoryStats:
         stats: HistoryStats = await self.ask(GetStats())
         return stats
@@ -150,6 +164,8 @@ class HistoryActor(Actor[HistoryMessage]):
             case Drain(timeout_s):
                 await self._drain(timeout_s)
                 return self._stats()
+            case Discard(storage_id):
+                self._discard(storage_id)
         self._maybe_flush()
         return None
 
@@ -291,6 +307,19 @@ class HistoryActor(Actor[HistoryMessage]):
             self._written - written_before,
             self._lost - lost_before,
         )
+
+    def _discard(self, storage_id: str) -> None:
+        """Drops the storage's waiting records (fresh and to retry) and keeps those of a batch
+        in flight from being retried; that batch itself may still land, and the expiry sweep
+        removes what it re-creates."""
+        before = self._buffered()
+        self._fresh = deque(e for e in self._fresh if e.record.storage_id != storage_id)
+        self._retries = [e for e in self._retries if e.record.storage_id != storage_id]
+        self._in_flight = [e for e in self._in_flight if e.record.storage_id != storage_id]
+        if discarded := before - self._buffered():
+            logger.info(
+                "history: %d records of deleted storage %s discarded", discarded, storage_id
+            )
 
     def _buffered(self) -> int:
         return len(self._fresh) + len(self._retries) + len(self._in_flight)

@@ -10,9 +10,11 @@ from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage import create_app
+from kv_storage.app_keys import HISTORY_ACTOR
 from kv_storage.config import Config
-from tests.conftest import StorageRef
+from tests.conftest import StorageFactory, StorageRef
 from tests.test_storage_api import get, put
+from tests.waiting import wait_until
 
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[[web.Application], Awaitable[Client]]
@@ -91,6 +93,8 @@ async def test_create_vm_and_temp_storages(admin: Client) -> None:
         ({"type": "VM", "vm": "Not/An-Index-Name"}, "vm"),
         ({"type": "TEMP"}, "ttl"),
         ({"type": "TEMP", "ttl": 0}, "ttl"),
+        ({"type": "TEMP", "ttl": 2**63 - 1}, "ttl"),  # now + ttl is beyond a long
+        ({"type": "TEMP", "ttl": 2**63}, "ttl"),
         ({"type": "TEMP", "ttl": "60000"}, "ttl"),
         ({"type": "TEMP", "ttl": 1000, "historyEnabled": True}, "historyEnabled"),
         (
@@ -147,6 +151,7 @@ async def test_delete_any_type_and_its_indices(
     assert (await response.json())["deleted"] is True
     assert (await get(admin, storage, "k"))[0] == 404
     assert not await es.indices.exists(index=f"{index_prefix}storage-data-{storage.id}")
+    assert not await es.indices.exists(index=f"{index_prefix}storage-history-{storage.id}")
     shown = await (await admin.get(f"/admin/storages/{storage.id}", headers=ADMIN)).json()
     assert shown["deleted"] is True  # the registry document stays, marked deleted
     assert (await admin.delete(f"/admin/storages/{storage.id}", headers=ADMIN)).status == 404
@@ -154,6 +159,41 @@ async def test_delete_any_type_and_its_indices(
         await admin.get("/admin/storages", params={"account": "acme"}, headers=ADMIN)
     ).json()
     assert storage.id not in {item["id"] for item in listed["items"]}
+
+
+async def test_history_still_buffered_does_not_bring_a_deleted_storage_back(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+) -> None:
+    # Batches of two records, and no flush by time: what is written when is certain.
+    config = make_config(
+        KV_STORAGE_ADMIN_TOKEN=TOKEN,
+        KV_STORAGE_APP_HISTORY_FLUSH_SIZE="2",
+        KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT="1 hour",
+    )
+    admin = await aiohttp_client(create_app(config))
+    history = admin.app[HISTORY_ACTOR]
+    deleted = await create_storage(history_enabled=True)
+    other = await create_storage(history_enabled=True)
+    await put(admin, deleted, "k", "v")  # one record waits in the history actor
+    assert (await history.stats()).buffered == 1
+    response = await admin.delete(f"/admin/storages/{deleted.id}", headers=ADMIN)
+    assert response.status == 200
+    # Two records of another storage fill a batch; the deleted storage's would have gone first.
+    await put(admin, other, "k", "1")
+    await put(admin, other, "k", "2")
+
+    async def flushed() -> bool:
+        stats = await history.stats()
+        return stats.written >= 2
+
+    await wait_until(flushed, what="the other storage's history written")
+    assert await es.indices.exists(index=f"{index_prefix}storage-history-{other.id}")
+    assert not await es.indices.exists(index=f"{index_prefix}storage-history-{deleted.id}")
 
 
 async def test_rotating_the_secret_key(admin: Client) -> None:
@@ -170,6 +210,15 @@ async def test_rotating_the_secret_key(admin: Client) -> None:
     assert (await admin.post("/admin/storages/no-such/secret-key", headers=ADMIN)).status == 404
 
 
+_EVERY_CALL = [
+    ("POST", "/admin/storages"),
+    ("GET", "/admin/storages?account=a"),
+    ("GET", "/admin/storages/x"),
+    ("DELETE", "/admin/storages/x"),
+    ("POST", "/admin/storages/x/secret-key"),
+]
+
+
 @pytest.mark.parametrize(
     "headers",
     [
@@ -180,13 +229,7 @@ async def test_rotating_the_secret_key(admin: Client) -> None:
     ],
 )
 async def test_every_call_needs_the_token(admin: Client, headers: dict[str, str]) -> None:
-    for method, url in [
-        ("POST", "/admin/storages"),
-        ("GET", "/admin/storages?account=a"),
-        ("GET", "/admin/storages/x"),
-        ("DELETE", "/admin/storages/x"),
-        ("POST", "/admin/storages/x/secret-key"),
-    ]:
+    for method, url in _EVERY_CALL:
         response = await admin.request(
             method, url, json={"type": "TEMP", "ttl": 5}, headers=headers
         )
@@ -195,8 +238,22 @@ async def test_every_call_needs_the_token(admin: Client, headers: dict[str, str]
         assert "administrator token" in (await response.json())["error"]
 
 
-async def test_without_a_configured_token_the_api_is_disabled(api: Client) -> None:
-    for method, url in [("POST", "/admin/storages"), ("GET", "/admin/storages/x")]:
-        response = await api.request(method, url, headers=ADMIN)
-        assert response.status == 403
+@pytest.mark.parametrize("headers", [ADMIN, {}])
+async def test_without_a_configured_token_the_api_is_disabled(
+    api: Client, create_storage: StorageFactory, headers: dict[str, str]
+) -> None:
+    storage = await create_storage()
+    existing = [
+        ("GET", f"/admin/storages/{storage.id}"),
+        ("DELETE", f"/admin/storages/{storage.id}"),
+        ("POST", f"/admin/storages/{storage.id}/secret-key"),
+    ]
+    for method, url in [*_EVERY_CALL, *existing]:
+        response = await api.request(
+            method, url, json={"type": "TEMP", "ttl": 5000}, headers=headers
+        )
+        assert response.status == 403, (method, url)
         assert "disabled" in (await response.json())["error"]
+    status, body = await get(api, storage, "k")
+    assert status == 404
+    assert "has no key" in body  # still there, with the same secret

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage import create_app
-from kv_storage.actors.expiry import ExpiryActor, GetExpiryStats
+from kv_storage.actors.expiry import ExpiryActor, GetExpiryStats, RunNow, sweep_overlap_s
 from kv_storage.actors.lifecycle import LifecycleActor
 from kv_storage.config import Config
 from kv_storage.es.data import DataStore, ScanSettings
@@ -71,7 +71,9 @@ async def test_a_lease_has_one_holder_and_is_taken_over_when_not_renewed(
     assert await first.acquire()  # a released lease is free at once
 
 
-def _expiry_actor(es: AsyncElasticsearch, index_prefix: str, interval_s: float) -> ExpiryActor:
+def _expiry_actor(
+    es: AsyncElasticsearch, index_prefix: str, interval_s: float, sweep_overlap_s: float = 60.0
+) -> ExpiryActor:
     names = IndexNames(index_prefix)
     registry = Registry(es, names)
     lifecycle = LifecycleActor(
@@ -83,7 +85,13 @@ def _expiry_actor(es: AsyncElasticsearch, index_prefix: str, interval_s: float) 
     )
     lifecycle.start()
     lease = Lease(es, names, name="expiry", duration_s=3 * interval_s)
-    return ExpiryActor(registry=registry, lifecycle=lifecycle, lease=lease, interval_s=interval_s)
+    return ExpiryActor(
+        registry=registry,
+        lifecycle=lifecycle,
+        lease=lease,
+        interval_s=interval_s,
+        sweep_overlap_s=sweep_overlap_s,
+    )
 
 
 async def test_two_expiry_actors_never_work_at_once_and_a_dead_owners_lease_is_taken_over(
@@ -115,3 +123,56 @@ async def test_two_expiry_actors_never_work_at_once_and_a_dead_owners_lease_is_t
 
     await wait_until(other_took_over, what="the other actor taking the lease over")
     await other.stop()
+
+
+async def test_deleted_since_pages_through_every_deletion_once(
+    es: AsyncElasticsearch, initialised_config: Config, index_prefix: str
+) -> None:
+    registry_index = f"{index_prefix}storage-registry"
+    # Three deletions at one millisecond, more than a page: a page boundary falls among them.
+    times = {"a": 1000, "b": 1000, "c": 1000, "d": 1001, "e": 1001, "f": 1002, "old": 999}
+    for storage_id, last_updated in times.items():
+        document = {"type": "ACCOUNT", "deleted": True, "last_updated": last_updated}
+        await es.index(index=registry_index, id=storage_id, document=document)
+    live = {"type": "ACCOUNT", "deleted": False, "last_updated": 1000}
+    await es.index(index=registry_index, id="live", document=live, refresh=True)
+    registry = Registry(es, IndexNames(index_prefix))
+    seen = [entry.id async for page in registry.deleted_since(1000, size=2) for entry in page]
+    assert sorted(seen) == ["a", "b", "c", "d", "e", "f"]  # each once, none skipped
+
+
+def test_the_sweep_overlap_outlasts_every_late_write(make_config: Callable[..., Config]) -> None:
+    app = make_config().app
+    overlap = sweep_overlap_s(app)
+    late_history = app.history.retry_limit * app.history.flush_timeout_s
+    assert overlap >= app.cache.update_time_s + app.request_timeout_s + late_history
+    slow = make_config(KV_STORAGE_APP_CACHE_UPDATE_TIME="10 minutes").app
+    assert sweep_overlap_s(slow) > 10 * 60
+
+
+async def test_an_index_recreated_after_the_deletion_is_swept_again(
+    make_config: Callable[..., Config],
+    es: AsyncElasticsearch,
+    initialised_config: Config,
+    index_prefix: str,
+    create_storage: StorageFactory,
+) -> None:
+    storage = await create_storage(deleted=True)
+    # Deleted 90 s ago: longer ago than a minute, well within an instance's late writes.
+    registry_index = f"{index_prefix}storage-registry"
+    ninety_s_ago = int(time.time() * 1000) - 90_000
+    await es.update(
+        index=registry_index, id=storage.id, doc={"last_updated": ninety_s_ago}, refresh=True
+    )
+    data_index = f"{index_prefix}storage-data-{storage.id}"
+    overlap = sweep_overlap_s(make_config().app)
+    expiry = _expiry_actor(es, index_prefix, interval_s=3600, sweep_overlap_s=overlap)
+    expiry.start()
+    try:
+        for _ in range(2):
+            # A write by an instance that still has the storage cached re-creates its index.
+            await es.index(index=data_index, id="k", document={"value": "v"}, refresh=True)
+            await expiry.ask(RunNow())
+            assert not await es.indices.exists(index=data_index)
+    finally:
+        await expiry.stop()

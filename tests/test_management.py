@@ -3,16 +3,20 @@ TTL updates racing each other."""
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 
+from kv_storage import create_app
+from kv_storage.config import Config
 from tests.conftest import StorageFactory
 from tests.test_storage_api import get, put
 
 Client = TestClient[web.Request, web.Application]
+ClientFactory = Callable[[web.Application], Awaitable[Client]]
 
 
 async def registry_document(
@@ -70,6 +74,21 @@ async def test_missing_or_invalid_ttl_is_400(
     assert (await response.json())["error"].startswith("ttl: ")
 
 
+async def test_a_ttl_beyond_the_largest_timestamp_is_400(
+    api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
+) -> None:
+    storage = await create_storage("TEMP")
+    before = await registry_document(es, index_prefix, storage.id)
+    # A valid long, but the expiration (old expiration - old TTL + new TTL) would not be one.
+    for ttl in (str(2**63 - 1), str(2**63 - 1 - 3_600_000)):
+        response = await api.put(
+            f"/storage/{storage.id}", params={"ttl": ttl}, headers=storage.headers
+        )
+        assert response.status == 400
+        assert (await response.json())["error"].startswith("ttl: ")
+    assert await registry_document(es, index_prefix, storage.id) == before
+
+
 async def test_missing_wrong_secret_and_missing_storage(
     api: Client, create_storage: StorageFactory
 ) -> None:
@@ -84,6 +103,34 @@ async def test_missing_wrong_secret_and_missing_storage(
             method, "/storage/no-such-storage", params=params, headers={"Secret-Key": "x"}
         )
         assert missing.status == 404
+
+
+@pytest.mark.parametrize("stored", [None, ""])
+async def test_a_storage_without_a_secret_accepts_no_secret_key(
+    api: Client,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+    stored: str | None,
+) -> None:
+    storage = await create_storage("TEMP")
+    document = await registry_document(es, index_prefix, storage.id)
+    if stored is None:
+        del document["secret_key"]
+    else:
+        document["secret_key"] = stored
+    await es.index(
+        index=f"{index_prefix}storage-registry", id=storage.id, document=document, refresh=True
+    )
+    empty = {"Secret-Key": ""}
+    for method, url, params in (
+        ("GET", f"/get/{storage.id}/k", {}),
+        ("PUT", f"/storage/{storage.id}", {"ttl": "1000"}),
+        ("DELETE", f"/storage/{storage.id}", {}),
+    ):
+        response = await api.request(method, url, params=params, headers=empty)
+        assert response.status == 401, (method, url)
+    assert await registry_document(es, index_prefix, storage.id) == document  # unchanged
 
 
 async def test_delete_marks_deleted_and_removes_the_data(
@@ -101,16 +148,30 @@ async def test_delete_marks_deleted_and_removes_the_data(
     assert again.status == 404
 
 
+@pytest.mark.parametrize("instances", [1, 2])
 async def test_concurrent_ttl_updates_lose_nothing(
-    api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
+    api: Client,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    instances: int,
 ) -> None:
+    """40 updates at once, through one instance or spread over two (whose writes race in
+    Elasticsearch): every one succeeds."""
+    clients = [api] + [
+        await aiohttp_client(create_app(initialised_config)) for _ in range(instances - 1)
+    ]
     expiration = int(time.time() * 1000) + 3_600_000
     storage = await create_storage("TEMP", expiration_timestamp=expiration)
-    ttls = [1_000_000 + n * 1000 for n in range(12)]
+    ttls = [1_000_000 + n * 1000 for n in range(40)]
     answers = await asyncio.gather(
         *(
-            api.put(f"/storage/{storage.id}", params={"ttl": str(t)}, headers=storage.headers)
-            for t in ttls
+            clients[n % instances].put(
+                f"/storage/{storage.id}", params={"ttl": str(t)}, headers=storage.headers
+            )
+            for n, t in enumerate(ttls)
         )
     )
     assert [answer.status for answer in answers] == [200] * len(ttls)

@@ -1,19 +1,45 @@
-"""Two service processes against one node, as behind a load balancer: a change made through
-one is seen by the other within one cache update period."""
+"""Changes made elsewhere reach a running service within one cache update period: through
+another service process (two behind a load balancer), or written into the registry by the
+CloudStack plugin. And the registry poll behind that survives its failures."""
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from elasticsearch import AsyncElasticsearch
 
-from kv_storage.config import Config
+from kv_storage import create_app
+from kv_storage.actors.cache import (
+    CacheActor,
+    CacheMessage,
+    CacheStats,
+    Forget,
+    ForgetAll,
+    GetCacheStats,
+)
+from kv_storage.actors.cache_update import CacheUpdateActor
+from kv_storage.app_keys import CACHE_ACTOR
+from kv_storage.config import CacheConfig, Config
+from kv_storage.es.names import IndexNames
+from kv_storage.es.registry import Registry
+from kv_storage.model import Storage
+from tests.conftest import StorageFactory, StorageRef
 from tests.processes import service_process
+from tests.test_storage_api import get
 from tests.waiting import wait_until
 
+Client = TestClient[web.Request, web.Application]
+ClientFactory = Callable[[web.Application], Awaitable[Client]]
 TOKEN = "two-instances-admin-token"
 UPDATE_TIME_S = 1.0
+POLL_MARGIN_S = 0.5
+"""Time for the poll's own requests (a refresh and a search) and for the request asking."""
 
 
 @asynccontextmanager
@@ -75,7 +101,7 @@ async def test_a_change_through_one_instance_is_seen_by_the_other(
         await wait_until(
             old_secret_refused, timeout_s=4 * UPDATE_TIME_S, what="the old secret refused"
         )
-        assert asyncio.get_running_loop().time() - started <= 3 * UPDATE_TIME_S
+        assert asyncio.get_running_loop().time() - started <= UPDATE_TIME_S + POLL_MARGIN_S
         assert await status_on_second(new_secret) == 404
 
         async with session.delete(
@@ -90,3 +116,183 @@ async def test_a_change_through_one_instance_is_seen_by_the_other(
                 return answer.status == 404
 
         await wait_until(gone, timeout_s=4 * UPDATE_TIME_S, what="the deleted storage refused")
+
+
+async def test_a_storage_the_plugin_creates_after_a_cached_miss_is_served_after_one_period(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+) -> None:
+    api = await aiohttp_client(
+        create_app(
+            make_config(
+                KV_STORAGE_APP_CACHE_UPDATE_TIME=f"{UPDATE_TIME_S}s",
+                KV_STORAGE_APP_CACHE_EXPIRATION_TIME="1 hour",
+            )
+        )
+    )
+    storage_id = str(uuid.uuid4())
+    status, body = await get(api, StorageRef(storage_id, "s"), "k")
+    assert status == 404
+    assert "does not exist" in body  # now cached as missing
+    # The plugin writes the registry document itself, with last_updated.
+    storage = await create_storage(storage_id=storage_id)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def served() -> bool:
+        status, body = await get(api, storage, "k")
+        return status == 404 and "does not exist" not in body  # a live storage without the key
+
+    await wait_until(served, timeout_s=4 * UPDATE_TIME_S, what="the new storage served")
+    assert loop.time() - started <= UPDATE_TIME_S + POLL_MARGIN_S
+
+
+async def _cache_entries(cache: CacheActor) -> int:
+    entries: int = (await cache.ask(GetCacheStats())).entries
+    return entries
+
+
+async def test_a_failed_registry_poll_empties_the_cache_and_polling_goes_on(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+) -> None:
+    api = await aiohttp_client(
+        create_app(
+            make_config(
+                KV_STORAGE_APP_CACHE_UPDATE_TIME="200ms",
+                KV_STORAGE_APP_CACHE_EXPIRATION_TIME="1 hour",
+            )
+        )
+    )
+    cache = api.app[CACHE_ACTOR]
+    registry_index = f"{index_prefix}storage-registry"
+    storage = await create_storage()
+    assert (await get(api, storage, "k"))[0] == 404  # cached, with its secret
+    # A new secret written with an old last_updated: no poll would ever report it.
+    rekeyed = StorageRef(storage.id, uuid.uuid4().hex)
+    await es.update(
+        index=registry_index,
+        id=storage.id,
+        doc={"secret_key": rekeyed.secret_key, "last_updated": 1},
+        refresh=True,
+    )
+    assert (await get(api, storage, "k"))[0] == 404  # the cached secret still works
+    # A closed index fails every request, the poll's among them.
+    await es.indices.close(index=registry_index)
+    try:
+
+        async def emptied() -> bool:
+            return await _cache_entries(cache) == 0
+
+        await wait_until(emptied, what="the cache emptied after a failed poll")
+    finally:
+        await es.indices.open(index=registry_index)
+        await es.cluster.health(index=registry_index, wait_for_status="yellow", timeout="30s")
+    # The next lookup reads the registry again.
+    assert (await get(api, storage, "k"))[0] == 401
+    assert (await get(api, rekeyed, "k"))[0] == 404
+    # And polling goes on: a change written now is seen.
+    await es.update(
+        index=registry_index,
+        id=storage.id,
+        doc={"secret_key": storage.secret_key, "last_updated": int(time.time() * 1000)},
+    )
+
+    async def old_secret_back() -> bool:
+        return (await get(api, storage, "k"))[0] == 404
+
+    await wait_until(old_secret_back, what="a change after the failed poll seen")
+
+
+class _CacheFailingOnce(CacheActor):
+    """A cache whose first Forget fails: a fault of the service's own, which no state of the
+    Elasticsearch node can cause."""
+
+    failed = False
+
+    async def handle(self, message: CacheMessage) -> Storage | CacheStats | None:
+        if isinstance(message, Forget | ForgetAll) and not self.failed:
+            self.failed = True
+            raise RuntimeError("the cache failed")
+        return await super().handle(message)
+
+
+def _poller(
+    es: AsyncElasticsearch, index_prefix: str, cache_type: type[CacheActor], **options: int
+) -> tuple[Registry, CacheActor, CacheUpdateActor]:
+    registry = Registry(es, IndexNames(index_prefix))
+    cache = cache_type(registry=registry, config=CacheConfig(100, 3600.0, 0.1))
+    update = CacheUpdateActor(
+        registry=registry, cache=cache, update_time_s=0.1, request_timeout_s=1.0, **options
+    )
+    return registry, cache, update
+
+
+async def test_a_failing_cache_does_not_end_the_polling(
+    es: AsyncElasticsearch,
+    initialised_config: Config,
+    index_prefix: str,
+    create_storage: StorageFactory,
+) -> None:
+    _, cache, update = _poller(es, index_prefix, _CacheFailingOnce)
+    storage = await create_storage()
+    cache.start()
+    update.start()
+    try:
+        found = await cache.look_up(storage.id)
+        assert found is not None
+        assert found.accepts(storage.secret_key)
+        for _ in range(2):  # the first change meets the failing cache, the second does not
+            secret = uuid.uuid4().hex
+            await es.update(
+                index=f"{index_prefix}storage-registry",
+                id=storage.id,
+                doc={"secret_key": secret, "last_updated": int(time.time() * 1000)},
+            )
+
+            async def new_secret_seen(secret: str = secret) -> bool:
+                found = await cache.look_up(storage.id)
+                return found is not None and found.accepts(secret)
+
+            await wait_until(new_secret_seen, what="the changed secret seen")
+        assert update.running
+    finally:
+        await update.stop()
+        await cache.stop()
+
+
+async def test_too_many_changes_for_one_poll_empty_the_cache(
+    es: AsyncElasticsearch,
+    initialised_config: Config,
+    index_prefix: str,
+    create_storage: StorageFactory,
+) -> None:
+    unchanged = await create_storage()
+    await es.update(
+        index=f"{index_prefix}storage-registry",
+        id=unchanged.id,
+        doc={"last_updated": 1},  # changed long ago: no poll reports it
+        refresh=True,
+    )
+    _, cache, update = _poller(es, index_prefix, CacheActor, max_changed_ids=2)
+    changed = [await create_storage() for _ in range(3)]
+    cache.start()
+    try:
+        for storage in [unchanged, *changed]:
+            await cache.look_up(storage.id)
+        assert await _cache_entries(cache) == 4
+        update.start()  # its first poll finds 3 changes: more than it lists
+
+        async def emptied() -> bool:
+            return await _cache_entries(cache) == 0  # the unchanged storage forgotten too
+
+        await wait_until(emptied, what="the cache emptied")
+    finally:
+        await update.stop()
+        await cache.stop()

@@ -3,7 +3,8 @@ instance, the CloudStack plugin) and makes the cache forget them.
 
 Every ``app.cache.update-time`` it asks for documents whose ``last_updated`` is at least the
 previous poll's start minus ``app.request-timeout`` (a write in flight at the previous poll
-is not missed); a failed poll empties the whole cache, since anything may have changed.
+is not missed); a failed poll empties the whole cache, since anything may have changed. No
+failure ends the polling: a poll that fails is logged and the next comes on time.
 """
 
 import asyncio
@@ -25,11 +26,15 @@ class CacheUpdateActor(Actor[None]):
         cache: CacheActor,
         update_time_s: float,
         request_timeout_s: float,
+        max_changed_ids: int = 10_000,
     ) -> None:
+        """``max_changed_ids``: more changed storages than this in one poll are not listed;
+        the cache forgets everything instead."""
         super().__init__(name="cache-update")
         self._registry = registry
         self._cache = cache
         self._update_time_s = update_time_s
+        self._max_changed_ids = max_changed_ids
         self._overlap_ms = int(request_timeout_s * 1000)
         self._previous_poll_ms = now_ms()
         self._next_poll: float | None = None
@@ -46,14 +51,26 @@ class CacheUpdateActor(Actor[None]):
         self._next_poll = asyncio.get_running_loop().time() + self._update_time_s
         started = now_ms()
         try:
-            changed = await self._registry.changed_since(self._previous_poll_ms - self._overlap_ms)
+            await self._poll(self._previous_poll_ms - self._overlap_ms)
         except Exception as error:
             reason = describe(error) if is_elasticsearch_error(error) else repr(error)
             logger.warning("cache update: polling the registry failed (%s); cache emptied", reason)
-            await self._cache.ask(ForgetAll())
-            return
+            await self._forget_all()
+            return  # the next poll starts again from the previous successful one
+        self._previous_poll_ms = started
+
+    async def _poll(self, since_ms: int) -> None:
+        changed = await self._registry.changed_since(since_ms, limit=self._max_changed_ids)
         if changed is None:
+            logger.info(
+                "cache update: more than %d storages changed; cache emptied", self._max_changed_ids
+            )
             await self._cache.ask(ForgetAll())
         elif changed:
             await self._cache.ask(Forget(tuple(changed)))
-        self._previous_poll_ms = started
+
+    async def _forget_all(self) -> None:
+        try:
+            await self._cache.ask(ForgetAll())
+        except Exception as error:
+            logger.error("cache update: emptying the cache failed too: %r", error)

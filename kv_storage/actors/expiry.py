@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from kv_storage.actors.base import Actor
 from kv_storage.actors.lifecycle import ExpireTemp, LifecycleActor
+from kv_storage.config import AppConfig
 from kv_storage.es.errors import describe, is_elasticsearch_error
 from kv_storage.es.lease import Lease
 from kv_storage.es.registry import Registry, now_ms
@@ -19,8 +20,23 @@ from kv_storage.es.registry import Registry, now_ms
 logger = logging.getLogger(__name__)
 
 _BATCH = 500
-_SWEEP_OVERLAP_MS = 60_000
-"""Deleted storages are swept again for this long, in case a deletion's index removal failed."""
+_MIN_SWEEP_OVERLAP_S = 60.0
+
+
+def sweep_overlap_s(app: AppConfig) -> float:
+    """How long after its deletion a storage's indices are removed again, by every sweep.
+
+    A deleted storage's index can come back after the deletion removed it: another instance
+    writes through its cached lookup until its next registry poll (``cache.update-time``),
+    a request already under way ends within ``request-timeout``, and a history batch that
+    left before the deletion may be retried ``retry-limit`` times, ``flush-timeout`` apart,
+    each attempt taking up to ``request-timeout``. The overlap covers all of that, and at
+    least a minute in case an index removal itself failed.
+    """
+    history = app.history
+    late_history_s = (history.retry_limit + 1) * (history.flush_timeout_s + app.request_timeout_s)
+    late_writes_s = app.cache.update_time_s + app.request_timeout_s
+    return max(_MIN_SWEEP_OVERLAP_S, late_writes_s + late_history_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +58,20 @@ class GetExpiryStats:
 
 class ExpiryActor(Actor[RunNow | GetExpiryStats]):
     def __init__(
-        self, *, registry: Registry, lifecycle: LifecycleActor, lease: Lease, interval_s: float
+        self,
+        *,
+        registry: Registry,
+        lifecycle: LifecycleActor,
+        lease: Lease,
+        interval_s: float,
+        sweep_overlap_s: float = _MIN_SWEEP_OVERLAP_S,
     ) -> None:
         super().__init__(name="expiry")
         self._registry = registry
         self._lifecycle = lifecycle
         self._lease = lease
         self._interval_s = interval_s
+        self._sweep_overlap_ms = int(sweep_overlap_s * 1000)
         self._next_run: float | None = None
         self._swept_until_ms = 0
         self._runs = self._expired = 0
@@ -98,10 +121,11 @@ class ExpiryActor(Actor[RunNow | GetExpiryStats]):
 
     async def _sweep(self) -> None:
         started = now_ms()
-        since = max(0, self._swept_until_ms - _SWEEP_OVERLAP_MS)
-        for entry in await self._registry.deleted_since(since, size=_BATCH):
-            await self._lifecycle.drop_indices(entry.id)
-        self._swept_until_ms = started
+        since = max(0, self._swept_until_ms - self._sweep_overlap_ms)
+        async for page in self._registry.deleted_since(since, size=_BATCH):
+            for entry in page:
+                await self._lifecycle.drop_indices(entry.id)
+        self._swept_until_ms = started  # only once every page was swept
 
 
 def _describe(error: BaseException) -> str:

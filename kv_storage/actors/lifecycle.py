@@ -3,15 +3,20 @@
 It serves the original's management endpoints (TEMP TTL and deletion, authorised by the
 storage's secret), the administration API and the ``kv-storage storage`` command alike.
 Read-modify-write is optimistic: a write over a version someone else changed is retried on a
-fresh read. After each change the local cache forgets the storage; other instances learn of
-it from the registry poll.
+fresh read, after a short random pause, until ``retry_for_s`` has passed. Changes of one
+storage through this actor go one at a time, so only other processes make a write stale.
+After each change the local cache forgets the storage; other instances learn of it from the
+registry poll.
 """
 
+import asyncio
+import contextlib
+import random
 import secrets
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from kv_storage.actors.access import authorise, now_ms
 from kv_storage.actors.base import Actor
@@ -27,8 +32,10 @@ from kv_storage.es.registry import (
     StaleEntryError,
 )
 from kv_storage.model import StorageType, can_name_a_storage
+from schemas.fields import MAX_LONG
 
-_WRITE_ATTEMPTS = 20
+_FIRST_BACKOFF_S = 0.005
+_MAX_BACKOFF_S = 0.2
 
 
 class _NotExpiredError(Exception):
@@ -106,6 +113,13 @@ class RotateSecret:
     storage_id: str
 
 
+class HistoryBuffer(Protocol):
+    """The history pipeline, as the lifecycle actor needs it: a deleted storage's records
+    still waiting there must not be written (they would re-create its history index)."""
+
+    def discard(self, storage_id: str) -> None: ...
+
+
 LifecycleMessage = (
     UpdateTtl
     | DeleteTemp
@@ -127,13 +141,20 @@ class LifecycleActor(Actor[LifecycleMessage]):
         history: HistoryStore,
         cache: CacheActor | None,
         index_prefix: str,
+        history_buffer: HistoryBuffer | None = None,
+        retry_for_s: float = 10.0,
     ) -> None:
+        """``retry_for_s``: how long a change keeps retrying over concurrent writes of other
+        processes before it answers 409 (the service passes ``app.request-timeout``)."""
         super().__init__(name="lifecycle", max_concurrency=256)
         self._registry = registry
         self._data = data
         self._history = history
         self._cache = cache
         self._index_prefix = index_prefix
+        self._history_buffer = history_buffer
+        self._retry_for_s = retry_for_s
+        self._changing: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def handle(self, message: LifecycleMessage) -> RegistryEntry | EntryPage | None:
         match message:
@@ -183,23 +204,62 @@ class LifecycleActor(Actor[LifecycleMessage]):
     async def _change(
         self, storage_id: str, change: Callable[[RegistryEntry], RegistryEntry]
     ) -> RegistryEntry:
-        """Applies ``change`` to the live storage, again on a fresh read if it raced."""
-        for _ in range(_WRITE_ATTEMPTS):
-            entry = await self._existing(storage_id)
-            if entry.deleted:
-                raise NotFoundError(f"storage {storage_id} does not exist")
-            try:
-                written = await self._registry.write(change(entry))
-            except StaleEntryError:
-                continue
-            await self._forget(storage_id)
-            return written
-        raise ConflictError(f"storage {storage_id} kept changing; try again")
+        """Applies ``change`` to the live storage, again on a fresh read if it raced.
+
+        Retries back off (random, growing, capped) so that processes writing one storage
+        at once spread out rather than collide again in step.
+        """
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._retry_for_s
+        backoff_s = _FIRST_BACKOFF_S
+        attempts = 0
+        async with self._one_at_a_time(storage_id):
+            while True:
+                attempts += 1
+                entry = await self._existing(storage_id)
+                if entry.deleted:
+                    raise NotFoundError(f"storage {storage_id} does not exist")
+                try:
+                    written = await self._registry.write(change(entry))
+                except StaleEntryError:
+                    pause_s = random.uniform(0, backoff_s)
+                    if loop.time() + pause_s >= give_up_at:
+                        break
+                    await asyncio.sleep(pause_s)
+                    backoff_s = min(2 * backoff_s, _MAX_BACKOFF_S)
+                    continue
+                await self._forget(storage_id)
+                return written
+        raise ConflictError(
+            f"storage {storage_id} was changed by others at the same time, {attempts} times in "
+            f"{self._retry_for_s:g} s; nothing was changed, try again"
+        )
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, storage_id: str) -> AsyncIterator[None]:
+        """Serialises this actor's changes of one storage (the lock lives while it is used)."""
+        lock, users = self._changing.get(storage_id, (asyncio.Lock(), 0))
+        self._changing[storage_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._changing[storage_id]
+            if users == 1:
+                del self._changing[storage_id]
+            else:
+                self._changing[storage_id] = (lock, users - 1)
 
     async def _delete(self, storage_id: str) -> RegistryEntry:
         entry = await self._change(storage_id, lambda entry: replace(entry, deleted=True))
-        await self.drop_indices(storage_id)
+        await self._deleted(storage_id)
         return entry
+
+    async def _deleted(self, storage_id: str) -> None:
+        """After the registry says deleted: nothing buffered may re-create an index."""
+        if self._history_buffer is not None:
+            self._history_buffer.discard(storage_id)
+        await self.drop_indices(storage_id)
 
     async def _expire(self, storage_id: str, now: int) -> RegistryEntry | None:
         def expire(entry: RegistryEntry) -> RegistryEntry:
@@ -212,7 +272,7 @@ class LifecycleActor(Actor[LifecycleMessage]):
             entry = await self._change(storage_id, expire)
         except (_NotExpiredError, NotFoundError):
             return None  # its TTL was extended meanwhile, or someone deleted it first
-        await self.drop_indices(storage_id)
+        await self._deleted(storage_id)
         return entry
 
     async def _create(self, command: CreateStorage) -> RegistryEntry:
@@ -221,7 +281,7 @@ class LifecycleActor(Actor[LifecycleMessage]):
             raise BadRequestError(f"vm: {storage_id!r} cannot name a storage")
         expiration = None
         if command.type is StorageType.TEMP and command.ttl_ms is not None:
-            expiration = now_ms() + command.ttl_ms
+            expiration = _expiration(now_ms(), command.ttl_ms)
         entry = RegistryEntry(
             id=storage_id,
             type=command.type,
@@ -250,7 +310,18 @@ def _with_ttl(entry: RegistryEntry, ttl_ms: int) -> RegistryEntry:
     """The original's rule: the expiration moves by the difference of the TTLs."""
     old_ttl = entry.ttl_ms or 0
     start = (entry.expiration_timestamp_ms or now_ms() + old_ttl) - old_ttl
-    return replace(entry, ttl_ms=ttl_ms, expiration_timestamp_ms=start + ttl_ms)
+    return replace(entry, ttl_ms=ttl_ms, expiration_timestamp_ms=_expiration(start, ttl_ms))
+
+
+def _expiration(start_ms: int, ttl_ms: int) -> int:
+    """``start_ms + ttl_ms``, refused (400) when Elasticsearch's ``long`` cannot hold it."""
+    expiration = start_ms + ttl_ms
+    if expiration > MAX_LONG:
+        raise BadRequestError(
+            f"ttl: {ttl_ms} ms puts the expiration beyond the largest timestamp ({MAX_LONG} ms); "
+            f"the most is {MAX_LONG - start_ms}"
+        )
+    return expiration
 
 
 def _with_new_secret(entry: RegistryEntry) -> RegistryEntry:

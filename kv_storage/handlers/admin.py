@@ -21,6 +21,7 @@ from kv_storage.actors.lifecycle import (
 from kv_storage.app_keys import LIFECYCLE_ACTOR
 from kv_storage.errors import ForbiddenError, UnauthorizedError
 from kv_storage.es.registry import EntryPage, RegistryEntry
+from kv_storage.handlers.management import CONCURRENT_CHANGES
 from kv_storage.handlers.spec import storage_id_parameter
 from kv_storage.validation import validated
 from schemas.errors import ErrorSchema
@@ -117,7 +118,10 @@ def admin_guard(token: str | None) -> Middleware:
     security=_SECURITY,
     responses={
         201: {"description": "Created", "schema": CreatedStorageSchema},
-        **_answers(bad=(400, "Invalid body"), exists=(409, "The VM has a storage already")),
+        **_answers(
+            bad=(400, "Invalid body (also a TEMP ttl whose expiration is beyond 2^63-1 ms)"),
+            exists=(409, "The VM has a storage already"),
+        ),
     },
 )
 @request_schema(CreateStorageSchema)
@@ -171,7 +175,10 @@ async def list_storages(request: web.Request) -> web.Response:
     parameters=[_STORAGE_ID],
     responses={
         200: {"description": "Deleted; the answer is its metadata", "schema": StorageSchema},
-        **_answers(missing=(404, "No such storage, or deleted already")),
+        **_answers(
+            missing=(404, "No such storage, or deleted already"),
+            busy=(409, CONCURRENT_CHANGES),
+        ),
     },
 )
 async def delete_storage(request: web.Request) -> web.Response:
@@ -188,7 +195,7 @@ async def delete_storage(request: web.Request) -> web.Response:
     parameters=[_STORAGE_ID],
     responses={
         200: {"description": "The new secret key", "schema": SecretKeySchema},
-        **_answers(missing=(404, "No such storage")),
+        **_answers(missing=(404, "No such storage"), busy=(409, CONCURRENT_CHANGES)),
     },
 )
 async def rotate_secret(request: web.Request) -> web.Response:

@@ -19,6 +19,10 @@ from kv_storage.validation import validated
 from schemas.errors import ErrorSchema
 from schemas.management import TtlQuerySchema
 
+CONCURRENT_CHANGES = (
+    "Other processes changed the storage's registry document at the same time for the whole "
+    "app.request-timeout; nothing was changed, try again"
+)
 _TAGS = ["storage management"]
 _PARAMETERS = [SECRET_KEY_PARAMETER, storage_id_parameter("The TEMP storage's id")]
 
@@ -29,6 +33,7 @@ def _responses(done: str, bad: str) -> dict[int, dict[str, Any]]:
         400: {"description": bad, "schema": ErrorSchema},
         401: {"description": "The Secret-Key header is missing or wrong", "schema": ErrorSchema},
         404: {"description": "The storage does not exist", "schema": ErrorSchema},
+        409: {"description": CONCURRENT_CHANGES, "schema": ErrorSchema},
         500: {"description": "Elasticsearch or the service failed", "schema": ErrorSchema},
     }
 
@@ -42,7 +47,11 @@ def _responses(done: str, bad: str) -> dict[int, dict[str, Any]]:
         "- old TTL + new TTL. A TTL that puts the expiration in the past ends the storage."
     ),
     parameters=_PARAMETERS,
-    responses=_responses("The TTL is changed", "The storage is not TEMP, or ttl is invalid"),
+    responses=_responses(
+        "The TTL is changed",
+        "The storage is not TEMP, or ttl is invalid (also when the new expiration would be "
+        "beyond 2^63-1 ms)",
+    ),
 )
 @querystring_schema(TtlQuerySchema)
 async def update_ttl(request: web.Request) -> web.Response:
