@@ -31,7 +31,7 @@ from kv_storage.config import Config
 from kv_storage.es.client import create_client
 from kv_storage.es.data import DataStore, ScanSettings
 from kv_storage.es.history import HistoryStore
-from kv_storage.es.lease import Lease
+from kv_storage.es.lease import Lease, Mark
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
 from kv_storage.handlers import admin, health, history, management, operations, storage
@@ -107,6 +107,7 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
         registry=registry,
         lifecycle=lifecycle,
         lease=Lease(client, names, name="expiry", duration_s=3 * config.app.expiry_interval_s),
+        swept_until=Mark(client, names, name="expiry-swept-until"),
         interval_s=config.app.expiry_interval_s,
         sweep_overlap_s=sweep_overlap_s(config.app),
     )

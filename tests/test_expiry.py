@@ -14,7 +14,7 @@ from kv_storage.actors.lifecycle import LifecycleActor
 from kv_storage.config import Config
 from kv_storage.es.data import DataStore, ScanSettings
 from kv_storage.es.history import HistoryStore
-from kv_storage.es.lease import Lease
+from kv_storage.es.lease import Lease, Mark
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
 from tests.conftest import StorageFactory
@@ -89,6 +89,7 @@ def _expiry_actor(
         registry=registry,
         lifecycle=lifecycle,
         lease=lease,
+        swept_until=Mark(es, names, name="expiry-swept-until"),
         interval_s=interval_s,
         sweep_overlap_s=sweep_overlap_s,
     )
@@ -176,3 +177,41 @@ async def test_an_index_recreated_after_the_deletion_is_swept_again(
             assert not await es.indices.exists(index=data_index)
     finally:
         await expiry.stop()
+
+
+async def test_a_new_lease_holder_sweeps_on_from_where_the_last_one_got(
+    es: AsyncElasticsearch,
+    initialised_config: Config,
+    index_prefix: str,
+    create_storage: StorageFactory,
+) -> None:
+    """Not every storage ever deleted on each restart: the first holder visits them all once,
+    the next one only those deleted since (within the overlap)."""
+    registry_index = f"{index_prefix}storage-registry"
+    long_ago = await create_storage(deleted=True)
+    a_day_ago = int(time.time() * 1000) - 86_400_000
+    await es.update(
+        index=registry_index, id=long_ago.id, doc={"last_updated": a_day_ago}, refresh=True
+    )
+    old_index = f"{index_prefix}storage-data-{long_ago.id}"
+
+    async def sweep_once() -> None:
+        expiry = _expiry_actor(es, index_prefix, interval_s=3600)
+        expiry.start()
+        try:
+            await expiry.ask(RunNow())
+        finally:
+            await expiry.stop()
+
+    await es.index(index=old_index, id="k", document={"value": "v"}, refresh=True)
+    await sweep_once()  # no mark yet: every deletion is visited
+    assert not await es.indices.exists(index=old_index)
+
+    recent = await create_storage(deleted=True)
+    await es.indices.refresh(index=registry_index)
+    recent_index = f"{index_prefix}storage-data-{recent.id}"
+    for index in (old_index, recent_index):
+        await es.index(index=index, id="k", document={"value": "v"}, refresh=True)
+    await sweep_once()  # a new holder: from the mark, less the overlap
+    assert not await es.indices.exists(index=recent_index)
+    assert await es.indices.exists(index=old_index)  # a day ago: not visited again

@@ -14,7 +14,7 @@ from kv_storage.actors.base import Actor
 from kv_storage.actors.lifecycle import ExpireTemp, LifecycleActor
 from kv_storage.config import AppConfig
 from kv_storage.es.errors import describe, is_elasticsearch_error
-from kv_storage.es.lease import Lease
+from kv_storage.es.lease import Lease, Mark
 from kv_storage.es.registry import Registry, now_ms
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class ExpiryActor(Actor[RunNow | GetExpiryStats]):
         registry: Registry,
         lifecycle: LifecycleActor,
         lease: Lease,
+        swept_until: Mark,
         interval_s: float,
         sweep_overlap_s: float = _MIN_SWEEP_OVERLAP_S,
     ) -> None:
@@ -70,10 +71,12 @@ class ExpiryActor(Actor[RunNow | GetExpiryStats]):
         self._registry = registry
         self._lifecycle = lifecycle
         self._lease = lease
+        self._swept_until = swept_until
         self._interval_s = interval_s
         self._sweep_overlap_ms = int(sweep_overlap_s * 1000)
         self._next_run: float | None = None
-        self._swept_until_ms = 0
+        self._swept_until_ms: int | None = None
+        """How far the sweeps got; ``None`` until read from the mark the last holder left."""
         self._runs = self._expired = 0
 
     async def handle(self, message: RunNow | GetExpiryStats) -> ExpiryStats | None:
@@ -103,6 +106,7 @@ class ExpiryActor(Actor[RunNow | GetExpiryStats]):
         self._next_run = asyncio.get_running_loop().time() + self._interval_s
         try:
             if not await self._lease.acquire():
+                self._swept_until_ms = None  # another holder sweeps on: read its mark later
                 return
             self._runs += 1
             await self._expire()
@@ -120,12 +124,21 @@ class ExpiryActor(Actor[RunNow | GetExpiryStats]):
                 logger.info("expiry: TEMP storage %s expired and was deleted", entry.id)
 
     async def _sweep(self) -> None:
+        """Removes the indices of storages deleted since the last sweep (less the overlap).
+
+        How far the sweeps got is kept in the lock index, so a new lease holder (after a
+        restart, or a takeover) goes on from there instead of visiting every storage ever
+        deleted; where no mark exists yet, the first sweep visits them all once.
+        """
         started = now_ms()
+        if self._swept_until_ms is None:
+            self._swept_until_ms = await self._swept_until.read() or 0
         since = max(0, self._swept_until_ms - self._sweep_overlap_ms)
         async for page in self._registry.deleted_since(since, size=_BATCH):
             for entry in page:
                 await self._lifecycle.drop_indices(entry.id)
-        self._swept_until_ms = started  # only once every page was swept
+        await self._swept_until.set(started)  # only once every page was swept
+        self._swept_until_ms = started
 
 
 def _describe(error: BaseException) -> str:

@@ -82,3 +82,32 @@ class Lease:
             return False
         self._version = (written["_seq_no"], written["_primary_term"])
         return True
+
+
+class Mark:
+    """A point in time that outlives the process that set it, such as how far a periodic job
+    got, so that the next owner of the job's lease goes on from there.
+
+    It is a document of the lock index in that index's own layout: ``timestamp`` is the mark,
+    ``locked`` is always false (it is no lock), so existing lock indices take it unchanged.
+    """
+
+    def __init__(self, client: AsyncElasticsearch, names: IndexNames, *, name: str) -> None:
+        self._client = client
+        self._index = names.registry_lock
+        self._name = name
+
+    async def read(self) -> int | None:
+        """The mark in epoch ms, or ``None`` when none was ever set."""
+        try:
+            document = await self._client.get(index=self._index, id=self._name)
+        except NotFoundError:
+            return None
+        return int(document["_source"].get("timestamp", 0))
+
+    async def set(self, timestamp_ms: int) -> None:
+        await self._client.index(
+            index=self._index,
+            id=self._name,
+            document={"locked": False, "timestamp": timestamp_ms},
+        )
