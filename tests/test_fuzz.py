@@ -167,3 +167,18 @@ async def test_regressions_found_by_fuzzing(api: object, create_storage: object)
     health = await api.get("/health")  # type: ignore[attr-defined]
     assert health.status == 200
     assert health.content_type in spec["paths"]["/health"]["get"]["produces"]
+
+
+async def test_continuing_a_finished_scroll_is_a_client_error(
+    api: object, create_storage: object
+) -> None:
+    """Found by schemathesis: a scroll of a storage without history records yet is over at its
+    first batch; continuing it answered 500 (Elasticsearch: 503, a scroll over no shards)."""
+    storage = await create_storage(history_enabled=True)  # type: ignore[operator]
+    first = await api.get(f"/history/{storage.id}?scroll=60000", headers=storage.headers)  # type: ignore[attr-defined]
+    assert first.status == 200
+    body = await first.json()
+    assert body["items"] == []
+    answer = await api.post("/history", json={"scrollId": body["scrollId"], "timeout": 1})  # type: ignore[attr-defined]
+    assert answer.status == 400
+    assert "unknown or expired" in (await answer.json())["error"]
