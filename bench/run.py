@@ -27,18 +27,21 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from elasticsearch import AsyncElasticsearch
 from elasticsearch.helpers import async_bulk, async_scan
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "bench-"
 LUA = ROOT / "bench" / "wrk" / "request.lua"
 DOCS = ROOT / "docs"
+HISTORY_DRAIN_DEADLINE_S = 120
 
 
 @dataclass
@@ -225,6 +228,40 @@ async def node_counters(es: AsyncElasticsearch) -> dict[str, int]:
     }
 
 
+async def service_metrics(session: aiohttp.ClientSession, svc: str) -> dict[str, float]:
+    """The service's /metrics, each sample name summed over its labels."""
+    async with session.get(f"{svc}/metrics") as answer:
+        answer.raise_for_status()
+        text = await answer.text()
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[sample.name] = values.get(sample.name, 0.0) + sample.value
+    return values
+
+
+async def es_requests_sent(session: aiohttp.ClientSession, svc: str) -> float:
+    """Every request the service has sent to Elasticsearch, by its own count: whatever the kind
+    (get, index, bulk, search, refresh) and including what its actors send in the background."""
+    metrics = await service_metrics(session, svc)
+    return metrics.get("kv_storage_elasticsearch_requests_total", 0.0)
+
+
+async def wait_for_history_written(session: aiohttp.ClientSession, svc: str) -> None:
+    """Until the service's history buffer is empty, so that the flushes of one scenario's
+    records do not land in the next scenario's numbers."""
+    deadline = time.monotonic() + HISTORY_DRAIN_DEADLINE_S
+    while True:
+        buffered = (await service_metrics(session, svc))["kv_storage_history_buffered_records"]
+        if buffered == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{buffered:.0f} history records still buffered after {HISTORY_DRAIN_DEADLINE_S} s"
+            )
+        await asyncio.sleep(0.5)
+
+
 # Scenarios ---------------------------------------------------------------------------------------
 
 
@@ -274,7 +311,6 @@ async def run(args: argparse.Namespace) -> list[Row]:
     pairs = {n: {f"k{i}": f"value {i}" for i in range(n)} for n in (100, 1000)}
     options = {"duration_s": args.duration, "connections": args.connections}
     rows: list[Row] = []
-    notes: dict[str, str] = {}
 
     def bulk_body(count: int) -> bytes:
         lines = []
@@ -283,7 +319,17 @@ async def run(args: argparse.Namespace) -> list[Row]:
             lines.append(json.dumps({"value": value}))
         return ("\n".join(lines) + "\n").encode()
 
-    with service(es_url, port) as process:
+    async with AsyncExitStack() as stack:
+        process = stack.enter_context(service(es_url, port))
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+
+        async def through_service(scenario: str, **request: Any) -> tuple[Run, str]:
+            """wrk on the service, and the Elasticsearch requests it sent per operation."""
+            before = await es_requests_sent(session, svc)
+            measured = wrk(scenario, request.pop("target", "service"), svc, **request, **options)
+            sent = await es_requests_sent(session, svc) - before
+            return measured, f"{sent / measured.requests:.2f} ES requests per op (service's count)"
+
         # Warm up both (connections, caches, JIT) before measuring.
         wrk(
             "warm-up",
@@ -305,18 +351,12 @@ async def run(args: argparse.Namespace) -> list[Row]:
             **options,
         )
         before = await node_counters(es)
-        measured = wrk(
-            "get",
-            "service",
-            svc,
-            method="GET",
-            path=f"/get/{plain_id}/key-0000001",
-            headers=plain,
-            **options,
+        measured, sent = await through_service(
+            "get", method="GET", path=f"/get/{plain_id}/key-0000001", headers=plain
         )
         after = await node_counters(es)
-        notes["get"] = f"{(after['get'] - before['get']) / measured.requests:.2f} ES get per op"
-        rows.append(Row("single get", reference, measured, notes["get"]))
+        gets = (after["get"] - before["get"]) / measured.requests
+        rows.append(Row("single get", reference, measured, f"{sent}; node: {gets:.2f} get per op"))
 
         reference = wrk(
             "set",
@@ -329,35 +369,37 @@ async def run(args: argparse.Namespace) -> list[Row]:
             **options,
         )
         before = await node_counters(es)
-        set_plain = wrk(
+        set_plain, sent = await through_service(
             "set",
-            "service",
-            svc,
             method="PUT",
             path=f"/set/{plain_id}/s{{n}}",
             headers={**plain, "Content-Type": "text/plain"},
             body=b"a small value",
-            **options,
         )
         after = await node_counters(es)
-        notes["set"] = (
-            f"{(after['index'] - before['index']) / set_plain.requests:.2f} ES index per op"
+        indexed = (after["index"] - before["index"]) / set_plain.requests
+        rows.append(
+            Row("single set", reference, set_plain, f"{sent}; node: {indexed:.2f} index per op")
         )
-        rows.append(Row("single set", reference, set_plain, notes["set"]))
 
-        set_history = wrk(
+        set_history, sent = await through_service(
             "set",
-            "service+history",
-            svc,
+            target="service+history",
             method="PUT",
             path=f"/set/{history_id}/s{{n}}",
             headers={"Secret-Key": history_secret, "Content-Type": "text/plain"},
             body=b"a small value",
-            **options,
         )
+        # Counted before the buffer is drained: the records still waiting are not in it.
         rows.append(
-            Row("set with history vs without", set_plain, set_history, "both through the service")
+            Row(
+                "set with history vs without",
+                set_plain,
+                set_history,
+                f"both through the service; {sent}",
+            )
         )
+        await wait_for_history_written(session, svc)
 
         body = json.dumps(keys100).encode()
         reference = wrk(
@@ -370,17 +412,14 @@ async def run(args: argparse.Namespace) -> list[Row]:
             body=json.dumps({"ids": keys100}).encode(),
             **options,
         )
-        measured = wrk(
+        measured, sent = await through_service(
             "mget 100",
-            "service",
-            svc,
             method="POST",
             path=f"/get/{plain_id}",
             headers={**plain, **json_type},
             body=body,
-            **options,
         )
-        rows.append(Row("multi-get 100", reference, measured))
+        rows.append(Row("multi-get 100", reference, measured, sent))
 
         for count in (100, 1000):
             before = await node_counters(es)
@@ -397,15 +436,12 @@ async def run(args: argparse.Namespace) -> list[Row]:
             after = await node_counters(es)
             es_per_op = (after["bulk"] - before["bulk"]) / reference.requests
             before = await node_counters(es)
-            measured = wrk(
+            measured, sent = await through_service(
                 f"mset {count}",
-                "service",
-                svc,
                 method="PUT",
                 path=f"/set/{plain_id}",
                 headers={**plain, **json_type},
                 body=json.dumps(pairs[count]).encode(),
-                **options,
             )
             after = await node_counters(es)
             per_op = (after["bulk"] - before["bulk"]) / measured.requests
@@ -414,7 +450,8 @@ async def run(args: argparse.Namespace) -> list[Row]:
                     f"multi-set {count}",
                     reference,
                     measured,
-                    f"shard bulk operations per op: service {per_op:.2f}, direct _bulk {es_per_op:.2f}",
+                    f"{sent}; node: shard bulk operations per op: service {per_op:.2f}, "
+                    f"direct _bulk {es_per_op:.2f}",
                 )
             )
 

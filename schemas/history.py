@@ -92,6 +92,19 @@ class HistoryScrollSchema(Schema):
     items = fields.List(fields.Nested(HistoryItemSchema), required=True)
 
 
+class HistorySearchSchema(Schema):
+    """What ``GET /history/{storage_id}`` answers: a page, or with ``scroll`` the first batch
+    of a scroll. Swagger 2.0 has no ``oneOf``, so the document states both in one schema."""
+
+    total = fields.Integer(required=True, metadata={"description": "All matching records"})
+    size = fields.Integer(required=True, metadata={"description": "Records in this answer"})
+    page = fields.Integer(metadata={"description": "The page number; absent with `scroll`"})
+    scrollId = fields.String(
+        metadata={"description": "With `scroll` only: pass it to POST /history for the next batch"}
+    )
+    items = fields.List(fields.Nested(HistoryItemSchema), required=True)
+
+
 class ScrollRequestSchema(Schema):
     class Meta:
         unknown = EXCLUDE

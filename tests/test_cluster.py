@@ -1,5 +1,6 @@
-"""A three-node cluster on loopback: one node is killed under mixed traffic and no request
-fails; the indices the service creates have replicas there."""
+"""A three-node cluster on loopback: the node holding the primary of the storage's data index
+is killed under mixed traffic (set, get, multi-get, list) and no request fails; the indices
+the service creates have replicas there."""
 
 import asyncio
 import os
@@ -16,6 +17,7 @@ from elasticsearch import AsyncElasticsearch
 
 from kv_storage import create_app
 from kv_storage.config import load_config
+from kv_storage.es.names import IndexNames
 from kv_storage.es.provisioning import initialise
 from tests.conftest import StorageRef
 from tests.test_storage_api import path
@@ -77,6 +79,20 @@ def _pid(name: str) -> int:
     return int((ROOT / ".cache" / "es-nodes" / name / "pid").read_text())
 
 
+async def _primary_holder(es: AsyncElasticsearch, index: str) -> str:
+    """The name of the node that holds the primary of ``index``'s first shard: killing it
+    makes the cluster promote a replica while writes to that index are under way."""
+    shards = await es.cat.shards(index=index, format="json", h="shard,prirep,state,node")
+    primaries = [
+        shard["node"]
+        for shard in sorted(shards.body, key=lambda shard: int(shard["shard"]))
+        if shard["prirep"] == "p" and shard["state"] == "STARTED"
+    ]
+    assert primaries, shards.body
+    assert primaries[0] in NODES, primaries
+    return str(primaries[0])
+
+
 async def test_a_node_killed_under_traffic_fails_no_request(
     cluster: list[str], aiohttp_client: Callable[[web.Application], Awaitable[Client]]
 ) -> None:
@@ -111,7 +127,7 @@ async def test_a_node_killed_under_traffic_fails_no_request(
         assert (await api.put(path("set", storage, f"k{n}"), data=b"v", headers=text)).status == 200
     await es.cluster.health(wait_for_status="green", timeout="60s")
 
-    statuses: list[int] = []
+    statuses: list[tuple[str, int]] = []  # (operation, status)
     stop = asyncio.Event()
 
     async def traffic(worker: int) -> None:
@@ -120,10 +136,20 @@ async def test_a_node_killed_under_traffic_fails_no_request(
             n += 1
             written = await api.put(path("set", storage, f"w{worker}-{n}"), data=b"v", headers=text)
             read = await api.get(path("get", storage, f"k{n % 20}"), headers=storage.headers)
-            listed = await api.post(
+            read_many = await api.post(
                 path("get", storage), json=["k1", "k2"], headers=storage.headers
             )
-            statuses.extend([written.status, read.status, listed.status])
+            listed = await api.get(path("list", storage), headers=storage.headers)
+            statuses.extend(
+                [
+                    ("set", written.status),
+                    ("get", read.status),
+                    ("multi-get", read_many.status),
+                    ("list", listed.status),
+                ]
+            )
+            if listed.status == 200:
+                assert {"k1", "k2"} <= set(await listed.json())
 
     workers = [asyncio.create_task(traffic(n)) for n in range(4)]
 
@@ -134,11 +160,12 @@ async def test_a_node_killed_under_traffic_fails_no_request(
         await wait_until(enough, timeout_s=120, what=f"{count} answers")
 
     await answered(60)
-    os.kill(_pid(NODES[1]), signal.SIGKILL)
+    victim = await _primary_holder(es, IndexNames(prefix).data(storage.id))
+    os.kill(_pid(victim), signal.SIGKILL)
     await answered(len(statuses) + 600)
     stop.set()
     await asyncio.gather(*workers)
-    failed = [status for status in statuses if status != 200]
+    failed = [answer for answer in statuses if answer[1] != 200]
     assert failed == [], f"{len(failed)} of {len(statuses)} requests failed: {sorted(set(failed))}"
 
     settings = await es.indices.get_settings(index=f"{prefix}*", name="index.number_of_replicas")

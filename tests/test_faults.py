@@ -1,12 +1,17 @@
 """Faults a real node can be made to have: Elasticsearch stopped under traffic and started
-again, and history written during such an outage. The node is a dedicated one
-(``test-faults``), stopped and started by these tests alone."""
+again, Elasticsearch hanging (SIGSTOP) under traffic and resuming, and history written during
+an outage. The node is a dedicated one (``test-faults``), stopped and started by these tests
+alone."""
 
 import asyncio
+import os
+import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -22,9 +27,13 @@ from tests.test_storage_api import path
 from tests.waiting import wait_until
 
 Client = TestClient[web.Request, web.Application]
-LOCAL_ES = Path(__file__).parents[1] / "scripts" / "local-es.sh"
+ROOT = Path(__file__).parents[1]
+LOCAL_ES = ROOT / "scripts" / "local-es.sh"
 NODE = "test-faults"
+NODE_PID_FILE = ROOT / ".cache" / "es-nodes" / NODE / "pid"
 REQUEST_TIMEOUT_S = 2.0
+ANSWER_MARGIN_S = 1.0
+"""What an answer may take beyond app.request-timeout: the event loop under load."""
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -61,12 +70,20 @@ async def stop_node() -> None:
 
 
 @pytest.fixture
+def history_flush_timeout() -> str:
+    """app.history.flush-timeout of the service under test; a test may parametrize it."""
+    return "300ms"
+
+
+@pytest.fixture
 async def faulty(
     fault_node: str,
     index_prefix: str,
+    history_flush_timeout: str,
     aiohttp_client: Callable[[web.Application], Awaitable[Client]],
 ) -> AsyncIterator[tuple[Client, StorageRef, AsyncElasticsearch]]:
     """A service on the dedicated node, with one history-keeping storage, cached already."""
+    await start_node()  # a no-op, unless a failed test left the node stopped
     es = AsyncElasticsearch(fault_node)
     await initialise(es, index_prefix)
     storage = StorageRef("faulty-storage", "faulty-secret")
@@ -87,7 +104,7 @@ async def faulty(
             "KV_STORAGE_ELASTICSEARCH_URI": fault_node,
             "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": index_prefix,
             "KV_STORAGE_APP_REQUEST_TIMEOUT": f"{REQUEST_TIMEOUT_S}s",
-            "KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT": "300ms",
+            "KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT": history_flush_timeout,
             "KV_STORAGE_APP_HISTORY_RETRY_LIMIT": "1000",
         }
     )
@@ -102,9 +119,17 @@ async def faulty(
     await es.close()
 
 
-async def set_value(
-    api: Client, storage: StorageRef, key: str
-) -> tuple[int, dict[str, str] | None, float]:
+@dataclass(frozen=True)
+class Answer:
+    key: str
+    started: float
+    """time.monotonic() when the request was sent."""
+    status: int
+    body: dict[str, Any] | None
+    seconds: float
+
+
+async def set_value(api: Client, storage: StorageRef, key: str) -> Answer:
     started = time.monotonic()
     response = await api.put(
         path("set", storage, key),
@@ -112,47 +137,131 @@ async def set_value(
         headers={**storage.headers, "Content-Type": "text/plain"},
     )
     body = await response.json() if response.content_type == "application/json" else None
-    return response.status, body, time.monotonic() - started
+    return Answer(key, started, response.status, body, time.monotonic() - started)
+
+
+async def traffic_across(
+    api: Client, storage: StorageRef, fault: Callable[[], Awaitable[None]], *, label: str
+) -> tuple[list[Answer], float]:
+    """Sets from 8 clients without pause, before, while and after ``fault`` happens, so that
+    requests are in flight when it strikes. Returns every answer, and when ``fault`` was over;
+    by then at least 16 requests were sent after it."""
+    answers: list[Answer] = []
+    done = asyncio.Event()
+
+    async def client(number: int) -> None:
+        sent = 0
+        while not done.is_set():
+            answers.append(await set_value(api, storage, f"{label}-{number}-{sent}"))
+            sent += 1
+
+    clients = [asyncio.create_task(client(n)) for n in range(8)]
+    try:
+
+        async def flowing() -> bool:
+            return len(answers) >= 16
+
+        await wait_until(flowing, what="traffic flowing")
+        await fault()
+        fault_over = time.monotonic()
+
+        async def sent_after_fault() -> bool:
+            return sum(answer.started > fault_over for answer in answers) >= 16
+
+        await wait_until(sent_after_fault, timeout_s=30, what="16 requests after the fault")
+    finally:
+        done.set()
+        await asyncio.gather(*clients)
+    return answers, fault_over
+
+
+def assert_failed_well(answer: Answer, *causes: str) -> None:
+    """A 500 in time, with a JSON body whose error names one of ``causes``."""
+    assert answer.status == 500, answer
+    assert answer.body is not None, answer
+    assert any(cause in answer.body["error"] for cause in causes), answer
+    assert answer.seconds <= REQUEST_TIMEOUT_S + ANSWER_MARGIN_S, answer
+
+
+async def assert_unhealthy(api: Client) -> None:
+    started = time.monotonic()
+    health = await api.get("/health", params={"detailed": "true"})
+    assert health.status == 500
+    assert (await health.json())["status"] == "UNHEALTHY"
+    assert time.monotonic() - started <= REQUEST_TIMEOUT_S + ANSWER_MARGIN_S
+
+
+async def assert_serving_again(api: Client, storage: StorageRef, key: str) -> None:
+    """The same service (no restart) writes and reads again, and says it is healthy."""
+
+    async def serving_again() -> bool:
+        return (await set_value(api, storage, key)).status == 200
+
+    await wait_until(serving_again, timeout_s=60, interval_s=0.5, what="the service serving again")
+    response = await api.get(path("get", storage, key), headers=storage.headers)
+    assert (response.status, await response.text()) == (200, key)
+    assert (await api.get("/health", params={"detailed": "true"})).status == 200
 
 
 async def test_elasticsearch_stopped_under_traffic_and_back(
     faulty: tuple[Client, StorageRef, AsyncElasticsearch],
 ) -> None:
     api, storage, _ = faulty
-    await stop_node()
-    answers = await asyncio.gather(*(set_value(api, storage, f"during-{n}") for n in range(20)))
-    for status, body, seconds in answers:
-        assert status == 500
-        assert body is not None
-        assert "Elasticsearch" in body["error"], body
-        assert seconds <= REQUEST_TIMEOUT_S + 1.0
-    health = await api.get("/health", params={"detailed": "true"})
-    assert health.status == 500
-    assert (await health.json())["status"] == "UNHEALTHY"
+    answers, stopped = await traffic_across(api, storage, stop_node, label="stop")
+    for answer in answers:
+        if answer.status != 200 or answer.started > stopped:
+            assert_failed_well(answer, "Elasticsearch")
+    # Requests sent while the node was shutting down, not only once it was gone.
+    assert any(answer.status == 500 and answer.started < stopped for answer in answers)
+    await assert_unhealthy(api)
 
     await start_node()
-
-    async def serving_again() -> bool:
-        status, _, _ = await set_value(api, storage, "after")
-        return status == 200
-
-    await wait_until(serving_again, timeout_s=60, interval_s=0.5, what="the service serving again")
-    response = await api.get(path("get", storage, "after"), headers=storage.headers)
-    assert (response.status, await response.text()) == (200, "after")
-    assert (await api.get("/health", params={"detailed": "true"})).status == 200
+    await assert_serving_again(api, storage, "after-stop")
 
 
+async def test_elasticsearch_hanging_under_traffic_and_resuming(
+    faulty: tuple[Client, StorageRef, AsyncElasticsearch],
+) -> None:
+    """A node that takes connections and never answers (stopped with SIGSTOP, as a node in a
+    long GC pause or on a frozen host): every request still gets its answer in time."""
+    api, storage, _ = faulty
+    pid = int(NODE_PID_FILE.read_text())
+
+    async def hang() -> None:
+        os.kill(pid, signal.SIGSTOP)
+
+    try:
+        answers, hung = await traffic_across(api, storage, hang, label="hang")
+        for answer in answers:
+            if answer.status != 200 or answer.started > hung:
+                assert_failed_well(answer, "Elasticsearch", f"within {REQUEST_TIMEOUT_S:g} s")
+        # Requests waiting on the node when it froze get their answer in time as well.
+        assert any(answer.status == 500 and answer.started < hung for answer in answers)
+        await assert_unhealthy(api)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await assert_serving_again(api, storage, "after-hang")
+
+
+# Long enough that the records surely wait in the buffer when the node is gone (the stop
+# takes a few seconds), and the first write of them fails.
+@pytest.mark.parametrize("history_flush_timeout", ["15s"])
 async def test_history_of_a_short_outage_is_all_written(
     faulty: tuple[Client, StorageRef, AsyncElasticsearch], index_prefix: str
 ) -> None:
     api, storage, es = faulty
     history = api.app[HISTORY_ACTOR]
-    await wait_until(lambda: _settled(history), what="the warm-up record written")
     keys = [f"k{n}" for n in range(50)]
     answers = await asyncio.gather(*(set_value(api, storage, key) for key in keys))
-    assert {status for status, _, _ in answers} == {200}
-    await stop_node()  # the records wait in the buffer, and their writes fail
-    await wait_until(lambda: _retried(history), what="a failed history write")
+    assert {answer.status for answer in answers} == {200}
+    await stop_node()
+    stats = await history.stats()
+    # The warm-up record and these 50: none tried yet, so each must survive a failed write.
+    assert (stats.buffered, stats.flushes) == (len(keys) + 1, 0), stats
+    await wait_until(
+        lambda: _retried(history), timeout_s=30, interval_s=0.2, what="a failed history write"
+    )
+    assert (await history.stats()).retried == len(keys) + 1
     await start_node()
     await wait_until(
         lambda: _settled(history), timeout_s=60, interval_s=0.2, what="the records written"
@@ -162,7 +271,8 @@ async def test_history_of_a_short_outage_is_all_written(
     found = await es.search(index=index, size=1000, query={"terms": {"key": keys}})
     written = sorted(hit["_source"]["key"] for hit in found["hits"]["hits"])
     assert written == sorted(keys)  # each record once: none lost, none duplicated
-    assert (await history.stats()).lost == 0
+    stats = await history.stats()
+    assert (stats.written, stats.lost, stats.dropped) == (len(keys) + 1, 0, 0), stats
 
 
 async def _settled(history: object) -> bool:

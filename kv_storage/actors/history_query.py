@@ -105,6 +105,10 @@ class HistoryQueryActor(Actor[HistoryQueryMessage]):
         es_scroll_id = batch.scroll_id or ""
         if es_scroll_id and (not batch.items or returned >= batch.total):
             await self._store.release_scroll(es_scroll_id)  # the last batch: nothing to keep
+            # A released scroll cannot continue; its token says so without asking
+            # Elasticsearch, which answers 503 (not 404) for a scroll over no shards at all
+            # (a history index not created yet).
+            es_scroll_id = ""
         return HistoryAnswer(
             total=batch.total, items=batch.items, scroll_id=_encode(es_scroll_id, returned)
         )

@@ -17,6 +17,7 @@ from schemas.history import (
     HistoryPageSchema,
     HistoryQuerySchema,
     HistoryScrollSchema,
+    HistorySearchSchema,
     ScrollRequestSchema,
 )
 
@@ -44,7 +45,7 @@ def _error(description: str) -> dict[str, Any]:
         200: {
             "description": "A page (`page` answer) or a scroll batch (`scrollId` answer, "
             "with `scroll`)",
-            "schema": HistoryPageSchema,
+            "schema": HistorySearchSchema,
         },
         400: _error("Invalid parameters, or the storage keeps no history (TEMP, or disabled)"),
         401: _error("The Secret-Key header is missing or wrong"),
