@@ -15,6 +15,7 @@ from elasticsearch import ApiError
 from marshmallow import ValidationError
 
 from kv_storage.errors import ServiceError
+from kv_storage.es import waits
 from kv_storage.es.errors import describe, is_elasticsearch_error
 
 logger = logging.getLogger(__name__)
@@ -157,14 +158,16 @@ def timeout_middleware(timeout_s: float) -> Middleware:
     async def request_timeout(request: web.Request, handler: Handler) -> web.StreamResponse:
         deadline = asyncio.timeout(timeout_s)
         request[_DEADLINE] = deadline
+        elasticsearch = waits.track()
         try:
             async with deadline:
                 return await handler(request)
         except TimeoutError:
             if not deadline.expired():
                 raise
+            cause = ": Elasticsearch did not answer in time" if elasticsearch.waiting else ""
             raise RequestTimeoutError(
-                f"the request was not processed within {timeout_s:g} s"
+                f"the request was not processed within {timeout_s:g} s{cause}"
             ) from None
 
     return request_timeout

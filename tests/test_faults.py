@@ -234,7 +234,8 @@ async def test_elasticsearch_hanging_under_traffic_and_resuming(
         answers, hung = await traffic_across(api, storage, hang, label="hang")
         for answer in answers:
             if answer.status != 200 or answer.started > hung:
-                assert_failed_well(answer, "Elasticsearch", f"within {REQUEST_TIMEOUT_S:g} s")
+                # Also an answer cut short by the request's own deadline names Elasticsearch.
+                assert_failed_well(answer, "Elasticsearch did not answer in time")
         # Requests waiting on the node when it froze get their answer in time as well.
         assert any(answer.status == 500 and answer.started < hung for answer in answers)
         await assert_unhealthy(api)

@@ -4,6 +4,7 @@ from elastic_transport import AsyncTransport, OrjsonSerializer
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.config import ElasticsearchConfig
+from kv_storage.es.waits import counting
 
 
 def create_client(
@@ -29,5 +30,5 @@ def create_client(
         # orjson encodes and decodes several times faster than the json module: it was 45% of
         # a 1,000-key multi-set. It refuses text without a UTF-8 form, which never gets here.
         serializers={"application/json": OrjsonSerializer()},
-        transport_class=transport_class,
+        transport_class=counting(transport_class),
     )
