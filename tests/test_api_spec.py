@@ -82,6 +82,10 @@ async def test_swagger_ui_renders_the_operations_offline(
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        # No address but the service's resolves: a page that needed the internet would fail.
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        "--proxy-server=http://127.0.0.1:9",
+        "--proxy-bypass-list=127.0.0.1",
         f"--user-data-dir={tmp_path}",
         "--virtual-time-budget=15000",
         "--dump-dom",
