@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
-from jsonschema import Draft4Validator
+from jsonschema import Draft4Validator  # type: ignore[import-untyped]
 
 from kv_storage import create_app
 from kv_storage.config import Config
@@ -366,7 +366,7 @@ async def test_the_spec_documents_every_real_answer(api: Client, history: Storag
     _, first = await search(api, history, scroll=60000, size=2)
     for answer in (page, beyond, first):
         searched.validate(answer)
-    scroll_id, batches = first["scrollId"], []
+    scroll_id, batches = first["scrollId"], list[dict[str, Any]]()
     while not batches or batches[-1]["items"]:
         response = await api.post("/history", json={"scrollId": scroll_id, "timeout": 60000})
         batches.append(await response.json())
