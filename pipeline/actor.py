@@ -244,10 +244,11 @@ class HistoryActor(Actor[HistoryMessage]):
             failed = {entry.id for entry in batch}
             self._paused_until = loop_now + self._config.flush_timeout_s
             logger.warning(
-                "history: writing %d records failed (%s); retrying in %g s",
+                "history: writing %d records failed (%s); retrying in %g s (requests: %s)",
                 len(batch),
                 _describe(error),
                 self._config.flush_timeout_s,
+                _requests([entry.record for entry in batch]),
             )
         else:
             failed = task.result()
@@ -291,9 +292,12 @@ class HistoryActor(Actor[HistoryMessage]):
             except TimeoutError:
                 break
             except Exception:
-                await asyncio.sleep(min(_DRAIN_BACKOFF_S, max(0.0, deadline - loop.time())))
+                pass  # settled below: the batch goes again
             self._flush_task = None
+            retried_before = self._retried
             self._settle(task)
+            if self._retried > retried_before:  # not back to back: retry-limit is not a burst
+                await asyncio.sleep(min(_DRAIN_BACKOFF_S, max(0.0, deadline - loop.time())))
         if self._flush_task is not None:
             self._flush_task.cancel()
             self._flush_task = None

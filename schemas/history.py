@@ -5,7 +5,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from schemas.fields import QueryInteger, StrictInteger
+from schemas.fields import MAX_KEEP_ALIVE_MS, QueryInteger, StrictInteger
 
 OPERATIONS = ("set", "delete", "clear")
 SORT_FIELDS = ("key", "value", "timestamp", "operation")
@@ -50,13 +50,21 @@ class HistoryQuerySchema(Schema):
             "description": "Records per page or scroll batch (default: app.default-page-size)"
         },
     )
-    scroll = _positive("Open a scroll that stays alive this many ms between requests")
+    scroll = QueryInteger(
+        validate=validate.Range(min=1, max=MAX_KEEP_ALIVE_MS),
+        metadata={
+            "description": "Open a scroll that stays alive this many ms between requests "
+            f"(at most {MAX_KEEP_ALIVE_MS}, 24 h)"
+        },
+    )
 
     @validates_schema
     def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
         start, end = data.get("start"), data.get("end")
         if start is not None and end is not None and start > end:
             raise ValidationError("must not be greater than end", "start")
+        if data.get("scroll") is None and "size" in data:
+            check_page_window(data["page"], data["size"])
         directions: dict[str, bool] = {}
         for item in data.get("sort", []):
             field = item.removeprefix("-")
@@ -67,6 +75,21 @@ class HistoryQuerySchema(Schema):
             descending = item.startswith("-")
             if directions.setdefault(field, descending) != descending:
                 raise ValidationError(f"{field} is asked in both directions", "sort")
+
+
+def check_page_window(page: int, size: int) -> None:
+    """Refuses a page beyond the first ``MAX_WINDOW`` records, before Elasticsearch sees it.
+
+    Elasticsearch refuses such a page too, but a huge ``page`` makes ``from + size`` overflow
+    its int first, and that failure is not one a client can tell from an outage. The handler
+    calls this again with the configured default size when the request gives none.
+    """
+    if page * size > MAX_WINDOW:  # the page's last record, (page - 1) * size + size
+        message = (
+            f"page {page} of size {size} reaches beyond the first {MAX_WINDOW} records that "
+            "paging can return; use scroll instead"
+        )
+        raise ValidationError({"page": [message]})  # named also when raised outside a schema
 
 
 class HistoryItemSchema(Schema):
@@ -87,20 +110,34 @@ class HistoryScrollSchema(Schema):
     total = fields.Integer(required=True, metadata={"description": "All matching records"})
     size = fields.Integer(required=True, metadata={"description": "Records in this answer"})
     scrollId = fields.String(
-        required=True, metadata={"description": "Pass it to POST /history for the next batch"}
+        required=True,
+        metadata={
+            "description": "Pass it to POST /history for the next batch; after the last "
+            "batch, it answers batches with no items"
+        },
     )
     items = fields.List(fields.Nested(HistoryItemSchema), required=True)
 
 
-class HistorySearchSchema(Schema):
-    """What ``GET /history/{storage_id}`` answers: a page, or with ``scroll`` the first batch
-    of a scroll. Swagger 2.0 has no ``oneOf``, so the document states both in one schema."""
+class HistorySearchAnswerSchema(Schema):
+    """What ``GET /history/<id>`` answers: a page or the first batch of a scroll.
+
+    Swagger 2.0 has no ``oneOf``: one shape that both satisfy, saying which field comes when.
+    """
+
+    class Meta:
+        description = (
+            "A page (no `scroll` parameter): `page` is given, `scrollId` is not. The first "
+            "batch of a scroll (`scroll` parameter): `scrollId` is given, `page` is not."
+        )
 
     total = fields.Integer(required=True, metadata={"description": "All matching records"})
     size = fields.Integer(required=True, metadata={"description": "Records in this answer"})
-    page = fields.Integer(metadata={"description": "The page number; absent with `scroll`"})
+    page = fields.Integer(metadata={"description": "The page number; only in a page answer"})
     scrollId = fields.String(
-        metadata={"description": "With `scroll` only: pass it to POST /history for the next batch"}
+        metadata={
+            "description": "Only in a scroll answer: pass it to POST /history for the next batch"
+        }
     )
     items = fields.List(fields.Nested(HistoryItemSchema), required=True)
 
@@ -112,6 +149,9 @@ class ScrollRequestSchema(Schema):
     scrollId = fields.String(required=True)
     timeout = StrictInteger(
         required=True,
-        validate=validate.Range(min=1),
-        metadata={"description": "Keep the scroll alive this many ms for the next request"},
+        validate=validate.Range(min=1, max=MAX_KEEP_ALIVE_MS),
+        metadata={
+            "description": "Keep the scroll alive this many ms for the next request "
+            f"(at most {MAX_KEEP_ALIVE_MS}, 24 h)"
+        },
     )

@@ -6,13 +6,14 @@ real node is in test_history_pipeline.py.
 """
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Sequence
 
 import pytest
 
 from kv_storage.config import HistoryConfig
-from pipeline.actor import HistoryActor, WriteFailedError
+from pipeline.actor import _DRAIN_BACKOFF_S, HistoryActor, WriteFailedError
 from pipeline.records import HistoryRecord, Operation
 from tests.waiting import wait_until
 
@@ -22,20 +23,26 @@ class FakeWriter:
         self.batches: list[list[HistoryRecord]] = []
         self.failing = False
         self.hanging = False
+        self.refusing = False
+        """Every record fails on its own (as under a write block), the request succeeds."""
         self.written: list[HistoryRecord] = []
+        self.times: list[float] = []
 
     async def write(self, batch: Sequence[tuple[str, HistoryRecord]]) -> set[str]:
         self.batches.append([record for _, record in batch])
+        self.times.append(asyncio.get_running_loop().time())
         if self.hanging:
             await asyncio.Event().wait()
         if self.failing:
             raise WriteFailedError("Elasticsearch is unreachable: test")
+        if self.refusing:
+            return {record_id for record_id, _ in batch}
         self.written += [record for _, record in batch]
         return set()
 
 
-def record(n: int, storage: str = "s1") -> HistoryRecord:
-    return HistoryRecord(storage, f"k{n}", f"v{n}", Operation.SET, 1000 + n)
+def record(n: int, storage: str = "s1", request_id: str | None = None) -> HistoryRecord:
+    return HistoryRecord(storage, f"k{n}", f"v{n}", Operation.SET, 1000 + n, request_id)
 
 
 def actor(writer: FakeWriter, **settings: float) -> HistoryActor:
@@ -123,3 +130,49 @@ async def test_records_of_a_stopped_actor_are_logged_as_lost(
     with caplog.at_level(logging.ERROR, logger="pipeline.actor"):
         history.record([record(1, storage="s9")])  # never raises into the storage request
     assert "1 records lost (storages: s9; requests: none)" in caplog.text
+
+
+@pytest.mark.parametrize("fault", ["refusing", "failing"])
+async def test_the_shutdown_flush_waits_between_retried_batches(
+    fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = FakeWriter()
+    setattr(writer, fault, True)
+    history = actor(writer, retry_limit=4, shutdown_s=5.0)
+    history.record([record(n) for n in range(3)])
+    with caplog.at_level(logging.ERROR, logger="pipeline.actor"):
+        await history.stop()
+    assert len(writer.batches) == 4  # retry-limit attempts...
+    gaps = [later - earlier for earlier, later in itertools.pairwise(writer.times)]
+    assert min(gaps) >= _DRAIN_BACKOFF_S * 0.9, gaps  # ...not spent in a few milliseconds
+    assert "3 records lost after 4 attempts" in caplog.text
+
+
+async def test_the_shutdown_flush_backoff_stays_within_its_bound() -> None:
+    writer = FakeWriter()
+    writer.refusing = True
+    history = actor(writer, retry_limit=1000, shutdown_s=0.5)
+    history.record([record(1)])
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await history.stop()
+    assert loop.time() - began < 1.5
+    assert 2 <= len(writer.batches) <= 4  # about 0.5 s / _DRAIN_BACKOFF_S
+
+
+async def test_a_failed_write_names_the_requests_behind_its_records(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    writer = FakeWriter()
+    writer.failing = True
+    history = actor(writer, flush_size=2, retry_limit=5)
+    with caplog.at_level(logging.WARNING, logger="pipeline.actor"):
+        history.record([record(1, request_id="req-1"), record(2, request_id="req-2")])
+
+        async def retried() -> bool:
+            return (await history.stats()).retried == 2
+
+        await wait_until(retried)
+    assert "writing 2 records failed" in caplog.text
+    assert "(requests: req-1, req-2)" in caplog.text
+    await history.stop(timeout_s=0.1)

@@ -1,6 +1,8 @@
 """GET /history/<id> and POST /history against the real node: validation, filters, sorting,
 paging, scrolling, and the 400/401/404 cases."""
 
+import base64
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -8,10 +10,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
+from jsonschema import Draft4Validator  # type: ignore[import-untyped]
 
 from kv_storage import create_app
 from kv_storage.config import Config
-from tests.conftest import StorageFactory, StorageRef
+from schemas.fields import MAX_KEEP_ALIVE_MS, MAX_LONG
+from tests.conftest import CountingProxy, StorageFactory, StorageRef
 from tests.test_storage_api import put
 from tests.waiting import wait_until
 
@@ -143,6 +147,8 @@ async def test_sorting_by_every_field(
         ({"size": 10001}, "size"),
         ({"scroll": 0}, "scroll"),
         ({"scroll": "soon"}, "scroll"),
+        ({"scroll": MAX_KEEP_ALIVE_MS + 1}, "scroll"),
+        ({"scroll": MAX_LONG}, "scroll"),
         ({"operations": "set,update"}, "operations"),
         ({"sort": "color"}, "sort"),
         ({"sort": "key,-key"}, "sort"),
@@ -157,17 +163,86 @@ async def test_invalid_parameters_are_400_naming_them(
     assert body["error"].startswith(f"{parameter}: "), body
 
 
-async def test_paging_beyond_the_window_suggests_scrolling(
-    api: Client, history: StorageRef
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"page": 1001, "size": 10},
+        {"page": 2, "size": 10000},
+        {"page": 201},  # of the default size, 50
+        {"page": 10001},
+        {"page": 2**62, "size": 10000},
+        {"page": MAX_LONG, "size": 10000},  # (page - 1) * size overflows Elasticsearch's int
+    ],
+)
+async def test_paging_beyond_the_window_is_400_naming_page_before_elasticsearch(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    es_proxy: CountingProxy,
+    history: StorageRef,
+    params: dict[str, Any],
 ) -> None:
-    status, body = await search(api, history, page=1001, size=10)
+    api = await aiohttp_client(create_app(make_config(KV_STORAGE_ELASTICSEARCH_URI=es_proxy.url)))
+    status, body = await search(api, history, **params)
     assert status == 400
+    assert body["error"].startswith("page: "), body
     assert "use scroll" in body["error"]
+    assert es_proxy.count(path_part="storage-history") == 0
 
 
-async def test_scroll_to_the_end_releases_the_scroll(
-    api: Client, history: StorageRef, es: AsyncElasticsearch
+@pytest.mark.parametrize(
+    "params", [{"page": 1000, "size": 10}, {"page": 1, "size": 10000}, {"page": 200}]
+)
+async def test_the_last_pages_of_the_window_are_answered(
+    api: Client, history: StorageRef, params: dict[str, Any]
 ) -> None:
+    status, body = await search(api, history, **params)
+    assert status == 200, body
+    assert body["page"] == params["page"]
+
+
+async def test_a_scroll_may_live_24_hours(api: Client, history: StorageRef) -> None:
+    status, body = await search(api, history, scroll=MAX_KEEP_ALIVE_MS, size=2)
+    assert (status, body["size"]) == (200, 2)
+    response = await api.post(
+        "/history", json={"scrollId": body["scrollId"], "timeout": MAX_KEEP_ALIVE_MS}
+    )
+    assert response.status == 200
+    too_long = await api.post(
+        "/history", json={"scrollId": body["scrollId"], "timeout": MAX_KEEP_ALIVE_MS + 1}
+    )
+    assert too_long.status == 400
+    assert (await too_long.json())["error"].startswith("timeout: ")
+
+
+@pytest.mark.parametrize(
+    ("params", "timestamps"),
+    [
+        ({"start": MAX_LONG}, []),
+        ({"end": MAX_LONG}, [1000, 2000, 3000, 4000, 5000]),
+        ({"start": 3000, "end": MAX_LONG}, [3000, 4000, 5000]),
+        ({"start": MAX_LONG, "end": MAX_LONG}, []),
+    ],
+)
+async def test_the_largest_timestamps_are_answered(
+    api: Client, history: StorageRef, params: dict[str, Any], timestamps: list[int]
+) -> None:
+    status, body = await search(api, history, **params)
+    assert status == 200, body
+    assert [item["timestamp"] for item in body["items"]] == timestamps
+
+
+async def test_scroll_to_the_end_releases_the_scroll_and_then_answers_no_items(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    es_proxy: CountingProxy,
+    history: StorageRef,
+    es: AsyncElasticsearch,
+) -> None:
+    """The loop of the original's clients: POST /history until a batch has no items."""
+    api = await aiohttp_client(create_app(make_config(KV_STORAGE_ELASTICSEARCH_URI=es_proxy.url)))
+
     async def open_contexts() -> int:
         stats = await es.nodes.stats(metric="indices", index_metric="search")
         return sum(node["indices"]["search"]["scroll_current"] for node in stats["nodes"].values())
@@ -180,20 +255,27 @@ async def test_scroll_to_the_end_releases_the_scroll(
     assert await open_contexts() == before + 1
     seen = triples(first["items"])
     scroll_id = first["scrollId"]
+    batches = []
     while True:
         response = await api.post("/history", json={"scrollId": scroll_id, "timeout": 60000})
         assert response.status == 200
         batch = await response.json()
         assert set(batch) == {"total", "size", "scrollId", "items"}
+        batches.append(batch)
         seen += triples(batch["items"])
         scroll_id = batch["scrollId"]
-        if len(seen) == 5:
+        if not batch["items"]:
             break
+        assert len(batches) < 10, "the scroll never ended"
     assert seen == triples(RECORDS)
-    assert await open_contexts() == before  # the last batch released it
-    after_end = await api.post("/history", json={"scrollId": scroll_id, "timeout": 60000})
-    assert after_end.status == 400
-    assert (await after_end.json())["error"] == "the scroll id is unknown or expired"
+    assert [batch["size"] for batch in batches] == [2, 1, 0]
+    assert await open_contexts() == before  # the batch with the last records released it
+    assert batches[-1] == {"total": 5, "size": 0, "scrollId": batches[-2]["scrollId"], "items": []}
+    continuations = es_proxy.count("POST", "/_search/scroll")
+    assert continuations == 2  # the empty answer did not ask Elasticsearch
+    again = await api.post("/history", json={"scrollId": scroll_id, "timeout": 60000})
+    assert (again.status, await again.json()) == (200, batches[-1])
+    assert es_proxy.count("POST", "/_search/scroll") == continuations
 
 
 async def test_a_scroll_that_fits_in_one_batch_is_released_at_once(
@@ -202,7 +284,27 @@ async def test_a_scroll_that_fits_in_one_batch_is_released_at_once(
     status, body = await search(api, history, scroll=60000, size=10)
     assert (status, body["size"]) == (200, 5)
     response = await api.post("/history", json={"scrollId": body["scrollId"], "timeout": 1000})
-    assert response.status == 400
+    assert response.status == 200
+    assert (await response.json())["items"] == []
+
+
+async def test_an_empty_scroll_is_over_at_once(api: Client, create_storage: StorageFactory) -> None:
+    storage = await create_storage(history_enabled=True)
+    status, body = await search(api, storage, scroll=60000)
+    assert (status, body["total"], body["items"]) == (200, 0, [])
+    response = await api.post("/history", json={"scrollId": body["scrollId"], "timeout": 1000})
+    assert await response.json() == {
+        "total": 0,
+        "size": 0,
+        "scrollId": body["scrollId"],
+        "items": [],
+    }
+
+
+def token(content: str) -> bytes:
+    """A scroll id made by hand, in the service's encoding (URL-safe base64 of JSON)."""
+    encoded = base64.urlsafe_b64encode(content.encode()).decode().rstrip("=")
+    return json.dumps({"scrollId": encoded, "timeout": 1000}).encode()
 
 
 @pytest.mark.parametrize(
@@ -221,6 +323,13 @@ async def test_a_scroll_that_fits_in_one_batch_is_released_at_once(
         (b'{"scrollId": "x", "timeout": 1000}', "text/plain"),
         (b'{"scrollId": "not-a-scroll", "timeout": 1000}', "application/json"),
         (b'{"scrollId": "WyJub3QtZXMiLDBd", "timeout": 1000}', "application/json"),
+        (token('{"finished": -1}'), "application/json"),
+        (token('{"finished": true}'), "application/json"),
+        (token('{"finished": 1.5}'), "application/json"),
+        (token(f'{{"finished": {2**63}}}'), "application/json"),
+        (token('{"finished": 5, "more": 1}'), "application/json"),
+        (token('["", 0]'), "application/json"),
+        (token('["x", -1]'), "application/json"),
     ],
 )
 async def test_scroll_continuation_refuses_bad_requests(
@@ -229,6 +338,41 @@ async def test_scroll_continuation_refuses_bad_requests(
     response = await api.post("/history", data=body, headers={"Content-Type": content_type})
     assert response.status == 400
     assert (await response.json())["error"]
+
+
+def answer_validator(spec: dict[str, Any], path: str, method: str) -> Draft4Validator:
+    """Validates against the documented 200 answer; Swagger 2.0's ``x-nullable`` becomes a
+    ``null`` type, which is what it means."""
+
+    def nullable(node: Any) -> Any:
+        if isinstance(node, dict):
+            node = {k: nullable(v) for k, v in node.items()}
+            if node.pop("x-nullable", False):
+                node["type"] = [node["type"], "null"]
+        elif isinstance(node, list):
+            node = [nullable(item) for item in node]
+        return node
+
+    schema = spec["paths"][path][method]["responses"]["200"]["schema"]
+    return Draft4Validator({**schema, "definitions": nullable(spec["definitions"])})
+
+
+async def test_the_spec_documents_every_real_answer(api: Client, history: StorageRef) -> None:
+    spec = await (await api.get("/api/docs/swagger.json")).json()
+    searched = answer_validator(spec, "/history/{storage_id}", "get")
+    continued = answer_validator(spec, "/history", "post")
+    _, page = await search(api, history, size=2)
+    _, beyond = await search(api, history, size=2, page=9)
+    _, first = await search(api, history, scroll=60000, size=2)
+    for answer in (page, beyond, first):
+        searched.validate(answer)
+    scroll_id, batches = first["scrollId"], list[dict[str, Any]]()
+    while not batches or batches[-1]["items"]:
+        response = await api.post("/history", json={"scrollId": scroll_id, "timeout": 60000})
+        batches.append(await response.json())
+        scroll_id = batches[-1]["scrollId"]
+        continued.validate(batches[-1])
+    assert [batch["size"] for batch in batches] == [2, 1, 0]
 
 
 async def test_temp_and_history_less_storages_are_400(

@@ -7,19 +7,23 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage import create_app
 from kv_storage.app_keys import HISTORY_ACTOR
 from kv_storage.config import Config
-from pipeline.actor import HistoryStats
+from kv_storage.es.history import HistoryStore
+from kv_storage.es.names import IndexNames
+from pipeline.actor import HistoryStats, WriteFailedError
+from pipeline.records import HistoryRecord, Operation
 from tests.conftest import CountingProxy, StorageFactory, StorageRef
 from tests.test_storage_api import path, put
 from tests.waiting import wait_until
@@ -312,3 +316,104 @@ async def test_buffered_records_are_written_when_the_process_gets_sigterm(
     assert sorted(r["key"] for r in await records(es, index_prefix, storage)) == sorted(
         f"k{n}" for n in range(20)
     )
+
+
+def history_batch(storage: StorageRef, values: list[str]) -> list[tuple[str, HistoryRecord]]:
+    return [
+        (f"r{n}", HistoryRecord(storage.id, f"k{n}", value, Operation.SET, 1000 + n))
+        for n, value in enumerate(values)
+    ]
+
+
+async def test_a_batch_goes_in_bulk_requests_of_at_most_the_byte_cap(
+    initialised_config: Config,
+    create_storage: StorageFactory,
+    es_proxy: CountingProxy,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+) -> None:
+    storage = await create_storage(history_enabled=True)
+    values = ["small"] * 10 + ["x" * 20_000] + ["small"] * 10
+    async with AsyncElasticsearch(es_proxy.url) as client:
+        store = HistoryStore(client, IndexNames(index_prefix), max_bulk_bytes=4096)
+        assert await store.write(history_batch(storage, values)) == set()
+    assert es_proxy.count("PUT", "/_bulk") + es_proxy.count("POST", "/_bulk") == 3
+    found = await records(es, index_prefix, storage)
+    assert [r["value"] for r in found] == values
+
+
+@dataclass
+class LimitedProxy:
+    url: str
+    slow_s: float = 0.0
+    """How long each request is held back, as by a busy node."""
+
+
+@pytest.fixture
+async def size_limited_es(
+    es_url: str, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> AsyncIterator[LimitedProxy]:
+    """The real node behind a proxy that refuses bodies over 8 KB with 413, as Elasticsearch
+    does past ``http.max_content_length`` (100 MB: too costly to reach in a test), and that
+    can hold requests back (a busy node, which a test cannot order)."""
+    session = aiohttp.ClientSession()
+    limited = LimitedProxy("")
+
+    async def forward(request: web.Request) -> web.Response:
+        body = await request.read()
+        if len(body) > 8192:
+            return web.json_response({"error": "content too long"}, status=413)
+        await asyncio.sleep(limited.slow_s)
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() in ("content-type", "accept")
+        }
+        async with session.request(
+            request.method, es_url + request.raw_path, headers=headers, data=body
+        ) as answer:
+            passed = {"Content-Type": answer.headers.get("Content-Type", "application/json")}
+            passed["X-Elastic-Product"] = "Elasticsearch"
+            return web.Response(status=answer.status, body=await answer.read(), headers=passed)
+
+    proxy = web.Application()
+    proxy.router.add_route("*", "/{tail:.*}", forward)
+    server = await aiohttp_server(proxy)
+    limited.url = f"http://127.0.0.1:{server.port}"
+    yield limited
+    await session.close()
+
+
+async def test_a_request_refused_as_a_whole_fails_only_its_own_records(
+    initialised_config: Config,
+    create_storage: StorageFactory,
+    size_limited_es: LimitedProxy,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+) -> None:
+    storage = await create_storage(history_enabled=True)
+    batch = history_batch(storage, ["a", "b", "x" * 20_000, "c"])
+    async with AsyncElasticsearch(size_limited_es.url) as client:
+        store = HistoryStore(client, IndexNames(index_prefix), max_bulk_bytes=4096)
+        assert await store.write(batch) == {"r2"}
+        with pytest.raises(WriteFailedError):  # every request refused: a failure as a whole
+            await store.write(batch[2:3])
+    assert [r["value"] for r in await records(es, index_prefix, storage)] == ["a", "b", "c"]
+
+
+async def test_history_bulk_requests_have_a_timeout_of_their_own(
+    initialised_config: Config,
+    create_storage: StorageFactory,
+    size_limited_es: LimitedProxy,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+) -> None:
+    storage = await create_storage(history_enabled=True)
+    size_limited_es.slow_s = 1.0
+    async with AsyncElasticsearch(size_limited_es.url, request_timeout=0.3) as client:
+        names = IndexNames(index_prefix)
+        short = HistoryStore(client, names, bulk_timeout_s=0.3)
+        with pytest.raises(WriteFailedError):
+            await short.write(history_batch(storage, ["a"]))
+        store = HistoryStore(client, names, bulk_timeout_s=5.0)  # the client's 0.3 s: no matter
+        assert await store.write(history_batch(storage, ["b"])) == set()
+    written = [r["value"] for r in await records(es, index_prefix, storage)]
+    assert "b" in written  # ("a" may arrive too: the proxy forwards it after the client gave up)

@@ -3,6 +3,11 @@
 Scroll answers carry a token of our own, the Elasticsearch scroll id with the count of records
 already handed out: it lets any instance behind a load balancer continue the scroll, and
 release it in Elasticsearch with the last batch.
+
+The last batch carries a token of another shape, which says the scroll is over and holds only
+the total: the original's clients ask again until a batch is empty, and that token answers
+them with no items and no call to Elasticsearch. It needs no secret: forged, it answers an
+empty batch with the total it was given, which tells nothing about any storage.
 """
 
 import base64
@@ -20,6 +25,7 @@ from kv_storage.actors.cache import CacheActor
 from kv_storage.errors import BadRequestError
 from kv_storage.es.history import HistoryPage, HistoryStore
 from kv_storage.model import HistoryQuery, StorageType
+from schemas.fields import MAX_LONG
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +99,10 @@ class HistoryQueryActor(Actor[HistoryQueryMessage]):
         return HistoryAnswer(total=found.total, items=found.items, page=search.page)
 
     async def _continue(self, token: str, timeout_ms: int) -> HistoryAnswer:
-        es_scroll_id, returned = _decode(token)
+        decoded = _decode(token)
+        if isinstance(decoded, _Finished):
+            return HistoryAnswer(total=decoded.total, items=[], scroll_id=token)
+        es_scroll_id, returned = decoded
         try:
             batch = await self._store.continue_scroll(es_scroll_id, keep_alive_ms=timeout_ms)
         except (EsNotFoundError, EsBadRequestError):
@@ -102,32 +111,47 @@ class HistoryQueryActor(Actor[HistoryQueryMessage]):
 
     async def _scroll_answer(self, batch: HistoryPage, *, already_returned: int) -> HistoryAnswer:
         returned = already_returned + len(batch.items)
-        es_scroll_id = batch.scroll_id or ""
-        if es_scroll_id and (not batch.items or returned >= batch.total):
-            await self._store.release_scroll(es_scroll_id)  # the last batch: nothing to keep
-            # A released scroll cannot continue; its token says so without asking
-            # Elasticsearch, which answers 503 (not 404) for a scroll over no shards at all
-            # (a history index not created yet).
-            es_scroll_id = ""
-        return HistoryAnswer(
-            total=batch.total, items=batch.items, scroll_id=_encode(es_scroll_id, returned)
-        )
+        es_scroll_id = batch.scroll_id
+        if es_scroll_id and batch.items and returned < batch.total:
+            token = _encode([es_scroll_id, returned])
+        else:  # the last batch: nothing to keep in Elasticsearch
+            if es_scroll_id:
+                await self._store.release_scroll(es_scroll_id)
+            token = _encode({"finished": batch.total})
+        return HistoryAnswer(total=batch.total, items=batch.items, scroll_id=token)
 
 
-def _encode(es_scroll_id: str, returned: int) -> str:
-    raw = json.dumps([es_scroll_id, returned], separators=(",", ":")).encode()
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    """A scroll whose last batch was handed out (and released in Elasticsearch)."""
+
+    total: int
+
+
+def _encode(content: list[Any] | dict[str, Any]) -> str:
+    """A list ``[Elasticsearch scroll id, records returned]`` for a scroll that goes on, an
+    object ``{"finished": total}`` for one that is over: the shapes cannot be mistaken."""
+    raw = json.dumps(content, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode(token: str) -> tuple[str, int]:
+def _decode(token: str) -> tuple[str, int] | _Finished:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        es_scroll_id, returned = json.loads(raw)
+        content = json.loads(raw)
     except (binascii.Error, ValueError, TypeError):
         raise BadRequestError(_UNKNOWN_SCROLL) from None
-    if not isinstance(es_scroll_id, str) or not es_scroll_id or not isinstance(returned, int):
-        raise BadRequestError(_UNKNOWN_SCROLL)
-    return es_scroll_id, returned
+    match content:
+        case {"finished": int(total)} if len(content) == 1 and _is_count(total):
+            return _Finished(total)
+        case [str(es_scroll_id), int(returned)] if es_scroll_id and _is_count(returned):
+            return es_scroll_id, returned
+    raise BadRequestError(_UNKNOWN_SCROLL)
+
+
+def _is_count(value: int) -> bool:
+    """Booleans are ints to Python, and a JSON number may have any size."""
+    return not isinstance(value, bool) and 0 <= value <= MAX_LONG
 
 
 def _window(error: EsBadRequestError) -> str:

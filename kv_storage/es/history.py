@@ -3,13 +3,14 @@
 Written by the history actor in bulk; searched, paged and scrolled by the history API.
 """
 
+import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from elastic_transport import ObjectApiResponse
 from elasticsearch import ApiError, AsyncElasticsearch
-from elasticsearch.helpers import async_bulk
 
 from kv_storage.es.errors import describe, is_elasticsearch_error
 from kv_storage.es.names import IndexNames
@@ -17,8 +18,50 @@ from kv_storage.model import HistoryQuery
 from pipeline.actor import WriteFailedError
 from pipeline.records import HistoryRecord
 
-_NO_CHUNK_LIMIT = 2**62
+logger = logging.getLogger(__name__)
+
+MAX_BULK_BYTES = 10 * 1024 * 1024
+"""Most bytes of one history bulk request (a single larger record goes alone): far below
+Elasticsearch's ``http.max_content_length`` (100 MB)."""
+BULK_TIMEOUT_S = 30.0
+"""How long one history bulk request may take: not the API's request timeout (3 s), which
+a request of ``MAX_BULK_BYTES`` to a busy node may well exceed, failing it again and again."""
 _STARTING_SHARD_ATTEMPTS = 4
+
+
+def _chunks(
+    batch: Sequence[tuple[str, HistoryRecord]], names: IndexNames, max_bytes: int
+) -> list[tuple[list[str], list[bytes]]]:
+    """The batch as bulk bodies (ids, NDJSON lines) of at most ``max_bytes`` each, in order."""
+    chunks: list[tuple[list[str], list[bytes]]] = []
+    ids: list[str] = []
+    lines: list[bytes] = []
+    size = 0
+    for record_id, record in batch:
+        action = _line({"index": {"_index": names.history(record.storage_id), "_id": record_id}})
+        source = _line(
+            {
+                "key": record.key,
+                "value": record.value,
+                "operation": record.operation.value,
+                "timestamp": record.timestamp_ms,
+            }
+        )
+        added = len(action) + len(source)
+        if ids and size + added > max_bytes:
+            chunks.append((ids, lines))
+            ids, lines, size = [], [], 0
+        ids.append(record_id)
+        lines += (action, source)
+        size += added
+    if ids:
+        chunks.append((ids, lines))
+    return chunks
+
+
+def _line(document: dict[str, Any]) -> bytes:
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", "surrogatepass") + b"\n"
 
 
 def _query(where: HistoryQuery) -> dict[str, Any]:
@@ -49,39 +92,65 @@ class HistoryPage:
 
 
 class HistoryStore:
-    def __init__(self, client: AsyncElasticsearch, names: IndexNames) -> None:
+    def __init__(
+        self,
+        client: AsyncElasticsearch,
+        names: IndexNames,
+        *,
+        max_bulk_bytes: int = MAX_BULK_BYTES,
+        bulk_timeout_s: float = BULK_TIMEOUT_S,
+    ) -> None:
         self._client = client
         self._names = names
+        self._max_bulk_bytes = max_bulk_bytes
+        self._bulk_timeout_s = bulk_timeout_s
 
     async def write(self, batch: Sequence[tuple[str, HistoryRecord]]) -> set[str]:
-        """One bulk request for records of any storages; answers the ids that failed."""
-        actions = [
-            {
-                "_op_type": "index",
-                "_index": self._names.history(record.storage_id),
-                "_id": record_id,
-                "key": record.key,
-                "value": record.value,
-                "operation": record.operation.value,
-                "timestamp": record.timestamp_ms,
-            }
-            for record_id, record in batch
-        ]
-        try:
-            _, errors = await async_bulk(
-                self._client,
-                actions,
-                chunk_size=max(len(actions), 1),
-                max_chunk_bytes=_NO_CHUNK_LIMIT,
-                raise_on_error=False,
-                stats_only=False,
+        """Writes records of any storages; answers the ids that failed.
+
+        The batch goes in as few bulk requests as fit ``max_bulk_bytes`` each: two values of
+        many megabytes in one request could pass Elasticsearch's ``http.max_content_length``
+        and fail the whole batch on every attempt, healthy records with it. A request that
+        fails as a whole fails only its own records; only when all of them failed is the
+        write a failure as a whole (``WriteFailedError``), which pauses the writer.
+        """
+        chunks = _chunks(batch, self._names, self._max_bulk_bytes)
+        failed: set[str] = set()
+        errors: list[Exception] = []
+        for ids, lines in chunks:
+            try:
+                failed |= await self._bulk(lines)
+            except Exception as error:
+                if not is_elasticsearch_error(error):
+                    raise
+                errors.append(error)
+                failed.update(ids)
+        if errors and len(errors) == len(chunks):
+            raise WriteFailedError(describe(errors[0])) from errors[0]
+        if errors:
+            logger.warning(
+                "history: %d of %d bulk requests failed (%s); their %d records go again",
+                len(errors),
+                len(chunks),
+                describe(errors[0]),
+                len(failed),
             )
-        except Exception as error:
-            if is_elasticsearch_error(error):
-                raise WriteFailedError(describe(error)) from error
-            raise
-        assert isinstance(errors, list)
-        return {str(next(iter(error.values())).get("_id")) for error in errors}
+        return failed
+
+    async def _bulk(self, lines: list[bytes]) -> set[str]:
+        """One bulk request, with a timeout of its own: ``max_bulk_bytes`` may take longer
+        than the requests of the API, and nobody waits for it."""
+        client = self._client.options(request_timeout=self._bulk_timeout_s)
+        # Lines serialised already (to measure them): the NDJSON serializer sends bytes as is.
+        answer = await client.bulk(operations=lines)  # type: ignore[arg-type]
+        if not answer.get("errors"):
+            return set()
+        return {
+            str(result.get("_id"))
+            for item in answer["items"]
+            for result in item.values()
+            if result.get("status", 500) >= 300
+        }
 
     async def drop(self, storage_id: str) -> None:
         await self._client.indices.delete(

@@ -17,8 +17,9 @@ from schemas.history import (
     HistoryPageSchema,
     HistoryQuerySchema,
     HistoryScrollSchema,
-    HistorySearchSchema,
+    HistorySearchAnswerSchema,
     ScrollRequestSchema,
+    check_page_window,
 )
 
 _TAGS = ["storage history"]
@@ -37,17 +38,20 @@ def _error(description: str) -> dict[str, Any]:
     description=(
         "Records of every set, delete and clear on a storage that keeps history, filtered, "
         "sorted and returned a page at a time, or as the first batch of a scroll when `scroll` "
-        "is given (then `page` is ignored). Paging reaches the first 10000 records; scroll "
-        "for more."
+        "is given (then `page` is ignored). Paging reaches the first 10000 records "
+        "(`page` x `size` at most 10000); scroll for more."
     ),
     parameters=[SECRET_KEY_PARAMETER, storage_id_parameter()],
     responses={
         200: {
-            "description": "A page (`page` answer) or a scroll batch (`scrollId` answer, "
-            "with `scroll`)",
-            "schema": HistorySearchSchema,
+            "description": "A page (with `page`, without `scrollId`), or with `scroll` the "
+            "first batch of a scroll (with `scrollId`, without `page`)",
+            "schema": HistorySearchAnswerSchema,
         },
-        400: _error("Invalid parameters, or the storage keeps no history (TEMP, or disabled)"),
+        400: _error(
+            "Invalid parameters (named in the message; a page beyond the first 10000 records "
+            "names `page`), or the storage keeps no history (TEMP, or disabled)"
+        ),
         401: _error("The Secret-Key header is missing or wrong"),
         404: _error("The storage does not exist"),
         500: _error("Elasticsearch or the service failed"),
@@ -67,6 +71,8 @@ async def search_history(request: web.Request) -> web.Response:
         ),
     )
     size = params.get("size", request.app[CONFIG].app.default_page_size)
+    if params.get("scroll") is None:
+        check_page_window(params["page"], size)  # the schema did when the size was given
     command = SearchHistory(
         storage_id(request), secret, query, params["page"], size, params.get("scroll")
     )
@@ -79,13 +85,20 @@ async def search_history(request: web.Request) -> web.Response:
     summary="Continue a history scroll",
     description=(
         "The next batch of a scroll opened by `GET /history/{storage_id}?scroll=...`. No "
-        "Secret-Key: the scroll id is the capability. The last batch releases the scroll."
+        "Secret-Key: the scroll id is the capability. The last batch releases the scroll in "
+        "Elasticsearch; its scroll id then answers batches with no items (the loop of a "
+        "client that asks until `items` is empty ends)."
     ),
     consumes=["application/json"],
     parameters=[{"in": "body", "name": "scroll", "required": True, "schema": ScrollRequestSchema}],
     responses={
-        200: {"description": "The next batch", "schema": HistoryScrollSchema},
-        400: _error("Invalid body, or the scroll id is unknown or expired"),
+        200: {
+            "description": "The next batch (no items after the last)",
+            "schema": HistoryScrollSchema,
+        },
+        400: _error(
+            "Invalid body (`timeout` at most 24 h), or the scroll id is unknown or expired"
+        ),
         500: _error("Elasticsearch or the service failed"),
     },
 )
