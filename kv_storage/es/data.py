@@ -19,7 +19,7 @@ from kv_storage.es.names import IndexNames
 _NO_CHUNK_LIMIT = 2**62
 """async_bulk splits requests by count and size; ours must go as one request each."""
 
-_BULK_ANSWER = ["errors", "items.*.status", "items.*._id", "items.*.error"]
+BULK_ANSWER = ["errors", "items.*.status", "items.*._id", "items.*.error"]
 """All a bulk answer needs to say: per item, whether it failed and why (a fraction of the
 full answer, which Elasticsearch must write and the client parse)."""
 
@@ -196,7 +196,7 @@ class DataStore:
             max_chunk_bytes=_NO_CHUNK_LIMIT,
             raise_on_error=False,
             stats_only=False,
-            filter_path=_BULK_ANSWER,
+            filter_path=BULK_ANSWER,
         )
         assert isinstance(errors, list)  # stats_only=False: the failed items themselves
         return [_item(error) for error in errors]

@@ -3,7 +3,6 @@
 Written by the history actor in bulk; searched, paged and scrolled by the history API.
 """
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -11,7 +10,9 @@ from typing import Any
 
 from elastic_transport import ObjectApiResponse
 from elasticsearch import ApiError, AsyncElasticsearch
+from elasticsearch.helpers import async_bulk
 
+from kv_storage.es.data import BULK_ANSWER
 from kv_storage.es.errors import describe, is_elasticsearch_error
 from kv_storage.es.names import IndexNames
 from kv_storage.model import HistoryQuery
@@ -27,41 +28,6 @@ BULK_TIMEOUT_S = 30.0
 """How long one history bulk request may take: not the API's request timeout (3 s), which
 a request of ``MAX_BULK_BYTES`` to a busy node may well exceed, failing it again and again."""
 _STARTING_SHARD_ATTEMPTS = 4
-
-
-def _chunks(
-    batch: Sequence[tuple[str, HistoryRecord]], names: IndexNames, max_bytes: int
-) -> list[tuple[list[str], list[bytes]]]:
-    """The batch as bulk bodies (ids, NDJSON lines) of at most ``max_bytes`` each, in order."""
-    chunks: list[tuple[list[str], list[bytes]]] = []
-    ids: list[str] = []
-    lines: list[bytes] = []
-    size = 0
-    for record_id, record in batch:
-        action = _line({"index": {"_index": names.history(record.storage_id), "_id": record_id}})
-        source = _line(
-            {
-                "key": record.key,
-                "value": record.value,
-                "operation": record.operation.value,
-                "timestamp": record.timestamp_ms,
-            }
-        )
-        added = len(action) + len(source)
-        if ids and size + added > max_bytes:
-            chunks.append((ids, lines))
-            ids, lines, size = [], [], 0
-        ids.append(record_id)
-        lines += (action, source)
-        size += added
-    if ids:
-        chunks.append((ids, lines))
-    return chunks
-
-
-def _line(document: dict[str, Any]) -> bytes:
-    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-    return text.encode("utf-8", "surrogatepass") + b"\n"
 
 
 def _query(where: HistoryQuery) -> dict[str, Any]:
@@ -108,49 +74,57 @@ class HistoryStore:
     async def write(self, batch: Sequence[tuple[str, HistoryRecord]]) -> set[str]:
         """Writes records of any storages; answers the ids that failed.
 
-        The batch goes in as few bulk requests as fit ``max_bulk_bytes`` each: two values of
-        many megabytes in one request could pass Elasticsearch's ``http.max_content_length``
-        and fail the whole batch on every attempt, healthy records with it. A request that
-        fails as a whole fails only its own records; only when all of them failed is the
+        ``async_bulk`` sends the batch in as few bulk requests as fit ``max_bulk_bytes`` each:
+        two values of many megabytes in one request could pass Elasticsearch's
+        ``http.max_content_length`` and fail the whole batch on every attempt, healthy records
+        with it. A request that Elasticsearch refuses as a whole fails only its own records;
+        only when every record was refused that way, or Elasticsearch gave no answer, is the
         write a failure as a whole (``WriteFailedError``), which pauses the writer.
         """
-        chunks = _chunks(batch, self._names, self._max_bulk_bytes)
-        failed: set[str] = set()
-        errors: list[Exception] = []
-        for ids, lines in chunks:
-            try:
-                failed |= await self._bulk(lines)
-            except Exception as error:
-                if not is_elasticsearch_error(error):
-                    raise
-                errors.append(error)
-                failed.update(ids)
-        if errors and len(errors) == len(chunks):
-            raise WriteFailedError(describe(errors[0])) from errors[0]
-        if errors:
-            logger.warning(
-                "history: %d of %d bulk requests failed (%s); their %d records go again",
-                len(errors),
-                len(chunks),
-                describe(errors[0]),
-                len(failed),
-            )
-        return failed
-
-    async def _bulk(self, lines: list[bytes]) -> set[str]:
-        """One bulk request, with a timeout of its own: ``max_bulk_bytes`` may take longer
-        than the requests of the API, and nobody waits for it."""
-        client = self._client.options(request_timeout=self._bulk_timeout_s)
-        # Lines serialised already (to measure them): the NDJSON serializer sends bytes as is.
-        answer = await client.bulk(operations=lines)  # type: ignore[arg-type]
-        if not answer.get("errors"):
+        actions = [
+            {
+                "_op_type": "index",
+                "_index": self._names.history(record.storage_id),
+                "_id": record_id,
+                "key": record.key,
+                "value": record.value,
+                "operation": record.operation.value,
+                "timestamp": record.timestamp_ms,
+            }
+            for record_id, record in batch
+        ]
+        if not actions:
             return set()
-        return {
-            str(result.get("_id"))
-            for item in answer["items"]
-            for result in item.values()
-            if result.get("status", 500) >= 300
-        }
+        # Its own timeout: a request of max_bulk_bytes to a busy node may take longer than the
+        # API's requests, and nobody waits for it.
+        client = self._client.options(request_timeout=self._bulk_timeout_s)
+        try:
+            _, errors = await async_bulk(
+                client,
+                actions,
+                chunk_size=len(actions),
+                max_chunk_bytes=self._max_bulk_bytes,
+                raise_on_error=False,
+                raise_on_exception=False,
+                stats_only=False,
+                filter_path=BULK_ANSWER,
+            )
+        except Exception as error:  # no answer at all (unreachable, timed out)
+            if is_elasticsearch_error(error):
+                raise WriteFailedError(describe(error)) from error
+            raise
+        assert isinstance(errors, list)  # stats_only=False: the failed items themselves
+        failed = [next(iter(error.values())) for error in errors]
+        refused = [item["exception"] for item in failed if "exception" in item]
+        if refused and len(refused) == len(actions):
+            raise WriteFailedError(describe(refused[0])) from refused[0]
+        if refused:
+            logger.warning(
+                "history: %d records went in bulk requests refused as a whole (%s); they go again",
+                len(refused),
+                describe(refused[0]),
+            )
+        return {str(item.get("_id")) for item in failed}
 
     async def drop(self, storage_id: str) -> None:
         await self._client.indices.delete(
