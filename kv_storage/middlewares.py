@@ -11,12 +11,11 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from elasticsearch import ApiError
 from marshmallow import ValidationError
 
 from kv_storage.errors import ServiceError
 from kv_storage.es import waits
-from kv_storage.es.errors import describe, is_elasticsearch_error
+from kv_storage.es.errors import answer_status, describe, is_elasticsearch_error
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +122,7 @@ def _error_answer(request: web.Request, error: Exception) -> web.StreamResponse:
     if is_elasticsearch_error(error):
         message = describe(error)
         logger.error("%s %s: %s", request.method, request.path, message)
-        return error_body(message, _elasticsearch_status(error))
+        return error_body(message, answer_status(error))
     logger.exception("%s %s failed", request.method, request.path, exc_info=error)
     return error_body(f"internal error: {type(error).__name__}", 500)
 
@@ -134,13 +133,6 @@ def _describe(error: Exception) -> str:
     if is_elasticsearch_error(error):
         return describe(error)
     return str(error) or type(error).__name__
-
-
-def _elasticsearch_status(error: Exception) -> int:
-    """413 when Elasticsearch refused the request for its size (``http.max_content_length``):
-    JSON escaping can make a body the service accepted larger than what Elasticsearch takes.
-    Every other failure of Elasticsearch is the service's 500."""
-    return 413 if isinstance(error, ApiError) and error.meta.status == 413 else 500
 
 
 _DEADLINE = web.RequestKey("deadline", asyncio.Timeout)

@@ -63,8 +63,6 @@ class HistoryQuerySchema(Schema):
         start, end = data.get("start"), data.get("end")
         if start is not None and end is not None and start > end:
             raise ValidationError("must not be greater than end", "start")
-        if data.get("scroll") is None and "size" in data:
-            check_page_window(data["page"], data["size"])
         directions: dict[str, bool] = {}
         for item in data.get("sort", []):
             field = item.removeprefix("-")
@@ -81,8 +79,9 @@ def check_page_window(page: int, size: int) -> None:
     """Refuses a page beyond the first ``MAX_WINDOW`` records, before Elasticsearch sees it.
 
     Elasticsearch refuses such a page too, but a huge ``page`` makes ``from + size`` overflow
-    its int first, and that failure is not one a client can tell from an outage. The handler
-    calls this again with the configured default size when the request gives none.
+    its int first, and that failure is not one a client can tell from an outage. Checked by
+    the handler, which alone knows the size of a request that gives none (the configured
+    default).
     """
     if page * size > MAX_WINDOW:  # the page's last record, (page - 1) * size + size
         message = (

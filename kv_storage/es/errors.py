@@ -26,6 +26,13 @@ def is_elasticsearch_error(error: BaseException) -> bool:
     return isinstance(error, ApiError | TransportError | BulkItemError)
 
 
+def answer_status(error: BaseException) -> int:
+    """The service's status for a failure of Elasticsearch: 413 when Elasticsearch refused the
+    request for its size (``http.max_content_length``; JSON escaping can make a body the
+    service accepted larger than that), else 500."""
+    return 413 if isinstance(error, ApiError) and error.meta.status == 413 else 500
+
+
 def describe(error: BaseException) -> str:
     if isinstance(error, ConnectionTimeout):
         return "Elasticsearch did not answer in time"

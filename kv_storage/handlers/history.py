@@ -72,7 +72,7 @@ async def search_history(request: web.Request) -> web.Response:
     )
     size = params.get("size", request.app[CONFIG].app.default_page_size)
     if params.get("scroll") is None:
-        check_page_window(params["page"], size)  # the schema did when the size was given
+        check_page_window(params["page"], size)
     command = SearchHistory(
         storage_id(request), secret, query, params["page"], size, params.get("scroll")
     )

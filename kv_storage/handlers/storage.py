@@ -2,7 +2,6 @@
 list and clear. Paths, content types, bodies and status codes are the original's."""
 
 import json
-import logging
 from typing import Any
 
 from aiohttp import web
@@ -45,8 +44,6 @@ from schemas.storage import (
     RESULTS_SPEC,
     VALUES_SPEC,
 )
-
-logger = logging.getLogger(__name__)
 
 _TAGS = ["storage operations"]
 _SECRET = SECRET_KEY_PARAMETER
