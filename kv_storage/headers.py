@@ -1,0 +1,25 @@
+"""Headers every answer carries, whatever produced it (handlers, errors, static files).
+
+- ``X-Content-Type-Options: nosniff``: browsers take each answer for what its content type
+  says, so a stored value that looks like HTML or script is never run as one;
+- ``Content-Security-Policy``: API answers may load and run nothing (``default-src 'none'``),
+  so even a value opened directly in a browser is inert; the Swagger UI pages get a policy of
+  their own (``handlers.docs``);
+- no ``Server`` header: which server and version answer is nobody's business.
+"""
+
+from aiohttp import web
+
+from kv_storage.handlers.docs import DOCS_CSP, is_docs_page
+
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: runs once the answer's own headers are set."""
+    headers = response.headers
+    headers.popall("Server", None)
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["X-Frame-Options"] = "DENY"
+    docs = is_docs_page(request.path)
+    headers["Content-Security-Policy"] = DOCS_CSP if docs else API_CSP
