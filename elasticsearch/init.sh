@@ -9,7 +9,10 @@
 #   templates/NAME.json  body of PUT /_index_template/PREFIXNAME, with __PREFIX__ replaced
 #                        by PREFIX (the templates' index patterns)
 #
-# Needs only bash, curl and sed. Exit status: 0 done, 1 Elasticsearch unreachable or refusing,
+# It also makes the key that signs history scroll tokens (32 random bytes from /dev/urandom)
+# in storage-signing-keys, unless one exists: every service instance reads that one key.
+#
+# Needs only bash, curl, sed, head and base64. Exit status: 0 done, 1 Elasticsearch unreachable or refusing,
 # 2 usage error.
 set -euo pipefail
 
@@ -24,8 +27,9 @@ usage() {
     cat <<USAGE
 Usage: $PROGRAM [options] <Elasticsearch URL>
 
-Creates the kv-storage indices (storage-registry, storage-registry-lock) and index templates
-(storage-data, storage-history) that are missing; reports those that exist already.
+Creates the kv-storage indices (storage-registry, storage-registry-lock, storage-signing-keys),
+index templates (storage-data, storage-history) and the key that signs history scroll tokens
+when they are missing; reports those that exist already.
 
 Options:
   -h             print this help and exit
@@ -117,7 +121,8 @@ curl_config() {
 }
 
 # request METHOD PATH [DEFINITION]: sets $status (the HTTP status) and $answer (the body).
-# A definition file is sent as the body, with the prefix put in place of __PREFIX__.
+# A definition file is sent as the body, with the prefix put in place of __PREFIX__
+# (DEFINITION - reads the body from standard input instead).
 request() {
     local method=$1 path=$2 definition=${3:-} output
     local args=(-sS --max-time 30 -w '\n%{http_code}')
@@ -172,3 +177,14 @@ for definition in "$DEFINITIONS"/templates/*.json; do
     name=$prefix${name%.json}
     ensure template "$name" "/_index_template/$(encode "$name")" "$definition"
 done
+
+# The key that signs history scroll tokens: create-only, so a key in use is never replaced.
+key_index=$(encode "${prefix}storage-signing-keys")
+key=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
+printf -v document '{"key": "%s", "created": %s}' "$key" "$(date +%s%3N)"
+request PUT "/$key_index/_create/history-scroll?refresh=true" - <<<"$document"
+case $status in
+201) echo "signing key history-scroll created" ;;
+409) echo "signing key history-scroll already exists" ;;
+*) fail "creating signing key history-scroll failed ($status): $answer" ;;
+esac

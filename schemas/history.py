@@ -53,7 +53,7 @@ class HistoryQuerySchema(Schema):
     scroll = QueryInteger(
         validate=validate.Range(min=1, max=MAX_KEEP_ALIVE_MS),
         metadata={
-            "description": "Open a scroll that stays alive this many ms between requests "
+            "description": "Scroll: the answer's scrollId stays valid this many ms "
             f"(at most {MAX_KEEP_ALIVE_MS}, 24 h)"
         },
     )
@@ -150,7 +150,7 @@ class ScrollRequestSchema(Schema):
         required=True,
         validate=validate.Range(min=1, max=MAX_KEEP_ALIVE_MS),
         metadata={
-            "description": "Keep the scroll alive this many ms for the next request "
+            "description": "The answer's scrollId stays valid this many ms "
             f"(at most {MAX_KEEP_ALIVE_MS}, 24 h)"
         },
     )

@@ -95,13 +95,15 @@ def test_init_creates_then_reports_existing(service_env: dict[str, str], index_p
     assert first.stdout.splitlines() == [
         f"index {index_prefix}storage-registry-lock created",
         f"index {index_prefix}storage-registry created",
+        f"index {index_prefix}storage-signing-keys created",
         f"template {index_prefix}storage-data created",
         f"template {index_prefix}storage-history created",
+        "signing key history-scroll created",
     ]
     second = run(["init"], service_env)
     assert second.returncode == 0, second.stderr
     assert all(line.endswith("already exists") for line in second.stdout.splitlines())
-    assert len(second.stdout.splitlines()) == 4
+    assert len(second.stdout.splitlines()) == 6
 
 
 def test_init_against_unreachable_elasticsearch_fails_cleanly(
@@ -168,5 +170,5 @@ def test_init_with_credentials_against_a_secured_node(
     env["KV_STORAGE_ELASTICSEARCH_AUTH_PASSWORD"] = secured_es.password  # type: ignore[attr-defined]
     accepted = run(["init"], env)
     assert accepted.returncode == 0, accepted.stderr
-    assert accepted.stdout.count("created") == 4
+    assert accepted.stdout.count("created") == 6
     assert secured_es.password not in accepted.stdout + accepted.stderr  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ from tests.conftest import SecuredElasticsearch
 DEFINITIONS = Path(__file__).parents[1] / "elasticsearch"
 INIT_SH = DEFINITIONS / "init.sh"
 
-INDICES = ("storage-registry", "storage-registry-lock")
+INDICES = ("storage-registry", "storage-registry-lock", "storage-signing-keys")
 TEMPLATES = ("storage-data", "storage-history")
 
 
@@ -31,6 +31,7 @@ def lines(prefix: str, outcome: str) -> list[str]:
     return sorted(
         [f"index {prefix}{name} {outcome}" for name in INDICES]
         + [f"template {prefix}{name} {outcome}" for name in TEMPLATES]
+        + [f"signing key history-scroll {outcome}"]
     )
 
 
@@ -109,16 +110,16 @@ def test_creates_then_reports_existing(es_url: str, index_prefix: str) -> None:
     with Elasticsearch(es_url) as client:
         for name in INDICES:
             assert client.indices.exists(index=f"{index_prefix}{name}")
-        indices = client.indices.get(index=f"{index_prefix}storage-registry*")
+        indices = client.indices.get(index=[f"{index_prefix}{name}" for name in INDICES])
         templates = client.indices.get_index_template(name=f"{index_prefix}storage-*")
 
         second = init_sh("-p", index_prefix, f"{es_url}/")
         assert second.returncode == 0, second.stderr
         assert sorted(second.stdout.splitlines()) == lines(index_prefix, "already exists")
-        assert client.indices.get(index=f"{index_prefix}storage-registry*") == indices
+        assert client.indices.get(index=[f"{index_prefix}{name}" for name in INDICES]) == indices
         assert client.indices.get_index_template(name=f"{index_prefix}storage-*") == templates
 
-    assert sorted(indices) == [f"{index_prefix}{name}" for name in INDICES]
+    assert sorted(indices) == sorted(f"{index_prefix}{name}" for name in INDICES)
     for name in INDICES:
         assert (
             indices[f"{index_prefix}{name}"]["mappings"]

@@ -17,7 +17,7 @@ _VOLATILE_SETTINGS = {"uuid", "creation_date", "provided_name", "version", "rout
 async def _state(es: AsyncElasticsearch, prefix: str) -> dict[str, Any]:
     """Indices and templates of one prefix, with the prefix and volatile fields taken out."""
     state: dict[str, Any] = {}
-    for name in ("storage-registry", "storage-registry-lock"):
+    for name in ("storage-registry", "storage-registry-lock", "storage-signing-keys"):
         index = (await es.indices.get(index=prefix + name))[prefix + name]
         settings = {
             k: v for k, v in index["settings"]["index"].items() if k not in _VOLATILE_SETTINGS
@@ -28,6 +28,8 @@ async def _state(es: AsyncElasticsearch, prefix: str) -> dict[str, Any]:
         body = templates[0]["index_template"]
         body["index_patterns"] = [p.removeprefix(prefix) for p in body["index_patterns"]]
         state[f"template {name}"] = body
+    keys = await es.search(index=prefix + "storage-signing-keys")
+    state["signing keys"] = sorted(hit["_id"] for hit in keys["hits"]["hits"])
     return state
 
 
@@ -38,12 +40,14 @@ async def test_initialise_creates_then_reports_existing(
     assert [(step.kind, step.name, step.outcome) for step in first] == [
         ("index", f"{index_prefix}storage-registry-lock", Outcome.CREATED),
         ("index", f"{index_prefix}storage-registry", Outcome.CREATED),
+        ("index", f"{index_prefix}storage-signing-keys", Outcome.CREATED),
         ("template", f"{index_prefix}storage-data", Outcome.CREATED),
         ("template", f"{index_prefix}storage-history", Outcome.CREATED),
+        ("signing key", "history-scroll", Outcome.CREATED),
     ]
     before = await _state(es, index_prefix)
     second = await initialise(es, index_prefix)
-    assert [step.outcome for step in second] == [Outcome.EXISTS] * 4
+    assert [step.outcome for step in second] == [Outcome.EXISTS] * 6
     assert await _state(es, index_prefix) == before
 
 

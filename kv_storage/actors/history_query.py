@@ -1,47 +1,50 @@
-"""The history query actor: searches, pages and scrolls a storage's history.
+"""The history query actor: searches a storage's history a page at a time, or as a scroll.
 
-Scroll answers carry a token of our own, the Elasticsearch scroll id with the count of records
-already handed out: it lets any instance behind a load balancer continue the scroll, and
-release it in Elasticsearch with the last batch.
+A scroll holds nothing in Elasticsearch: each batch is a ``search_after`` on a stable sort,
+and the signed token the client gets back (``kv_storage.scroll_tokens``) says where the next
+batch begins. So a scroll costs Elasticsearch no context however long the client takes, any
+instance can continue it, and a token is worth nothing to anyone it was not given to.
 
-The last batch carries a token of another shape, which says the scroll is over and holds only
-the total: the original's clients ask again until a batch is empty, and that token answers
-them with no items and no call to Elasticsearch. It needs no secret: forged, it answers an
-empty batch with the total it was given, which tells nothing about any storage.
+Each continuation checks again that the storage exists, is not expired, keeps history and
+still has the secret the scroll began with: a deleted or re-keyed storage's scroll ends.
+The actor owns the signing key, read once from Elasticsearch (``SigningKeys``).
 """
 
-import base64
-import binascii
-import json
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
-from elasticsearch import BadRequestError as EsBadRequestError
-from elasticsearch import NotFoundError as EsNotFoundError
-
-from kv_storage.actors.access import authorise
 from kv_storage.actors.base import Actor
 from kv_storage.actors.cache import CacheActor
 from kv_storage.errors import BadRequestError
 from kv_storage.es.history import HistoryPage, HistoryStore
-from kv_storage.model import HistoryQuery, StorageType
-from schemas.fields import MAX_LONG
+from kv_storage.es.signing_keys import HISTORY_SCROLL, SigningKeys
+from kv_storage.model import HistoryQuery, Storage, StorageType
+from kv_storage.scroll_tokens import (
+    InvalidTokenError,
+    ScrollState,
+    decode,
+    encode,
+    secret_digest,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class SearchHistory:
-    storage_id: str
-    secret_key: str = field(repr=False)
+    storage: Storage
+    """Authorised by its secret (the handlers' access check)."""
     query: HistoryQuery
     page: int
     size: int
     scroll_ms: int | None
+    """Open a scroll whose token lives this long; ``None`` for a page."""
 
 
 @dataclass(frozen=True, slots=True)
 class ContinueHistory:
-    scroll_id: str
+    token: str
     timeout_ms: int
+    """How long the next token lives."""
 
 
 HistoryQueryMessage = SearchHistory | ContinueHistory
@@ -55,108 +58,99 @@ class HistoryAnswer:
     scroll_id: str | None = None
 
 
-_UNKNOWN_SCROLL = "the scroll id is unknown or expired"
+_ENDED = (
+    "the scroll has ended: its storage no longer exists, no longer keeps history, or has a "
+    "new secret key"
+)
 
 
 class HistoryQueryActor(Actor[HistoryQueryMessage]):
-    def __init__(self, *, cache: CacheActor, store: HistoryStore, index_prefix: str) -> None:
+    def __init__(self, *, cache: CacheActor, store: HistoryStore, keys: SigningKeys) -> None:
         super().__init__(name="history-query", max_concurrency=1024)
         self._cache = cache
         self._store = store
-        self._index_prefix = index_prefix
+        self._keys = keys
+        self._key: bytes | None = None
 
     async def handle(self, message: HistoryQueryMessage) -> HistoryAnswer:
         match message:
             case SearchHistory():
                 return await self._search(message)
-            case ContinueHistory(scroll_id, timeout_ms):
-                return await self._continue(scroll_id, timeout_ms)
+            case ContinueHistory(token, timeout_ms):
+                return await self._continue(token, timeout_ms)
 
     async def _search(self, search: SearchHistory) -> HistoryAnswer:
-        storage = await authorise(
-            self._cache, search.storage_id, search.secret_key, index_prefix=self._index_prefix
-        )
+        storage = search.storage
         if storage.type is StorageType.TEMP:
             raise BadRequestError(f"storage {storage.id} is a TEMP storage, which keeps no history")
         if not storage.history_enabled:
             raise BadRequestError(f"storage {storage.id} does not keep history")
-        if search.scroll_ms is not None:
-            opened = await self._store.open_scroll(
-                storage.id, search.query, size=search.size, keep_alive_ms=search.scroll_ms
-            )
-            return await self._scroll_answer(opened, already_returned=0)
-        try:
+        if search.scroll_ms is None:
             found = await self._store.search(
                 storage.id, search.query, offset=(search.page - 1) * search.size, size=search.size
             )
-        except EsBadRequestError as error:
-            if "result window is too large" not in str(error).lower():
-                raise
-            raise BadRequestError(
-                f"page {search.page} of size {search.size} reaches beyond the first "
-                f"{_window(error)} records that paging can return; use scroll instead"
-            ) from None
-        return HistoryAnswer(total=found.total, items=found.items, page=search.page)
+            return HistoryAnswer(total=found.total, items=found.items, page=search.page)
+        key = await self._signing_key()
+        batch = await self._store.first_batch(storage.id, search.query, size=search.size)
+        begun = ScrollState(
+            storage_id=storage.id,
+            secret_digest=secret_digest(key, storage.secret_key),
+            query=search.query,
+            size=search.size,
+            total=batch.total,
+            returned=0,
+            after=None,
+            seq_no_bound=batch.seq_no_bound,
+            expires_ms=0,
+            finished=False,
+        )
+        return self._scroll_answer(key, begun, batch, lifetime_ms=search.scroll_ms)
 
     async def _continue(self, token: str, timeout_ms: int) -> HistoryAnswer:
-        decoded = _decode(token)
-        if isinstance(decoded, _Finished):
-            return HistoryAnswer(total=decoded.total, items=[], scroll_id=token)
-        es_scroll_id, returned = decoded
+        key = await self._signing_key()
         try:
-            batch = await self._store.continue_scroll(es_scroll_id, keep_alive_ms=timeout_ms)
-        except (EsNotFoundError, EsBadRequestError):
-            raise BadRequestError(_UNKNOWN_SCROLL) from None
-        return await self._scroll_answer(batch, already_returned=returned)
+            state = decode(key, token, now_ms=_now_ms())
+        except InvalidTokenError as error:
+            raise BadRequestError(f"the scroll id is unknown or expired: {error}") from None
+        storage = await self._cache.look_up(state.storage_id)
+        if (
+            storage is None
+            or storage.expired(_now_ms())
+            or not storage.keeps_history
+            or state.secret_digest != secret_digest(key, storage.secret_key)
+        ):
+            raise BadRequestError(_ENDED)
+        if state.finished or state.after is None or state.seq_no_bound is None:
+            return HistoryAnswer(total=state.total, items=[], scroll_id=token)
+        batch = await self._store.next_batch(
+            storage.id,
+            state.query,
+            size=state.size,
+            after=state.after,
+            seq_no_bound=state.seq_no_bound,
+        )
+        return self._scroll_answer(key, state, batch, lifetime_ms=timeout_ms)
 
-    async def _scroll_answer(self, batch: HistoryPage, *, already_returned: int) -> HistoryAnswer:
-        returned = already_returned + len(batch.items)
-        es_scroll_id = batch.scroll_id
-        if es_scroll_id and batch.items and returned < batch.total:
-            token = _encode([es_scroll_id, returned])
-        else:  # the last batch: nothing to keep in Elasticsearch
-            if es_scroll_id:
-                await self._store.release_scroll(es_scroll_id)
-            token = _encode({"finished": batch.total})
-        return HistoryAnswer(total=batch.total, items=batch.items, scroll_id=token)
+    def _scroll_answer(
+        self, key: bytes, state: ScrollState, batch: HistoryPage, *, lifetime_ms: int
+    ) -> HistoryAnswer:
+        returned = state.returned + len(batch.items)
+        following = replace(
+            state,
+            returned=returned,
+            after=batch.last_sort or state.after,
+            expires_ms=_now_ms() + lifetime_ms,
+            # The last batch: its token answers no items, as a released scroll's would.
+            finished=len(batch.items) < state.size or returned >= state.total,
+        )
+        token = encode(key, following)
+        return HistoryAnswer(total=state.total, items=batch.items, scroll_id=token)
 
-
-@dataclass(frozen=True, slots=True)
-class _Finished:
-    """A scroll whose last batch was handed out (and released in Elasticsearch)."""
-
-    total: int
-
-
-def _encode(content: list[Any] | dict[str, Any]) -> str:
-    """A list ``[Elasticsearch scroll id, records returned]`` for a scroll that goes on, an
-    object ``{"finished": total}`` for one that is over: the shapes cannot be mistaken."""
-    raw = json.dumps(content, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode(token: str) -> tuple[str, int] | _Finished:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        content = json.loads(raw)
-    except (binascii.Error, ValueError, TypeError):
-        raise BadRequestError(_UNKNOWN_SCROLL) from None
-    match content:
-        case {"finished": int(total)} if len(content) == 1 and _is_count(total):
-            return _Finished(total)
-        case [str(es_scroll_id), int(returned)] if es_scroll_id and _is_count(returned):
-            return es_scroll_id, returned
-    raise BadRequestError(_UNKNOWN_SCROLL)
+    async def _signing_key(self) -> bytes:
+        if self._key is None:
+            self._key = await self._keys.get(HISTORY_SCROLL)
+        return self._key
 
 
-def _is_count(value: int) -> bool:
-    """Booleans are ints to Python, and a JSON number may have any size."""
-    return not isinstance(value, bool) and 0 <= value <= MAX_LONG
-
-
-def _window(error: EsBadRequestError) -> str:
-    text = str(error)
-    marker = "less than or equal to: ["
-    if marker in text:
-        return text.split(marker, 1)[1].split("]", 1)[0]
-    return "10000"
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

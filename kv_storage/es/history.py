@@ -21,6 +21,11 @@ from pipeline.records import HistoryRecord
 
 logger = logging.getLogger(__name__)
 
+
+class HistoryIndexError(Exception):
+    """A history search answered records that are not of the storage's own history index."""
+
+
 MAX_BULK_BYTES = 10 * 1024 * 1024
 """Most bytes of one history bulk request (a single larger record goes alone): far below
 Elasticsearch's ``http.max_content_length`` (100 MB)."""
@@ -28,6 +33,8 @@ BULK_TIMEOUT_S = 30.0
 """How long one history bulk request may take: not the API's request timeout (3 s), which
 a request of ``MAX_BULK_BYTES`` to a busy node may well exceed, failing it again and again."""
 _STARTING_SHARD_ATTEMPTS = 4
+_ALREADY_WRITTEN = 409
+"""A create of a record id that exists: an earlier attempt of this write landed."""
 
 
 def _query(where: HistoryQuery) -> dict[str, Any]:
@@ -43,10 +50,16 @@ def _query(where: HistoryQuery) -> dict[str, Any]:
 
 
 def _sort(where: HistoryQuery) -> list[dict[str, Any]]:
-    """``unmapped_type`` lets a storage with no history index yet sort (and find nothing)."""
+    """The requested order, then ``_seq_no``: unique among the records of a history index
+    (one shard, records written once), so that the order is total and paging by
+    ``search_after`` neither skips nor repeats a record. ``unmapped_type`` lets a storage with
+    no history index yet sort (and find nothing)."""
     return [
-        {field: {"order": "desc" if descending else "asc", "unmapped_type": "keyword"}}
-        for field, descending in where.sort or (("timestamp", False),)
+        *(
+            {field: {"order": "desc" if descending else "asc", "unmapped_type": "keyword"}}
+            for field, descending in where.sort or (("timestamp", False),)
+        ),
+        {"_seq_no": {"order": "asc"}},
     ]
 
 
@@ -54,7 +67,10 @@ def _sort(where: HistoryQuery) -> list[dict[str, Any]]:
 class HistoryPage:
     total: int
     items: list[dict[str, Any]]
-    scroll_id: str | None = None
+    last_sort: list[Any] | None = None
+    """The sort values of the last item: where the next batch of a scroll begins."""
+    seq_no_bound: int | None = None
+    """The highest ``_seq_no`` among the matches when a scroll began (``None``: none)."""
 
 
 class HistoryStore:
@@ -81,9 +97,11 @@ class HistoryStore:
         only when every record was refused that way, or Elasticsearch gave no answer, is the
         write a failure as a whole (``WriteFailedError``), which pauses the writer.
         """
+        # Created, never overwritten: a record whose write is retried after its first attempt
+        # landed (the answer was lost) keeps the place (_seq_no) a scroll may have passed.
         actions = [
             {
-                "_op_type": "index",
+                "_op_type": "create",
                 "_index": self._names.history(record.storage_id),
                 "_id": record_id,
                 "key": record.key,
@@ -114,7 +132,8 @@ class HistoryStore:
                 raise WriteFailedError(describe(error)) from error
             raise
         assert isinstance(errors, list)  # stats_only=False: the failed items themselves
-        failed = [next(iter(error.values())) for error in errors]
+        items = [next(iter(error.values())) for error in errors]
+        failed = [item for item in items if item.get("status") != _ALREADY_WRITTEN]
         refused = [item["exception"] for item in failed if "exception" in item]
         if refused and len(refused) == len(actions):
             raise WriteFailedError(describe(refused[0])) from refused[0]
@@ -134,31 +153,63 @@ class HistoryStore:
     async def search(
         self, storage_id: str, where: HistoryQuery, *, offset: int, size: int
     ) -> HistoryPage:
-        return await self._search(storage_id, where, size=size, from_=offset)
+        """A page of ``size`` records from ``offset`` (at most 10,000 records deep)."""
+        return await self._search(storage_id, _query(where), _sort(where), size=size, from_=offset)
 
-    async def open_scroll(
-        self, storage_id: str, where: HistoryQuery, *, size: int, keep_alive_ms: int
+    async def first_batch(self, storage_id: str, where: HistoryQuery, *, size: int) -> HistoryPage:
+        """The first batch of a scroll, with the bound that keeps later records out of it."""
+        return await self._search(
+            storage_id,
+            _query(where),
+            _sort(where),
+            size=size,
+            aggs={"seq_no_bound": {"max": {"field": "_seq_no"}}},
+        )
+
+    async def next_batch(
+        self,
+        storage_id: str,
+        where: HistoryQuery,
+        *,
+        size: int,
+        after: list[Any],
+        seq_no_bound: int,
     ) -> HistoryPage:
-        return await self._search(storage_id, where, size=size, scroll=f"{keep_alive_ms}ms")
+        """The batch after the record whose sort values are ``after``; nothing newer than the
+        scroll's beginning. No context is held in Elasticsearch between batches."""
+        query = _query(where)
+        query["bool"]["filter"].append({"range": {"_seq_no": {"lte": seq_no_bound}}})
+        return await self._search(
+            storage_id,
+            query,
+            _sort(where),
+            size=size,
+            search_after=after,
+            track_total_hits=False,
+        )
 
     async def _search(
-        self, storage_id: str, where: HistoryQuery, *, size: int, **window: Any
+        self,
+        storage_id: str,
+        query: dict[str, Any],
+        sort: list[dict[str, Any]],
+        *,
+        size: int,
+        **options: Any,
     ) -> HistoryPage:
-        """A page (``from_``) or the first batch of a scroll (``scroll``)."""
         index = self._names.history(storage_id)
         answer = await self._when_started(
             index,
             lambda: self._client.search(
                 index=index,
-                query=_query(where),
-                sort=_sort(where),
+                query=query,
+                sort=sort,
                 size=size,
-                track_total_hits=True,
                 ignore_unavailable=True,
-                **window,
+                **{"track_total_hits": True, **options},
             ),
         )
-        return _page(answer)
+        return _page(answer, index)
 
     async def _when_started(
         self, index: str, search: Callable[[], Awaitable[ObjectApiResponse[Any]]]
@@ -176,18 +227,16 @@ class HistoryStore:
             )
         return await search()
 
-    async def continue_scroll(self, scroll_id: str, *, keep_alive_ms: int) -> HistoryPage:
-        answer = await self._client.scroll(scroll_id=scroll_id, scroll=f"{keep_alive_ms}ms")
-        return _page(answer)
 
-    async def release_scroll(self, scroll_id: str) -> None:
-        await self._client.options(ignore_status=404).clear_scroll(scroll_id=scroll_id)
-
-
-def _page(answer: ObjectApiResponse[Any]) -> HistoryPage:
+def _page(answer: ObjectApiResponse[Any], index: str) -> HistoryPage:
     hits = answer["hits"]
-    total = hits["total"]
+    total = hits.get("total")
     total = total["value"] if isinstance(total, Mapping) else total
+    found = hits["hits"]
+    foreign = {hit.get("_index") for hit in found} - {index}
+    if foreign:
+        # Only an alias named like the history index could do this: never hand such records out.
+        raise HistoryIndexError(f"a search of {index} answered records of {sorted(foreign)}")
     items = [
         {
             "key": source.get("key"),
@@ -195,6 +244,12 @@ def _page(answer: ObjectApiResponse[Any]) -> HistoryPage:
             "operation": source.get("operation"),
             "timestamp": source.get("timestamp"),
         }
-        for source in (hit.get("_source", {}) for hit in hits["hits"])
+        for source in (hit.get("_source", {}) for hit in found)
     ]
-    return HistoryPage(total=int(total), items=items, scroll_id=answer.get("_scroll_id"))
+    bound = answer.get("aggregations", {}).get("seq_no_bound", {}).get("value")
+    return HistoryPage(
+        total=int(total) if total is not None else 0,
+        items=items,
+        last_sort=found[-1].get("sort") if found else None,
+        seq_no_bound=int(bound) if bound is not None else None,
+    )

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 REGISTRY = "storage-registry"
 REGISTRY_LOCK = "storage-registry-lock"
+SIGNING_KEYS = "storage-signing-keys"
 DATA_TEMPLATE = "storage-data"
 HISTORY_TEMPLATE = "storage-history"
 
@@ -19,6 +20,10 @@ class IndexNames:
     @property
     def registry_lock(self) -> str:
         return f"{self.prefix}{REGISTRY_LOCK}"
+
+    @property
+    def signing_keys(self) -> str:
+        return f"{self.prefix}{SIGNING_KEYS}"
 
     @property
     def data_template(self) -> str:

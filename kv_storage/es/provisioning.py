@@ -10,6 +10,8 @@ from enum import Enum
 from elasticsearch import AsyncElasticsearch, BadRequestError
 
 from kv_storage.es.definitions import index_definitions, template_definitions
+from kv_storage.es.names import IndexNames
+from kv_storage.es.signing_keys import HISTORY_SCROLL, SigningKeys
 
 
 class Outcome(Enum):
@@ -52,4 +54,6 @@ async def initialise(client: AsyncElasticsearch, prefix: str) -> list[Step]:
                 if not await client.indices.exists_index_template(name=name):
                     raise
         steps.append(Step("template", name, outcome))
+    made = await SigningKeys(client, IndexNames(prefix)).ensure(HISTORY_SCROLL)
+    steps.append(Step("signing key", HISTORY_SCROLL, Outcome.CREATED if made else Outcome.EXISTS))
     return steps

@@ -8,10 +8,10 @@ from aiohttp_apispec import docs, querystring_schema
 
 from kv_storage.actors.history_query import ContinueHistory, HistoryAnswer, SearchHistory
 from kv_storage.app_keys import CONFIG, HISTORY_QUERY_ACTOR
-from kv_storage.handlers.requests import json_document, secret_key, storage_id
+from kv_storage.handlers.access import authorised_storage, storage_route
 from kv_storage.handlers.spec import SECRET_KEY_PARAMETER, storage_id_parameter
 from kv_storage.model import HistoryQuery
-from kv_storage.validation import validated
+from kv_storage.validation import read_json, validated
 from schemas.errors import ErrorSchema
 from schemas.history import (
     HistoryPageSchema,
@@ -58,8 +58,8 @@ def _error(description: str) -> dict[str, Any]:
     },
 )
 @querystring_schema(HistoryQuerySchema)
+@storage_route()
 async def search_history(request: web.Request) -> web.Response:
-    secret = secret_key(request)
     params = validated(request, "querystring")
     query = HistoryQuery(
         keys=tuple(params.get("keys", ())),
@@ -74,7 +74,7 @@ async def search_history(request: web.Request) -> web.Response:
     if params.get("scroll") is None:
         check_page_window(params["page"], size)
     command = SearchHistory(
-        storage_id(request), secret, query, params["page"], size, params.get("scroll")
+        authorised_storage(request), query, params["page"], size, params.get("scroll")
     )
     answer: HistoryAnswer = await request.app[HISTORY_QUERY_ACTOR].ask(command)
     return _render(answer)
@@ -85,8 +85,10 @@ async def search_history(request: web.Request) -> web.Response:
     summary="Continue a history scroll",
     description=(
         "The next batch of a scroll opened by `GET /history/{storage_id}?scroll=...`. No "
-        "Secret-Key: the scroll id is the capability. The last batch releases the scroll in "
-        "Elasticsearch; its scroll id then answers batches with no items (the loop of a "
+        "Secret-Key: the scroll id, signed by the service and bound to its storage and that "
+        "storage's secret, is the capability; it lives `scroll` (then `timeout`) ms. A scroll "
+        "holds nothing in Elasticsearch between batches. The last batch's scroll id answers "
+        "batches with no items (the loop of a "
         "client that asks until `items` is empty ends)."
     ),
     consumes=["application/json"],
@@ -97,20 +99,16 @@ async def search_history(request: web.Request) -> web.Response:
             "schema": HistoryScrollSchema,
         },
         400: _error(
-            "Invalid body (`timeout` at most 24 h), or the scroll id is unknown or expired"
+            "Invalid body (`timeout` at most 24 h); the scroll id is unknown, altered or "
+            "expired; or its storage was deleted, stopped keeping history or got a new secret"
         ),
         500: _error("Elasticsearch or the service failed"),
     },
 )
 async def continue_history(request: web.Request) -> web.Response:
-    body = _scroll_request.load(await json_document(request))
+    body = _scroll_request.load(await read_json(request))
     command = ContinueHistory(body["scrollId"], body["timeout"])
     return _render(await request.app[HISTORY_QUERY_ACTOR].ask(command))
-
-
-def _sort_order(items: list[str]) -> tuple[tuple[str, bool], ...]:
-    """``["-timestamp", "key", "key"]`` -> ``(("timestamp", True), ("key", False))``."""
-    return tuple(dict.fromkeys((item.removeprefix("-"), item.startswith("-")) for item in items))
 
 
 def _render(answer: HistoryAnswer) -> web.Response:
