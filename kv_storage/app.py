@@ -34,8 +34,11 @@ from kv_storage.es.history import HistoryStore
 from kv_storage.es.lease import Lease, Mark
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
-from kv_storage.handlers import admin, health, history, management, operations, storage
+from kv_storage.es.signing_keys import SigningKeys
+from kv_storage.handlers import admin, docs, health, history, management, operations, storage
+from kv_storage.handlers.access import storage_access_middleware
 from kv_storage.handlers.spec import finish_spec
+from kv_storage.headers import add_security_headers
 from kv_storage.logs import add_request_id_header, request_id_middleware
 from kv_storage.metrics import Metrics
 from kv_storage.middlewares import error_middleware, timeout_middleware
@@ -47,7 +50,6 @@ logger = logging.getLogger(__name__)
 SPEC_URL = "/api/docs/swagger.json"
 _HISTORY_SHUTDOWN_TIMEOUT_S = 10.0
 """How long the history pipeline may take to write what it holds when the service stops."""
-SWAGGER_UI_PATH = "/api/docs"
 
 
 async def _elasticsearch_client(app: web.Application) -> AsyncIterator[None]:
@@ -87,13 +89,14 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     )
     data = DataStore(client, names, scan)
     storage = StorageActor(
-        cache=cache,
         data=data,
         history=app[HISTORY_ACTOR],
-        index_prefix=prefix,
+        max_open_scans=config.elasticsearch.scroll_max_open,
     )
     history_store = HistoryStore(client, names)
-    history_query = HistoryQueryActor(cache=cache, store=history_store, index_prefix=prefix)
+    history_query = HistoryQueryActor(
+        cache=cache, store=history_store, keys=SigningKeys(client, names)
+    )
     lifecycle = LifecycleActor(
         registry=registry,
         data=data,
@@ -138,11 +141,13 @@ def create_app(config: Config) -> web.Application:
             error_middleware,
             timeout_middleware(config.app.request_timeout_s),
             admin.admin_guard(config.admin.token),
+            storage_access_middleware,
             validation_middleware,
         ],
     )
     app[CONFIG] = config
     app.on_response_prepare.append(add_request_id_header)
+    app.on_response_prepare.append(add_security_headers)
     app[METRICS] = metrics
     app[INDEX_NAMES] = IndexNames(config.elasticsearch.index_prefix)
     app.cleanup_ctx.append(_elasticsearch_client)
@@ -154,12 +159,17 @@ def create_app(config: Config) -> web.Application:
     management.add_routes(app)
     admin.add_routes(app)
     operations.add_routes(app)
-    _setup_api_spec(app)
+    if config.app.docs_enabled:
+        _setup_api_spec(app)
+        docs.add_routes(app)
     return app
 
 
 def _setup_api_spec(app: web.Application) -> None:
-    """Builds the spec now, from the routes above, rather than while the app starts."""
+    """Builds the spec now, from the routes above, rather than while the app starts.
+
+    aiohttp-apispec serves the document only; the Swagger UI it bundles is outdated
+    (``handlers.docs`` serves a current one)."""
     _restore_handler_docs(app)
     with warnings.catch_warnings():
         # aiohttp-apispec keeps its own state under plain string keys.
@@ -176,7 +186,6 @@ def _setup_api_spec(app: web.Application) -> None:
             },
             securityDefinitions=admin.SECURITY_DEFINITIONS,
             url=SPEC_URL,
-            swagger_path=SWAGGER_UI_PATH,
             in_place=True,
         )
         finish_spec(app["swagger_dict"])

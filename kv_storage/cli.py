@@ -20,9 +20,6 @@ logger = logging.getLogger("kv_storage")
 EXIT_CONFIG_ERROR = 2
 EXIT_FAILURE = 1
 
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
-"""No headers: the Secret-Key and the Authorization header must never reach a log."""
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -67,7 +64,8 @@ def _serve(config: Config) -> int:
         loop=uvloop.new_event_loop(),
         host=config.server.host,
         port=config.server.port,
-        access_log_format=ACCESS_LOG_FORMAT,
+        # The route template, never the path (ids, keys) or a header (Secret-Key).
+        access_log_class=logs.RouteAccessLogger,
         access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
         shutdown_timeout=config.app.request_timeout_s + 1,
         print=None,

@@ -39,5 +39,15 @@ class ConflictError(ServiceError):
     status = 409
 
 
+class PayloadTooLargeError(ServiceError):
+    status = 413
+
+
+class ServiceUnavailableError(ServiceError):
+    """Busy for now: the answer says when to try again (``Retry-After``)."""
+
+    status = 503
+
+
 class InternalError(ServiceError):
     status = 500

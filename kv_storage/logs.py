@@ -14,6 +14,7 @@ import time
 import uuid
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -40,6 +41,30 @@ async def add_request_id_header(request: web.Request, response: web.StreamRespon
     identifier = request.get(_REQUEST_ID)
     if identifier is not None:
         response.headers[REQUEST_ID_HEADER] = identifier
+
+
+def route_of(request: web.BaseRequest) -> str:
+    """The route template (``/get/{storage_id}/{key}``): what logs and metrics name, never a
+    path, which holds storage ids and keys."""
+    match_info = getattr(request, "match_info", None)
+    route = match_info.route if match_info is not None else None
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+class RouteAccessLogger(AbstractAccessLogger):
+    """One line per request: client, method, route template, status, size and seconds."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %d %d %.6f',
+            request.remote,
+            request.method,
+            route_of(request),
+            response.status,
+            response.body_length,
+            time,
+        )
 
 
 class _RequestIdFilter(logging.Filter):

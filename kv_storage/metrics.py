@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from kv_storage.logs import route_of
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 # name -> (kind, help): the counts the actors hand over at scrape time.
@@ -90,7 +92,7 @@ class Metrics:
                 status = error.status
                 raise
             finally:
-                route = _route(request)
+                route = route_of(request)
                 self.requests.labels(request.method, route, str(status)).inc()
                 self.latency.labels(request.method, route).observe(time.perf_counter() - started)
 
@@ -113,9 +115,3 @@ class Metrics:
                 return response
 
         return CountingTransport
-
-
-def _route(request: web.Request) -> str:
-    route = request.match_info.route
-    resource = route.resource if route is not None else None
-    return resource.canonical if resource is not None else "unmatched"

@@ -15,7 +15,8 @@ from marshmallow import ValidationError
 
 from kv_storage.errors import ServiceError
 from kv_storage.es import waits
-from kv_storage.es.errors import answer_status, describe, is_elasticsearch_error
+from kv_storage.es.errors import answer_status, classify, describe, is_elasticsearch_error
+from kv_storage.logs import request_id, route_of
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         logger.error(
             "%s %s failed after its answer began; cutting the answer off: %s",
             request.method,
-            request.path,
+            route_of(request),
             _describe(error),
         )
         if request.transport is not None:
@@ -116,15 +117,20 @@ def _error_answer(request: web.Request, error: Exception) -> web.StreamResponse:
             raise error
         headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
         return error_body(_http_exception_message(error), error.status, headers)
+    route = route_of(request)
     if isinstance(error, RequestTimeoutError):
-        logger.warning("%s %s: %s", request.method, request.path, error)
-        return error_body(str(error), 500)
+        logger.warning("%s %s: %s", request.method, route, error)
+        return error_body(_with_request_id(str(error)), 500)
     if is_elasticsearch_error(error):
-        message = describe(error)
-        logger.error("%s %s: %s", request.method, request.path, message)
-        return error_body(message, answer_status(error))
-    logger.exception("%s %s failed", request.method, request.path, exc_info=error)
-    return error_body(f"internal error: {type(error).__name__}", 500)
+        logger.error("%s %s: %s", request.method, route, describe(error))
+        return error_body(_with_request_id(classify(error)), answer_status(error))
+    logger.exception("%s %s failed", request.method, route, exc_info=error)
+    return error_body(_with_request_id("internal error of the service"), 500)
+
+
+def _with_request_id(message: str) -> str:
+    """Failures of Elasticsearch or of the service name the request, for finding its log."""
+    return f"{message} (request id {request_id.get()})"
 
 
 def _describe(error: Exception) -> str:

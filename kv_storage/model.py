@@ -24,9 +24,12 @@ class Storage:
         """Constant-time comparison: the answer time says nothing about the secret.
 
         A storage without a secret (a registry document with none, or an empty one) accepts
-        no key at all: an empty ``Secret-Key`` header must not open it.
+        no key at all: an empty ``Secret-Key`` header must not open it. A header that is not
+        UTF-8 reaches us with its bytes kept as surrogates; they go back to those bytes, which
+        match no secret.
         """
-        matches = hmac.compare_digest(self.secret_key.encode(), secret_key.encode())
+        given = secret_key.encode("utf-8", "surrogateescape")
+        matches = hmac.compare_digest(self.secret_key.encode(), given)
         return matches and bool(self.secret_key)
 
     def expired(self, now_ms: int) -> bool:

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -13,10 +14,12 @@ from openapi_spec_validator import validate
 from kv_storage import create_app
 from kv_storage.config import Config
 
+ROOT = Path(__file__).parents[1]
+
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 
-UNDOCUMENTED = ("/api/docs", "/static/swagger")
+UNDOCUMENTED = ("/api/docs",)
 
 
 async def test_spec_is_a_valid_openapi_document(
@@ -61,17 +64,19 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.browser
-async def test_swagger_ui_renders_the_operations_offline(
-    make_config: Callable[..., Config], aiohttp_server: ServerFactory, tmp_path: object
-) -> None:
+def _chromium_or_skip() -> str:
     chromium = _chromium()
     if chromium is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is missing: `make test` installs it (scripts/setup.sh)")
         pytest.skip("chromium is not installed; run `scripts/setup.sh --test-tools`")
-    server = await aiohttp_server(create_app(make_config()))
-    url = f"http://127.0.0.1:{server.port}/api/docs"
+    return chromium
+
+
+async def _rendered_dom(
+    chromium: str, url: str, profile: object
+) -> subprocess.CompletedProcess[str]:
+    """The page's DOM after Chromium ran its scripts, with no address but loopback reachable."""
     command = [
         chromium,
         "--headless",
@@ -86,23 +91,115 @@ async def test_swagger_ui_renders_the_operations_offline(
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
         "--proxy-server=http://127.0.0.1:9",
         "--proxy-bypass-list=127.0.0.1",
-        f"--user-data-dir={tmp_path}",
+        f"--user-data-dir={profile}",
         "--virtual-time-budget=15000",
         "--dump-dom",
         url,
     ]
-    process = await _run(command, timeout_s=90)
+    return await _run(command, timeout_s=90)
+
+
+_DOCUMENTED = ("/health", "/get/{storage_id}/{key}", "/set/{storage_id}", "/clear/{storage_id}")
+
+
+@pytest.mark.browser
+async def test_swagger_ui_renders_the_operations_offline(
+    make_config: Callable[..., Config], aiohttp_server: ServerFactory, tmp_path: object
+) -> None:
+    """Rendered under its own Content-Security-Policy (scripts and styles of the service
+    only), from the vendored, current Swagger UI."""
+    chromium = _chromium_or_skip()
+    server = await aiohttp_server(create_app(make_config()))
+    process = await _rendered_dom(chromium, f"http://127.0.0.1:{server.port}/api/docs", tmp_path)
     dom = process.stdout
     assert 'class="swagger-ui"' in dom, process.stderr[-2000:]
     # Rendered operations, not just the page shell: the UI fetched and drew the spec.
     assert "opblock-summary-path" in dom
-    for documented in (
-        "/health",
-        "/get/{storage_id}/{key}",
-        "/set/{storage_id}",
-        "/clear/{storage_id}",
-    ):
+    for documented in _DOCUMENTED:
         assert f'data-path="{documented}"' in dom, documented
+
+
+@pytest.mark.browser
+async def test_swagger_ui_ignores_a_spec_named_in_its_address(
+    make_config: Callable[..., Config], aiohttp_server: ServerFactory, tmp_path: object
+) -> None:
+    """CVE-2021-46708: ``/api/docs?url=<attacker's spec>`` (or ``configUrl``) made the bundled
+    Swagger UI 4.1.0 render a foreign document whose server is the attacker's, inviting users
+    to type the admin token into it. The page must draw this service's document, and never
+    even fetch the other one."""
+    chromium = _chromium_or_skip()
+    fetched: list[str] = []
+    evil_spec = {
+        "swagger": "2.0",
+        "info": {"title": "evil", "version": "1"},
+        "host": "attacker.example",
+        "paths": {"/steal-the-token": {"get": {"responses": {"200": {"description": "x"}}}}},
+    }
+
+    async def evil(request: web.Request) -> web.Response:
+        fetched.append(request.path)
+        if request.path.endswith("config.json"):
+            return web.json_response({"url": str(request.url.with_path("/evil.json"))})
+        return web.json_response(evil_spec, headers={"Access-Control-Allow-Origin": "*"})
+
+    attacker = web.Application()
+    attacker.router.add_get("/{name}", evil)
+    attacker_server = await aiohttp_server(attacker)
+    server = await aiohttp_server(create_app(make_config()))
+    foreign = f"http://127.0.0.1:{attacker_server.port}"
+    for query in (f"url={foreign}/evil.json", f"configUrl={foreign}/config.json"):
+        url = f"http://127.0.0.1:{server.port}/api/docs?{query}"
+        process = await _rendered_dom(chromium, url, tmp_path)
+        dom = process.stdout
+        assert "opblock-summary-path" in dom, process.stderr[-2000:]
+        assert "steal-the-token" not in dom
+        for documented in _DOCUMENTED:
+            assert f'data-path="{documented}"' in dom, documented
+    assert fetched == []
+
+
+async def test_docs_pages_carry_their_policy_and_cannot_be_framed(
+    make_config: Callable[..., Config], aiohttp_client: ClientFactory
+) -> None:
+    client = await aiohttp_client(create_app(make_config()))
+    for target in (
+        "/api/docs",
+        "/api/docs/static/swagger-ui/swagger-ui-bundle.js",
+        "/api/docs/static/docs/start.js",
+    ):
+        response = await client.get(target)
+        assert response.status == 200, target
+        policy = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy, target
+        assert "frame-ancestors 'none'" in policy, target
+        assert "connect-src 'self'" in policy, target
+        assert response.headers["X-Frame-Options"] == "DENY", target
+    page = await (await client.get("/api/docs")).text()
+    assert "<script>" not in page  # no inline script: the policy allows none
+    start = await (await client.get("/api/docs/static/docs/start.js")).text()
+    assert "queryConfigEnabled: false" in start
+
+
+def test_the_vendored_swagger_ui_is_past_the_query_string_fix() -> None:
+    """CVE-2021-46708 was fixed in Swagger UI 4.1.3; the bundle records its version."""
+    version_file = ROOT / "kv_storage" / "static" / "swagger-ui" / "VERSION"
+    name, version = version_file.read_text().splitlines()[0].split()
+    assert name == "swagger-ui-dist"
+    assert tuple(int(part) for part in version.split(".")) >= (4, 1, 3)
+    assert (version_file.parent / "LICENSE").is_file()
+
+
+async def test_docs_can_be_switched_off(
+    make_config: Callable[..., Config], aiohttp_client: ClientFactory
+) -> None:
+    client = await aiohttp_client(create_app(make_config(KV_STORAGE_APP_DOCS_ENABLED="false")))
+    for target in (
+        "/api/docs",
+        "/api/docs/swagger.json",
+        "/api/docs/static/swagger-ui/swagger-ui-bundle.js",
+    ):
+        assert (await client.get(target)).status == 404, target
+    assert (await client.get("/health")).status == 200
 
 
 async def _run(command: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:

@@ -199,6 +199,15 @@ def test_every_property_has_its_environment_variable() -> None:
             "20000",
             r"scroll\.page-size: must be between",
         ),
+        (
+            "KV_STORAGE_ADMIN_TOKEN",
+            "short-token-of-31-characters-xx",
+            r"admin\.token: must be at least 32 characters \(it has 31\); make one with",
+        ),
+        ("KV_STORAGE_SERVER_MAX_JSON_BODY_SIZE", "0", r"max-json-body-size: must be at least 1"),
+        ("KV_STORAGE_SERVER_MAX_KEYS_PER_REQUEST", "x", r"max-keys-per-request: expected"),
+        ("KV_STORAGE_ELASTICSEARCH_SCROLL_MAX_OPEN", "501", r"scroll\.max-open: must be between"),
+        ("KV_STORAGE_APP_DOCS_ENABLED", "yes", r"app\.docs\.enabled: expected true or false"),
     ],
 )
 def test_bad_values_name_the_property(variable: str, value: str, message: str) -> None:

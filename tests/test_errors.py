@@ -90,8 +90,10 @@ async def test_unexpected_error_is_500_without_details(
         response = await client.get("/buggy")
     assert response.status == 500
     body = await response.json()
-    assert body == {"error": "internal error: RuntimeError"}
-    assert "buggy" in caplog.text  # the operator sees where it happened
+    request_id = response.headers["X-Request-ID"]
+    assert body == {"error": f"internal error of the service (request id {request_id})"}
+    assert "/buggy" in caplog.text  # the operator sees where it happened
+    assert "internal detail" in caplog.text
 
 
 async def test_request_timeout_is_500_naming_the_cause(
@@ -108,7 +110,10 @@ async def test_request_timeout_is_500_naming_the_cause(
     async with asyncio.timeout(5):
         response = await client.get("/slow")
     assert response.status == 500
-    assert await response.json() == {"error": "the request was not processed within 0.2 s"}
+    request_id = response.headers["X-Request-ID"]
+    assert await response.json() == {
+        "error": f"the request was not processed within 0.2 s (request id {request_id})"
+    }
 
 
 async def test_body_over_the_limit_is_413(
@@ -125,18 +130,31 @@ async def test_body_over_the_limit_is_413(
     assert "1024" in (await response.json())["error"]
 
 
-async def test_elasticsearch_error_is_500_naming_it(
-    make_config: Callable[..., Config], aiohttp_client: ClientFactory, index_prefix: str
+async def test_elasticsearch_error_is_500_naming_its_class_and_the_request(
+    make_config: Callable[..., Config],
+    aiohttp_client: ClientFactory,
+    index_prefix: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The client learns the kind of failure and the request id; Elasticsearch's own reason
+    (index names, internals) goes to the log, under that request id."""
+
     async def read_missing(request: web.Request) -> web.Response:
         await request.app[ES_CLIENT].get(index=f"{index_prefix}absent", id="1")
         return web.Response()
 
-    client = await aiohttp_client(_app_with(make_config(), "/missing", read_missing))
-    response = await client.get("/missing")
+    client = await aiohttp_client(_app_with(make_config(), "/missing/{key}", read_missing))
+    with caplog.at_level(logging.ERROR):
+        response = await client.get("/missing/a-key", headers={"X-Request-ID": "trace-me-42"})
     assert response.status == 500
-    message = (await response.json())["error"]
-    assert message.startswith("Elasticsearch answered 404 (index_not_found_exception)")
+    text = await response.text()
+    refused = "Elasticsearch refused the request (request id trace-me-42)"
+    assert json.loads(text) == {"error": refused}
+    assert "index_not_found_exception" not in text
+    assert f"{index_prefix}absent" not in text
+    assert "index_not_found_exception" in caplog.text
+    assert "GET /missing/{key}" in caplog.text  # the route, not the path with its key
+    assert "a-key" not in caplog.text
 
 
 async def test_unreachable_elasticsearch_is_500_without_credentials(

@@ -26,7 +26,7 @@ from tests.conftest import StorageFactory
 from tests.processes import service_process
 
 Client = TestClient[web.Request, web.Application]
-TOKEN = "fuzzing-admin-token"
+TOKEN = "fuzzing-admin-token-0123456789abcdef"
 SCHEMATHESIS_TIMEOUT_S = 300
 
 # Operations that end or re-key the storage they are given: each gets a storage of its own,

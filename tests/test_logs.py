@@ -129,7 +129,7 @@ async def test_no_secret_in_logs_or_metrics(
         secrets.append(secret)
         headers = {"Secret-Key": secret}
         async with session.put(
-            f"{base}/set/{storage_id}/k",
+            f"{base}/set/{storage_id}/private-key-name",
             data="v",
             headers={**headers, "Content-Type": "text/plain"},
         ) as answer:
@@ -156,6 +156,8 @@ async def test_no_secret_in_logs_or_metrics(
     assert process.stdout is not None
     log_text = (await process.stdout.read()).decode()
     assert '"logger": "aiohttp.access"' in log_text  # the access log was on
+    assert "PUT /set/{storage_id}/{key}" in log_text  # routes, not paths with ids and keys
+    assert "private-key-name" not in log_text
     for secret in secrets:
         assert secret not in log_text
         assert secret not in metrics_text

@@ -1,6 +1,7 @@
 """The key/value endpoints against a real node: every status row of the original README."""
 
 import asyncio
+import gc
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -447,9 +448,8 @@ async def test_multi_set_writes_and_answers_per_key(
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b'{"a": 1}', "JSON object of strings"),
-        (b'{"a": null}', "JSON object of strings"),
-        (b'["a"]', "JSON object of strings"),
+        (b'["a"]', "a JSON object"),
+        (b'"a"', "a JSON object"),
         (b"{", "not valid JSON"),
     ],
 )
@@ -711,6 +711,7 @@ async def test_a_value_too_large_for_elasticsearch_is_413(
     assert response.status == 413
     assert "larger than Elasticsearch accepts" in (await response.json())["error"]
     assert (await get(api, storage, "quotes"))[0] == 404
+    gc.collect()  # the dropped socket's warning belongs to this test, not to the next one
 
 
 @pytest.mark.parametrize(("method", "operation"), [("POST", "get"), ("POST", "delete")])
@@ -834,4 +835,4 @@ async def test_a_scroll_lost_midway_fails_the_list_instead_of_shortening_it(
         await listed.read()
     cleared = await small_pages_api.post(path("clear", storage), headers=storage.headers)
     assert cleared.status == 500
-    assert "404" in (await cleared.json())["error"]
+    assert (await cleared.json())["error"].startswith("Elasticsearch refused the request")

@@ -36,7 +36,7 @@ from tests.waiting import wait_until
 
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[[web.Application], Awaitable[Client]]
-TOKEN = "two-instances-admin-token"
+TOKEN = "two-instances-admin-token-0123456789"
 UPDATE_TIME_S = 1.0
 POLL_MARGIN_S = 0.5
 """Time for the poll's own requests (a refresh and a search) and for the request asking."""

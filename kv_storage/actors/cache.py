@@ -1,9 +1,9 @@
 """The cache actor: owns the storage lookups (existence, type, history flag, secret).
 
-Lookups are kept in an aiocache memory cache for ``app.cache.expiration-time``, misses too,
-and at most ``app.cache.max-size`` of them: the least recently used is dropped first (the
-memory cache has no bound of its own). Concurrent lookups of one uncached storage share a
-single registry read.
+Lookups are kept in an aiocache memory cache for ``app.cache.expiration-time``, at most
+``app.cache.max-size`` of them: the least recently used is dropped first (the memory cache
+has no bound of its own). Misses (ids of no live storage) are kept too, in a small cache of
+their own. Concurrent lookups of one uncached storage share a single registry read.
 """
 
 import asyncio
@@ -54,17 +54,58 @@ class _Entry:
     """``None``: the registry has no live storage of that id (a cached miss)."""
 
 
+class _BoundedCache:
+    """An aiocache memory cache of at most ``max_size`` entries, least recently used out
+    first (the memory cache has no bound of its own)."""
+
+    def __init__(self, *, max_size: int, ttl_s: float) -> None:
+        # In memory nothing blocks: no per-call timeout (aiocache would wrap each call in a task).
+        self._cache = SimpleMemoryCache(timeout=None)
+        self._recency: OrderedDict[str, None] = OrderedDict()
+        self._max_size = max_size
+        self._ttl_s = ttl_s
+
+    def __len__(self) -> int:
+        return len(self._recency)
+
+    async def get(self, storage_id: str) -> _Entry | None:
+        entry = await self._cache.get(storage_id)
+        if not isinstance(entry, _Entry):
+            return None
+        self._recency.move_to_end(storage_id)
+        return entry
+
+    async def put(self, storage_id: str, entry: _Entry) -> None:
+        await self._cache.set(storage_id, entry, ttl=self._ttl_s)
+        self._recency[storage_id] = None
+        self._recency.move_to_end(storage_id)
+        while len(self._recency) > self._max_size:
+            oldest, _ = self._recency.popitem(last=False)
+            await self._cache.delete(oldest)
+
+    async def delete(self, storage_id: str) -> None:
+        self._recency.pop(storage_id, None)
+        await self._cache.delete(storage_id)
+
+    async def clear(self) -> None:
+        self._recency.clear()
+        await self._cache.clear()
+
+
 _LOOKUP_CONCURRENCY = 1024
+MAX_CACHED_MISSES = 256
+"""Unknown storage ids remembered at once: enough to spare the registry a client that
+retries, too few to matter, and apart from the storages that exist, so that requests for
+random ids cannot push real storages out of the cache."""
 
 
 class CacheActor(Actor[CacheMessage]):
     def __init__(self, *, registry: Registry, config: CacheConfig) -> None:
         super().__init__(name="storage-cache", max_concurrency=_LOOKUP_CONCURRENCY)
         self._registry = registry
-        self._config = config
-        # In memory nothing blocks: no per-call timeout (aiocache would wrap each call in a task).
-        self._cache = SimpleMemoryCache(timeout=None)
-        self._recency: OrderedDict[str, None] = OrderedDict()
+        ttl_s = config.expiration_time_s
+        self._found = _BoundedCache(max_size=config.max_size, ttl_s=ttl_s)
+        self._missing = _BoundedCache(max_size=min(MAX_CACHED_MISSES, config.max_size), ttl_s=ttl_s)
         self._loading: dict[str, asyncio.Future[Storage | None]] = {}
         self._hits = self._misses = 0
 
@@ -81,17 +122,16 @@ class CacheActor(Actor[CacheMessage]):
                     await self._forget(storage_id)
             case ForgetAll():
                 self._loading.clear()
-                self._recency.clear()
-                await self._cache.clear()
+                await self._found.clear()
+                await self._missing.clear()
             case GetCacheStats():
-                return CacheStats(self._hits, self._misses, len(self._recency))
+                return CacheStats(self._hits, self._misses, len(self._found) + len(self._missing))
         return None
 
     async def _look_up(self, storage_id: str) -> Storage | None:
-        entry = await self._cache.get(storage_id)
-        if isinstance(entry, _Entry):
+        entry = await self._found.get(storage_id) or await self._missing.get(storage_id)
+        if entry is not None:
             self._hits += 1
-            self._recency.move_to_end(storage_id)
             return entry.storage
         self._misses += 1
         loading = self._loading.get(storage_id)
@@ -110,19 +150,12 @@ class CacheActor(Actor[CacheMessage]):
         # A Forget during the read means the answer may be stale: hand it out, keep it not.
         if self._loading.get(storage_id) is loading:
             del self._loading[storage_id]
-            await self._remember(storage_id, _Entry(storage))
+            kept_in = self._found if storage is not None else self._missing
+            await kept_in.put(storage_id, _Entry(storage))
         loading.set_result(storage)
         return storage
 
-    async def _remember(self, storage_id: str, entry: _Entry) -> None:
-        await self._cache.set(storage_id, entry, ttl=self._config.expiration_time_s)
-        self._recency[storage_id] = None
-        self._recency.move_to_end(storage_id)
-        while len(self._recency) > self._config.max_size:
-            oldest, _ = self._recency.popitem(last=False)
-            await self._cache.delete(oldest)
-
     async def _forget(self, storage_id: str) -> None:
         self._loading.pop(storage_id, None)
-        self._recency.pop(storage_id, None)
-        await self._cache.delete(storage_id)
+        await self._found.delete(storage_id)
+        await self._missing.delete(storage_id)

@@ -15,10 +15,10 @@ import random
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from kv_storage.actors.access import authorise, now_ms
+from kv_storage.actors.access import now_ms
 from kv_storage.actors.base import Actor
 from kv_storage.actors.cache import CacheActor, Forget
 from kv_storage.errors import BadRequestError, ConflictError, NotFoundError
@@ -31,7 +31,7 @@ from kv_storage.es.registry import (
     RegistryEntry,
     StaleEntryError,
 )
-from kv_storage.model import StorageType, can_name_a_storage
+from kv_storage.model import Storage, StorageType, can_name_a_storage
 from schemas.fields import MAX_LONG
 
 _FIRST_BACKOFF_S = 0.005
@@ -47,15 +47,15 @@ _SECRET_BYTES = 32
 
 @dataclass(frozen=True, slots=True)
 class UpdateTtl:
-    storage_id: str
-    secret_key: str = field(repr=False)
+    storage: Storage
+    """Authorised by its secret (the handlers' access check)."""
     ttl_ms: int
 
 
 @dataclass(frozen=True, slots=True)
 class DeleteTemp:
-    storage_id: str
-    secret_key: str = field(repr=False)
+    storage: Storage
+    """Authorised by its secret (the handlers' access check)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,12 +158,12 @@ class LifecycleActor(Actor[LifecycleMessage]):
 
     async def handle(self, message: LifecycleMessage) -> RegistryEntry | EntryPage | None:
         match message:
-            case UpdateTtl(storage_id, secret_key, ttl_ms):
-                await self._temp(storage_id, secret_key)
-                return await self._change(storage_id, lambda entry: _with_ttl(entry, ttl_ms))
-            case DeleteTemp(storage_id, secret_key):
-                await self._temp(storage_id, secret_key)
-                return await self._delete(storage_id)
+            case UpdateTtl(storage, ttl_ms):
+                _require_temp(storage)
+                return await self._change(storage.id, lambda entry: _with_ttl(entry, ttl_ms))
+            case DeleteTemp(storage):
+                _require_temp(storage)
+                return await self._delete(storage.id)
             case ExpireTemp(storage_id, now):
                 return await self._expire(storage_id, now)
             case CreateStorage():
@@ -181,15 +181,6 @@ class LifecycleActor(Actor[LifecycleMessage]):
         """A deleted storage keeps its registry document, but not its data or history."""
         await self._data.drop(storage_id)
         await self._history.drop(storage_id)
-
-    async def _temp(self, storage_id: str, secret_key: str) -> None:
-        if self._cache is None:
-            raise RuntimeError("the management endpoints need the storage cache")
-        storage = await authorise(
-            self._cache, storage_id, secret_key, index_prefix=self._index_prefix
-        )
-        if storage.type is not StorageType.TEMP:
-            raise BadRequestError(f"storage {storage_id} is not a TEMP storage")
 
     async def _existing(self, storage_id: str) -> RegistryEntry:
         entry = (
@@ -304,6 +295,11 @@ class LifecycleActor(Actor[LifecycleMessage]):
     async def _forget(self, storage_id: str) -> None:
         if self._cache is not None:
             await self._cache.ask(Forget((storage_id,)))
+
+
+def _require_temp(storage: Storage) -> None:
+    if storage.type is not StorageType.TEMP:
+        raise BadRequestError(f"storage {storage.id} is not a TEMP storage")
 
 
 def _with_ttl(entry: RegistryEntry, ttl_ms: int) -> RegistryEntry:

@@ -1,18 +1,20 @@
-"""The storage actor: authorises each key/value operation, carries it out, records history.
+"""The storage actor: carries out key/value operations and records their history.
 
-Handlers send it typed commands. It asks the cache actor for the storage, checks the
-``Secret-Key`` in constant time, does the Elasticsearch work through the data access layer
-and hands every successful change to the history sink, without waiting for history.
+Handlers send it typed commands about a storage whose holder the caller proved to be (the
+handlers' access check, before any body is read). It does the Elasticsearch work through the
+data access layer and hands every successful change to the history sink, without waiting
+for history. It also bounds the scans (list, clear) in progress: each holds a scroll context
+in Elasticsearch, which allows only a few hundred per node.
 """
 
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+import contextlib
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from kv_storage.actors.access import authorise
-from kv_storage.actors.base import Actor
-from kv_storage.actors.cache import CacheActor
-from kv_storage.errors import ConflictError, NotFoundError
+from kv_storage.actors.base import Actor, ActorStoppedError
+from kv_storage.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from kv_storage.es.data import DataStore
 from kv_storage.logs import request_id
 from kv_storage.model import Storage
@@ -22,8 +24,7 @@ from pipeline.sink import HistorySink
 
 @dataclass(frozen=True, slots=True)
 class _Command:
-    storage_id: str
-    secret_key: str = field(repr=False)
+    storage: Storage
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,26 +73,43 @@ class Clear(_Command):
     received_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class _ScanEnded:
+    """A list's pages were closed: its slot among the open scans is free again."""
+
+
 StorageCommand = (
-    GetValue | GetValues | SetValue | SetValues | DeleteValue | DeleteValues | ListKeys | Clear
+    GetValue
+    | GetValues
+    | SetValue
+    | SetValues
+    | DeleteValue
+    | DeleteValues
+    | ListKeys
+    | Clear
+    | _ScanEnded
 )
 
 _OPERATION_CONCURRENCY = 4096
 """Commands in progress at once; the Elasticsearch client's connection pool is the real limit."""
 
+_SCAN_RETRY_AFTER_S = 1
+"""What a list or clear refused for want of a free scan slot is told to wait, in seconds."""
+
 
 class StorageActor(Actor[StorageCommand]):
-    def __init__(
-        self, *, cache: CacheActor, data: DataStore, history: HistorySink, index_prefix: str
-    ) -> None:
+    def __init__(self, *, data: DataStore, history: HistorySink, max_open_scans: int) -> None:
         super().__init__(name="storage", max_concurrency=_OPERATION_CONCURRENCY)
-        self._cache = cache
         self._data = data
         self._history = history
-        self._index_prefix = index_prefix
+        self._max_open_scans = max_open_scans
+        self._open_scans = 0
 
     async def handle(self, message: StorageCommand) -> Any:
-        storage = await self._authorise(message)
+        if isinstance(message, _ScanEnded):
+            self._open_scans -= 1
+            return None
+        storage = message.storage
         match message:
             case GetValue(key=key):
                 value = await self._data.get(storage.id, key)
@@ -127,9 +145,13 @@ class StorageActor(Actor[StorageCommand]):
                 )
                 return deleted
             case ListKeys():
-                return await _first_page_fetched(self._data.key_pages(storage.id))
+                return await self._list(storage)
             case Clear(received_ms=received_ms):
-                outcome = await self._data.clear(storage.id)
+                self._open_scan()
+                try:
+                    outcome = await self._data.clear(storage.id)
+                finally:
+                    self._open_scans -= 1
                 if outcome.conflicts:
                     raise ConflictError(
                         f"{outcome.conflicts} keys changed while storage {storage.id} was being "
@@ -139,10 +161,31 @@ class StorageActor(Actor[StorageCommand]):
                 self._record(storage, [(None, None)], Operation.CLEAR, received_ms)
                 return None
 
-    async def _authorise(self, command: _Command) -> Storage:
-        return await authorise(
-            self._cache, command.storage_id, command.secret_key, index_prefix=self._index_prefix
-        )
+    def _open_scan(self) -> None:
+        """Takes one of the ``max_open_scans`` slots, or answers 503 when none is free."""
+        if self._open_scans >= self._max_open_scans:
+            raise ServiceUnavailableError(
+                f"{self._open_scans} lists and clears are in progress on this instance, the "
+                "most it runs at once (elasticsearch.scroll.max-open); try again shortly",
+                headers={"Retry-After": str(_SCAN_RETRY_AFTER_S)},
+            )
+        self._open_scans += 1
+
+    async def _list(self, storage: Storage) -> "KeyScan":
+        self._open_scan()
+        pages = self._data.key_pages(storage.id)
+        try:
+            # The first page now: a failure surfaces before the answer has begun.
+            first = await anext(pages, None)
+        except BaseException:
+            self._open_scans -= 1
+            await pages.aclose()
+            raise
+        return KeyScan(first, pages, on_close=self._scan_ended)
+
+    def _scan_ended(self) -> None:
+        with contextlib.suppress(ActorStoppedError):  # stopping: nobody counts any more
+            self.send(_ScanEnded())
 
     def _record(
         self,
@@ -160,14 +203,32 @@ class StorageActor(Actor[StorageCommand]):
             )
 
 
-async def _first_page_fetched(pages: AsyncIterator[list[str]]) -> AsyncIterator[list[str]]:
-    """Reads the first page now, so that a failure surfaces before the answer has begun."""
-    first = await anext(pages, None)
+class KeyScan:
+    """The pages of a ``list`` in progress: its scroll in Elasticsearch and its slot among the
+    open scans are held until ``close``, which the handler calls whatever happens. Should the
+    handler never get it (the request ran out of time meanwhile), dropping it frees the slot,
+    and asyncio closes the scan, which releases the scroll."""
 
-    async def all_pages() -> AsyncIterator[list[str]]:
-        if first is not None:
-            yield first
-            async for page in pages:
-                yield page
+    def __init__(
+        self,
+        first: list[str] | None,
+        pages: AsyncGenerator[list[str], None],
+        *,
+        on_close: Callable[[], None],
+    ) -> None:
+        self._first = first
+        self._pages = pages
+        self._release = weakref.finalize(self, on_close)
 
-    return all_pages()
+    async def __aiter__(self) -> AsyncIterator[list[str]]:
+        if self._first is None:
+            return
+        yield self._first
+        async for page in self._pages:
+            yield page
+
+    async def close(self) -> None:
+        try:
+            await self._pages.aclose()
+        finally:
+            self._release()

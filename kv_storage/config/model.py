@@ -14,6 +14,8 @@ class ElasticsearchConfig:
     index_prefix: str
     scroll_page_size: int
     scroll_keep_alive_s: float
+    scroll_max_open: int
+    """Scans (list, clear) open at once on this instance; each holds a scroll context."""
     key_max_bytes: int
     value_max_bytes: int | None
     """``None`` means values of any size (the original's ``-1``)."""
@@ -39,6 +41,7 @@ class AppConfig:
     default_page_size: int
     request_timeout_s: float
     expiry_interval_s: float
+    docs_enabled: bool
     cache: CacheConfig
     history: HistoryConfig
 
@@ -54,6 +57,8 @@ class ServerConfig:
     host: str
     port: int
     max_body_size: int
+    max_json_body_size: int
+    max_keys_per_request: int
     access_log: bool
     log_format: str
 

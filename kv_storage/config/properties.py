@@ -16,6 +16,9 @@ MAX_KEY_BYTES = 512
 MAX_SCROLL_PAGE_SIZE = 10_000
 """Elasticsearch's default ``index.max_result_window``: a larger page is refused."""
 
+MIN_ADMIN_TOKEN_LENGTH = 32
+"""A bearer token shorter than this can be guessed; ``openssl rand -hex 32`` makes one of 64."""
+
 
 def _integer(value: object) -> int:
     if isinstance(value, bool):
@@ -89,6 +92,16 @@ def _text(value: object) -> str:
 def _optional_text(value: object) -> str | None:
     text = _text(value)
     return text or None
+
+
+def _admin_token(value: object) -> str | None:
+    token = _optional_text(value)
+    if token is not None and len(token) < MIN_ADMIN_TOKEN_LENGTH:
+        raise ValueError(
+            f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters (it has {len(token)}); "
+            "make one with: openssl rand -hex 32"
+        )
+    return token
 
 
 _HOST_PORT = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?$")
@@ -192,6 +205,12 @@ PROPERTIES: tuple[Property, ...] = (
         "How long Elasticsearch keeps a scroll open between two batches.",
     ),
     Property(
+        "elasticsearch.scroll.max-open",
+        16,
+        _between(1, 500),
+        "Most scrolls (list and clear) this instance keeps open at once; more answer 503.",
+    ),
+    Property(
         "elasticsearch.limit.value.max-size",
         -1,
         _value_max_size,
@@ -261,10 +280,17 @@ PROPERTIES: tuple[Property, ...] = (
         "Longest time a request may take before it is answered with 500.",
     ),
     Property(
+        "app.docs.enabled",
+        True,
+        _boolean,
+        "Serve the Swagger UI and the API document at /api/docs.",
+    ),
+    Property(
         "admin.token",
         "",
-        _optional_text,
-        "Bearer token of the administration API (/admin/); empty: the API is disabled.",
+        _admin_token,
+        "Bearer token of the administration API (/admin/), at least 32 characters; empty: "
+        "the API is disabled.",
         secret=True,
     ),
     Property("server.host", "0.0.0.0", _text, "Address the HTTP server listens on."),
@@ -285,7 +311,19 @@ PROPERTIES: tuple[Property, ...] = (
         "server.max-body-size",
         64 * 1024 * 1024,
         _at_least(1),
-        "Largest request body in bytes; a larger one is answered with 413.",
+        "Largest request body in bytes (a single value); a larger one is answered with 413.",
+    ),
+    Property(
+        "server.max-json-body-size",
+        4 * 1024 * 1024,
+        _at_least(1),
+        "Largest JSON body in bytes (multi-key and administration calls); larger: 413.",
+    ),
+    Property(
+        "server.max-keys-per-request",
+        10_000,
+        _at_least(1),
+        "Most keys in one multi-key call; more are answered with 400.",
     ),
 )
 

@@ -6,9 +6,9 @@ they see every write acknowledged before they began.
 """
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from elasticsearch import AsyncElasticsearch, NotFoundError
 from elasticsearch.helpers import async_bulk, async_scan
@@ -104,10 +104,14 @@ class DataStore:
             index=self._names.data(storage_id), ignore_unavailable=True
         )
 
-    async def key_pages(self, storage_id: str) -> AsyncIterator[list[str]]:
-        """Every key, a page at a time; memory holds one page, whatever the storage's size."""
-        async for page in self._pages(storage_id, with_versions=False):
-            yield [hit["_id"] for hit in page]
+    async def key_pages(self, storage_id: str) -> AsyncGenerator[list[str], None]:
+        """Every key, a page at a time; memory holds one page, whatever the storage's size.
+
+        Closing it early releases the scroll in Elasticsearch at once.
+        """
+        async with contextlib.aclosing(self._pages(storage_id, with_versions=False)) as pages:
+            async for page in pages:
+                yield [hit["_id"] for hit in page]
 
     async def clear(self, storage_id: str) -> ClearOutcome:
         """Deletes every key that has not changed since it was read (core APIs only).
@@ -117,48 +121,62 @@ class DataStore:
         counted as a conflict.
         """
         deleted = conflicts = 0
-        async for page in self._pages(storage_id, with_versions=True):
-            actions = [
-                {
-                    "_op_type": "delete",
-                    "_index": hit["_index"],
-                    "_id": hit["_id"],
-                    "if_seq_no": hit["_seq_no"],
-                    "if_primary_term": hit["_primary_term"],
-                }
-                for hit in page
-            ]
-            failed = await self._failed_items(actions)
-            conflicts += sum(1 for item in failed if item.get("status") == 409)
-            unexpected = [item for item in failed if item.get("status") not in (404, 409)]
-            if unexpected:
-                raise BulkItemError(unexpected[0])
-            deleted += len(actions) - len(failed)
+        async with contextlib.aclosing(self._pages(storage_id, with_versions=True)) as pages:
+            async for page in pages:
+                deleted_here, conflicts_here = await self._delete_unchanged(page)
+                deleted += deleted_here
+                conflicts += conflicts_here
         return ClearOutcome(deleted=deleted, conflicts=conflicts)
 
-    async def _pages(self, storage_id: str, *, with_versions: bool) -> AsyncIterator[list[Any]]:
+    async def _delete_unchanged(self, page: list[Any]) -> tuple[int, int]:
+        """Deletes a page of keys unless they changed since they were read: (deleted, kept)."""
+        actions = [
+            {
+                "_op_type": "delete",
+                "_index": hit["_index"],
+                "_id": hit["_id"],
+                "if_seq_no": hit["_seq_no"],
+                "if_primary_term": hit["_primary_term"],
+            }
+            for hit in page
+        ]
+        failed = await self._failed_items(actions)
+        unexpected = [item for item in failed if item.get("status") not in (404, 409)]
+        if unexpected:
+            raise BulkItemError(unexpected[0])
+        conflicts = sum(1 for item in failed if item.get("status") == 409)
+        return len(actions) - len(failed), conflicts
+
+    async def _pages(
+        self, storage_id: str, *, with_versions: bool
+    ) -> AsyncGenerator[list[Any], None]:
         index = self._names.data(storage_id)
         try:
             await self._client.indices.refresh(index=index)
         except NotFoundError:
             return  # never written: no keys
         page: list[Any] = []
-        hits = async_scan(
-            self._client,
-            index=index,
-            query={"query": {"match_all": {}}, "sort": ["_doc"]},
-            size=self._scan.page_size,
-            scroll=self._scan.keep_alive,
-            _source=False,
-            seq_no_primary_term=with_versions,
-            clear_scroll=True,
+        # An async generator, typed as an iterable: closing it releases the scroll.
+        hits = cast(
+            AsyncGenerator[dict[str, Any], None],
+            async_scan(
+                self._client,
+                index=index,
+                query={"query": {"match_all": {}}, "sort": ["_doc"]},
+                size=self._scan.page_size,
+                scroll=self._scan.keep_alive,
+                _source=False,
+                seq_no_primary_term=with_versions,
+                clear_scroll=True,
+            ),
         )
         try:
-            async for hit in hits:
-                page.append(hit)
-                if len(page) >= self._scan.page_size:
-                    yield page
-                    page = []
+            async with contextlib.aclosing(hits):
+                async for hit in hits:
+                    page.append(hit)
+                    if len(page) >= self._scan.page_size:
+                        yield page
+                        page = []
         except NotFoundError as error:
             # The index deleted while we read it means no keys; anything else missing (an
             # expired or released scroll) would silently cut the keys short, so it is an error.

@@ -1,8 +1,9 @@
-"""Turns Elasticsearch client failures into messages that name the cause.
+"""Turns Elasticsearch client failures into messages: a class for clients, details for logs.
 
-The messages go into answers and logs, so they carry what an operator needs (unreachable,
-timed out, which error Elasticsearch gave) and never credentials: the client keeps those in
-its own settings, not in the URLs these messages show.
+``classify`` is what an answer says: the kind of failure (unreachable, did not answer in time,
+overloaded, refused the request), nothing of Elasticsearch's internals. ``describe`` is what
+the log says: the cause as Elasticsearch or the client gave it, for the operator. Neither
+carries credentials: the client keeps those in its own settings, not in the URLs shown.
 """
 
 from collections.abc import Mapping
@@ -31,6 +32,24 @@ def answer_status(error: BaseException) -> int:
     request for its size (``http.max_content_length``; JSON escaping can make a body the
     service accepted larger than that), else 500."""
     return 413 if isinstance(error, ApiError) and error.meta.status == 413 else 500
+
+
+_OVERLOADED = frozenset({429, 502, 503, 504})
+
+
+def classify(error: BaseException) -> str:
+    """The kind of failure, for a client: no index names, no reasons, no stack."""
+    if isinstance(error, ConnectionTimeout):
+        return "Elasticsearch did not answer in time"
+    if isinstance(error, TransportConnectionError):
+        return "Elasticsearch is unreachable"
+    if isinstance(error, ApiError) and error.meta.status == 413:
+        return describe(error)  # the client's own request was too large: tell it so
+    if isinstance(error, ApiError) and error.meta.status in _OVERLOADED:
+        return "Elasticsearch is overloaded"
+    if isinstance(error, ApiError | BulkItemError):
+        return "Elasticsearch refused the request"
+    return "the request to Elasticsearch failed"
 
 
 def describe(error: BaseException) -> str:

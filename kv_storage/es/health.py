@@ -5,13 +5,16 @@ in the health shape within the request timeout instead of a timeout error.
 """
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from elasticsearch import AsyncElasticsearch
 
-from kv_storage.es.errors import describe, is_elasticsearch_error
+from kv_storage.es.errors import classify, describe, is_elasticsearch_error
 from kv_storage.es.names import IndexNames
+
+logger = logging.getLogger(__name__)
 
 HEALTHY = "HEALTHY"
 UNHEALTHY = "UNHEALTHY"
@@ -33,7 +36,8 @@ async def _run_check(name: str, probe: Callable[[], Awaitable[object]], timeout_
     except Exception as error:
         if not is_elasticsearch_error(error):
             raise
-        return Check(name, UNHEALTHY, describe(error))
+        logger.warning("health check %s failed: %s", name, describe(error))
+        return Check(name, UNHEALTHY, classify(error))
     return Check(name, HEALTHY, "OK") if found else Check(name, UNHEALTHY, "Not found")
 
 

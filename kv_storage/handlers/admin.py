@@ -94,9 +94,10 @@ def admin_guard(token: str | None) -> Middleware:
                     "the administration API is disabled: set admin.token to enable it"
                 )
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode(), expected
-            ):
+            # A header that is not UTF-8 keeps its bytes as surrogates: back to those bytes,
+            # it matches no token.
+            given_bytes = given.strip().encode("utf-8", "surrogateescape")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, expected):
                 raise UnauthorizedError(
                     "a valid administrator token is needed: Authorization: Bearer <admin.token>",
                     headers={"WWW-Authenticate": 'Bearer realm="kv-storage admin"'},

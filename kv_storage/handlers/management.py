@@ -8,12 +8,8 @@ from aiohttp_apispec import docs, querystring_schema
 
 from kv_storage.actors.lifecycle import DeleteTemp, UpdateTtl
 from kv_storage.app_keys import LIFECYCLE_ACTOR
-from kv_storage.handlers.requests import (
-    EMPTY_OK_TYPES,
-    empty_ok,
-    secret_key,
-    storage_id,
-)
+from kv_storage.handlers.access import authorised_storage, storage_route
+from kv_storage.handlers.requests import EMPTY_OK_TYPES, empty_ok
 from kv_storage.handlers.spec import SECRET_KEY_PARAMETER, storage_id_parameter
 from kv_storage.validation import validated
 from schemas.errors import ErrorSchema
@@ -54,9 +50,10 @@ def _responses(done: str, bad: str) -> dict[int, dict[str, Any]]:
     ),
 )
 @querystring_schema(TtlQuerySchema)
+@storage_route()
 async def update_ttl(request: web.Request) -> web.Response:
     ttl_ms = validated(request, "querystring")["ttl"]
-    command = UpdateTtl(storage_id(request), secret_key(request), ttl_ms)
+    command = UpdateTtl(authorised_storage(request), ttl_ms)
     await request.app[LIFECYCLE_ACTOR].ask(command)
     return empty_ok()
 
@@ -69,8 +66,9 @@ async def update_ttl(request: web.Request) -> web.Response:
     parameters=_PARAMETERS,
     responses=_responses("The storage is deleted", "The storage is not TEMP"),
 )
+@storage_route()
 async def delete_temp(request: web.Request) -> web.Response:
-    await request.app[LIFECYCLE_ACTOR].ask(DeleteTemp(storage_id(request), secret_key(request)))
+    await request.app[LIFECYCLE_ACTOR].ask(DeleteTemp(authorised_storage(request)))
     return empty_ok()
 
 

@@ -1,21 +1,22 @@
-"""Reading what every storage request carries: the storage id, the key, the secret, the body.
+"""Reading what a storage request carries: the key in its path and its body.
 
-Invalid input ends here with a 400 (or 401 for a missing secret), before any actor is asked.
+Called by handlers only once the caller is authorised (``handlers.access``). Invalid input
+ends here with a 400 (or 413 for a body over its bound), before any actor is asked.
 """
 
-import json
 import time
-from typing import Any
+from typing import TypeVar
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 from marshmallow import ValidationError, fields
 
-from kv_storage.errors import BadRequestError, UnauthorizedError
+from kv_storage.app_keys import CONFIG
+from kv_storage.errors import BadRequestError
 from kv_storage.middlewares import describe_validation_error
+from kv_storage.validation import read_body, read_json
 
-SECRET_KEY_HEADER = "Secret-Key"
-
+T = TypeVar("T")
 
 EMPTY_OK_TYPES = ["application/json", "text/plain"]
 """What an endpoint that answers success with an empty body produces (errors are JSON)."""
@@ -29,17 +30,6 @@ def empty_ok() -> web.Response:
 def received_ms() -> int:
     """The request's arrival in epoch milliseconds, as history records it."""
     return time.time_ns() // 1_000_000
-
-
-def secret_key(request: web.Request) -> str:
-    secret = request.headers.get(SECRET_KEY_HEADER)
-    if secret is None:
-        raise UnauthorizedError(f"the {SECRET_KEY_HEADER} header is missing")
-    return secret
-
-
-def storage_id(request: web.Request) -> str:
-    return request.match_info["storage_id"]
 
 
 def path_key(request: web.Request) -> str:
@@ -56,39 +46,33 @@ def path_key(request: web.Request) -> str:
         raise BadRequestError("the key is not valid UTF-8") from None
 
 
-def require_content_type(request: web.Request, expected: str) -> None:
-    if request.content_type != expected:
-        given = request.headers.get("Content-Type", "none")
-        raise BadRequestError(f"the content type must be {expected}, not {given}")
-
-
 async def text_body(request: web.Request) -> str:
+    """A single value: at most ``server.max-body-size`` bytes of UTF-8."""
+    raw = await read_body(request, request.app[CONFIG].server.max_body_size)
     try:
-        return (await request.read()).decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequestError("the body is not valid UTF-8") from None
 
 
-async def json_document(request: web.Request) -> Any:
-    """The body as JSON, from a request that says it is JSON."""
-    require_content_type(request, "application/json")
-    text = await text_body(request)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise BadRequestError(f"the body is not valid JSON: {error}") from None
-    except RecursionError:
-        raise BadRequestError("the body is JSON nested too deeply") from None
+async def json_body(request: web.Request, field: fields.Field[T], shape: str) -> T:
+    """The body of a multi-key call as ``field`` loads it; ``shape`` says what it must be.
 
-
-async def json_body(request: web.Request, field: fields.Field[Any], shape: str) -> Any:
-    """The body as JSON, checked against ``field``; ``shape`` says what it must be."""
-    document = await json_document(request)
+    At most ``server.max-keys-per-request`` keys: counted before any key is looked at.
+    """
+    document = await read_json(request)
+    limit = request.app[CONFIG].server.max_keys_per_request
+    if isinstance(document, list | dict) and len(document) > limit:
+        raise BadRequestError(
+            f"the body has {len(document)} keys; at most {limit} are allowed in one request "
+            "(server.max-keys-per-request)"
+        )
     try:
-        return field.deserialize(document)
+        loaded: T = field.deserialize(document)
     except ValidationError as error:
         detail = describe_validation_error(error)
         raise BadRequestError(f"the body must be {shape} ({detail})") from None
+    return loaded
 
 
 def key_problem(key: str, max_bytes: int) -> str | None:

@@ -8,7 +8,7 @@ the document is built.
 
 from typing import Any
 
-from kv_storage.handlers.requests import SECRET_KEY_HEADER
+from kv_storage.handlers.access import SECRET_KEY_HEADER
 
 RAW_SCHEMA = "x-raw-schema"
 

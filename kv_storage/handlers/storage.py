@@ -13,12 +13,14 @@ from kv_storage.actors.storage import (
     DeleteValues,
     GetValue,
     GetValues,
+    KeyScan,
     ListKeys,
     SetValue,
     SetValues,
 )
 from kv_storage.app_keys import CONFIG, STORAGE_ACTOR
 from kv_storage.errors import BadRequestError
+from kv_storage.handlers.access import authorised_storage, storage_route
 from kv_storage.handlers.requests import (
     EMPTY_OK_TYPES,
     empty_ok,
@@ -26,9 +28,6 @@ from kv_storage.handlers.requests import (
     key_problem,
     path_key,
     received_ms,
-    require_content_type,
-    secret_key,
-    storage_id,
     text_body,
     value_problem,
 )
@@ -62,10 +61,17 @@ _KEY_NOTE = (
 
 
 _TOO_LARGE = {
-    "description": "The body is larger than server.max-body-size, or the request it makes is "
-    "larger than Elasticsearch accepts",
+    "description": "The body is larger than server.max-body-size (a JSON body: "
+    "server.max-json-body-size), or the request it makes is larger than Elasticsearch accepts",
     "schema": ErrorSchema,
 }
+
+
+_BUSY = (
+    503,
+    "elasticsearch.scroll.max-open lists and clears are in progress on this instance; "
+    "try again after Retry-After seconds",
+)
 
 
 def _errors(*extra: tuple[int, str]) -> dict[int, dict[str, Any]]:
@@ -104,8 +110,9 @@ def _key(request: web.Request) -> str:
         **_errors((404, "The storage does not exist or has no such key")),
     },
 )
+@storage_route()
 async def get_value(request: web.Request) -> web.Response:
-    command = GetValue(storage_id(request), secret_key(request), _key(request))
+    command = GetValue(authorised_storage(request), _key(request))
     value = await request.app[STORAGE_ACTOR].ask(command)
     return web.Response(text=value, content_type="text/plain")
 
@@ -117,17 +124,22 @@ async def get_value(request: web.Request) -> web.Response:
     parameters=[_SECRET, _STORAGE_ID, _body("keys", KEYS_SPEC)],
     responses={
         200: raw_response("Each key's value, null for missing keys", VALUES_SPEC),
-        400: {"description": "The content type or body is invalid", "schema": ErrorSchema},
+        400: {
+            "description": "The content type or body is invalid, or it has more than "
+            "server.max-keys-per-request keys",
+            "schema": ErrorSchema,
+        },
         413: _TOO_LARGE,
         **_errors(),
     },
 )
+@storage_route(content_type="application/json")
 async def get_values(request: web.Request) -> web.Response:
-    secret = secret_key(request)
-    keys: list[str] = await json_body(request, KEYS, "a JSON array of strings")
+    keys = await json_body(request, KEYS, "a JSON array of strings")
     max_bytes = request.app[CONFIG].elasticsearch.key_max_bytes
     valid = tuple(key for key in keys if key_problem(key, max_bytes) is None)
-    values = await request.app[STORAGE_ACTOR].ask(GetValues(storage_id(request), secret, valid))
+    command = GetValues(authorised_storage(request), valid)
+    values = await request.app[STORAGE_ACTOR].ask(command)
     return web.json_response({key: values.get(key) for key in keys})
 
 
@@ -150,16 +162,16 @@ async def get_values(request: web.Request) -> web.Response:
         **_errors(),
     },
 )
+@storage_route(content_type="text/plain")
 async def set_value(request: web.Request) -> web.Response:
     arrival = received_ms()
-    secret = secret_key(request)
     key = _key(request)
-    require_content_type(request, "text/plain")
     value = await text_body(request)
     problem = value_problem(value, request.app[CONFIG].elasticsearch.value_max_bytes)
     if problem:
         raise BadRequestError(problem)
-    await request.app[STORAGE_ACTOR].ask(SetValue(storage_id(request), secret, key, value, arrival))
+    command = SetValue(authorised_storage(request), key, value, arrival)
+    await request.app[STORAGE_ACTOR].ask(command)
     return empty_ok()
 
 
@@ -174,23 +186,28 @@ async def set_value(request: web.Request) -> web.Response:
     parameters=[_SECRET, _STORAGE_ID, _body("pairs", PAIRS_SPEC)],
     responses={
         200: raw_response("Per key, whether it was written", RESULTS_SPEC),
-        400: {"description": "The content type or body is invalid", "schema": ErrorSchema},
+        400: {
+            "description": "The content type or body is invalid, or it has more than "
+            "server.max-keys-per-request keys",
+            "schema": ErrorSchema,
+        },
         413: _TOO_LARGE,
         **_errors(),
     },
 )
+@storage_route(content_type="application/json")
 async def set_values(request: web.Request) -> web.Response:
     arrival = received_ms()
-    secret = secret_key(request)
-    pairs: dict[str, str] = await json_body(request, PAIRS, "a JSON object of strings")
+    pairs = await json_body(request, PAIRS, "a JSON object")
     limits = request.app[CONFIG].elasticsearch
     valid = {
         key: value
         for key, value in pairs.items()
-        if key_problem(key, limits.key_max_bytes) is None
+        if value is not None
+        and key_problem(key, limits.key_max_bytes) is None
         and value_problem(value, limits.value_max_bytes) is None
     }
-    command = SetValues(storage_id(request), secret, valid, arrival)
+    command = SetValues(authorised_storage(request), valid, arrival)
     written = await request.app[STORAGE_ACTOR].ask(command)
     return web.json_response({key: key in written for key in pairs})
 
@@ -207,9 +224,10 @@ async def set_values(request: web.Request) -> web.Response:
         **_errors(),
     },
 )
+@storage_route()
 async def delete_value(request: web.Request) -> web.Response:
     arrival = received_ms()
-    command = DeleteValue(storage_id(request), secret_key(request), _key(request), arrival)
+    command = DeleteValue(authorised_storage(request), _key(request), arrival)
     await request.app[STORAGE_ACTOR].ask(command)
     return empty_ok()
 
@@ -222,20 +240,23 @@ async def delete_value(request: web.Request) -> web.Response:
     parameters=[_SECRET, _STORAGE_ID, _body("keys", KEYS_SPEC)],
     responses={
         200: raw_response("Per key, whether it is gone", RESULTS_SPEC),
-        400: {"description": "The content type or body is invalid", "schema": ErrorSchema},
+        400: {
+            "description": "The content type or body is invalid, or it has more than "
+            "server.max-keys-per-request keys",
+            "schema": ErrorSchema,
+        },
         413: _TOO_LARGE,
         **_errors(),
     },
 )
+@storage_route(content_type="application/json")
 async def delete_values(request: web.Request) -> web.Response:
     arrival = received_ms()
-    secret = secret_key(request)
-    keys: list[str] = await json_body(request, KEYS, "a JSON array of strings")
+    keys = await json_body(request, KEYS, "a JSON array of strings")
     max_bytes = request.app[CONFIG].elasticsearch.key_max_bytes
     valid = tuple(key for key in keys if key_problem(key, max_bytes) is None)
-    deleted = await request.app[STORAGE_ACTOR].ask(
-        DeleteValues(storage_id(request), secret, valid, arrival)
-    )
+    command = DeleteValues(authorised_storage(request), valid, arrival)
+    deleted = await request.app[STORAGE_ACTOR].ask(command)
     return web.json_response({key: key in deleted for key in keys})
 
 
@@ -247,15 +268,23 @@ async def delete_values(request: web.Request) -> web.Response:
         "acknowledged before it began."
     ),
     parameters=[_SECRET, _STORAGE_ID],
-    responses={200: raw_response("The keys", KEY_LIST_SPEC), **_errors()},
+    responses={200: raw_response("The keys", KEY_LIST_SPEC), **_errors(_BUSY)},
 )
+@storage_route()
 async def list_keys(request: web.Request) -> web.StreamResponse:
-    pages = await request.app[STORAGE_ACTOR].ask(ListKeys(storage_id(request), secret_key(request)))
+    scan: KeyScan = await request.app[STORAGE_ACTOR].ask(ListKeys(authorised_storage(request)))
+    try:
+        return await _stream_keys(request, scan)
+    finally:
+        await scan.close()
+
+
+async def _stream_keys(request: web.Request, scan: KeyScan) -> web.StreamResponse:
     timeout_s = request.app[CONFIG].app.request_timeout_s
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
     await start_streaming(request, response)
     separator = b"["
-    async for page in pages:
+    async for page in scan:
         extend_deadline(request, timeout_s)
         keys = ",".join(json.dumps(key, ensure_ascii=False) for key in page)
         await response.write(separator + keys.encode())
@@ -276,12 +305,16 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
     parameters=[_SECRET, _STORAGE_ID],
     responses={
         200: {"description": "The storage is empty"},
-        **_errors((409, "Keys changed during the clear; the storage may be cleared partially")),
+        **_errors(
+            (409, "Keys changed during the clear; the storage may be cleared partially"),
+            _BUSY,
+        ),
     },
 )
+@storage_route()
 async def clear(request: web.Request) -> web.Response:
     arrival = received_ms()
-    await request.app[STORAGE_ACTOR].ask(Clear(storage_id(request), secret_key(request), arrival))
+    await request.app[STORAGE_ACTOR].ask(Clear(authorised_storage(request), arrival))
     return empty_ok()
 
 
