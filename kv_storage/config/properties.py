@@ -233,8 +233,9 @@ PROPERTIES: tuple[Property, ...] = (
     Property(
         "app.history.retry-limit",
         5,
-        _at_least(1),
-        "Attempts to write a history record before it is logged as lost.",
+        _at_least(0),
+        "Retries of a failed history write: a record is tried at most retry-limit + 1 times, "
+        "then logged as lost.",
     ),
     Property(
         "app.history.buffer-size",
