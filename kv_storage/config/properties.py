@@ -281,7 +281,13 @@ PROPERTIES: tuple[Property, ...] = (
         _one_of("json", "logfmt"),
         "Log lines as JSON objects or as logfmt, each with the request id.",
     ),
-    Property("server.port", 8080, _between(0, 65535), "Port the HTTP server listens on."),
+    Property(
+        "server.port",
+        8080,
+        _between(0, 65535),
+        "Port the HTTP server listens on; when neither the file nor the environment sets it, "
+        "PORT (set by container platforms) is used when set.",
+    ),
     Property(
         "server.max-body-size",
         64 * 1024 * 1024,
