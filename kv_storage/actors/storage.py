@@ -5,7 +5,7 @@ Handlers send it typed commands. It asks the cache actor for the storage, checks
 and hands every successful change to the history sink, without waiting for history.
 """
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,14 +160,28 @@ class StorageActor(Actor[StorageCommand]):
             )
 
 
-async def _first_page_fetched(pages: AsyncIterator[list[str]]) -> AsyncIterator[list[str]]:
-    """Reads the first page now, so that a failure surfaces before the answer has begun."""
-    first = await anext(pages, None)
+class KeyPages:
+    """A storage's keys, a page at a time, the first page read already, so that a failure
+    surfaces before the answer has begun.
 
-    async def all_pages() -> AsyncIterator[list[str]]:
-        if first is not None:
-            yield first
-            async for page in pages:
-                yield page
+    ``aclose`` releases what the remaining pages hold in Elasticsearch (a scroll), also when
+    they were never iterated: a HEAD answers the GET's status and wants no keys.
+    """
 
-    return all_pages()
+    def __init__(self, first: list[str] | None, rest: AsyncGenerator[list[str]]) -> None:
+        self._first = first
+        self._rest = rest
+
+    async def __aiter__(self) -> AsyncIterator[list[str]]:
+        if self._first is None:
+            return
+        yield self._first
+        async for page in self._rest:
+            yield page
+
+    async def aclose(self) -> None:
+        await self._rest.aclose()
+
+
+async def _first_page_fetched(pages: AsyncGenerator[list[str]]) -> KeyPages:
+    return KeyPages(await anext(pages, None), pages)

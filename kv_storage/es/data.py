@@ -6,7 +6,7 @@ they see every write acknowledged before they began.
 """
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +104,7 @@ class DataStore:
             index=self._names.data(storage_id), ignore_unavailable=True
         )
 
-    async def key_pages(self, storage_id: str) -> AsyncIterator[list[str]]:
+    async def key_pages(self, storage_id: str) -> AsyncGenerator[list[str]]:
         """Every key, a page at a time; memory holds one page, whatever the storage's size."""
         async for page in self._pages(storage_id, with_versions=False):
             yield [hit["_id"] for hit in page]

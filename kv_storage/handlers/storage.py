@@ -4,7 +4,7 @@ list and clear. Paths, content types, bodies and status codes are the original's
 import json
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp_apispec import docs
 
 from kv_storage.actors.storage import (
@@ -253,6 +253,9 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
     pages = await request.app[STORAGE_ACTOR].ask(ListKeys(storage_id(request), secret_key(request)))
     timeout_s = request.app[CONFIG].app.request_timeout_s
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    if request.method == hdrs.METH_HEAD:  # the GET's status and headers; no keys to send
+        await pages.aclose()
+        return response
     await start_streaming(request, response)
     separator = b"["
     async for page in pages:
