@@ -6,9 +6,9 @@ they see every write acknowledged before they began.
 """
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from elasticsearch import AsyncElasticsearch, NotFoundError
 from elasticsearch.helpers import async_bulk, async_scan
@@ -105,9 +105,13 @@ class DataStore:
         )
 
     async def key_pages(self, storage_id: str) -> AsyncGenerator[list[str]]:
-        """Every key, a page at a time; memory holds one page, whatever the storage's size."""
-        async for page in self._pages(storage_id, with_versions=False):
-            yield [hit["_id"] for hit in page]
+        """Every key, a page at a time; memory holds one page, whatever the storage's size.
+
+        Closing it early (``aclose``) releases the scroll at once, not when it is collected.
+        """
+        async with contextlib.aclosing(self._pages(storage_id, with_versions=False)) as pages:
+            async for page in pages:
+                yield [hit["_id"] for hit in page]
 
     async def clear(self, storage_id: str) -> ClearOutcome:
         """Deletes every key that has not changed since it was read (core APIs only).
@@ -136,29 +140,34 @@ class DataStore:
             deleted += len(actions) - len(failed)
         return ClearOutcome(deleted=deleted, conflicts=conflicts)
 
-    async def _pages(self, storage_id: str, *, with_versions: bool) -> AsyncIterator[list[Any]]:
+    async def _pages(self, storage_id: str, *, with_versions: bool) -> AsyncGenerator[list[Any]]:
         index = self._names.data(storage_id)
         try:
             await self._client.indices.refresh(index=index)
         except NotFoundError:
             return  # never written: no keys
         page: list[Any] = []
-        hits = async_scan(
-            self._client,
-            index=index,
-            query={"query": {"match_all": {}}, "sort": ["_doc"]},
-            size=self._scan.page_size,
-            scroll=self._scan.keep_alive,
-            _source=False,
-            seq_no_primary_term=with_versions,
-            clear_scroll=True,
+        # An async generator (typed as an iterable): closing it clears the scroll.
+        hits = cast(
+            AsyncGenerator[dict[str, Any]],
+            async_scan(
+                self._client,
+                index=index,
+                query={"query": {"match_all": {}}, "sort": ["_doc"]},
+                size=self._scan.page_size,
+                scroll=self._scan.keep_alive,
+                _source=False,
+                seq_no_primary_term=with_versions,
+                clear_scroll=True,
+            ),
         )
         try:
-            async for hit in hits:
-                page.append(hit)
-                if len(page) >= self._scan.page_size:
-                    yield page
-                    page = []
+            async with contextlib.aclosing(hits):
+                async for hit in hits:
+                    page.append(hit)
+                    if len(page) >= self._scan.page_size:
+                        yield page
+                        page = []
         except NotFoundError as error:
             # The index deleted while we read it means no keys; anything else missing (an
             # expired or released scroll) would silently cut the keys short, so it is an error.
