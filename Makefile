@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 .PHONY: help setup run test lint typecheck pytest es-start es-stop clean bench
 
 help:
-	@echo "make run        set up, start a local Elasticsearch unless one is configured, serve on :8080"
+	@echo "make run        set up, start a local Elasticsearch unless one is configured (then with a"
+	@echo "                demo storage and an admin token, printed), serve on :8080 (or \$$PORT)"
 	@echo "make test       set up and run lint, type checks and the whole test suite"
 	@echo "make bench      benchmarks against plain Elasticsearch (docs/benchmarks.md)"
 	@echo "make es-start   start the local development Elasticsearch (prints its URL)"

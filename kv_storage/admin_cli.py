@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from elasticsearch import AsyncElasticsearch
 from marshmallow import ValidationError
 
 from kv_storage.actors.lifecycle import (
@@ -93,22 +94,27 @@ def _render(action: str, result: RegistryEntry | EntryPage) -> Mapping[str, Any]
     return storage_view(result)
 
 
-async def run(config: Config, args: argparse.Namespace) -> int:
-    try:
-        message = _message(args)
-    except ValidationError as error:
-        print(f"kv-storage storage: {describe_validation_error(error)}", file=sys.stderr)
-        return EXIT_USAGE
+def lifecycle_actor(config: Config, client: AsyncElasticsearch) -> LifecycleActor:
+    """The lifecycle actor of a command that runs outside the service: no cache to keep."""
     names = IndexNames(config.elasticsearch.index_prefix)
-    client = create_client(config.elasticsearch, request_timeout_s=30.0)
     scan = ScanSettings(config.elasticsearch.scroll_page_size, "1m")
-    lifecycle = LifecycleActor(
+    return LifecycleActor(
         registry=Registry(client, names),
         data=DataStore(client, names, scan),
         history=HistoryStore(client, names),
         cache=None,
         index_prefix=config.elasticsearch.index_prefix,
     )
+
+
+async def run(config: Config, args: argparse.Namespace) -> int:
+    try:
+        message = _message(args)
+    except ValidationError as error:
+        print(f"kv-storage storage: {describe_validation_error(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    client = create_client(config.elasticsearch, request_timeout_s=30.0)
+    lifecycle = lifecycle_actor(config, client)
     lifecycle.start()
     try:
         result = await lifecycle.ask(message)

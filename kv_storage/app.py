@@ -16,6 +16,7 @@ from kv_storage.actors.expiry import ExpiryActor, sweep_overlap_s
 from kv_storage.actors.history_query import HistoryQueryActor
 from kv_storage.actors.lifecycle import LifecycleActor
 from kv_storage.actors.storage import StorageActor
+from kv_storage.answers import answer_head_like_get, as_the_original_answered, keep_own_content_type
 from kv_storage.app_keys import (
     CACHE_ACTOR,
     CONFIG,
@@ -147,6 +148,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app.on_response_prepare.append(add_request_id_header)
+    app.on_response_prepare.append(as_the_original_answered)
     app.on_response_prepare.append(add_security_headers)
     app[METRICS] = metrics
     app[INDEX_NAMES] = IndexNames(config.elasticsearch.index_prefix)
@@ -158,10 +160,14 @@ def create_app(config: Config) -> web.Application:
     history.add_routes(app)
     management.add_routes(app)
     admin.add_routes(app)
+    the_original_api = set(app.router.resources())
     operations.add_routes(app)
     if config.app.docs_enabled:
         _setup_api_spec(app)
         docs.add_routes(app)
+    # /metrics, the Swagger UI and its spec are not the original's API: their types stay.
+    keep_own_content_type(app, set(app.router.resources()) - the_original_api)
+    answer_head_like_get(app)  # after the spec, which documents GET only
     return app
 
 

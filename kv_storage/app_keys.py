@@ -21,3 +21,5 @@ STORAGE_ACTOR = web.AppKey("storage_actor", StorageActor)
 HISTORY_ACTOR = web.AppKey("history_actor", HistoryActor)
 HISTORY_QUERY_ACTOR = web.AppKey("history_query_actor", HistoryQueryActor)
 LIFECYCLE_ACTOR = web.AppKey("lifecycle_actor", LifecycleActor)
+KEEPS_OWN_CONTENT_TYPE = web.AppKey("keeps_own_content_type", frozenset[web.AbstractResource])
+"""The resources whose answers are not the original's API and keep their own content type."""

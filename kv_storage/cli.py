@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kv_storage import admin_cli, logs
 from kv_storage.config import CONFIG_PATH_ENV, PROPERTIES, Config, ConfigError, load_config
-from kv_storage.config.loader import resolve_values
+from kv_storage.config.loader import resolve_values, value_sources
 
 logger = logging.getLogger("kv_storage")
 
@@ -40,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("serve", "Run the HTTP service.")
     add("init", "Create the Elasticsearch indices and templates that are missing.")
-    show = add("config", "Print the effective configuration (secrets masked).")
+    show = add(
+        "config",
+        "Print the effective configuration (secrets masked), each value with where it comes "
+        "from: default, PORT, the file, or its KV_STORAGE_* variable.",
+    )
     show.add_argument("--get", metavar="PROPERTY", help="print one property's raw value")
     admin_cli.add_commands(commands)
     return parser
@@ -106,9 +110,10 @@ def _show_config(path: Path | None, prop: str | None) -> int:
         print(values[prop])
         return 0
     load_config(path)  # report invalid values before printing them
+    sources = value_sources(path, os.environ)
     for name, value in values.items():
         shown = "***" if known[name].secret and value else value
-        print(f"{name} = {shown!r}")
+        print(f"{name} = {shown!r}  # {sources[name]}")
     return 0
 
 

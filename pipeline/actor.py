@@ -2,10 +2,12 @@
 
 A batch goes when ``flush-size`` records wait, or when the oldest waiting record has waited
 ``flush-timeout``. Records that fail (the whole request, or single items) wait another
-``flush-timeout`` and go again with a later batch, until they were tried ``retry-limit`` times;
-then they are logged as lost, by count and storage, never by value. After a whole request
-failed, no batch goes for ``flush-timeout``: an unavailable Elasticsearch is not hammered, and
-each record's attempts are spread over ``retry-limit`` x ``flush-timeout``.
+``flush-timeout`` and go again with a later batch. ``retry-limit`` counts retries, as the
+original did: a record is tried at most ``retry-limit`` + 1 times (the first attempt and
+``retry-limit`` retries); then it is logged as lost, by count and storage, never by value.
+After a whole request failed, no batch goes for ``flush-timeout``: an unavailable
+Elasticsearch is not hammered, and each record's retries are spread over ``retry-limit`` x
+``flush-timeout``.
 
 Memory is bounded by ``buffer-size`` records: when Elasticsearch refuses writes for longer
 than the buffer lasts, new records are dropped (counted and logged) rather than the process
@@ -60,7 +62,7 @@ class HistoryStats:
     written: int
     retried: int
     lost: int
-    """Dropped after ``retry-limit`` attempts, or still unwritten when the shutdown ended."""
+    """Dropped after ``retry-limit`` retries, or still unwritten when the shutdown ended."""
     dropped: int
     """Refused because the buffer was full."""
     flushes: int
@@ -256,14 +258,15 @@ class HistoryActor(Actor[HistoryMessage]):
         for entry in batch:
             if entry.id not in failed:
                 self._written += 1
-            elif entry.attempts >= self._config.retry_limit:
+            elif entry.attempts > self._config.retry_limit:  # the first attempt, then retries
                 exhausted.append(entry)
             else:
                 entry.due_at = loop_now + self._config.flush_timeout_s
                 self._retries.append(entry)
                 self._retried += 1
         if exhausted:
-            self._lose(exhausted, f"after {self._config.retry_limit} attempts")
+            limit = self._config.retry_limit
+            self._lose(exhausted, f"after {limit + 1} attempts (1 + retry-limit {limit} retries)")
 
     def _lose(self, entries: Sequence[_Entry], why: str) -> None:
         self._lost += len(entries)

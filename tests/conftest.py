@@ -60,8 +60,11 @@ SECURED_PASSWORD = "kv-test-password"
 
 # For each fixture backed by a local node: the variable naming a cluster to use instead, the
 # node's name and the options of `scripts/local-es.sh start`.
+LOCAL_TEST_NODE = "test"
+"""The local node behind ``es_url`` when no cluster is named (tests that run scripts use it)."""
+
 _LOCAL_NODES_OF_FIXTURES = {
-    "es_url": (ES_URL_ENV, "test", ()),
+    "es_url": (ES_URL_ENV, LOCAL_TEST_NODE, ()),
     "secured_es": (
         SECURED_ES_URL_ENV,
         "test-secured",

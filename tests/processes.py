@@ -11,22 +11,29 @@ import aiohttp
 
 from tests.waiting import wait_until
 
+_PORT_VARIABLES = ("KV_STORAGE_SERVER_PORT", "PORT")
+
 
 @asynccontextmanager
 async def service_process(
-    environ: Mapping[str, str], port: int
+    environ: Mapping[str, str], port: int, *, port_variable: str = "KV_STORAGE_SERVER_PORT"
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """``kv-storage serve`` with ``environ`` added, once it answers /health; stopped after."""
+    """``kv-storage serve`` with ``environ`` added, once it answers /health; stopped after.
+
+    ``port`` is given in ``port_variable`` alone: whatever port variables the test run itself
+    inherited are removed, so that they cannot decide the port instead.
+    """
+    inherited = {k: v for k, v in os.environ.items() if k not in _PORT_VARIABLES}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "kv_storage",
         "serve",
         env={
-            **os.environ,
+            **inherited,
             **environ,
             "KV_STORAGE_SERVER_HOST": "127.0.0.1",
-            "KV_STORAGE_SERVER_PORT": str(port),
+            port_variable: str(port),
         },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

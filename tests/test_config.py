@@ -175,6 +175,11 @@ def test_every_property_has_its_environment_variable() -> None:
             r"app\.history\.retry-limit: expected an integer",
         ),
         (
+            "KV_STORAGE_APP_HISTORY_RETRY_LIMIT",
+            "-1",
+            r"app\.history\.retry-limit: must be at least 0",
+        ),
+        (
             "KV_STORAGE_ELASTICSEARCH_LIMIT_KEY_MAX_SIZE",
             "513",
             r"key\.max-size: must be between 1 and 512",

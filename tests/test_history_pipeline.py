@@ -251,8 +251,12 @@ async def test_a_record_that_keeps_failing_is_dropped_after_the_retry_limit(
         assert response.status == 200
         await wait_for_stats(api, "the record dropped", lambda s: s.lost == 1)
     current = await stats(api)
-    assert (current.retried, current.buffered) == (2, 0)  # tried 3 times: retried twice
-    lost = f"1 records lost after 3 attempts (storages: {storage.id}; requests: doomed-1)"
+    # retry-limit counts retries, as the original did: the first attempt and 3 retries.
+    assert (current.retried, current.buffered) == (3, 0)
+    lost = (
+        "1 records lost after 4 attempts (1 + retry-limit 3 retries) "
+        f"(storages: {storage.id}; requests: doomed-1)"
+    )
     assert lost in caplog.text
     assert "secret-value-never-logged" not in caplog.text
     await es.indices.put_settings(index=index, settings={"index.blocks.write": False})

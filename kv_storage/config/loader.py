@@ -22,6 +22,8 @@ from kv_storage.config.model import (
 from kv_storage.config.properties import PROPERTIES, PROPERTIES_BY_NAME
 
 CONFIG_PATH_ENV = "KV_STORAGE_CONFIG"
+PLATFORM_PORT_ENV = "PORT"
+ENVIRONMENT_SOURCE = "environment"
 
 
 class ConfigError(Exception):
@@ -61,19 +63,61 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, object]:
     return {prop.name: environ[prop.env_var] for prop in PROPERTIES if prop.env_var in environ}
 
 
-def resolve_values(path: Path | None, environ: Mapping[str, str]) -> dict[str, object]:
-    """Raw value of every property: the environment wins over the file, the file over defaults."""
-    values: dict[str, object] = {prop.name: prop.default for prop in PROPERTIES}
+def read_platform_port(environ: Mapping[str, str]) -> dict[str, object]:
+    """``server.port`` from ``PORT``, the variable container platforms (Cloud Run, Heroku, ...)
+    set for the port a service must listen on, as the original's container honoured it."""
+    port = environ.get(PLATFORM_PORT_ENV, "").strip()
+    return {"server.port": port} if port else {}
+
+
+def resolve_layers(
+    path: Path | None, environ: Mapping[str, str]
+) -> list[tuple[str, dict[str, object]]]:
+    """Where raw values come from, weakest first, each layer named: the defaults, ``PORT``
+    (only ``server.port``), the file, the ``KV_STORAGE_*`` environment."""
+    layers: list[tuple[str, dict[str, object]]] = [
+        ("default", {prop.name: prop.default for prop in PROPERTIES}),
+        (PLATFORM_PORT_ENV, read_platform_port(environ)),
+    ]
     if path is None and environ.get(CONFIG_PATH_ENV):
         path = Path(environ[CONFIG_PATH_ENV])
     if path is not None:
-        values.update(read_file(path))
-    values.update(read_environment(environ))
+        layers.append((f"file {path}", read_file(path)))
+    layers.append((ENVIRONMENT_SOURCE, read_environment(environ)))
+    return layers
+
+
+def resolve_values(path: Path | None, environ: Mapping[str, str]) -> dict[str, object]:
+    """Raw value of every property: the environment wins over the file, the file over
+    ``PORT`` (for ``server.port``), that over the defaults."""
+    return _merged(resolve_layers(path, environ))
+
+
+def value_sources(path: Path | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """For each property, where its value comes from: ``default``, ``PORT``, ``file <path>``,
+    or the name of its ``KV_STORAGE_*`` variable."""
+    return _sources(resolve_layers(path, environ))
+
+
+def _merged(layers: list[tuple[str, dict[str, object]]]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for _, layer in layers:
+        values.update(layer)
     return values
 
 
-def _parse_all(values: Mapping[str, object]) -> dict[str, Any]:
-    """Every property parsed; all problems are reported together, one clause each."""
+def _sources(layers: list[tuple[str, dict[str, object]]]) -> dict[str, str]:
+    sources: dict[str, str] = {}
+    for source, layer in layers:
+        for name in layer:
+            env_var = PROPERTIES_BY_NAME[name].env_var
+            sources[name] = env_var if source == ENVIRONMENT_SOURCE else source
+    return sources
+
+
+def _parse_all(values: Mapping[str, object], sources: Mapping[str, str]) -> dict[str, Any]:
+    """Every property parsed; all problems are reported together, one clause each, naming
+    where a bad value came from (a value set by ``PORT`` reads as ``server.port``)."""
     parsed: dict[str, Any] = {}
     problems: list[str] = []
     for prop in PROPERTIES:
@@ -84,7 +128,9 @@ def _parse_all(values: Mapping[str, object]) -> dict[str, Any]:
         try:
             parsed[prop.name] = prop.parse(raw)
         except ValueError as error:
-            problems.append(f"{prop.name}: {error}")
+            source = sources.get(prop.name, "default")
+            where = "" if source == "default" else f" (from {source})"
+            problems.append(f"{prop.name}: {error}{where}")
     if problems:
         raise ConfigError("; ".join(problems))
     return parsed
@@ -92,7 +138,8 @@ def _parse_all(values: Mapping[str, object]) -> dict[str, Any]:
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """The one configuration object of a process, built once at start-up."""
-    p = _parse_all(resolve_values(path, os.environ if environ is None else environ))
+    layers = resolve_layers(path, os.environ if environ is None else environ)
+    p = _parse_all(_merged(layers), _sources(layers))
     username, password = p["elasticsearch.auth.username"], p["elasticsearch.auth.password"]
     if (username is None) != (password is None):
         missing = "password" if password is None else "username"

@@ -252,8 +252,9 @@ PROPERTIES: tuple[Property, ...] = (
     Property(
         "app.history.retry-limit",
         5,
-        _at_least(1),
-        "Attempts to write a history record before it is logged as lost.",
+        _at_least(0),
+        "Retries of a failed history write: a record is tried at most retry-limit + 1 times, "
+        "then logged as lost.",
     ),
     Property(
         "app.history.buffer-size",
@@ -306,7 +307,13 @@ PROPERTIES: tuple[Property, ...] = (
         _one_of("json", "logfmt"),
         "Log lines as JSON objects or as logfmt, each with the request id.",
     ),
-    Property("server.port", 8080, _between(0, 65535), "Port the HTTP server listens on."),
+    Property(
+        "server.port",
+        8080,
+        _between(0, 65535),
+        "Port the HTTP server listens on; when neither the file nor the environment sets it, "
+        "PORT (set by container platforms) is used when set.",
+    ),
     Property(
         "server.max-body-size",
         64 * 1024 * 1024,

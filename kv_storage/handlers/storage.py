@@ -4,7 +4,7 @@ list and clear. Paths, content types, bodies and status codes are the original's
 import json
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp_apispec import docs
 
 from kv_storage.actors.storage import (
@@ -282,6 +282,8 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
 async def _stream_keys(request: web.Request, scan: KeyScan) -> web.StreamResponse:
     timeout_s = request.app[CONFIG].app.request_timeout_s
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    if request.method == hdrs.METH_HEAD:  # the GET's status and headers; no keys to send
+        return response  # (the caller closes the scan, releasing its scroll)
     await start_streaming(request, response)
     separator = b"["
     async for page in scan:
