@@ -12,9 +12,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from kv_storage.config import HistoryConfig
-from pipeline.actor import _DRAIN_BACKOFF_S, HistoryActor, WriteFailedError
+from pipeline.actor import _DRAIN_BACKOFF_S, HistoryActor
+from pipeline.config import HistoryConfig
 from pipeline.records import HistoryRecord, Operation
+from pipeline.writer import WriteFailedError
 from tests.waiting import wait_until
 
 
@@ -142,10 +143,10 @@ async def test_the_shutdown_flush_waits_between_retried_batches(
     history.record([record(n) for n in range(3)])
     with caplog.at_level(logging.ERROR, logger="pipeline.actor"):
         await history.stop()
-    assert len(writer.batches) == 4  # retry-limit attempts...
+    assert len(writer.batches) == 5  # the first attempt and retry-limit retries...
     gaps = [later - earlier for earlier, later in itertools.pairwise(writer.times)]
     assert min(gaps) >= _DRAIN_BACKOFF_S * 0.9, gaps  # ...not spent in a few milliseconds
-    assert "3 records lost after 4 attempts" in caplog.text
+    assert "3 records lost after 5 attempts (1 + retry-limit 4 retries)" in caplog.text
 
 
 async def test_the_shutdown_flush_backoff_stays_within_its_bound() -> None:
@@ -176,3 +177,47 @@ async def test_a_failed_write_names_the_requests_behind_its_records(
     assert "writing 2 records failed" in caplog.text
     assert "(requests: req-1, req-2)" in caplog.text
     await history.stop(timeout_s=0.1)
+
+
+@pytest.mark.parametrize("retry_limit", [0, 2])
+async def test_retry_limit_counts_retries_after_the_first_attempt(
+    retry_limit: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As the original: a record is tried at most retry-limit + 1 times, then it is lost."""
+    writer = FakeWriter()
+    writer.refusing = True
+    history = actor(writer, flush_size=1, flush_timeout_s=0.02, retry_limit=retry_limit)
+    with caplog.at_level(logging.ERROR, logger="pipeline.actor"):
+        history.record([record(1)])
+
+        async def lost() -> bool:
+            return (await history.stats()).lost == 1
+
+        await wait_until(lost, what="the record lost")
+    stats = await history.stats()
+    assert len(writer.batches) == retry_limit + 1
+    assert (stats.retried, stats.buffered, stats.written) == (retry_limit, 0, 0)
+    attempts = f"after {retry_limit + 1} attempts (1 + retry-limit {retry_limit} retries)"
+    assert f"1 records lost {attempts}" in caplog.text
+    await history.stop()
+
+
+async def test_after_a_batch_refused_whole_no_batch_goes_for_flush_timeout() -> None:
+    """A write-blocked index refuses every record while the request succeeds: the next
+    batches wait out the pause instead of going, back to back, to be refused again."""
+    writer = FakeWriter()
+    writer.refusing = True
+    history = actor(writer, flush_size=10, flush_timeout_s=3600.0, retry_limit=5)
+    history.record([record(n) for n in range(10)])
+
+    async def refused_once() -> bool:
+        return (await history.stats()).retried == 10
+
+    await wait_until(refused_once)
+    history.record([record(n) for n in range(10, 60)])  # five full batches wait...
+    stats = await history.stats()
+    assert len(writer.batches) == 1  # ...held back by the pause
+    assert stats.buffered == 60
+    writer.refusing = False
+    await history.stop()
+    assert len(writer.written) == 60

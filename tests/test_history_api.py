@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 from jsonschema import Draft4Validator  # type: ignore[import-untyped]
 
-from kv_storage import create_app
+from kv_storage.app import create_app
 from kv_storage.config import Config
 from schemas.fields import MAX_KEEP_ALIVE_MS, MAX_LONG
 from tests.conftest import CountingProxy, StorageFactory, StorageRef

@@ -17,13 +17,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
 
-from kv_storage import create_app
+from kv_storage.app import create_app
 from kv_storage.app_keys import HISTORY_ACTOR
 from kv_storage.config import Config
 from kv_storage.es.history import HistoryStore
 from kv_storage.es.names import IndexNames
-from pipeline.actor import HistoryStats, WriteFailedError
+from pipeline.actor import HistoryStats
 from pipeline.records import HistoryRecord, Operation
+from pipeline.writer import WriteFailedError
 from tests.conftest import CountingProxy, StorageFactory, StorageRef
 from tests.test_storage_api import path, put
 from tests.waiting import wait_until
@@ -251,8 +252,12 @@ async def test_a_record_that_keeps_failing_is_dropped_after_the_retry_limit(
         assert response.status == 200
         await wait_for_stats(api, "the record dropped", lambda s: s.lost == 1)
     current = await stats(api)
-    assert (current.retried, current.buffered) == (2, 0)  # tried 3 times: retried twice
-    lost = f"1 records lost after 3 attempts (storages: {storage.id}; requests: doomed-1)"
+    # retry-limit counts retries, as the original did: the first attempt and 3 retries.
+    assert (current.retried, current.buffered) == (3, 0)
+    lost = (
+        "1 records lost after 4 attempts (1 + retry-limit 3 retries) "
+        f"(storages: {storage.id}; requests: doomed-1)"
+    )
     assert lost in caplog.text
     assert "secret-value-never-logged" not in caplog.text
     await es.indices.put_settings(index=index, settings={"index.blocks.write": False})

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 from yarl import URL
 
-from kv_storage import create_app
+from kv_storage.app import create_app
 from kv_storage.config import Config
 from kv_storage.es.data import DataStore
 from tests.conftest import StorageFactory, StorageRef

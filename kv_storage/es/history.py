@@ -16,8 +16,8 @@ from kv_storage.es.data import BULK_ANSWER
 from kv_storage.es.errors import describe, is_elasticsearch_error
 from kv_storage.es.names import IndexNames
 from kv_storage.model import HistoryQuery
-from pipeline.actor import WriteFailedError
 from pipeline.records import HistoryRecord
+from pipeline.writer import WriteFailedError
 
 logger = logging.getLogger(__name__)
 
