@@ -225,24 +225,29 @@ class HistoryStore:
                 **{"track_total_hits": True, **options},
             ),
         )
-        return _page(answer, index)
+        return _page(answer, index) if answer is not None else HistoryPage(total=0, items=[])
 
     async def _when_started(
         self, index: str, search: Callable[[], Awaitable[ObjectApiResponse[Any]]]
-    ) -> ObjectApiResponse[Any]:
+    ) -> ObjectApiResponse[Any] | None:
         """A history index is created by its first record's write; a search that comes while
-        its shard is still starting fails as a whole (503). Wait for the shard, search again."""
-        for _ in range(_STARTING_SHARD_ATTEMPTS - 1):
+        its shard is still starting fails as a whole (503). Wait for the shard and search
+        again; if it is still starting after that (a busy node), the index has nothing to
+        show yet: ``None``, as if the search had come just before the write. A shard that
+        is not starting but failed stays a failure."""
+        for _ in range(_STARTING_SHARD_ATTEMPTS):
             try:
                 return await search()
             except ApiError as error:
                 if error.meta.status != 503:
                     raise
-            await self._client.options(ignore_status=408).cluster.health(
+                failure = error
+            health = await self._client.options(ignore_status=408).cluster.health(
                 index=index, wait_for_status="yellow", timeout="2s"
             )
-        return await search()
-
+        if health.get("initializing_shards", 0) > 0:
+            return None
+        raise failure
 
 def _result_window(error: BadRequestError) -> int | None:
     """The window Elasticsearch names when it refuses a page beyond it, else ``None``."""
