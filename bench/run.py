@@ -41,7 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "bench-"
 LUA = ROOT / "bench" / "wrk" / "request.lua"
 DOCS = ROOT / "docs"
-HISTORY_DRAIN_DEADLINE_S = 120
+HISTORY_DRAIN_DEADLINE_S = 300
+BUFFER_SIZE = 100_000
+"""The service's app.history.buffer-size (its default): the fault scenario fills it."""
 
 
 @dataclass
@@ -400,6 +402,11 @@ async def run(args: argparse.Namespace) -> list[Row]:
             )
         )
         await wait_for_history_written(session, svc)
+        rows.append(
+            await history_fault_row(
+                es, session, svc, history_id, history_secret, set_history, through_service
+            )
+        )
 
         body = json.dumps(keys100).encode()
         reference = wrk(
@@ -464,6 +471,56 @@ async def run(args: argparse.Namespace) -> list[Row]:
             rows.append(await list_row(es, list_svc, size, storage_id, secret, lister.pid))
     await es.close()
     return rows
+
+
+async def history_fault_row(
+    es: AsyncElasticsearch,
+    session: aiohttp.ClientSession,
+    svc: str,
+    storage_id: str,
+    secret: str,
+    healthy: Run,
+    through_service: Any,
+) -> Row:
+    """Sets while history cannot be written: the storage's history index is write-blocked
+    until the service's buffer holds ``app.history.buffer-size`` (100,000) records, then the
+    sets are measured as in the healthy run. Storage requests must not pay for history."""
+    index = f"{PREFIX}storage-history-{storage_id}"
+    await es.indices.put_settings(index=index, settings={"index.blocks.write": True})
+    headers = {"Secret-Key": secret, "Content-Type": "application/json"}
+    filled = 0.0
+    try:
+        deadline = time.monotonic() + 300
+        while filled < BUFFER_SIZE:
+            pairs = {f"fill-{n}": "v" for n in range(1000)}
+            async with session.put(
+                f"{svc}/set/{storage_id}", json=pairs, headers=headers
+            ) as answer:
+                answer.raise_for_status()
+            metrics = await service_metrics(session, svc)
+            filled = metrics["kv_storage_history_buffered_records"]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the history buffer held only {filled:.0f} records")
+        log(f"history buffer full ({filled:.0f} records); measuring sets")
+        faulty, sent = await through_service(
+            "set",
+            target="service+history fault",
+            method="PUT",
+            path=f"/set/{storage_id}/s{{n}}",
+            headers={"Secret-Key": secret, "Content-Type": "text/plain"},
+            body=b"a small value",
+        )
+        buffered = (await service_metrics(session, svc))["kv_storage_history_buffered_records"]
+    finally:
+        await es.indices.put_settings(index=index, settings={"index.blocks.write": False})
+    await wait_for_history_written(session, svc)
+    return Row(
+        "set, history write-blocked vs healthy",
+        healthy,
+        faulty,
+        f"both through the service; {buffered:,.0f} history records buffered while measured; "
+        f"{sent}",
+    )
 
 
 async def list_row(

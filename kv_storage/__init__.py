@@ -1,4 +1,8 @@
-"""kv-storage: key-value storages for Apache CloudStack, kept in Elasticsearch."""
+"""kv-storage: key-value storages for Apache CloudStack, kept in Elasticsearch.
+
+Importing the package loads nothing else: the command line loads what each command needs
+(``kv_storage.app.create_app`` builds the HTTP service).
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 
@@ -7,6 +11,4 @@ try:
 except PackageNotFoundError:  # a source tree that is not installed
     __version__ = "0.0.0"
 
-from kv_storage.app import create_app
-
-__all__ = ["__version__", "create_app"]
+__all__ = ["__version__"]

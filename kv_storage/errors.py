@@ -47,7 +47,3 @@ class ServiceUnavailableError(ServiceError):
     """Busy for now: the answer says when to try again (``Retry-After``)."""
 
     status = 503
-
-
-class InternalError(ServiceError):
-    status = 500

@@ -134,11 +134,7 @@ def _with_request_id(message: str) -> str:
 
 
 def _describe(error: Exception) -> str:
-    if isinstance(error, ServiceError):
-        return error.message
-    if is_elasticsearch_error(error):
-        return describe(error)
-    return str(error) or type(error).__name__
+    return error.message if isinstance(error, ServiceError) else describe(error)
 
 
 _DEADLINE = web.RequestKey("deadline", asyncio.Timeout)

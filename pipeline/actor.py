@@ -1,17 +1,23 @@
-"""The history actor: buffers the history records of storage operations and writes them in bulk.
+"""The history actor: the loop around the history buffer, owning its timing and its writer.
 
 A batch goes when ``flush-size`` records wait, or when the oldest waiting record has waited
 ``flush-timeout``. Records that fail (the whole request, or single items) wait another
 ``flush-timeout`` and go again with a later batch. ``retry-limit`` counts retries, as the
 original did: a record is tried at most ``retry-limit`` + 1 times (the first attempt and
 ``retry-limit`` retries); then it is logged as lost, by count and storage, never by value.
-After a whole request failed, no batch goes for ``flush-timeout``: an unavailable
-Elasticsearch is not hammered, and each record's retries are spread over ``retry-limit`` x
-``flush-timeout``.
+After a whole request failed, or every record of a batch was refused, no batch goes for
+``flush-timeout``: an Elasticsearch that takes no history is not hammered (nor the service's
+own CPU spent on batches bound to fail), and each record's retries are spread over
+``retry-limit`` x ``flush-timeout``.
 
 Memory is bounded by ``buffer-size`` records: when Elasticsearch refuses writes for longer
 than the buffer lasts, new records are dropped (counted and logged) rather than the process
-growing without end. Storage requests never wait for any of this: ``record`` only enqueues.
+growing without end. Storage requests never wait for any of this: ``record`` only enqueues,
+and the buffer (``pipeline.buffer``) takes a record in O(1) however much it holds.
+
+One task runs the loop: it waits for a message or for the next deadline, whichever comes
+first, and starts a flush when one is due. Only that task touches the buffer and the counts;
+everyone else sends messages (frozen dataclasses).
 """
 
 import asyncio
@@ -19,14 +25,13 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from kv_storage.actors.base import Actor, ActorStoppedError
-from kv_storage.config import HistoryConfig
+from pipeline.buffer import Entry, HistoryBuffer, Outcome
+from pipeline.config import HistoryConfig
 from pipeline.records import HistoryRecord
+from pipeline.writer import HistoryWriter, WriteFailedError
 
 logger = logging.getLogger(__name__)
 
@@ -34,26 +39,8 @@ _OVERFLOW_LOG_INTERVAL_S = 10.0
 _DRAIN_BACKOFF_S = 0.2
 
 
-class WriteFailedError(Exception):
-    """A writer's whole request failed; the message names the cause and holds no values."""
-
-
-class HistoryWriter(Protocol):
-    async def write(self, batch: Sequence[tuple[str, HistoryRecord]]) -> set[str]:
-        """Writes ``(record id, record)`` pairs in one request; answers the ids that failed.
-
-        Raises (preferably ``WriteFailedError``) when the request as a whole failed. Writing
-        a record twice under its id is harmless, so a retry never duplicates history.
-        """
-
-
-@dataclass(slots=True)
-class _Entry:
-    id: str
-    record: HistoryRecord
-    due_at: float
-    """Loop time after which this entry must go, even in a batch that is not full."""
-    attempts: int = 0
+class HistoryStoppedError(RuntimeError):
+    """The history actor is not running (never started, stopped, or crashed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,22 +56,12 @@ class HistoryStats:
 
 
 @dataclass(frozen=True, slots=True)
-class Record:
+class _Record:
     records: tuple[HistoryRecord, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class GetStats:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Drain:
-    timeout_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class Discard:
+class _Discard:
     """Drop the waiting records of a deleted storage: written, they would re-create its
     history index through the template."""
 
@@ -92,14 +69,30 @@ class Discard:
 
 
 @dataclass(frozen=True, slots=True)
+class _GetStats:
+    reply: "asyncio.Future[HistoryStats]" = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Drain:
+    timeout_s: float
+    reply: "asyncio.Future[HistoryStats]" = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class _FlushDone:
     task: "asyncio.Task[set[str]]" = field(repr=False)
 
 
-HistoryMessage = Record | GetStats | Drain | Discard | _FlushDone
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    pass
 
 
-class HistoryActor(Actor[HistoryMessage]):
+_Message = _Record | _Discard | _GetStats | _Drain | _FlushDone | _Stop
+
+
+class HistoryActor:
     def __init__(
         self,
         *,
@@ -107,168 +100,185 @@ class HistoryActor(Actor[HistoryMessage]):
         config: HistoryConfig,
         shutdown_timeout_s: float = 10.0,
     ) -> None:
-        super().__init__(name="history")
         self._writer = writer
         self._config = config
-        self._max_buffered = config.buffer_size
         self._shutdown_timeout_s = shutdown_timeout_s
-        self._fresh: deque[_Entry] = deque()
-        self._retries: list[_Entry] = []
-        self._in_flight: list[_Entry] = []
-        self._flush_task: asyncio.Task[set[str]] | None = None
+        self._buffer = HistoryBuffer(config, prefix=uuid.uuid4().hex[:12] + "-")
+        self._mailbox: asyncio.Queue[_Message] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._accepting = False
+        self._flush: asyncio.Task[set[str]] | None = None
         self._paused_until = 0.0
         self._written = self._retried = self._lost = self._dropped = self._flushes = 0
         self._last_overflow_log = float("-inf")
 
-    # The sink the storage actor hands records to --------------------------------------------
+    # What the rest of the service calls -------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("the history actor was started already")
+        self._accepting = True
+        self._task = asyncio.create_task(self._run(), name="history")
+        self._task.add_done_callback(self._on_done)
 
     def record(self, records: Sequence[HistoryRecord]) -> None:
-        try:
-            self.send(Record(tuple(records)))
-        except ActorStoppedError:
+        """Hands records over for writing; never waits, never raises into a storage request."""
+        if not self._accepting:
             logger.error(
                 "history: actor not running; %d records lost (storages: %s; requests: %s)",
                 len(records),
                 _storages(records),
                 _requests(records),
             )
+            return
+        self._mailbox.put_nowait(_Record(tuple(records)))
 
     def discard(self, storage_id: str) -> None:
-        """Send-only: the lifecycle actor calls it when it deletes a storage."""
-        # Stopped: the shutdown drain already wrote or lost what was buffered.
-        with contextlib.suppress(ActorStoppedError):
-            self.send(Discard(storage_id))
+        """The lifecycle actor calls it when it deletes a storage."""
+        if self._accepting:  # stopped: the shutdown drain already wrote or lost what it held
+            self._mailbox.put_nowait(_Discard(storage_id))
 
     async def stats(self) -> HistoryStats:
-        stats: HistoryStats = await self.ask(GetStats())
-        return stats
+        reply: asyncio.Future[HistoryStats] = asyncio.get_running_loop().create_future()
+        self._send(_GetStats(reply))
+        return await reply
 
     async def stop(self, timeout_s: float | None = None) -> None:
-        """Writes what is buffered (within the shutdown bound), then ends the actor."""
-        if self.running:
-            bound = self._shutdown_timeout_s if timeout_s is None else timeout_s
-            with contextlib.suppress(ActorStoppedError):
-                await self.ask(Drain(bound))
-        await super().stop()
+        """Writes what is buffered (within the shutdown bound), then ends the loop."""
+        if self._task is None or self._task.done():
+            return
+        bound = self._shutdown_timeout_s if timeout_s is None else timeout_s
+        reply: asyncio.Future[HistoryStats] = asyncio.get_running_loop().create_future()
+        self._send(_Drain(bound, reply))
+        self._accepting = False  # from now on, records are lost (and logged), not queued
+        self._mailbox.put_nowait(_Stop())
+        with contextlib.suppress(HistoryStoppedError):
+            await reply
+        await asyncio.wait({self._task})
 
-    # The actor's own work ---------------------------------------------------------------------
+    def _send(self, message: _Message) -> None:
+        if not self._accepting:
+            raise HistoryStoppedError("the history actor is not running")
+        self._mailbox.put_nowait(message)
 
-    async def handle(self, message: HistoryMessage) -> HistoryStats | None:
+    # The loop ---------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                wake_at = self._wake_at(loop.time())
+                message: _Message | None = None
+                try:
+                    async with asyncio.timeout_at(wake_at):
+                        message = await self._mailbox.get()
+                except TimeoutError:
+                    pass
+                if isinstance(message, _Stop):
+                    return
+                if message is not None:
+                    await self._handle(message)
+                self._maybe_flush(loop.time())
+        finally:
+            if self._flush is not None:
+                self._flush.cancel()
+
+    def _wake_at(self, now: float) -> float | None:
+        """When the loop must act without a message: the next deadline, or never while a
+        flush is in flight (its end comes as a message)."""
+        if self._flush is not None:
+            return None
+        due = now if self._buffer.full else self._buffer.next_due()
+        return None if due is None else max(due, self._paused_until)
+
+    async def _handle(self, message: _Message) -> None:
+        loop = asyncio.get_running_loop()
         match message:
-            case Record(records):
-                self._accept(records)
+            case _Record(records):
+                dropped = self._buffer.add(records, loop.time())
+                if dropped:
+                    self._overflow(dropped)
             case _FlushDone(task):
-                if task is self._flush_task:
-                    self._flush_task = None
-                    self._settle(task)
-            case GetStats():
-                return self._stats()
-            case Drain(timeout_s):
+                if task is self._flush:
+                    self._flush = None
+                    self._settle(task, loop.time())
+            case _GetStats(reply):
+                if not reply.done():
+                    reply.set_result(self._stats())
+            case _Drain(timeout_s, reply):
                 await self._drain(timeout_s)
-                return self._stats()
-            case Discard(storage_id):
-                self._discard(storage_id)
-        self._maybe_flush()
-        return None
+                if not reply.done():
+                    reply.set_result(self._stats())
+            case _Discard(storage_id):
+                if discarded := self._buffer.discard(storage_id):
+                    logger.info(
+                        "history: %d records of deleted storage %s discarded", discarded, storage_id
+                    )
 
-    def next_deadline(self) -> float | None:
-        if self._flush_task is not None:
-            return None  # its _FlushDone comes as a message
-        due = [entry.due_at for entry in self._retries]
-        if self._fresh:
-            due.append(self._fresh[0].due_at)
-        return max(min(due), self._paused_until) if due else None
+    def _maybe_flush(self, now: float) -> None:
+        if self._flush is not None or now < self._paused_until or not self._buffer.ready(now):
+            return
+        self._start_flush(self._buffer.take(now))
 
-    async def on_deadline(self) -> None:
-        self._maybe_flush()
+    def _start_flush(self, batch: list[Entry]) -> None:
+        self._flushes += 1
+        self._flush = asyncio.create_task(self._write(batch), name="history-flush")
+        self._flush.add_done_callback(self._report_flush)
 
-    def _accept(self, records: Iterable[HistoryRecord]) -> None:
-        loop_now = asyncio.get_running_loop().time()
-        for record in records:
-            if self._buffered() >= self._max_buffered:
-                self._overflow(record)
-                continue
-            entry = _Entry(uuid.uuid4().hex, record, loop_now + self._config.flush_timeout_s)
-            self._fresh.append(entry)
+    async def _write(self, batch: list[Entry]) -> set[str]:
+        return await self._writer.write([(entry.id, entry.record) for entry in batch])
 
-    def _overflow(self, record: HistoryRecord) -> None:
-        self._dropped += 1
+    def _report_flush(self, task: "asyncio.Task[set[str]]") -> None:
+        if self._task is not None and not self._task.done():
+            self._mailbox.put_nowait(_FlushDone(task))
+
+    def _settle(self, task: "asyncio.Task[set[str]]", now: float) -> None:
+        """Books the outcome of the batch in flight: written, to retry, or lost."""
+        if task.cancelled():
+            outcome = self._buffer.fail_in_flight(now)
+        elif (error := task.exception()) is not None:
+            self._paused_until = now + self._config.flush_timeout_s
+            records = [entry.record for entry in self._buffer.in_flight]
+            logger.warning(
+                "history: writing %d records failed (%s); retrying in %g s (requests: %s)",
+                len(records),
+                _describe(error),
+                self._config.flush_timeout_s,
+                _requests(records),
+            )
+            outcome = self._buffer.fail_in_flight(now)
+        else:
+            failed = task.result()
+            if failed and len(failed) >= len(self._buffer.in_flight):
+                # Every record refused (a write block, a full disk): as good as a failed
+                # request. Sending the next batch at once would only be refused again.
+                self._paused_until = now + self._config.flush_timeout_s
+            outcome = self._buffer.settle(failed, now)
+        self._book(outcome)
+
+    def _book(self, outcome: Outcome) -> None:
+        self._written += outcome.written
+        self._retried += outcome.retried
+        if outcome.lost:
+            limit = self._config.retry_limit
+            self._lose(
+                outcome.lost, f"after {limit + 1} attempts (1 + retry-limit {limit} retries)"
+            )
+
+    def _overflow(self, dropped: list[HistoryRecord]) -> None:
+        self._dropped += len(dropped)
         now = time.monotonic()
         if now - self._last_overflow_log >= _OVERFLOW_LOG_INTERVAL_S:
             self._last_overflow_log = now
             logger.error(
                 "history: buffer full (%d records waiting, Elasticsearch is not taking them); "
                 "dropping new records, %d so far (latest storage: %s)",
-                self._buffered(),
+                len(self._buffer),
                 self._dropped,
-                record.storage_id,
+                dropped[-1].storage_id,
             )
 
-    def _maybe_flush(self) -> None:
-        loop_now = asyncio.get_running_loop().time()
-        if self._flush_task is not None or loop_now < self._paused_until:
-            return
-        due_retries = [entry for entry in self._retries if entry.due_at <= loop_now]
-        fresh_due = bool(self._fresh) and self._fresh[0].due_at <= loop_now
-        if not (due_retries or fresh_due or len(self._fresh) >= self._config.flush_size):
-            return
-        batch = self._take_batch(due_retries)
-        self._flush_task = asyncio.create_task(self._write(batch), name="history-flush")
-        self._flush_task.add_done_callback(self._report_flush)
-
-    def _take_batch(self, retries: list[_Entry]) -> list[_Entry]:
-        size = self._config.flush_size
-        batch = retries[:size]
-        taken = {id(entry) for entry in batch}
-        self._retries = [entry for entry in self._retries if id(entry) not in taken]
-        while self._fresh and len(batch) < size:
-            batch.append(self._fresh.popleft())
-        for entry in batch:
-            entry.attempts += 1
-        self._in_flight = batch
-        self._flushes += 1
-        return batch
-
-    async def _write(self, batch: list[_Entry]) -> set[str]:
-        return await self._writer.write([(entry.id, entry.record) for entry in batch])
-
-    def _report_flush(self, task: "asyncio.Task[set[str]]") -> None:
-        with contextlib.suppress(ActorStoppedError):  # stopped: the drain settled it
-            self.send(_FlushDone(task))
-
-    def _settle(self, task: "asyncio.Task[set[str]]") -> None:
-        """Books the outcome of the batch in flight: written, to retry, or lost."""
-        batch, self._in_flight = self._in_flight, []
-        loop_now = asyncio.get_running_loop().time()
-        if task.cancelled():
-            failed = {entry.id for entry in batch}
-        elif (error := task.exception()) is not None:
-            failed = {entry.id for entry in batch}
-            self._paused_until = loop_now + self._config.flush_timeout_s
-            logger.warning(
-                "history: writing %d records failed (%s); retrying in %g s (requests: %s)",
-                len(batch),
-                _describe(error),
-                self._config.flush_timeout_s,
-                _requests([entry.record for entry in batch]),
-            )
-        else:
-            failed = task.result()
-        exhausted: list[_Entry] = []
-        for entry in batch:
-            if entry.id not in failed:
-                self._written += 1
-            elif entry.attempts > self._config.retry_limit:  # the first attempt, then retries
-                exhausted.append(entry)
-            else:
-                entry.due_at = loop_now + self._config.flush_timeout_s
-                self._retries.append(entry)
-                self._retried += 1
-        if exhausted:
-            limit = self._config.retry_limit
-            self._lose(exhausted, f"after {limit + 1} attempts (1 + retry-limit {limit} retries)")
-
-    def _lose(self, entries: Sequence[_Entry], why: str) -> None:
+    def _lose(self, entries: Sequence[Entry], why: str) -> None:
         self._lost += len(entries)
         records = [entry.record for entry in entries]
         logger.error(
@@ -280,34 +290,28 @@ class HistoryActor(Actor[HistoryMessage]):
         )
 
     async def _drain(self, timeout_s: float) -> None:
+        """Writes everything held, retries included and pauses ignored, within ``timeout_s``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         written_before, lost_before = self._written, self._lost
-        while self._buffered() and loop.time() < deadline:
-            if self._flush_task is None:
-                for entry in self._retries:
-                    entry.due_at = loop.time()
-                batch = self._take_batch(list(self._retries))
-                self._flush_task = asyncio.create_task(self._write(batch), name="history-drain")
-            task = self._flush_task
-            try:
+        while len(self._buffer) and loop.time() < deadline:
+            if self._flush is None:
+                self._start_flush(self._buffer.take(loop.time(), everything_due=True))
+            task = self._flush
+            assert task is not None
+            with contextlib.suppress(Exception):  # settled below: the batch goes again
                 await asyncio.wait_for(asyncio.shield(task), deadline - loop.time())
-            except TimeoutError:
-                break
-            except Exception:
-                pass  # settled below: the batch goes again
-            self._flush_task = None
+            if not task.done():
+                break  # the deadline passed while Elasticsearch still had the batch
+            self._flush = None
             retried_before = self._retried
-            self._settle(task)
+            self._settle(task, loop.time())
             if self._retried > retried_before:  # not back to back: retry-limit is not a burst
                 await asyncio.sleep(min(_DRAIN_BACKOFF_S, max(0.0, deadline - loop.time())))
-        if self._flush_task is not None:
-            self._flush_task.cancel()
-            self._flush_task = None
-        unwritten = [*self._in_flight, *self._retries, *self._fresh]
-        self._in_flight, self._retries = [], []
-        self._fresh.clear()
-        if unwritten:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if unwritten := self._buffer.empty_out():
             self._lose(unwritten, f"at shutdown, not written within {timeout_s:g} s")
         logger.info(
             "history: shutdown flush wrote %d records, %d could not be written",
@@ -315,31 +319,25 @@ class HistoryActor(Actor[HistoryMessage]):
             self._lost - lost_before,
         )
 
-    def _discard(self, storage_id: str) -> None:
-        """Drops the storage's waiting records (fresh and to retry) and keeps those of a batch
-        in flight from being retried; that batch itself may still land, and the expiry sweep
-        removes what it re-creates."""
-        before = self._buffered()
-        self._fresh = deque(e for e in self._fresh if e.record.storage_id != storage_id)
-        self._retries = [e for e in self._retries if e.record.storage_id != storage_id]
-        self._in_flight = [e for e in self._in_flight if e.record.storage_id != storage_id]
-        if discarded := before - self._buffered():
-            logger.info(
-                "history: %d records of deleted storage %s discarded", discarded, storage_id
-            )
-
-    def _buffered(self) -> int:
-        return len(self._fresh) + len(self._retries) + len(self._in_flight)
-
     def _stats(self) -> HistoryStats:
         return HistoryStats(
-            buffered=self._buffered(),
+            buffered=len(self._buffer),
             written=self._written,
             retried=self._retried,
             lost=self._lost,
             dropped=self._dropped,
             flushes=self._flushes,
         )
+
+    def _on_done(self, task: "asyncio.Task[None]") -> None:
+        """Whatever ended the loop, nobody waiting for an answer is left hanging."""
+        self._accepting = False
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("history: the actor crashed", exc_info=task.exception())
+        while not self._mailbox.empty():
+            message = self._mailbox.get_nowait()
+            if isinstance(message, _GetStats | _Drain) and not message.reply.done():
+                message.reply.set_exception(HistoryStoppedError("the history actor stopped"))
 
 
 def _storages(records: Iterable[HistoryRecord]) -> str:

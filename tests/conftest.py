@@ -40,7 +40,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch, Elasticsearch
 
-from kv_storage import create_app
+from kv_storage.app import create_app
 from kv_storage.config import Config, load_config
 from kv_storage.es.provisioning import initialise
 

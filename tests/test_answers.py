@@ -11,8 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from kv_storage import create_app
 from kv_storage.answers import original_form
+from kv_storage.app import create_app
 from kv_storage.config import Config
 from tests.conftest import StorageFactory, StorageRef
 

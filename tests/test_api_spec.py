@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
-from kv_storage import create_app
+from kv_storage.app import create_app
 from kv_storage.config import Config
 
 ROOT = Path(__file__).parents[1]

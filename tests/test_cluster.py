@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 
-from kv_storage import create_app
+from kv_storage.app import create_app
 from kv_storage.config import load_config
 from kv_storage.es.names import IndexNames
 from kv_storage.es.provisioning import initialise

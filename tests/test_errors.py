@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from kv_storage import create_app
+from kv_storage.app import create_app
 from kv_storage.app_keys import ES_CLIENT
 from kv_storage.config import Config
 from kv_storage.errors import ConflictError, NotFoundError

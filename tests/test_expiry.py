@@ -8,9 +8,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 
-from kv_storage import create_app
 from kv_storage.actors.expiry import ExpiryActor, GetExpiryStats, RunNow, sweep_overlap_s
 from kv_storage.actors.lifecycle import LifecycleActor
+from kv_storage.app import create_app
 from kv_storage.config import Config
 from kv_storage.es.data import DataStore, ScanSettings
 from kv_storage.es.history import HistoryStore

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 from elasticsearch.exceptions import GeneralAvailabilityWarning
 
-from kv_storage import create_app
+from kv_storage.app import create_app
 from kv_storage.app_keys import HISTORY_ACTOR
 from kv_storage.config import Config, load_config
 from kv_storage.es.provisioning import initialise

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from kv_storage.config import HistoryConfig
-from pipeline.actor import _DRAIN_BACKOFF_S, HistoryActor, WriteFailedError
+from pipeline.actor import _DRAIN_BACKOFF_S, HistoryActor
+from pipeline.config import HistoryConfig
 from pipeline.records import HistoryRecord, Operation
+from pipeline.writer import WriteFailedError
 from tests.waiting import wait_until
 
 
@@ -199,3 +200,24 @@ async def test_retry_limit_counts_retries_after_the_first_attempt(
     attempts = f"after {retry_limit + 1} attempts (1 + retry-limit {retry_limit} retries)"
     assert f"1 records lost {attempts}" in caplog.text
     await history.stop()
+
+
+async def test_after_a_batch_refused_whole_no_batch_goes_for_flush_timeout() -> None:
+    """A write-blocked index refuses every record while the request succeeds: the next
+    batches wait out the pause instead of going, back to back, to be refused again."""
+    writer = FakeWriter()
+    writer.refusing = True
+    history = actor(writer, flush_size=10, flush_timeout_s=3600.0, retry_limit=5)
+    history.record([record(n) for n in range(10)])
+
+    async def refused_once() -> bool:
+        return (await history.stats()).retried == 10
+
+    await wait_until(refused_once)
+    history.record([record(n) for n in range(10, 60)])  # five full batches wait...
+    stats = await history.stats()
+    assert len(writer.batches) == 1  # ...held back by the pause
+    assert stats.buffered == 60
+    writer.refusing = False
+    await history.stop()
+    assert len(writer.written) == 60

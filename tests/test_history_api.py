@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 from jsonschema import Draft4Validator  # type: ignore[import-untyped]
 
-from kv_storage import create_app
+from kv_storage.app import create_app
 from kv_storage.config import Config
 from schemas.fields import MAX_KEEP_ALIVE_MS, MAX_LONG
 from tests.conftest import CountingProxy, StorageFactory, StorageRef
@@ -418,3 +418,17 @@ async def test_the_services_own_history_is_searchable(
     await wait_until(searchable, what="the record searchable")
     _, body = await search(api, storage, keys="mine", operations="set")
     assert [(i["key"], i["value"], i["operation"]) for i in body["items"]] == [("mine", "v", "set")]
+
+
+async def test_an_index_with_a_smaller_result_window_answers_400(
+    api: Client, history: StorageRef, es: AsyncElasticsearch, index_prefix: str
+) -> None:
+    """An operator may lower ``index.max_result_window``: Elasticsearch's refusal of a page
+    beyond it is the client's 400 naming ``page``, not a failure of Elasticsearch."""
+    await es.indices.put_settings(
+        index=f"{index_prefix}storage-history-{history.id}",
+        settings={"index.max_result_window": 3},
+    )
+    status, body = await search(api, history, page=2, size=2)
+    assert status == 400
+    assert body["error"].startswith("page: page 2 of size 2 reaches beyond the first 3 records")

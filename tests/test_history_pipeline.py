@@ -17,13 +17,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
 
-from kv_storage import create_app
+from kv_storage.app import create_app
 from kv_storage.app_keys import HISTORY_ACTOR
 from kv_storage.config import Config
 from kv_storage.es.history import HistoryStore
 from kv_storage.es.names import IndexNames
-from pipeline.actor import HistoryStats, WriteFailedError
+from pipeline.actor import HistoryStats
 from pipeline.records import HistoryRecord, Operation
+from pipeline.writer import WriteFailedError
 from tests.conftest import CountingProxy, StorageFactory, StorageRef
 from tests.test_storage_api import path, put
 from tests.waiting import wait_until

@@ -63,7 +63,7 @@ async def test_request_id_is_taken_or_made_and_returned(
 async def test_log_lines_caused_by_a_request_carry_its_id(
     make_config: object, aiohttp_client: object, unused_tcp_port: int, json_lines: Lines
 ) -> None:
-    from kv_storage import create_app
+    from kv_storage.app import create_app
 
     config = make_config(KV_STORAGE_ELASTICSEARCH_URI=f"http://127.0.0.1:{unused_tcp_port}")  # type: ignore[operator]
     api = await aiohttp_client(create_app(config))  # type: ignore[operator]

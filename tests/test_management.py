@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 
-from kv_storage import create_app
+from kv_storage.app import create_app
 from kv_storage.config import Config
 from tests.conftest import StorageFactory
 from tests.test_storage_api import get, put

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from kv_storage import create_app
+from kv_storage.app import create_app
 from kv_storage.config import Config
 from tests.conftest import StorageFactory
 from tests.waiting import wait_until

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 from yarl import URL
 
-from kv_storage import create_app
+from kv_storage.app import create_app
 from kv_storage.config import Config
 from kv_storage.es.data import DataStore
 from tests.conftest import StorageFactory, StorageRef
@@ -360,17 +360,31 @@ async def test_a_storage_deleted_in_the_registry_is_404_once_its_cache_entry_exp
     es: AsyncElasticsearch,
     index_prefix: str,
 ) -> None:
-    api = await aiohttp_client(
-        create_app(make_config(KV_STORAGE_APP_CACHE_EXPIRATION_TIME="300ms"))
-    )
+    """The cache serves the storage until its entry expires (no registry poll here: the
+    change does not touch ``last_updated``), then the registry's word counts; the
+    ``kv_storage_cache_entries`` gauge counts only entries that have not expired."""
+    api = await aiohttp_client(create_app(make_config(KV_STORAGE_APP_CACHE_EXPIRATION_TIME="3s")))
     storage = await create_storage()
     await put(api, storage, "k", "v")
     await es.update(index=f"{index_prefix}storage-registry", id=storage.id, doc={"deleted": True})
+    assert await get(api, storage, "k") == (200, "v")  # from the cache
+    assert await cache_entries(api) == 1
 
     async def gone() -> bool:
         return (await get(api, storage, "k"))[0] == 404
 
     await wait_until(gone, what="the cache entry's expiry")
+
+    async def expired_miss_uncounted() -> bool:  # the miss just cached expires too
+        return await cache_entries(api) == 0
+
+    await wait_until(expired_miss_uncounted, what="the gauge dropping expired entries")
+
+
+async def cache_entries(api: Client) -> float:
+    text = await (await api.get("/metrics")).text()
+    line = next(row for row in text.splitlines() if row.startswith("kv_storage_cache_entries "))
+    return float(line.split()[1])
 
 
 # --- multi-get, multi-set ------------------------------------------------------------------

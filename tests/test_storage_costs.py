@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from kv_storage import create_app
+from kv_storage.app import create_app
 from kv_storage.config import Config
 from tests.conftest import CountingProxy, StorageFactory
 from tests.test_storage_api import path

@@ -14,7 +14,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 
-from kv_storage import create_app
 from kv_storage.actors.cache import (
     CacheActor,
     CacheMessage,
@@ -24,6 +23,7 @@ from kv_storage.actors.cache import (
     GetCacheStats,
 )
 from kv_storage.actors.cache_update import CacheUpdateActor
+from kv_storage.app import create_app
 from kv_storage.app_keys import CACHE_ACTOR
 from kv_storage.config import CacheConfig, Config
 from kv_storage.es.names import IndexNames

@@ -1,8 +1,7 @@
 """Who may use a storage: the one check behind every Secret-Key authorised call."""
 
-import time
-
 from kv_storage.actors.cache import CacheActor
+from kv_storage.clock import now_ms
 from kv_storage.errors import NotFoundError, UnauthorizedError
 from kv_storage.model import Storage, can_name_a_storage
 
@@ -19,7 +18,3 @@ async def authorise(
     if not storage.accepts(secret_key):
         raise UnauthorizedError("the Secret-Key is not this storage's")
     return storage
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000

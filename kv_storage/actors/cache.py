@@ -65,12 +65,18 @@ class _BoundedCache:
         self._max_size = max_size
         self._ttl_s = ttl_s
 
-    def __len__(self) -> int:
+    async def live_entries(self) -> int:
+        """Entries not expired yet. The memory cache removes an entry when its TTL passes;
+        the recency list learns of that only here (or at the next ``get``)."""
+        for storage_id in list(self._recency):
+            if not await self._cache.exists(storage_id):
+                del self._recency[storage_id]
         return len(self._recency)
 
     async def get(self, storage_id: str) -> _Entry | None:
         entry = await self._cache.get(storage_id)
         if not isinstance(entry, _Entry):
+            self._recency.pop(storage_id, None)  # expired, if it was ever here
             return None
         self._recency.move_to_end(storage_id)
         return entry
@@ -125,7 +131,8 @@ class CacheActor(Actor[CacheMessage]):
                 await self._found.clear()
                 await self._missing.clear()
             case GetCacheStats():
-                return CacheStats(self._hits, self._misses, len(self._found) + len(self._missing))
+                entries = await self._found.live_entries() + await self._missing.live_entries()
+                return CacheStats(self._hits, self._misses, entries)
         return None
 
     async def _look_up(self, storage_id: str) -> Storage | None:

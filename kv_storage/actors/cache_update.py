@@ -12,8 +12,9 @@ import logging
 
 from kv_storage.actors.base import Actor
 from kv_storage.actors.cache import CacheActor, Forget, ForgetAll
+from kv_storage.clock import now_ms
 from kv_storage.es.errors import describe, is_elasticsearch_error
-from kv_storage.es.registry import Registry, now_ms
+from kv_storage.es.registry import Registry
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 from kv_storage.actors.base import Actor
 from kv_storage.actors.lifecycle import ExpireTemp, LifecycleActor
+from kv_storage.clock import now_ms
 from kv_storage.config import AppConfig
-from kv_storage.es.errors import describe, is_elasticsearch_error
+from kv_storage.es.errors import describe
 from kv_storage.es.lease import Lease, Mark
-from kv_storage.es.registry import Registry, now_ms
+from kv_storage.es.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class ExpiryActor(Actor[RunNow | GetExpiryStats]):
         try:
             await self._lease.release()
         except Exception as error:
-            logger.warning("expiry: releasing the lease failed: %s", _describe(error))
+            logger.warning("expiry: releasing the lease failed: %s", describe(error))
 
     async def _work(self) -> None:
         self._next_run = asyncio.get_running_loop().time() + self._interval_s
@@ -113,7 +114,7 @@ class ExpiryActor(Actor[RunNow | GetExpiryStats]):
             await self._sweep()
         except Exception as error:
             logger.warning(
-                "expiry: run failed, next in %g s: %s", self._interval_s, _describe(error)
+                "expiry: run failed, next in %g s: %s", self._interval_s, describe(error)
             )
 
     async def _expire(self) -> None:
@@ -139,7 +140,3 @@ class ExpiryActor(Actor[RunNow | GetExpiryStats]):
                 await self._lifecycle.drop_indices(entry.id)
         await self._swept_until.set(started)  # only once every page was swept
         self._swept_until_ms = started
-
-
-def _describe(error: BaseException) -> str:
-    return describe(error) if is_elasticsearch_error(error) else repr(error)

@@ -10,14 +10,14 @@ still has the secret the scroll began with: a deleted or re-keyed storage's scro
 The actor owns the signing key, read once from Elasticsearch (``SigningKeys``).
 """
 
-import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 from kv_storage.actors.base import Actor
 from kv_storage.actors.cache import CacheActor
+from kv_storage.clock import now_ms
 from kv_storage.errors import BadRequestError
-from kv_storage.es.history import HistoryPage, HistoryStore
+from kv_storage.es.history import BeyondResultWindowError, HistoryPage, HistoryStore
 from kv_storage.es.signing_keys import HISTORY_SCROLL, SigningKeys
 from kv_storage.model import HistoryQuery, Storage, StorageType
 from kv_storage.scroll_tokens import (
@@ -86,9 +86,18 @@ class HistoryQueryActor(Actor[HistoryQueryMessage]):
         if not storage.history_enabled:
             raise BadRequestError(f"storage {storage.id} does not keep history")
         if search.scroll_ms is None:
-            found = await self._store.search(
-                storage.id, search.query, offset=(search.page - 1) * search.size, size=search.size
-            )
+            try:
+                found = await self._store.search(
+                    storage.id,
+                    search.query,
+                    offset=(search.page - 1) * search.size,
+                    size=search.size,
+                )
+            except BeyondResultWindowError as error:
+                raise BadRequestError(
+                    f"page: page {search.page} of size {search.size} reaches beyond the first "
+                    f"{error.window} records that paging can return; use scroll instead"
+                ) from None
             return HistoryAnswer(total=found.total, items=found.items, page=search.page)
         key = await self._signing_key()
         batch = await self._store.first_batch(storage.id, search.query, size=search.size)
@@ -109,13 +118,13 @@ class HistoryQueryActor(Actor[HistoryQueryMessage]):
     async def _continue(self, token: str, timeout_ms: int) -> HistoryAnswer:
         key = await self._signing_key()
         try:
-            state = decode(key, token, now_ms=_now_ms())
+            state = decode(key, token, now_ms=now_ms())
         except InvalidTokenError as error:
             raise BadRequestError(f"the scroll id is unknown or expired: {error}") from None
         storage = await self._cache.look_up(state.storage_id)
         if (
             storage is None
-            or storage.expired(_now_ms())
+            or storage.expired(now_ms())
             or not storage.keeps_history
             or state.secret_digest != secret_digest(key, storage.secret_key)
         ):
@@ -139,7 +148,7 @@ class HistoryQueryActor(Actor[HistoryQueryMessage]):
             state,
             returned=returned,
             after=batch.last_sort or state.after,
-            expires_ms=_now_ms() + lifetime_ms,
+            expires_ms=now_ms() + lifetime_ms,
             # The last batch: its token answers no items, as a released scroll's would.
             finished=len(batch.items) < state.size or returned >= state.total,
         )
@@ -150,7 +159,3 @@ class HistoryQueryActor(Actor[HistoryQueryMessage]):
         if self._key is None:
             self._key = await self._keys.get(HISTORY_SCROLL)
         return self._key
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

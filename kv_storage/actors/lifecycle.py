@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from kv_storage.actors.access import now_ms
 from kv_storage.actors.base import Actor
 from kv_storage.actors.cache import CacheActor, Forget
+from kv_storage.clock import now_ms
 from kv_storage.errors import BadRequestError, ConflictError, NotFoundError
 from kv_storage.es.data import DataStore
 from kv_storage.es.history import HistoryStore

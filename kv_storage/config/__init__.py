@@ -7,10 +7,10 @@ from kv_storage.config.model import (
     CacheConfig,
     Config,
     ElasticsearchConfig,
-    HistoryConfig,
     ServerConfig,
 )
 from kv_storage.config.properties import PROPERTIES, Property
+from pipeline.config import HistoryConfig
 
 __all__ = [
     "CONFIG_PATH_ENV",

@@ -16,10 +16,10 @@ from kv_storage.config.model import (
     CacheConfig,
     Config,
     ElasticsearchConfig,
-    HistoryConfig,
     ServerConfig,
 )
 from kv_storage.config.properties import PROPERTIES, PROPERTIES_BY_NAME
+from pipeline.config import HistoryConfig
 
 CONFIG_PATH_ENV = "KV_STORAGE_CONFIG"
 PLATFORM_PORT_ENV = "PORT"

@@ -5,6 +5,8 @@ Each component receives only the section it needs; durations carry their unit in
 
 from dataclasses import dataclass, field
 
+from pipeline.config import HistoryConfig
+
 
 @dataclass(frozen=True, slots=True)
 class ElasticsearchConfig:
@@ -26,14 +28,6 @@ class CacheConfig:
     max_size: int
     expiration_time_s: float
     update_time_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryConfig:
-    flush_size: int
-    flush_timeout_s: float
-    retry_limit: int
-    buffer_size: int
 
 
 @dataclass(frozen=True, slots=True)

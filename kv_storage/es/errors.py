@@ -53,6 +53,7 @@ def classify(error: BaseException) -> str:
 
 
 def describe(error: BaseException) -> str:
+    """The cause, in full, for the log (any exception; Elasticsearch's in its own words)."""
     if isinstance(error, ConnectionTimeout):
         return "Elasticsearch did not answer in time"
     if isinstance(error, TransportConnectionError):
@@ -71,7 +72,7 @@ def describe(error: BaseException) -> str:
         return str(error)
     if isinstance(error, TransportError):
         return f"Elasticsearch request failed: {error.message}"
-    return f"Elasticsearch request failed: {type(error).__name__}"
+    return repr(error)  # not a failure of Elasticsearch: what it is, for the log
 
 
 def _reason(error: ApiError) -> str:

@@ -9,21 +9,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from elastic_transport import ObjectApiResponse
-from elasticsearch import ApiError, AsyncElasticsearch
+from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError
 from elasticsearch.helpers import async_bulk
 
 from kv_storage.es.data import BULK_ANSWER
 from kv_storage.es.errors import describe, is_elasticsearch_error
 from kv_storage.es.names import IndexNames
 from kv_storage.model import HistoryQuery
-from pipeline.actor import WriteFailedError
 from pipeline.records import HistoryRecord
+from pipeline.writer import WriteFailedError
 
 logger = logging.getLogger(__name__)
 
 
 class HistoryIndexError(Exception):
     """A history search answered records that are not of the storage's own history index."""
+
+
+class BeyondResultWindowError(Exception):
+    """A page reaches past the index's ``index.max_result_window`` (10,000 by default)."""
+
+    def __init__(self, window: int) -> None:
+        super().__init__(f"paging reaches only the first {window} records")
+        self.window = window
 
 
 MAX_BULK_BYTES = 10 * 1024 * 1024
@@ -154,7 +162,15 @@ class HistoryStore:
         self, storage_id: str, where: HistoryQuery, *, offset: int, size: int
     ) -> HistoryPage:
         """A page of ``size`` records from ``offset`` (at most 10,000 records deep)."""
-        return await self._search(storage_id, _query(where), _sort(where), size=size, from_=offset)
+        try:
+            return await self._search(
+                storage_id, _query(where), _sort(where), size=size, from_=offset
+            )
+        except BadRequestError as error:
+            window = _result_window(error)
+            if window is None:
+                raise
+            raise BeyondResultWindowError(window) from None
 
     async def first_batch(self, storage_id: str, where: HistoryQuery, *, size: int) -> HistoryPage:
         """The first batch of a scroll, with the bound that keeps later records out of it."""
@@ -209,23 +225,39 @@ class HistoryStore:
                 **{"track_total_hits": True, **options},
             ),
         )
-        return _page(answer, index)
+        return _page(answer, index) if answer is not None else HistoryPage(total=0, items=[])
 
     async def _when_started(
         self, index: str, search: Callable[[], Awaitable[ObjectApiResponse[Any]]]
-    ) -> ObjectApiResponse[Any]:
+    ) -> ObjectApiResponse[Any] | None:
         """A history index is created by its first record's write; a search that comes while
-        its shard is still starting fails as a whole (503). Wait for the shard, search again."""
-        for _ in range(_STARTING_SHARD_ATTEMPTS - 1):
+        its shard is still starting fails as a whole (503). Wait for the shard and search
+        again; if it is still starting after that (a busy node), the index has nothing to
+        show yet: ``None``, as if the search had come just before the write. A shard that
+        is not starting but failed stays a failure."""
+        for _ in range(_STARTING_SHARD_ATTEMPTS):
             try:
                 return await search()
             except ApiError as error:
                 if error.meta.status != 503:
                     raise
-            await self._client.options(ignore_status=408).cluster.health(
+                failure = error
+            health = await self._client.options(ignore_status=408).cluster.health(
                 index=index, wait_for_status="yellow", timeout="2s"
             )
-        return await search()
+        if health.get("initializing_shards", 0) > 0:
+            return None
+        raise failure
+
+
+def _result_window(error: BadRequestError) -> int | None:
+    """The window Elasticsearch names when it refuses a page beyond it, else ``None``."""
+    text = str(error)
+    if "result window is too large" not in text.lower():
+        return None
+    marker = "less than or equal to: ["
+    window = text.split(marker, 1)[1].split("]", 1)[0] if marker in text else ""
+    return int(window) if window.isdigit() else 10_000
 
 
 def _page(answer: ObjectApiResponse[Any], index: str) -> HistoryPage:

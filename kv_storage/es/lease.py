@@ -11,8 +11,8 @@ import contextlib
 
 from elasticsearch import AsyncElasticsearch, ConflictError, NotFoundError
 
+from kv_storage.clock import now_ms
 from kv_storage.es.names import IndexNames
-from kv_storage.es.registry import now_ms
 
 
 class Lease:

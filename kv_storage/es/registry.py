@@ -6,13 +6,13 @@ Read-modify-write goes through ``if_seq_no``/``if_primary_term``: a concurrent c
 write fail with ``StaleEntryError`` and the caller reads again.
 """
 
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from elasticsearch import AsyncElasticsearch, ConflictError, NotFoundError
 
+from kv_storage.clock import now_ms
 from kv_storage.es.names import IndexNames
 from kv_storage.model import Storage, StorageType
 
@@ -222,10 +222,6 @@ class Registry:
         hits = found["hits"]
         entries = [_entry(hit["_id"], hit["_source"], hit) for hit in hits["hits"]]
         return EntryPage(total=hits["total"]["value"], entries=[e for e in entries if e])
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _storage_type(source: Mapping[str, Any]) -> StorageType | None:

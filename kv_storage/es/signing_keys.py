@@ -9,10 +9,10 @@ Nothing a client sees is derived from it but signatures.
 
 import base64
 import secrets
-import time
 
 from elasticsearch import AsyncElasticsearch, BadRequestError, ConflictError, NotFoundError
 
+from kv_storage.clock import now_ms
 from kv_storage.es.definitions import index_definitions
 from kv_storage.es.names import SIGNING_KEYS, IndexNames
 
@@ -43,7 +43,7 @@ class SigningKeys:
         await self._ensure_index(index)
         document = {
             "key": base64.b64encode(secrets.token_bytes(_KEY_BYTES)).decode(),
-            "created": time.time_ns() // 1_000_000,
+            "created": now_ms(),
         }
         try:
             await self._client.create(index=index, id=name, document=document, refresh=True)

@@ -4,7 +4,6 @@ Called by handlers only once the caller is authorised (``handlers.access``). Inv
 ends here with a 400 (or 413 for a body over its bound), before any actor is asked.
 """
 
-import time
 from typing import TypeVar
 from urllib.parse import unquote_to_bytes
 
@@ -12,6 +11,7 @@ from aiohttp import web
 from marshmallow import ValidationError, fields
 
 from kv_storage.app_keys import CONFIG
+from kv_storage.clock import now_ms
 from kv_storage.errors import BadRequestError
 from kv_storage.middlewares import describe_validation_error
 from kv_storage.validation import read_body, read_json
@@ -29,7 +29,7 @@ def empty_ok() -> web.Response:
 
 def received_ms() -> int:
     """The request's arrival in epoch milliseconds, as history records it."""
-    return time.time_ns() // 1_000_000
+    return now_ms()
 
 
 def path_key(request: web.Request) -> str:

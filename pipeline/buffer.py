@@ -1,0 +1,151 @@
+"""What the history pipeline holds, and which records go next: pure and synchronous.
+
+No clock, no I/O: the caller passes the time in, and the actor around it (``pipeline.actor``)
+owns the timing and the writer. So the rules (flush on size or age, retries spaced by
+``flush-timeout``, a retry limit, a bounded buffer) are tested without waiting, and every
+operation costs what it touches, not what is buffered:
+
+- fresh records wait in arrival order, so the oldest is the head;
+- records to retry wait in the order they failed, each due ``flush-timeout`` after its
+  failure, so they are in due order too and the next due is the head;
+- a flush takes from the heads only, and booking its outcome touches only what it sent.
+
+With 100,000 records waiting during an outage, a new record still costs O(1), which is what
+keeps storage requests from paying for history.
+"""
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import count
+
+from pipeline.config import HistoryConfig
+from pipeline.records import HistoryRecord
+
+_ids = count()
+
+
+@dataclass(slots=True)
+class Entry:
+    id: str
+    record: HistoryRecord
+    due_at: float
+    """The time after which this entry goes, even in a batch that is not full."""
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a settled batch came to."""
+
+    written: int
+    retried: int
+    lost: list[Entry] = field(default_factory=list)
+    """Failed for the last time allowed (``retry-limit`` retries after the first attempt)."""
+
+
+class HistoryBuffer:
+    def __init__(self, config: HistoryConfig, *, prefix: str) -> None:
+        """``prefix`` makes record ids unique across processes (an id is written as the
+        record's ``_id``: its retries overwrite nothing and duplicate nothing)."""
+        self._config = config
+        self._prefix = prefix
+        self._fresh: deque[Entry] = deque()
+        self._retries: deque[Entry] = deque()
+        self._in_flight: list[Entry] = []
+        self.examined = 0
+        """Entries looked at so far: what the complexity test counts."""
+
+    def __len__(self) -> int:
+        return len(self._fresh) + len(self._retries) + len(self._in_flight)
+
+    def add(self, records: Sequence[HistoryRecord], now: float) -> list[HistoryRecord]:
+        """Takes records in; answers those dropped for want of room."""
+        room = max(0, self._config.buffer_size - len(self))
+        due_at = now + self._config.flush_timeout_s
+        for record in records[:room]:
+            self._fresh.append(Entry(f"{self._prefix}{next(_ids):x}", record, due_at))
+        self.examined += min(room, len(records))
+        return list(records[room:])
+
+    @property
+    def full(self) -> bool:
+        """A whole batch of fresh records waits."""
+        return len(self._fresh) >= self._config.flush_size
+
+    @property
+    def in_flight(self) -> Sequence[Entry]:
+        """The batch taken last and not settled yet."""
+        return tuple(self._in_flight)
+
+    def next_due(self) -> float | None:
+        """When the oldest waiting entry must go (``None``: nothing waits)."""
+        self.examined += 2
+        heads = [queue[0].due_at for queue in (self._fresh, self._retries) if queue]
+        return min(heads) if heads else None
+
+    def ready(self, now: float) -> bool:
+        """Whether a batch should go now: one is full, or an entry is due."""
+        due = self.next_due()
+        return self.full or (due is not None and due <= now)
+
+    def take(self, now: float, *, everything_due: bool = False) -> list[Entry]:
+        """The next batch (at most ``flush-size``): retries that are due first, then fresh
+        records. ``everything_due``: every retry counts as due (the shutdown flush)."""
+        batch: list[Entry] = []
+        size = self._config.flush_size
+        while self._retries and len(batch) < size:
+            if not everything_due and self._retries[0].due_at > now:
+                break
+            batch.append(self._retries.popleft())
+        while self._fresh and len(batch) < size:
+            batch.append(self._fresh.popleft())
+        for entry in batch:
+            entry.attempts += 1
+        self.examined += len(batch) + 1
+        self._in_flight = batch
+        return batch
+
+    def settle(self, failed: set[str], now: float) -> Outcome:
+        """Books the batch in flight: written, to retry ``flush-timeout`` from now, or lost."""
+        batch, self._in_flight = self._in_flight, []
+        written = retried = 0
+        lost: list[Entry] = []
+        due_at = now + self._config.flush_timeout_s
+        for entry in batch:
+            if entry.id not in failed:
+                written += 1
+            elif entry.attempts > self._config.retry_limit:  # the first attempt, then retries
+                lost.append(entry)
+            else:
+                entry.due_at = due_at
+                self._retries.append(entry)
+                retried += 1
+        self.examined += len(batch)
+        return Outcome(written, retried, lost)
+
+    def fail_in_flight(self, now: float) -> Outcome:
+        """The batch in flight failed as a whole."""
+        return self.settle({entry.id for entry in self._in_flight}, now)
+
+    def discard(self, storage_id: str) -> int:
+        """Drops a deleted storage's entries (waiting and to retry) and keeps those in flight
+        from being retried; answers how many. Rare, so a pass over everything is fine."""
+
+        def others(entries: Iterable[Entry]) -> list[Entry]:
+            return [e for e in entries if e.record.storage_id != storage_id]
+
+        before = len(self)
+        self.examined += before
+        self._fresh = deque(others(self._fresh))
+        self._retries = deque(others(self._retries))
+        self._in_flight = others(self._in_flight)
+        return before - len(self)
+
+    def empty_out(self) -> list[Entry]:
+        """Everything still held (in flight, to retry, waiting): the shutdown's leftovers."""
+        leftovers = [*self._in_flight, *self._retries, *self._fresh]
+        self._in_flight = []
+        self._retries.clear()
+        self._fresh.clear()
+        return leftovers

@@ -1,0 +1,16 @@
+"""The history pipeline's settings (``app.history.*``), owned here: the service builds them
+from its configuration and hands them in."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    flush_size: int
+    """Records written in one bulk request."""
+    flush_timeout_s: float
+    """Longest a record waits before it goes, and the pause before a failed one goes again."""
+    retry_limit: int
+    """Retries after the first attempt: a record is tried at most ``retry_limit + 1`` times."""
+    buffer_size: int
+    """Most records held (waiting, to retry, in flight); more are dropped."""
