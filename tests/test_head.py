@@ -67,7 +67,7 @@ def _cases(storage: StorageRef) -> dict[str, list[tuple[str, dict[str, str]]]]:
         "/metrics": [("/metrics", {})],
         "/api/docs/swagger.json": [("/api/docs/swagger.json", {})],
         "/api/docs": [("/api/docs", {})],
-        "/static/swagger": [("/static/swagger/swagger-ui.css", {})],
+        "/api/docs/static": [("/api/docs/static/swagger-ui/swagger-ui.css", {})],
     }
 
 
