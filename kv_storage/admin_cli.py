@@ -12,10 +12,10 @@ from typing import Any
 from elasticsearch import AsyncElasticsearch
 from marshmallow import ValidationError
 
+from kv_storage.actors.base import Ask
 from kv_storage.actors.lifecycle import (
     DeleteStorage,
     LifecycleActor,
-    LifecycleMessage,
     ListStorages,
     RotateSecret,
     ShowStorage,
@@ -61,7 +61,7 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     listing.add_argument("--size", type=int, default=50)
 
 
-def _message(args: argparse.Namespace) -> LifecycleMessage:
+def _message(args: argparse.Namespace) -> Ask[RegistryEntry | EntryPage]:
     if args.action == "create":
         fields = {
             "type": args.type,

@@ -5,23 +5,23 @@ from dataclasses import dataclass
 
 import pytest
 
-from kv_storage.actors.base import Actor, ActorStoppedError
+from kv_storage.actors.base import Actor, ActorStoppedError, Ask
 
 
 @dataclass(frozen=True)
-class Add:
+class Add(Ask[int]):
     amount: int
 
 
 @dataclass(frozen=True)
-class Block:
+class Block(Ask[int]):
     """Handled only once ``release`` is set."""
 
     release: asyncio.Event
 
 
 @dataclass(frozen=True)
-class Fail:
+class Fail(Ask[int]):
     error: BaseException
 
 

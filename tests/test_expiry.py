@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 
-from kv_storage.actors.expiry import ExpiryActor, GetExpiryStats, RunNow, sweep_overlap_s
+from kv_storage.actors.expiry import ExpiryActor, sweep_overlap_s
 from kv_storage.actors.lifecycle import LifecycleActor
 from kv_storage.app import create_app
 from kv_storage.config import Config
@@ -103,7 +103,7 @@ async def test_two_expiry_actors_never_work_at_once_and_a_dead_owners_lease_is_t
         actor.start()
 
     async def runs() -> list[int]:
-        return [(await actor.ask(GetExpiryStats())).runs for actor in actors]
+        return [actor.stats.runs for actor in actors]
 
     async def owner_worked_a_while() -> bool:
         return max(await runs()) >= 5
@@ -119,7 +119,7 @@ async def test_two_expiry_actors_never_work_at_once_and_a_dead_owners_lease_is_t
     await asyncio.gather(owner._task, return_exceptions=True)
 
     async def other_took_over() -> bool:
-        stats = await other.ask(GetExpiryStats())
+        stats = other.stats
         return bool(stats.runs >= 2)
 
     await wait_until(other_took_over, what="the other actor taking the lease over")
@@ -173,7 +173,7 @@ async def test_an_index_recreated_after_the_deletion_is_swept_again(
         for _ in range(2):
             # A write by an instance that still has the storage cached re-creates its index.
             await es.index(index=data_index, id="k", document={"value": "v"}, refresh=True)
-            await expiry.ask(RunNow())
+            await expiry.run_now()
             assert not await es.indices.exists(index=data_index)
     finally:
         await expiry.stop()
@@ -199,7 +199,7 @@ async def test_a_new_lease_holder_sweeps_on_from_where_the_last_one_got(
         expiry = _expiry_actor(es, index_prefix, interval_s=3600)
         expiry.start()
         try:
-            await expiry.ask(RunNow())
+            await expiry.run_now()
         finally:
             await expiry.stop()
 

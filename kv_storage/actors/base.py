@@ -1,6 +1,7 @@
 """The actor base: one asyncio task, one mailbox, typed messages, an orderly stop.
 
-Callers ``send`` a message (fire and forget) or ``ask`` and await the reply. Whatever ends the
+Callers ``send`` a message (fire and forget) or ``ask`` and await the reply, whose type the
+message declares (``Ask[answer type]``). Whatever ends the
 actor's task, an orderly stop or a crash, every caller still waiting for a reply is failed
 rather than left hanging.
 """
@@ -10,11 +11,20 @@ import contextlib
 import contextvars
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 logger = logging.getLogger(__name__)
 
 MessageT = TypeVar("MessageT")
+AnswerT = TypeVar("AnswerT", covariant=True)
+
+
+class Ask(Generic[AnswerT]):
+    """A message that is answered; its parameter is the answer's type. ``await
+    actor.ask(message)`` has that type, so a caller that expects another one fails type
+    checking instead of misreading the answer at run time."""
+
+    __slots__ = ()
 
 
 class ActorStoppedError(RuntimeError):
@@ -75,10 +85,10 @@ class Actor(Generic[MessageT]):
         """Deliver without waiting for the outcome; failures are logged by the actor."""
         self._deliver(_Envelope(message))
 
-    async def ask(self, message: MessageT) -> Any:
+    async def ask(self, message: Ask[AnswerT]) -> AnswerT:
         """Deliver and wait for ``handle``'s result (or its exception)."""
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._deliver(_Envelope(message, reply))
+        reply: asyncio.Future[AnswerT] = asyncio.get_running_loop().create_future()
+        self._deliver(_Envelope(cast(MessageT, message), reply))
         return await reply
 
     async def stop(self, timeout_s: float = 10.0) -> None:

@@ -12,29 +12,29 @@ from dataclasses import dataclass
 
 from aiocache import SimpleMemoryCache
 
-from kv_storage.actors.base import Actor
+from kv_storage.actors.base import Actor, Ask
 from kv_storage.config import CacheConfig
 from kv_storage.es.registry import Registry
 from kv_storage.model import Storage
 
 
 @dataclass(frozen=True, slots=True)
-class LookUp:
+class LookUp(Ask[Storage | None]):
     storage_id: str
 
 
 @dataclass(frozen=True, slots=True)
-class Forget:
+class Forget(Ask[None]):
     storage_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class ForgetAll:
+class ForgetAll(Ask[None]):
     pass
 
 
 @dataclass(frozen=True, slots=True)
-class GetCacheStats:
+class GetCacheStats(Ask["CacheStats"]):
     pass
 
 
@@ -116,8 +116,7 @@ class CacheActor(Actor[CacheMessage]):
         self._hits = self._misses = 0
 
     async def look_up(self, storage_id: str) -> Storage | None:
-        storage: Storage | None = await self.ask(LookUp(storage_id))
-        return storage
+        return await self.ask(LookUp(storage_id))
 
     async def handle(self, message: CacheMessage) -> Storage | CacheStats | None:
         match message:

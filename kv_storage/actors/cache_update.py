@@ -1,5 +1,5 @@
-"""The cache-update actor: polls the registry for storages changed by anyone (another
-instance, the CloudStack plugin) and makes the cache forget them.
+"""The registry poll: asks the registry for storages changed by anyone (another instance,
+the CloudStack plugin) and makes the cache forget them.
 
 Every ``app.cache.update-time`` it asks for documents whose ``last_updated`` is at least the
 previous poll's start minus ``app.request-timeout`` (a write in flight at the previous poll
@@ -7,19 +7,18 @@ is not missed); a failed poll empties the whole cache, since anything may have c
 failure ends the polling: a poll that fails is logged and the next comes on time.
 """
 
-import asyncio
 import logging
 
-from kv_storage.actors.base import Actor
 from kv_storage.actors.cache import CacheActor, Forget, ForgetAll
+from kv_storage.actors.periodic import PeriodicJob
 from kv_storage.clock import now_ms
-from kv_storage.es.errors import describe, is_elasticsearch_error
+from kv_storage.es.errors import describe
 from kv_storage.es.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 
-class CacheUpdateActor(Actor[None]):
+class CacheUpdateActor(PeriodicJob):
     def __init__(
         self,
         *,
@@ -31,31 +30,21 @@ class CacheUpdateActor(Actor[None]):
     ) -> None:
         """``max_changed_ids``: more changed storages than this in one poll are not listed;
         the cache forgets everything instead."""
-        super().__init__(name="cache-update")
+        super().__init__(name="cache-update", interval_s=update_time_s)
         self._registry = registry
         self._cache = cache
-        self._update_time_s = update_time_s
         self._max_changed_ids = max_changed_ids
         self._overlap_ms = int(request_timeout_s * 1000)
         self._previous_poll_ms = now_ms()
-        self._next_poll: float | None = None
 
-    async def handle(self, message: None) -> None:
-        return None
-
-    def next_deadline(self) -> float | None:
-        if self._next_poll is None:
-            self._next_poll = asyncio.get_running_loop().time() + self._update_time_s
-        return self._next_poll
-
-    async def on_deadline(self) -> None:
-        self._next_poll = asyncio.get_running_loop().time() + self._update_time_s
+    async def iteration(self) -> None:
         started = now_ms()
         try:
             await self._poll(self._previous_poll_ms - self._overlap_ms)
         except Exception as error:
-            reason = describe(error) if is_elasticsearch_error(error) else repr(error)
-            logger.warning("cache update: polling the registry failed (%s); cache emptied", reason)
+            logger.warning(
+                "cache update: polling the registry failed (%s); cache emptied", describe(error)
+            )
             await self._forget_all()
             return  # the next poll starts again from the previous successful one
         self._previous_poll_ms = started

@@ -1,4 +1,4 @@
-"""The expiry actor: every interval, if it holds the lease, marks expired TEMP storages
+"""The expiry sweep: every interval, if it holds the lease, marks expired TEMP storages
 deleted and removes the indices of deleted storages.
 
 Expired TEMP storages already answer 404 as soon as they expire; this work frees their space
@@ -6,12 +6,11 @@ and records the deletion in the registry. Of many instances only the lease holde
 others take over when it stops renewing (it stopped, or died).
 """
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
-from kv_storage.actors.base import Actor
 from kv_storage.actors.lifecycle import ExpireTemp, LifecycleActor
+from kv_storage.actors.periodic import PeriodicJob
 from kv_storage.clock import now_ms
 from kv_storage.config import AppConfig
 from kv_storage.es.errors import describe
@@ -41,23 +40,13 @@ def sweep_overlap_s(app: AppConfig) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class RunNow:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
 class ExpiryStats:
     holds_lease: bool
     runs: int
     expired: int
 
 
-@dataclass(frozen=True, slots=True)
-class GetExpiryStats:
-    pass
-
-
-class ExpiryActor(Actor[RunNow | GetExpiryStats]):
+class ExpiryActor(PeriodicJob):
     def __init__(
         self,
         *,
@@ -68,43 +57,27 @@ class ExpiryActor(Actor[RunNow | GetExpiryStats]):
         interval_s: float,
         sweep_overlap_s: float = _MIN_SWEEP_OVERLAP_S,
     ) -> None:
-        super().__init__(name="expiry")
+        super().__init__(name="expiry", interval_s=interval_s)
         self._registry = registry
         self._lifecycle = lifecycle
         self._lease = lease
         self._swept_until = swept_until
-        self._interval_s = interval_s
         self._sweep_overlap_ms = int(sweep_overlap_s * 1000)
-        self._next_run: float | None = None
         self._swept_until_ms: int | None = None
         """How far the sweeps got; ``None`` until read from the mark the last holder left."""
         self._runs = self._expired = 0
 
-    async def handle(self, message: RunNow | GetExpiryStats) -> ExpiryStats | None:
-        match message:
-            case RunNow():
-                await self._work()
-            case GetExpiryStats():
-                return ExpiryStats(self._lease.held, self._runs, self._expired)
-        return None
+    @property
+    def stats(self) -> ExpiryStats:
+        return ExpiryStats(self._lease.held, self._runs, self._expired)
 
-    def next_deadline(self) -> float | None:
-        if self._next_run is None:
-            self._next_run = asyncio.get_running_loop().time() + self._interval_s
-        return self._next_run
-
-    async def on_deadline(self) -> None:
-        await self._work()
-
-    async def stop(self, timeout_s: float = 10.0) -> None:
-        await super().stop(timeout_s)
+    async def on_stop(self) -> None:
         try:
             await self._lease.release()
         except Exception as error:
             logger.warning("expiry: releasing the lease failed: %s", describe(error))
 
-    async def _work(self) -> None:
-        self._next_run = asyncio.get_running_loop().time() + self._interval_s
+    async def iteration(self) -> None:
         try:
             if not await self._lease.acquire():
                 self._swept_until_ms = None  # another holder sweeps on: read its mark later

@@ -13,7 +13,7 @@ The actor owns the signing key, read once from Elasticsearch (``SigningKeys``).
 from dataclasses import dataclass, replace
 from typing import Any
 
-from kv_storage.actors.base import Actor
+from kv_storage.actors.base import Actor, Ask
 from kv_storage.actors.cache import CacheActor
 from kv_storage.clock import now_ms
 from kv_storage.errors import BadRequestError
@@ -30,7 +30,7 @@ from kv_storage.scroll_tokens import (
 
 
 @dataclass(frozen=True, slots=True)
-class SearchHistory:
+class SearchHistory(Ask["HistoryAnswer"]):
     storage: Storage
     """Authorised by its secret (the handlers' access check)."""
     query: HistoryQuery
@@ -41,7 +41,7 @@ class SearchHistory:
 
 
 @dataclass(frozen=True, slots=True)
-class ContinueHistory:
+class ContinueHistory(Ask["HistoryAnswer"]):
     token: str
     timeout_ms: int
     """How long the next token lives."""

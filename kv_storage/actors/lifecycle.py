@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from kv_storage.actors.base import Actor
+from kv_storage.actors.base import Actor, Ask
 from kv_storage.actors.cache import CacheActor, Forget
 from kv_storage.clock import now_ms
 from kv_storage.errors import BadRequestError, ConflictError, NotFoundError
@@ -46,20 +46,20 @@ _SECRET_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
-class UpdateTtl:
+class UpdateTtl(Ask[RegistryEntry]):
     storage: Storage
     """Authorised by its secret (the handlers' access check)."""
     ttl_ms: int
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteTemp:
+class DeleteTemp(Ask[RegistryEntry]):
     storage: Storage
     """Authorised by its secret (the handlers' access check)."""
 
 
 @dataclass(frozen=True, slots=True)
-class ExpireTemp:
+class ExpireTemp(Ask[RegistryEntry | None]):
     """Marks a TEMP storage deleted if it is still expired at ``now_ms``."""
 
     storage_id: str
@@ -67,7 +67,7 @@ class ExpireTemp:
 
 
 @dataclass(frozen=True, slots=True)
-class CreateStorage:
+class CreateStorage(Ask[RegistryEntry]):
     type: StorageType
     history_enabled: bool = False
     account: str | None = None
@@ -92,24 +92,24 @@ def create_command(body: Mapping[str, Any]) -> CreateStorage:
 
 
 @dataclass(frozen=True, slots=True)
-class ShowStorage:
+class ShowStorage(Ask[RegistryEntry]):
     storage_id: str
 
 
 @dataclass(frozen=True, slots=True)
-class ListStorages:
+class ListStorages(Ask[EntryPage]):
     account: str
     page: int
     size: int
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteStorage:
+class DeleteStorage(Ask[RegistryEntry]):
     storage_id: str
 
 
 @dataclass(frozen=True, slots=True)
-class RotateSecret:
+class RotateSecret(Ask[RegistryEntry]):
     storage_id: str
 
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kv_storage.actors.base import Actor, ActorStoppedError
+from kv_storage.actors.base import Actor, ActorStoppedError, Ask
 from kv_storage.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from kv_storage.es.data import DataStore
 from kv_storage.logs import request_id
@@ -28,48 +28,48 @@ class _Command:
 
 
 @dataclass(frozen=True, slots=True)
-class GetValue(_Command):
+class GetValue(_Command, Ask[str]):
     key: str
 
 
 @dataclass(frozen=True, slots=True)
-class GetValues(_Command):
+class GetValues(_Command, Ask[dict[str, str | None]]):
     keys: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class SetValue(_Command):
+class SetValue(_Command, Ask[None]):
     key: str
     value: str
     received_ms: int
 
 
 @dataclass(frozen=True, slots=True)
-class SetValues(_Command):
+class SetValues(_Command, Ask[set[str]]):
     pairs: Mapping[str, str]
     """Only pairs that passed validation; the handler answers ``false`` for the others."""
     received_ms: int
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteValue(_Command):
+class DeleteValue(_Command, Ask[None]):
     key: str
     received_ms: int
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteValues(_Command):
+class DeleteValues(_Command, Ask[set[str]]):
     keys: tuple[str, ...]
     received_ms: int
 
 
 @dataclass(frozen=True, slots=True)
-class ListKeys(_Command):
+class ListKeys(_Command, Ask["KeyScan"]):
     pass
 
 
 @dataclass(frozen=True, slots=True)
-class Clear(_Command):
+class Clear(_Command, Ask[None]):
     received_ms: int
 
 
