@@ -20,6 +20,10 @@ from kv_storage.logs import request_id, route_of
 
 logger = logging.getLogger(__name__)
 
+WHOLE_LOCATIONS = frozenset({"key", "value", "body"})
+"""Request parts that are one value each: the key in the path, a single set's value, a bare
+JSON body (``kv_storage.validation`` reads them)."""
+
 
 class RequestTimeoutError(Exception):
     """The request took longer than ``app.request-timeout``."""
@@ -29,24 +33,27 @@ def error_body(message: str, status: int, headers: Mapping[str, str] | None = No
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+_LOCATIONS = frozenset(
+    {"querystring", "query", "json", "headers", "match_info", "path", "form", *WHOLE_LOCATIONS}
+)
+"""webargs nests messages under the location they were read from."""
+
+
 def describe_validation_error(error: ValidationError) -> str:
-    """``"size: Must be greater than or equal to 1."``, naming every offending field."""
+    """``"size: Must be greater than or equal to 1."``, naming every offending field.
+
+    A location that is one value (the key, the value, a bare JSON body) is not named: its
+    field's own message says what is wrong (``the key is empty``).
+    """
     parts: list[str] = []
 
-    def walk(messages: Any, path: str) -> None:
+    def walk(messages: Any, path: str, whole: str | None = None) -> None:
         if isinstance(messages, Mapping):
             for field, nested in messages.items():
                 name = str(field)
-                # webargs nests messages under the location (querystring, json, ...).
-                if not path and name in {
-                    "querystring",
-                    "query",
-                    "json",
-                    "headers",
-                    "match_info",
-                    "path",
-                    "form",
-                }:
+                if not path and whole is None and name in _LOCATIONS:
+                    walk(nested, "", name if name in WHOLE_LOCATIONS else None)
+                elif not path and name == whole:
                     walk(nested, "")
                 else:
                     walk(nested, f"{path}.{name}" if path else name)

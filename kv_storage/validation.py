@@ -1,10 +1,14 @@
-"""Validates each request against the schemas its handler declares for the API spec, and reads
-request bodies within their bounds.
+"""The one way requests are validated: each handler declares a schema per request part, and
+this middleware loads every part with webargs before the handler runs, keeping the results
+under a typed request key. A failure is a marshmallow ``ValidationError``, which the error
+middleware answers with 400.
 
-The handlers' ``aiohttp_apispec`` decorators (``querystring_schema``, ``request_schema``, ...)
-name one schema per location; this middleware parses every location with webargs before the
-handler runs and keeps the results under a typed request key. A failure is a marshmallow
-``ValidationError``, which the error middleware answers with 400.
+Declared with aiohttp-apispec's decorators (``querystring_schema``, ``request_schema``: they
+also document the part) or, for the parts of the original's API that no schema of named
+fields describes, with ``validates``: ``key`` (the key in the path, decoded strictly as
+UTF-8), ``value`` (a single set's body, as text) and ``body`` (a bare JSON array or object).
+The schemas live in ``schemas/``; what the deployment configures (the largest key and value)
+reaches them through marshmallow's context (``schemas.storage.LIMITS``).
 
 Bodies are read only here and only after the caller was authorised (the middlewares before
 this one decide that), and never beyond a bound: a JSON body over
@@ -14,17 +18,20 @@ parsed, so that nobody can make the service parse many megabytes of JSON.
 
 import json
 import re
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from marshmallow import EXCLUDE, Schema, ValidationError
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
 from webargs import core
 from webargs.aiohttpparser import AIOHTTPParser
 
 from kv_storage.app_keys import CONFIG
 from kv_storage.errors import BadRequestError, PayloadTooLargeError
+from schemas.storage import LIMITS, NOT_UTF8, Limits
 
 _VALIDATED = web.RequestKey("validated", dict[str, Any])
 
@@ -99,7 +106,7 @@ async def read_json(request: web.Request) -> Any:
 
 class _BoundedParser(AIOHTTPParser):
     """webargs' parser, reading JSON bodies through ``read_json`` (bounded, and with the
-    same answers to bad JSON as every other route)."""
+    same answers to bad JSON as every other route), and the parts of the original's API."""
 
     async def load_json(self, req: web.Request, schema: Schema) -> Any:
         if not req.body_exists:
@@ -108,6 +115,61 @@ class _BoundedParser(AIOHTTPParser):
 
 
 _parser = _BoundedParser()
+
+
+@_parser.location_loader("key")
+def _load_key(request: web.Request, schema: Schema) -> dict[str, object]:
+    """The key as the client percent-encoded it in ``/<operation>/<id>/<key>``, decoded
+    strictly: aiohttp keeps invalid sequences such as ``%FF`` as they are. Taken from the URL,
+    so a request target in absolute form (``PUT http://host/set/...``) names the same key."""
+    raw = request.rel_url.raw_path.split("/", 3)[3]
+    try:
+        return {"key": unquote_to_bytes(raw).decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"key": NOT_UTF8}
+
+
+@_parser.location_loader("value")
+async def _load_value(request: web.Request, schema: Schema) -> dict[str, object]:
+    """A single value: the body as text, at most ``server.max-body-size`` bytes."""
+    raw = await read_body(request, request.app[CONFIG].server.max_body_size)
+    try:
+        return {"value": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"value": NOT_UTF8}
+
+
+@_parser.location_loader("body")
+async def _load_body(request: web.Request, schema: Schema) -> dict[str, object]:
+    """A bare JSON array or object of keys, at most ``server.max-keys-per-request`` of them,
+    counted before any key is looked at."""
+    document = await read_json(request)
+    limit = request.app[CONFIG].server.max_keys_per_request
+    if isinstance(document, list | dict) and len(document) > limit:
+        raise BadRequestError(
+            f"the body has {len(document)} keys; at most {limit} are allowed in one request "
+            "(server.max-keys-per-request)"
+        )
+    return {"body": document}
+
+
+HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
+
+
+def validates(location: str, field: "fields.Field[Any]") -> Callable[[HandlerT], HandlerT]:
+    """Declares that ``location`` (``key``, ``value`` or ``body``) of a handler's requests is
+    loaded by ``field``; the handler finds the result with ``validated(request, location)``."""
+    schema = Schema.from_dict({location: field}, name=f"{location.title()}Schema")()
+
+    def declare(handler: HandlerT) -> HandlerT:
+        marked: Any = handler
+        if not hasattr(marked, "__apispec__"):  # as aiohttp-apispec's decorators expect
+            marked.__apispec__ = {"schemas": [], "responses": {}, "parameters": []}
+            marked.__schemas__ = []
+        marked.__schemas__.append({"schema": schema, "location": location, "whole": True})
+        return handler
+
+    return declare
 
 
 @_parser.error_handler
@@ -126,13 +188,21 @@ def _raise_validation_error(
 async def validation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     declared = getattr(request.match_info.handler, "__schemas__", None)
     if declared:
-        request[_VALIDATED] = {
-            entry["location"]: await _parser.parse(
-                entry["schema"], request, location=entry["location"], unknown=_unknown(entry)
-            )
-            for entry in declared
-        }
+        limits = request.app[CONFIG].elasticsearch
+        with LIMITS(
+            Limits(key_max_bytes=limits.key_max_bytes, value_max_bytes=limits.value_max_bytes)
+        ):
+            request[_VALIDATED] = {
+                entry["location"]: await _loaded(request, entry) for entry in declared
+            }
     return await handler(request)
+
+
+async def _loaded(request: web.Request, entry: dict[str, Any]) -> Any:
+    parsed = await _parser.parse(
+        entry["schema"], request, location=entry["location"], unknown=_unknown(entry)
+    )
+    return parsed[entry["location"]] if entry.get("whole") else parsed
 
 
 def _unknown(entry: dict[str, Any]) -> str | None:
@@ -142,5 +212,6 @@ def _unknown(entry: dict[str, Any]) -> str | None:
 
 
 def validated(request: web.Request, location: str) -> Any:
-    """What the handler's schema for ``location`` (``querystring``, ``json``, ...) loaded."""
+    """What the handler's schema for ``location`` (``querystring``, ``json``, ``key``, ...)
+    loaded."""
     return request[_VALIDATED][location]

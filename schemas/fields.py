@@ -10,6 +10,9 @@ from typing import Any
 
 from marshmallow import fields
 
+MAX_KEY_BYTES = 512
+"""Elasticsearch refuses document ids longer than 512 bytes: no key may be longer."""
+
 MAX_LONG = 2**63 - 1
 """The largest value Elasticsearch's ``long`` holds (timestamps, TTLs)."""
 

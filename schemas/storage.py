@@ -1,45 +1,149 @@
 """Shapes of the key/value endpoints, as the original service's clients send and expect them.
 
-Bodies of these endpoints are bare JSON arrays and maps (not objects with named fields), so
-they are described by marshmallow fields rather than schemas; ``*_SPEC`` is the same shape in
-the API document.
+Bodies of these endpoints are bare JSON arrays and maps (not objects with named fields), and
+keys come from the path, so each is described by a marshmallow field that the request
+validation loads (``kv_storage.validation``); ``*_SPEC`` is the same shape in the API
+document. What a deployment configures (the largest key, the largest value) reaches the
+fields through marshmallow's context (``LIMITS``), set for each request.
+
+The multi-key fields check each item in one pass: a body may hold 10,000 keys, and a
+marshmallow round per item would cost more than the Elasticsearch request.
 """
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
-from marshmallow import fields
+from marshmallow import ValidationError, fields
+from marshmallow.experimental.context import Context
+
+from schemas.fields import MAX_KEY_BYTES
 
 
-class KeyList(fields.Field[list[str]]):
-    """A JSON array of strings, checked in one pass: a body may hold 10,000 keys, and a
-    marshmallow round per key would cost more than the Elasticsearch request."""
+class Limits(TypedDict):
+    key_max_bytes: int
+    value_max_bytes: int | None
+    """``None``: values of any size."""
 
-    default_error_messages = {"invalid": "Not a JSON array of strings."}  # noqa: RUF012
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+LIMITS = Context[Limits]
+_NO_CONFIGURATION = Limits(key_max_bytes=MAX_KEY_BYTES, value_max_bytes=None)
+
+
+def _limits() -> Limits:
+    return LIMITS.get(_NO_CONFIGURATION)
+
+
+class NotUtf8:
+    """Stands for text whose bytes are not UTF-8, so that the field can refuse it by name."""
+
+
+NOT_UTF8 = NotUtf8()
+
+
+def key_problem(key: str, max_bytes: int) -> str | None:
+    """Why ``key`` cannot be a key, or ``None`` when it can."""
+    size = _utf8_size(key)
+    if size is None:
+        return "the key is not valid UTF-8"
+    if size == 0:
+        return "the key is empty"
+    if size > max_bytes:
+        return f"the key is {size} bytes of UTF-8; the limit is {max_bytes}"
+    return None
+
+
+def value_problem(value: str, max_bytes: int | None) -> str | None:
+    """Why ``value`` cannot be stored, or ``None`` when it can (``max_bytes`` None: no limit)."""
+    size = _utf8_size(value)
+    if size is None:
+        return "the value is not valid UTF-8"
+    if max_bytes is not None and size > max_bytes:
+        return f"the value is {size} bytes of UTF-8; the limit is {max_bytes}"
+    return None
+
+
+def _utf8_size(text: str) -> int | None:
+    """Bytes of UTF-8, or ``None`` for text that has no UTF-8 form (lone surrogates)."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
+class StorageKey(fields.Field[str]):
+    """The key of a single-key call: refused (400) when it cannot be a key."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, NotUtf8):
+            raise ValidationError("the key is not valid UTF-8")
+        problem = key_problem(str(value), _limits()["key_max_bytes"])
+        if problem:
+            raise ValidationError(problem)
+        return str(value)
+
+
+class StoredValue(fields.Field[str]):
+    """The value of a single set: refused (400) when it cannot be stored."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, NotUtf8):
+            raise ValidationError("the body is not valid UTF-8")
+        problem = value_problem(str(value), _limits()["value_max_bytes"])
+        if problem:
+            raise ValidationError(problem)
+        return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class KeySelection:
+    keys: list[str]
+    """Every key of the request, as given: the answer has one entry for each."""
+    valid: tuple[str, ...]
+    """Those that can be keys: only these go to Elasticsearch."""
+
+
+class KeyList(fields.Field[KeySelection]):
+    """A JSON array of strings; keys that cannot be keys are answered, not refused."""
+
+    default_error_messages = {"invalid": "the body must be a JSON array of strings"}  # noqa: RUF012
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> KeySelection:
         if not isinstance(value, list) or not all(isinstance(key, str) for key in value):
             raise self.make_error("invalid")
-        return value
+        max_bytes = _limits()["key_max_bytes"]
+        valid = tuple(key for key in value if key_problem(key, max_bytes) is None)
+        return KeySelection(value, valid)
 
 
 class PairMap(fields.Field[dict[str, str | None]]):
     """A JSON object of key -> value, with values taken as the original service took them.
 
     Its JSON library turned numbers and booleans into their JSON text (``5`` is stored as
-    ``"5"``, ``true`` as ``"true"``). ``null``, objects and arrays are no values: such a pair
-    maps to ``None`` here and is answered ``false``, not written.
+    ``"5"``, ``true`` as ``"true"``). ``null``, objects and arrays are no values, and pairs
+    whose key or value is over its limit cannot be stored: such a pair maps to ``None`` here
+    and is answered ``false``, not written.
     """
 
-    default_error_messages = {"invalid": "Not a JSON object."}  # noqa: RUF012
+    default_error_messages = {"invalid": "the body must be a JSON object"}  # noqa: RUF012
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Any, **kwargs: Any
     ) -> dict[str, str | None]:
         if not isinstance(value, Mapping):
             raise self.make_error("invalid")
-        return {key: _as_value(item) for key, item in value.items()}
+        limits = _limits()
+        pairs: dict[str, str | None] = {}
+        for key, item in value.items():
+            text = _as_value(item)
+            storable = (
+                text is not None
+                and key_problem(key, limits["key_max_bytes"]) is None
+                and value_problem(text, limits["value_max_bytes"]) is None
+            )
+            pairs[key] = text if storable else None
+        return pairs
 
 
 def _as_value(item: object) -> str | None:
@@ -50,11 +154,17 @@ def _as_value(item: object) -> str | None:
     return None
 
 
+KEY = StorageKey(required=True)
+"""A single-key call's key, from the path."""
+
+VALUE = StoredValue(required=True)
+"""A single set's value, the body as text."""
+
 KEYS = KeyList(required=True)
 """``POST /get/<id>`` and ``POST /delete/<id>``: the keys."""
 
 PAIRS = PairMap(required=True)
-"""``PUT /set/<id>``: key -> value (``None`` for a value that cannot be stored)."""
+"""``PUT /set/<id>``: key -> value (``None`` for a pair that cannot be stored)."""
 
 KEYS_SPEC: dict[str, Any] = {
     "type": "array",

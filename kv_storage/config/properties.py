@@ -9,9 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kv_storage.config.durations import parse_duration_s
-
-MAX_KEY_BYTES = 512
-"""Elasticsearch refuses document ids longer than 512 bytes."""
+from schemas.fields import MAX_KEY_BYTES
 
 MAX_SCROLL_PAGE_SIZE = 10_000
 """Elasticsearch's default ``index.max_result_window``: a larger page is refused."""

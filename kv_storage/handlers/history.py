@@ -4,14 +4,14 @@ continuation of a scroll."""
 from typing import Any
 
 from aiohttp import web
-from aiohttp_apispec import docs, querystring_schema
+from aiohttp_apispec import docs, querystring_schema, request_schema
 
 from kv_storage.actors.history_query import ContinueHistory, HistoryAnswer, SearchHistory
 from kv_storage.app_keys import CONFIG, HISTORY_QUERY_ACTOR
 from kv_storage.handlers.access import authorised_storage, storage_route
 from kv_storage.handlers.spec import SECRET_KEY_PARAMETER, storage_id_parameter
 from kv_storage.model import HistoryQuery
-from kv_storage.validation import read_json, validated
+from kv_storage.validation import validated
 from schemas.errors import ErrorSchema
 from schemas.history import (
     HistoryPageSchema,
@@ -25,7 +25,6 @@ from schemas.history import (
 _TAGS = ["storage history"]
 _page_schema = HistoryPageSchema()
 _scroll_schema = HistoryScrollSchema()
-_scroll_request = ScrollRequestSchema()
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -92,7 +91,6 @@ async def search_history(request: web.Request) -> web.Response:
         "client that asks until `items` is empty ends)."
     ),
     consumes=["application/json"],
-    parameters=[{"in": "body", "name": "scroll", "required": True, "schema": ScrollRequestSchema}],
     responses={
         200: {
             "description": "The next batch (no items after the last)",
@@ -105,8 +103,9 @@ async def search_history(request: web.Request) -> web.Response:
         500: _error("Elasticsearch or the service failed"),
     },
 )
+@request_schema(ScrollRequestSchema, required=True)
 async def continue_history(request: web.Request) -> web.Response:
-    body = _scroll_request.load(await read_json(request))
+    body = validated(request, "json")
     command = ContinueHistory(body["scrollId"], body["timeout"])
     return _render(await request.app[HISTORY_QUERY_ACTOR].ask(command))
 

@@ -19,29 +19,23 @@ from kv_storage.actors.storage import (
     SetValues,
 )
 from kv_storage.app_keys import CONFIG, STORAGE_ACTOR
-from kv_storage.errors import BadRequestError
 from kv_storage.handlers.access import authorised_storage, storage_route
-from kv_storage.handlers.requests import (
-    EMPTY_OK_TYPES,
-    empty_ok,
-    json_body,
-    key_problem,
-    path_key,
-    received_ms,
-    text_body,
-    value_problem,
-)
+from kv_storage.handlers.requests import EMPTY_OK_TYPES, empty_ok, received_ms
 from kv_storage.handlers.spec import SECRET_KEY_PARAMETER, raw_response, storage_id_parameter
 from kv_storage.middlewares import extend_deadline, start_streaming
+from kv_storage.validation import validated, validates
 from schemas.errors import ErrorSchema
 from schemas.storage import (
+    KEY,
     KEY_LIST_SPEC,
     KEYS,
     KEYS_SPEC,
     PAIRS,
     PAIRS_SPEC,
     RESULTS_SPEC,
+    VALUE,
     VALUES_SPEC,
+    KeySelection,
 )
 
 _TAGS = ["storage operations"]
@@ -90,14 +84,6 @@ def _body(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"in": "body", "name": name, "required": True, "schema": schema}
 
 
-def _key(request: web.Request) -> str:
-    key = path_key(request)
-    problem = key_problem(key, request.app[CONFIG].elasticsearch.key_max_bytes)
-    if problem:
-        raise BadRequestError(problem)
-    return key
-
-
 @docs(
     tags=_TAGS,
     summary="Get the value of a key",
@@ -111,8 +97,9 @@ def _key(request: web.Request) -> str:
     },
 )
 @storage_route()
+@validates("key", KEY)
 async def get_value(request: web.Request) -> web.Response:
-    command = GetValue(authorised_storage(request), _key(request))
+    command = GetValue(authorised_storage(request), validated(request, "key"))
     value = await request.app[STORAGE_ACTOR].ask(command)
     return web.Response(text=value, content_type="text/plain")
 
@@ -134,13 +121,12 @@ async def get_value(request: web.Request) -> web.Response:
     },
 )
 @storage_route(content_type="application/json")
+@validates("body", KEYS)
 async def get_values(request: web.Request) -> web.Response:
-    keys = await json_body(request, KEYS, "a JSON array of strings")
-    max_bytes = request.app[CONFIG].elasticsearch.key_max_bytes
-    valid = tuple(key for key in keys if key_problem(key, max_bytes) is None)
-    command = GetValues(authorised_storage(request), valid)
+    keys: KeySelection = validated(request, "body")
+    command = GetValues(authorised_storage(request), keys.valid)
     values = await request.app[STORAGE_ACTOR].ask(command)
-    return web.json_response({key: values.get(key) for key in keys})
+    return web.json_response({key: values.get(key) for key in keys.keys})
 
 
 @docs(
@@ -163,13 +149,11 @@ async def get_values(request: web.Request) -> web.Response:
     },
 )
 @storage_route(content_type="text/plain")
+@validates("key", KEY)
+@validates("value", VALUE)
 async def set_value(request: web.Request) -> web.Response:
     arrival = received_ms()
-    key = _key(request)
-    value = await text_body(request)
-    problem = value_problem(value, request.app[CONFIG].elasticsearch.value_max_bytes)
-    if problem:
-        raise BadRequestError(problem)
+    key, value = validated(request, "key"), validated(request, "value")
     command = SetValue(authorised_storage(request), key, value, arrival)
     await request.app[STORAGE_ACTOR].ask(command)
     return empty_ok()
@@ -196,17 +180,11 @@ async def set_value(request: web.Request) -> web.Response:
     },
 )
 @storage_route(content_type="application/json")
+@validates("body", PAIRS)
 async def set_values(request: web.Request) -> web.Response:
     arrival = received_ms()
-    pairs = await json_body(request, PAIRS, "a JSON object")
-    limits = request.app[CONFIG].elasticsearch
-    valid = {
-        key: value
-        for key, value in pairs.items()
-        if value is not None
-        and key_problem(key, limits.key_max_bytes) is None
-        and value_problem(value, limits.value_max_bytes) is None
-    }
+    pairs: dict[str, str | None] = validated(request, "body")
+    valid = {key: value for key, value in pairs.items() if value is not None}
     command = SetValues(authorised_storage(request), valid, arrival)
     written = await request.app[STORAGE_ACTOR].ask(command)
     return web.json_response({key: key in written for key in pairs})
@@ -225,9 +203,10 @@ async def set_values(request: web.Request) -> web.Response:
     },
 )
 @storage_route()
+@validates("key", KEY)
 async def delete_value(request: web.Request) -> web.Response:
     arrival = received_ms()
-    command = DeleteValue(authorised_storage(request), _key(request), arrival)
+    command = DeleteValue(authorised_storage(request), validated(request, "key"), arrival)
     await request.app[STORAGE_ACTOR].ask(command)
     return empty_ok()
 
@@ -250,14 +229,13 @@ async def delete_value(request: web.Request) -> web.Response:
     },
 )
 @storage_route(content_type="application/json")
+@validates("body", KEYS)
 async def delete_values(request: web.Request) -> web.Response:
     arrival = received_ms()
-    keys = await json_body(request, KEYS, "a JSON array of strings")
-    max_bytes = request.app[CONFIG].elasticsearch.key_max_bytes
-    valid = tuple(key for key in keys if key_problem(key, max_bytes) is None)
-    command = DeleteValues(authorised_storage(request), valid, arrival)
+    keys: KeySelection = validated(request, "body")
+    command = DeleteValues(authorised_storage(request), keys.valid, arrival)
     deleted = await request.app[STORAGE_ACTOR].ask(command)
-    return web.json_response({key: key in deleted for key in keys})
+    return web.json_response({key: key in deleted for key in keys.keys})
 
 
 @docs(
