@@ -1,23 +1,19 @@
 """The administration API: every call with good and bad input, and its token."""
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
 from kv_storage.app_keys import HISTORY_ACTOR
 from kv_storage.config import Config
 from tests.conftest import StorageFactory, StorageRef
-from tests.test_storage_api import get, put
+from tests.helpers import Client, ClientFactory, get, put
 from tests.waiting import wait_until
 
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
 TOKEN = "admin-token-for-tests-0123456789"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -2,23 +2,18 @@
 JSON (streamed too), empty 200s, errors; and the answers that keep their own type."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from kv_storage.answers import original_form
 from kv_storage.app import create_app
 from kv_storage.config import Config
 from tests.conftest import StorageFactory, StorageRef
-
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
-ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
+from tests.helpers import Client, ClientFactory, ServerFactory
 
 # The original's strings, written out here rather than imported: they are the contract.
 JSON = "application/json;charset=utf-8"

@@ -3,21 +3,19 @@
 import os
 import shutil
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
 from kv_storage.app import create_app
 from kv_storage.config import Config
+from tests.helpers import ClientFactory, ServerFactory
 
 ROOT = Path(__file__).parents[1]
 
-ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
-ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 
 UNDOCUMENTED = ("/api/docs",)
 

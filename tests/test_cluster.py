@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
@@ -20,15 +19,14 @@ from kv_storage.config import load_config
 from kv_storage.es.names import IndexNames
 from kv_storage.es.provisioning import initialise
 from tests.conftest import StorageRef
-from tests.test_storage_api import path
+from tests.helpers import Client, path
 from tests.waiting import wait_until
 
-Client = TestClient[web.Request, web.Application]
 ROOT = Path(__file__).parents[1]
 LOCAL_ES = ROOT / "scripts" / "local-es.sh"
 NODES = ["kvc-1", "kvc-2", "kvc-3"]
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]  # a cluster of three nodes of its own
 
 
 def _free_port() -> int:

@@ -7,14 +7,12 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from kv_storage.app import create_app
 from kv_storage.app_keys import ES_CLIENT
 from kv_storage.config import Config
 from kv_storage.errors import ConflictError, NotFoundError
-
-ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+from tests.helpers import ClientFactory
 
 
 async def test_unknown_route_is_404_json(

@@ -2,10 +2,8 @@
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.actors.expiry import ExpiryActor, sweep_overlap_s
@@ -18,11 +16,8 @@ from kv_storage.es.lease import Lease, Mark
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
 from tests.conftest import StorageFactory
-from tests.test_storage_api import get, put
+from tests.helpers import ClientFactory, get, put
 from tests.waiting import wait_until
-
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
 
 
 async def test_expired_temp_storages_are_deleted_with_their_data(

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 from elasticsearch.exceptions import GeneralAvailabilityWarning
 
@@ -25,10 +24,9 @@ from kv_storage.app_keys import HISTORY_ACTOR
 from kv_storage.config import Config, load_config
 from kv_storage.es.provisioning import initialise
 from tests.conftest import StorageRef
-from tests.test_storage_api import path
+from tests.helpers import Client, path
 from tests.waiting import wait_until
 
-Client = TestClient[web.Request, web.Application]
 ROOT = Path(__file__).parents[1]
 LOCAL_ES = ROOT / "scripts" / "local-es.sh"
 NODE = "test-faults"
@@ -37,7 +35,7 @@ REQUEST_TIMEOUT_S = 2.0
 ANSWER_MARGIN_S = 1.0
 """What an answer may take beyond app.request-timeout: the event loop under load."""
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # stops, freezes and restarts the node
 
 
 def local_es(*args: str) -> str:

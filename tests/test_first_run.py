@@ -23,7 +23,7 @@ RUN_SH = ROOT / "scripts" / "run.sh"
 START_TIMEOUT_S = 180  # local-es status, init, the first run and the service, on a busy machine
 STOP_TIMEOUT_S = 60
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # scripts/run.sh, three times
 
 
 @dataclass

@@ -18,14 +18,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from kv_storage.config import Config
 from tests.conftest import StorageFactory
+from tests.helpers import Client
 from tests.processes import service_process
 
-Client = TestClient[web.Request, web.Application]
+pytestmark = pytest.mark.slow  # thousands of generated requests
+
 TOKEN = "fuzzing-admin-token-0123456789abcdef"
 SCHEMATHESIS_TIMEOUT_S = 300
 

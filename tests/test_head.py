@@ -1,11 +1,10 @@
 """HEAD on every GET route: the GET's status and headers, no body; a HEAD of a list reads no
 keys and leaves no scroll open."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.actors.storage import ListKeys
@@ -13,9 +12,8 @@ from kv_storage.app import create_app
 from kv_storage.app_keys import CACHE_ACTOR, STORAGE_ACTOR
 from kv_storage.config import Config
 from tests.conftest import StorageFactory, StorageRef
+from tests.helpers import ClientFactory
 
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
 TOKEN = "head-admin-token-0123456789abcdefgh"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -2,17 +2,14 @@
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
 from kv_storage.config import Config
-
-ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+from tests.helpers import ClientFactory
 
 CHECKS = ["STORAGE_REGISTRY", "STORAGE_DATA_TEMPLATE", "STORAGE_HISTORY_TEMPLATE"]
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 from jsonschema import Draft4Validator  # type: ignore[import-untyped]
 
@@ -16,10 +15,8 @@ from kv_storage.app import create_app
 from kv_storage.config import Config
 from schemas.fields import MAX_KEEP_ALIVE_MS, MAX_LONG
 from tests.conftest import CountingProxy, StorageFactory, StorageRef
-from tests.test_storage_api import put
+from tests.helpers import Client, put
 from tests.waiting import wait_until
-
-Client = TestClient[web.Request, web.Application]
 
 RECORDS: list[dict[str, Any]] = [
     {"key": "a", "value": "1", "operation": "set", "timestamp": 1000},

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
@@ -26,11 +26,8 @@ from pipeline.actor import HistoryStats
 from pipeline.records import HistoryRecord, Operation
 from pipeline.writer import WriteFailedError
 from tests.conftest import CountingProxy, StorageFactory, StorageRef
-from tests.test_storage_api import path, put
+from tests.helpers import Client, ClientFactory, path, put
 from tests.waiting import wait_until
-
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
 
 
 async def stats(api: Client) -> HistoryStats:

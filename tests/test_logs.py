@@ -9,15 +9,11 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from kv_storage import logs
 from tests.conftest import SecuredElasticsearch, StorageFactory
+from tests.helpers import Client, path
 from tests.processes import service_process
-from tests.test_storage_api import path
-
-Client = TestClient[web.Request, web.Application]
 
 
 class Lines(logging.Handler):

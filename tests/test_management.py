@@ -3,20 +3,14 @@ TTL updates racing each other."""
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
 from kv_storage.config import Config
 from tests.conftest import StorageFactory
-from tests.test_storage_api import get, put
-
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
+from tests.helpers import Client, ClientFactory, get, put
 
 
 async def registry_document(

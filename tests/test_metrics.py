@@ -1,13 +1,9 @@
 """GET /metrics: the Prometheus text format, with route templates and never a storage id."""
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import StorageFactory
-from tests.test_storage_api import get, put
-
-Client = TestClient[web.Request, web.Application]
+from tests.helpers import Client, get, put
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

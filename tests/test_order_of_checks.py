@@ -6,20 +6,16 @@ A missing ``Secret-Key`` is 401 before anything else is looked at; then the cont
 query parameters (400). So a caller without the secret learns nothing but 401 or 404.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from kv_storage.app import create_app
 from kv_storage.config import Config
 from tests.conftest import StorageFactory
+from tests.helpers import Client, ClientFactory
 from tests.waiting import wait_until
-
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
 
 LONG_KEY = "k" * 600
 """Over the 512-byte limit of keys."""

@@ -10,24 +10,19 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
 from kv_storage.config import Config
 from tests.conftest import CountingProxy, StorageFactory, StorageRef
+from tests.helpers import Client, ClientFactory, path
 from tests.processes import service_process
-from tests.test_storage_api import path
 from tests.waiting import wait_until
-
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
 
 ADMIN_TOKEN = "security-tests-admin-token-0123456789abcdef"
 

@@ -5,6 +5,7 @@ import signal
 from collections.abc import AsyncIterator
 
 import aiohttp
+import pytest
 from elasticsearch import AsyncElasticsearch
 from elasticsearch.helpers import async_scan
 
@@ -12,6 +13,8 @@ from kv_storage.config import Config
 from tests.conftest import StorageFactory
 from tests.processes import service_process
 from tests.waiting import wait_until
+
+pytestmark = pytest.mark.slow  # real processes shut down under load
 
 
 async def test_sigterm_under_write_load_keeps_every_acknowledged_write_and_its_history(

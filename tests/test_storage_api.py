@@ -3,14 +3,11 @@
 import asyncio
 import gc
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 from yarl import URL
 
@@ -18,34 +15,8 @@ from kv_storage.app import create_app
 from kv_storage.config import Config
 from kv_storage.es.data import DataStore
 from tests.conftest import StorageFactory, StorageRef
+from tests.helpers import Client, ClientFactory, get, path, put
 from tests.waiting import wait_until
-
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
-
-
-def path(operation: str, storage: StorageRef | str, key: str | None = None) -> URL:
-    """A path with the key percent-encoded the way clients must send it (``/`` included)."""
-    storage_id = storage.id if isinstance(storage, StorageRef) else storage
-    raw = f"/{operation}/{storage_id}"
-    if key is not None:
-        raw += "/" + quote(key, safe="").replace(".", "%2E")
-    return URL(raw, encoded=True)
-
-
-async def put(api: Client, storage: StorageRef, key: str, value: str) -> None:
-    response = await api.put(
-        path("set", storage, key),
-        data=value.encode(),
-        headers={**storage.headers, "Content-Type": "text/plain"},
-    )
-    assert response.status == 200, await response.text()
-
-
-async def get(api: Client, storage: StorageRef, key: str) -> tuple[int, str]:
-    response = await api.get(path("get", storage, key), headers=storage.headers)
-    return response.status, await response.text()
-
 
 # --- get and set ---------------------------------------------------------------------------
 

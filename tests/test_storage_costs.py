@@ -2,18 +2,12 @@
 real node; and the storage cache that makes single-key operations cost exactly one."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
-
-from aiohttp import web
-from aiohttp.test_utils import TestClient
+from collections.abc import Callable
 
 from kv_storage.app import create_app
 from kv_storage.config import Config
 from tests.conftest import CountingProxy, StorageFactory
-from tests.test_storage_api import path
-
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
+from tests.helpers import Client, ClientFactory, path
 
 
 async def _service(

@@ -5,13 +5,11 @@ CloudStack plugin. And the registry poll behind that survives its failures."""
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.actors.cache import (
@@ -30,12 +28,12 @@ from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
 from kv_storage.model import Storage
 from tests.conftest import StorageFactory, StorageRef
+from tests.helpers import ClientFactory, get
 from tests.processes import service_process
-from tests.test_storage_api import get
 from tests.waiting import wait_until
 
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
+pytestmark = pytest.mark.slow  # service processes and registry polls
+
 TOKEN = "two-instances-admin-token-0123456789"
 UPDATE_TIME_S = 1.0
 POLL_MARGIN_S = 0.5

@@ -1,0 +1,38 @@
+"""What many test modules use: the test client's types, and the storage calls of the
+original API in one line each."""
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
+
+from tests.conftest import StorageRef
+
+Client = TestClient[web.Request, web.Application]
+ClientFactory = Callable[[web.Application], Awaitable[Client]]
+ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
+
+
+def path(operation: str, storage: StorageRef | str, key: str | None = None) -> URL:
+    """A path with the key percent-encoded the way clients must send it (``/`` included)."""
+    storage_id = storage.id if isinstance(storage, StorageRef) else storage
+    raw = f"/{operation}/{storage_id}"
+    if key is not None:
+        raw += "/" + quote(key, safe="").replace(".", "%2E")
+    return URL(raw, encoded=True)
+
+
+async def put(api: Client, storage: StorageRef, key: str, value: str) -> None:
+    response = await api.put(
+        path("set", storage, key),
+        data=value.encode(),
+        headers={**storage.headers, "Content-Type": "text/plain"},
+    )
+    assert response.status == 200, await response.text()
+
+
+async def get(api: Client, storage: StorageRef, key: str) -> tuple[int, str]:
+    response = await api.get(path("get", storage, key), headers=storage.headers)
+    return response.status, await response.text()
