@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("serve", "Run the HTTP service.")
     add("init", "Create the Elasticsearch indices and templates that are missing.")
     show = add("config", "Print the effective configuration (secrets masked).")
-    show.add_argument("--get", metavar="PROPERTY", help="print one property's raw value")
+    show.add_argument(
+        "--get", metavar="PROPERTY", help="print one property's raw value (secrets masked)"
+    )
+    add("healthcheck", "Exit 0 when the local service answers /health (for containers).")
     admin_cli.add_commands(commands)
     return parser
 
@@ -53,20 +56,29 @@ def _serve(config: Config) -> int:
     from aiohttp import web
 
     from kv_storage.app import create_app
+    from kv_storage.config.tls import server_ssl_context
+    from kv_storage.startup import check_elasticsearch
 
+    ssl_context = None
+    if config.server.tls_cert_file is not None and config.server.tls_key_file is not None:
+        ssl_context = server_ssl_context(config.server.tls_cert_file, config.server.tls_key_file)
     logger.info(
-        "kv-storage listening on %s:%d, Elasticsearch at %s",
+        "kv-storage listening on %s://%s:%d, Elasticsearch at %s",
+        config.server.scheme,
         config.server.host,
         config.server.port,
         ", ".join(config.elasticsearch.hosts),
     )
     import uvloop
 
+    app = create_app(config)
+    app.cleanup_ctx.append(check_elasticsearch)
     web.run_app(
-        create_app(config),
+        app,
         loop=uvloop.new_event_loop(),
         host=config.server.host,
         port=config.server.port,
+        ssl_context=ssl_context,
         access_log_format=ACCESS_LOG_FORMAT,
         access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
         shutdown_timeout=config.app.request_timeout_s + 1,
@@ -105,12 +117,22 @@ def _show_config(path: Path | None, prop: str | None) -> int:
             return EXIT_CONFIG_ERROR
         if values[prop] is None:
             return EXIT_FAILURE
-        print(values[prop])
+        print("***" if known[prop].secret and values[prop] else values[prop])
         return 0
     load_config(path)  # report invalid values before printing them
     for name, value in values.items():
         shown = "***" if known[name].secret and value else value
         print(f"{name} = {shown!r}")
+    return 0
+
+
+def _healthcheck(config: Config) -> int:
+    from kv_storage.healthcheck import check
+
+    problem = check(config)
+    if problem is not None:
+        print(f"kv-storage healthcheck: {problem}", file=sys.stderr)
+        return EXIT_FAILURE
     return 0
 
 
@@ -129,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(config)
     if args.command == "storage":
         return asyncio.run(admin_cli.run(config, args))
+    if args.command == "healthcheck":
+        return _healthcheck(config)
     return asyncio.run(_initialise(config))
 
 

@@ -12,6 +12,8 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, TransportError
 from elasticsearch import ApiError
 
+from kv_storage.es.tls import describe_tls
+
 
 class BulkItemError(Exception):
     """An item of a bulk request failed for a reason the caller did not expect."""
@@ -34,6 +36,9 @@ def answer_status(error: BaseException) -> int:
 
 
 def describe(error: BaseException) -> str:
+    tls = describe_tls(error) if isinstance(error, TransportConnectionError) else None
+    if tls is not None:
+        return tls
     if isinstance(error, ConnectionTimeout):
         return "Elasticsearch did not answer in time"
     if isinstance(error, TransportConnectionError):
