@@ -4,6 +4,7 @@ configuration ``serve`` uses."""
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -100,6 +101,8 @@ async def run(config: Config, args: argparse.Namespace) -> int:
         print(f"kv-storage storage: {describe_validation_error(error)}", file=sys.stderr)
         return EXIT_USAGE
     names = IndexNames(config.elasticsearch.index_prefix)
+    # The transport's retry warnings would bury the one line that says what is wrong.
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)
     client = create_client(config.elasticsearch, request_timeout_s=30.0)
     scan = ScanSettings(config.elasticsearch.scroll_page_size, "1m")
     lifecycle = LifecycleActor(

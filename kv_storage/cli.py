@@ -92,6 +92,8 @@ async def _initialise(config: Config) -> int:
     from kv_storage.es.errors import describe, is_elasticsearch_error
     from kv_storage.es.provisioning import initialise
 
+    # The transport's retry warnings would bury the one line below that says what is wrong.
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)
     client = create_client(config.elasticsearch, request_timeout_s=30.0)
     try:
         for step in await initialise(client, config.elasticsearch.index_prefix):

@@ -158,6 +158,7 @@ def test_init_with_credentials_against_a_secured_node(
 ) -> None:
     env = {
         "KV_STORAGE_ELASTICSEARCH_URI": secured_es.url,  # type: ignore[attr-defined]
+        "KV_STORAGE_ELASTICSEARCH_TLS_CA_FILE": secured_es.ca_file,  # type: ignore[attr-defined]
         "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": index_prefix,
     }
     refused = run(["init"], env)
