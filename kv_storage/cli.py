@@ -42,7 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     add("serve", "Run the HTTP service.")
-    add("init", "Create the Elasticsearch indices and templates that are missing.")
+    init = add("init", "Create the Elasticsearch indices and templates that are missing.")
+    init.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="while Elasticsearch is unreachable or starting, try again for up to this long "
+        "(for containers started together with it)",
+    )
     show = add("config", "Print the effective configuration (secrets masked).")
     show.add_argument(
         "--get", metavar="PROPERTY", help="print one property's raw value (secrets masked)"
@@ -87,24 +95,38 @@ def _serve(config: Config) -> int:
     return 0
 
 
-async def _initialise(config: Config) -> int:
+_WAIT_RETRY_S = 2.0
+
+
+async def _initialise(config: Config, wait_s: float = 0.0) -> int:
+    """With ``wait_s``, an Elasticsearch that does not answer yet (or answers 503 while it
+    starts) is asked again until then: compose tools that cannot wait for a health check
+    (podman-compose on Podman before 4.6) start init together with Elasticsearch."""
     from kv_storage.es.client import create_client
-    from kv_storage.es.errors import describe, is_elasticsearch_error
+    from kv_storage.es.errors import describe, is_elasticsearch_error, is_starting
     from kv_storage.es.provisioning import initialise
 
     # The transport's retry warnings would bury the one line below that says what is wrong.
     logging.getLogger("elastic_transport").setLevel(logging.ERROR)
     client = create_client(config.elasticsearch, request_timeout_s=30.0)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
     try:
-        for step in await initialise(client, config.elasticsearch.index_prefix):
-            print(step)
-    except Exception as error:
-        if not is_elasticsearch_error(error):
-            raise
-        print(f"kv-storage init: {describe(error)}", file=sys.stderr)
-        return EXIT_FAILURE
+        while True:
+            try:
+                steps = await initialise(client, config.elasticsearch.index_prefix)
+                break
+            except Exception as error:
+                if not is_elasticsearch_error(error):
+                    raise
+                if not (is_starting(error) and loop.time() < deadline):
+                    print(f"kv-storage init: {describe(error)}", file=sys.stderr)
+                    return EXIT_FAILURE
+                await asyncio.sleep(_WAIT_RETRY_S)
     finally:
         await client.close()
+    for step in steps:
+        print(step)
     return 0
 
 
@@ -155,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(admin_cli.run(config, args))
     if args.command == "healthcheck":
         return _healthcheck(config)
-    return asyncio.run(_initialise(config))
+    return asyncio.run(_initialise(config, max(0.0, args.wait)))
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ es_image() {
     mkdir -p "$context"
     log "building the root file system of $ES_IMAGE with mmdebstrap"
     mmdebstrap --quiet --variant=apt \
-        --include=openjdk-17-jre-headless,curl,ca-certificates,openssl,passwd \
+        --include=openjdk-17-jre-headless,curl,ca-certificates,unzip,passwd \
         bookworm "$context/rootfs.tar" </dev/null >&2 || die "mmdebstrap failed"
     podman import --quiet "$context/rootfs.tar" localhost/elasticsearch-standin:raw >/dev/null
     rm -f "$context/rootfs.tar"

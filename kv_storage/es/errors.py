@@ -28,6 +28,16 @@ def is_elasticsearch_error(error: BaseException) -> bool:
     return isinstance(error, ApiError | TransportError | BulkItemError)
 
 
+def is_starting(error: BaseException) -> bool:
+    """Whether Elasticsearch may just not be up yet: no connection, no answer, or 503. A TLS
+    failure is not one of those: waiting does not make a certificate trusted."""
+    if isinstance(error, TransportConnectionError):
+        return describe_tls(error) is None
+    if isinstance(error, ConnectionTimeout):
+        return True
+    return isinstance(error, ApiError) and error.meta.status == 503
+
+
 def answer_status(error: BaseException) -> int:
     """The service's status for a failure of Elasticsearch: 413 when Elasticsearch refused the
     request for its size (``http.max_content_length``; JSON escaping can make a body the
