@@ -37,6 +37,8 @@ setup() {
     for tool in podman buildah runc mmdebstrap; do
         command -v "$tool" >/dev/null || missing+=("$tool")
     done
+    # Containers of one compose project find each other by name through this CNI plugin.
+    [[ -x /usr/lib/cni/dnsname ]] || missing+=(golang-github-containernetworking-plugin-dnsname)
     if ((${#missing[@]})); then
         [[ $(id -u) -eq 0 ]] || die "missing: ${missing[*]} (install them, or run this as root)"
         log "installing ${missing[*]}"

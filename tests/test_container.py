@@ -8,7 +8,13 @@ with its CA and password given as mounted files.
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -241,3 +247,95 @@ def test_image_healthcheck_fails_when_nothing_answers(es_url: str, unused_tcp_po
     )  # fmt: skip
     assert result.returncode == 1
     assert f"http://127.0.0.1:{unused_tcp_port}/health" in result.stderr
+
+
+# The compose files, run with podman-compose -------------------------------------------------
+
+
+def _compose_command(
+    project: str, *args: str, compose_file: str = "docker-compose.yml"
+) -> list[str]:
+    podman_compose = str(Path(sys.executable).parent / "podman-compose")
+    return [podman_compose, "-f", str(ROOT / compose_file), "-p", project, *args]
+
+
+@contextmanager
+def _compose_up(compose_file: str, port: int, **environment: str) -> Iterator[str]:
+    """``podman-compose up -d --no-deps`` of ``compose_file`` with our images; down -v after.
+
+    ``--no-deps``: Podman 4.3 (Debian 12) refuses to start a container whose ``--requires``
+    chain is longer than one link ("generating dependency graph ... not found in input
+    list"), and podman-compose ignores ``service_healthy`` before Podman 4.6. So every
+    service starts at once here, and ``kv-storage init --wait`` does the waiting that the
+    health-check conditions do under Docker Compose.
+    """
+    project = f"kvtest{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "ELASTICSEARCH_IMAGE": build("es-image"),
+        "KV_STORAGE_IMAGE": build("image"),
+        "KV_STORAGE_PORT": str(port),
+        **environment,
+    }
+    up = subprocess.run(
+        _compose_command(project, "up", "-d", "--no-deps", compose_file=compose_file),
+        env=env, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield project
+    finally:
+        subprocess.run(
+            _compose_command(project, "down", "-v", "-t", "20", compose_file=compose_file),
+            env=env, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT,
+        )  # fmt: skip
+
+
+async def _wait_for_detailed_health(port: int, timeout_s: float) -> dict[str, object]:
+    body: dict[str, object] = {}
+    async with aiohttp.ClientSession() as session:
+
+        async def healthy() -> bool:
+            nonlocal body
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/health?detailed=true") as answer:
+                    body = await answer.json() if answer.status in (200, 500) else {}
+                    return answer.status == 200
+            except (aiohttp.ClientError, ValueError):
+                return False
+
+        await wait_until(healthy, timeout_s=timeout_s, interval_s=1, what="compose's service")
+    return body
+
+
+@pytest.mark.container
+@pytest.mark.timeout(1800)
+async def test_compose_quick_start_runs_under_podman_compose(unused_tcp_port: int) -> None:
+    await asyncio.to_thread(build, "image")
+    await asyncio.to_thread(build, "es-image")
+    with _compose_up("docker-compose.yml", unused_tcp_port) as project:
+        body = await _wait_for_detailed_health(unused_tcp_port, timeout_s=300)
+        assert body["status"] == "HEALTHY"
+        init = await asyncio.to_thread(podman, "logs", f"{project}_init_1")
+        assert init.stdout.count("created") == 4, init.stdout + init.stderr
+
+
+@pytest.mark.container
+@pytest.mark.timeout(1800)
+async def test_secured_compose_runs_with_https_and_a_password_file(
+    unused_tcp_port: int,
+) -> None:
+    await asyncio.to_thread(build, "image")
+    await asyncio.to_thread(build, "es-image")
+    password = f"pw-{uuid.uuid4().hex}"
+    with _compose_up(
+        "docker-compose.secure.yml", unused_tcp_port, ELASTIC_PASSWORD=password
+    ) as project:
+        body = await _wait_for_detailed_health(unused_tcp_port, timeout_s=400)
+        assert body["status"] == "HEALTHY"
+        inspect = await asyncio.to_thread(podman, "inspect", f"{project}_kv-storage_1")
+        environment = json.loads(inspect.stdout)[0]["Config"]["Env"]
+        assert not any(password in entry for entry in environment)  # a file, not a variable
+        logs = await asyncio.to_thread(podman, "logs", f"{project}_kv-storage_1")
+    assert "start-up check: Elasticsearch at https://es01:9200" in logs.stdout + logs.stderr
+    assert password not in logs.stdout + logs.stderr
