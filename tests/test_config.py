@@ -405,3 +405,9 @@ def test_a_secret_file_keeps_inner_newlines_and_strips_one_crlf(tmp_path: Path) 
     path.write_bytes(b"line1\nline2\r\n")
     config = load_config(environ={**URI, "KV_STORAGE_ADMIN_TOKEN_FILE": str(path)})
     assert config.admin.token == "line1\nline2"
+
+
+def test_readme_table_lists_every_property() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for prop in PROPERTIES:
+        assert f"| `{prop.name}` | `{prop.env_var}` |" in readme, prop.name
