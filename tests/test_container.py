@@ -46,8 +46,8 @@ def _instructions() -> list[tuple[str, str]]:
     ]
 
 
-def _compose() -> dict[str, object]:
-    document = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+def _compose(name: str = "docker-compose.yml") -> dict[str, object]:
+    document = yaml.safe_load((ROOT / name).read_text())
     assert isinstance(document, dict)
     return document
 
@@ -80,8 +80,9 @@ def test_dockerfile_runs_as_non_root_on_8080_with_a_healthcheck() -> None:
     assert ("ARG", "BASE_IMAGE=python:3.12-slim") in instructions
 
 
-def test_compose_sets_only_properties_the_loader_knows() -> None:
-    services = _compose()["services"]
+@pytest.mark.parametrize("compose_file", ["docker-compose.yml", "docker-compose.secure.yml"])
+def test_compose_sets_only_properties_the_loader_knows(compose_file: str) -> None:
+    services = _compose(compose_file)["services"]
     assert isinstance(services, dict)
     seen = set()
     for service in services.values():
