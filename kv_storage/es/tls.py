@@ -12,8 +12,10 @@ from collections.abc import Iterator
 from aiohttp import ClientConnectorError, ClientSSLError, ServerFingerprintMismatch
 from elastic_transport import TlsError, TransportError
 
-_HINT_TRUST = "set elasticsearch.tls.ca-file to the CA that signed it, or pin it with "
-_HINT_TRUST += "elasticsearch.tls.fingerprint"
+_HINT_TRUST = (
+    "set elasticsearch.tls.ca-file to the CA that signed it, or pin it with "
+    "elasticsearch.tls.fingerprint"
+)
 
 
 def _causes(error: BaseException) -> Iterator[BaseException]:
