@@ -8,31 +8,12 @@ import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from elasticsearch import AsyncElasticsearch
-from marshmallow import ValidationError
-
-from kv_storage.actors.base import Ask
-from kv_storage.actors.lifecycle import (
-    DeleteStorage,
-    LifecycleActor,
-    ListStorages,
-    RotateSecret,
-    ShowStorage,
-    create_command,
-)
-from kv_storage.config import Config
-from kv_storage.errors import ServiceError
-from kv_storage.es.client import create_client
-from kv_storage.es.data import DataStore, ScanSettings
-from kv_storage.es.errors import describe, is_elasticsearch_error
-from kv_storage.es.history import HistoryStore
-from kv_storage.es.names import IndexNames
-from kv_storage.es.registry import EntryPage, Registry, RegistryEntry
-from kv_storage.handlers.admin import storage_view
-from kv_storage.middlewares import describe_validation_error
-from schemas.management import CreateStorageSchema
+if TYPE_CHECKING:  # the work itself loads the Elasticsearch client: only when it runs
+    from kv_storage.actors.base import Ask
+    from kv_storage.config import Config
+    from kv_storage.es.registry import EntryPage, RegistryEntry
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -58,11 +39,35 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         actions.add_parser(name, help=text).add_argument("storage_id", metavar="ID")
     listing = actions.add_parser("list", help="list an account's storages")
     listing.add_argument("--account", required=True)
-    listing.add_argument("--page", type=int, default=1)
-    listing.add_argument("--size", type=int, default=50)
+    listing.add_argument("--page", help="from 1 (default 1)")
+    listing.add_argument("--size", help="storages per page, 1 to 1000 (default 50)")
 
 
-def _message(args: argparse.Namespace) -> Ask[RegistryEntry | EntryPage]:
+def _message(args: argparse.Namespace) -> "Ask[RegistryEntry | EntryPage]":
+    """The lifecycle actor's message, its arguments checked by the API's own schemas."""
+    from marshmallow import ValidationError
+
+    try:
+        return _checked_message(args)
+    except ValidationError as error:  # named as the command line names them: --size, ...
+        messages = error.messages if isinstance(error.messages, dict) else {"": error.messages}
+        named = {_OPTIONS.get(str(k), f"--{k}"): v for k, v in messages.items()}
+        raise ValidationError(named) from None
+
+
+_OPTIONS = {"historyEnabled": "--history", "": "arguments"}
+
+
+def _checked_message(args: argparse.Namespace) -> "Ask[RegistryEntry | EntryPage]":
+    from kv_storage.actors.lifecycle import (
+        DeleteStorage,
+        ListStorages,
+        RotateSecret,
+        ShowStorage,
+        create_command,
+    )
+    from schemas.management import CreateStorageSchema, StorageListQuerySchema
+
     if args.action == "create":
         fields = {
             "type": args.type,
@@ -77,9 +82,9 @@ def _message(args: argparse.Namespace) -> Ask[RegistryEntry | EntryPage]:
             CreateStorageSchema().load({k: v for k, v in fields.items() if v is not None})
         )
     if args.action == "list":
-        if args.page < 1 or not 1 <= args.size <= 1000:
-            raise ValidationError("--page must be at least 1 and --size between 1 and 1000")
-        return ListStorages(args.account, args.page, args.size)
+        given = {"account": args.account, "page": args.page, "size": args.size}
+        query = StorageListQuerySchema().load({k: v for k, v in given.items() if v is not None})
+        return ListStorages(query["account"], query["page"], query["size"])
     if args.action == "show":
         return ShowStorage(args.storage_id)
     if args.action == "delete":
@@ -87,7 +92,9 @@ def _message(args: argparse.Namespace) -> Ask[RegistryEntry | EntryPage]:
     return RotateSecret(args.storage_id)
 
 
-def _render(action: str, result: RegistryEntry | EntryPage) -> Mapping[str, Any]:
+def _render(action: str, result: "RegistryEntry | EntryPage") -> Mapping[str, Any]:
+    from kv_storage.es.registry import EntryPage, storage_view
+
     if isinstance(result, EntryPage):
         return {"total": result.total, "items": [storage_view(e) for e in result.entries]}
     if action in ("create", "rotate-key"):
@@ -95,20 +102,14 @@ def _render(action: str, result: RegistryEntry | EntryPage) -> Mapping[str, Any]
     return storage_view(result)
 
 
-def lifecycle_actor(config: Config, client: AsyncElasticsearch) -> LifecycleActor:
-    """The lifecycle actor of a command that runs outside the service: no cache to keep."""
-    names = IndexNames(config.elasticsearch.index_prefix)
-    scan = ScanSettings(config.elasticsearch.scroll_page_size, "1m")
-    return LifecycleActor(
-        registry=Registry(client, names),
-        data=DataStore(client, names, scan),
-        history=HistoryStore(client, names),
-        cache=None,
-        index_prefix=config.elasticsearch.index_prefix,
-    )
+async def run(config: "Config", args: argparse.Namespace) -> int:
+    from marshmallow import ValidationError
 
+    from kv_storage.errors import ServiceError
+    from kv_storage.es.errors import describe, is_elasticsearch_error
+    from kv_storage.middlewares import describe_validation_error
+    from kv_storage.wiring import COMMAND, COMMAND_REQUEST_TIMEOUT_S, Parts, running
 
-async def run(config: Config, args: argparse.Namespace) -> int:
     try:
         message = _message(args)
     except ValidationError as error:
@@ -116,11 +117,10 @@ async def run(config: Config, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     # The transport's retry warnings would bury the one line that says what is wrong.
     logging.getLogger("elastic_transport").setLevel(logging.ERROR)
-    client = create_client(config.elasticsearch, request_timeout_s=30.0)
-    lifecycle = lifecycle_actor(config, client)
-    lifecycle.start()
+    parts = Parts(config, request_timeout_s=COMMAND_REQUEST_TIMEOUT_S)
     try:
-        result = await lifecycle.ask(message)
+        async with running(parts, COMMAND):
+            result = await parts.lifecycle.ask(message)
     except ServiceError as error:
         print(f"kv-storage storage: {error.message}", file=sys.stderr)
         return EXIT_FAILURE
@@ -129,8 +129,5 @@ async def run(config: Config, args: argparse.Namespace) -> int:
             raise
         print(f"kv-storage storage: {describe(error)}", file=sys.stderr)
         return EXIT_FAILURE
-    finally:
-        await lifecycle.stop()
-        await client.close()
     print(json.dumps(_render(args.action, result), indent=2))
     return 0

@@ -3,19 +3,13 @@
 import copy
 import logging
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp_apispec import setup_aiohttp_apispec
 
-from kv_storage import __version__
-from kv_storage.actors.cache import CacheActor
-from kv_storage.actors.cache_update import CacheUpdateActor
-from kv_storage.actors.expiry import ExpiryActor, sweep_overlap_s
-from kv_storage.actors.history_query import HistoryQueryActor
-from kv_storage.actors.lifecycle import LifecycleActor
-from kv_storage.actors.storage import StorageActor
+from kv_storage import __version__, wiring
 from kv_storage.answers import answer_head_like_get, as_the_original_answered, keep_own_content_type
 from kv_storage.app_keys import (
     CACHE_ACTOR,
@@ -26,110 +20,41 @@ from kv_storage.app_keys import (
     INDEX_NAMES,
     LIFECYCLE_ACTOR,
     METRICS,
+    PARTS,
     STORAGE_ACTOR,
 )
 from kv_storage.config import Config
-from kv_storage.es.client import create_client
-from kv_storage.es.data import DataStore, ScanSettings
-from kv_storage.es.history import HistoryStore
-from kv_storage.es.lease import Lease, Mark
 from kv_storage.es.names import IndexNames
-from kv_storage.es.registry import Registry
-from kv_storage.es.signing_keys import SigningKeys
 from kv_storage.handlers import admin, docs, health, history, management, operations, storage
 from kv_storage.handlers.access import storage_access_middleware
 from kv_storage.handlers.spec import finish_spec
 from kv_storage.headers import add_security_headers
-from kv_storage.logs import add_request_id_header, request_id_middleware
+from kv_storage.http_logs import add_request_id_header, request_id_middleware
 from kv_storage.metrics import Metrics
 from kv_storage.middlewares import error_middleware, timeout_middleware
 from kv_storage.validation import validation_middleware
-from pipeline.actor import HistoryActor
+from kv_storage.wiring import Part, Parts
 
 logger = logging.getLogger(__name__)
 
 SPEC_URL = "/api/docs/swagger.json"
-_HISTORY_SHUTDOWN_TIMEOUT_S = 10.0
-"""How long the history pipeline may take to write what it holds when the service stops."""
 
 
-async def _elasticsearch_client(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    client = create_client(
-        config.elasticsearch,
-        request_timeout_s=config.app.request_timeout_s,
-        transport_class=app[METRICS].transport_class(),
-    )
-    app[ES_CLIENT] = client
+def _cleanup_ctx(part: Part) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        async with part(app[PARTS]):
+            yield
+
+    return run
+
+
+async def _publish(app: web.Application) -> AsyncIterator[None]:
+    """Puts the running parts under the keys the handlers read."""
+    parts = app[PARTS]
+    app[ES_CLIENT], app[HISTORY_ACTOR], app[CACHE_ACTOR] = parts.client, parts.history, parts.cache
+    app[STORAGE_ACTOR], app[HISTORY_QUERY_ACTOR] = parts.storage, parts.history_query
+    app[LIFECYCLE_ACTOR] = parts.lifecycle
     yield
-    await client.close()
-
-
-async def _history(app: web.Application) -> AsyncIterator[None]:
-    """The history pipeline outlives the storage actors: it writes what they handed over."""
-    config = app[CONFIG]
-    history = HistoryActor(
-        writer=HistoryStore(app[ES_CLIENT], app[INDEX_NAMES]),
-        config=config.app.history,
-        shutdown_timeout_s=_HISTORY_SHUTDOWN_TIMEOUT_S,
-    )
-    history.start()
-    app[HISTORY_ACTOR] = history
-    yield
-    await history.stop()
-
-
-async def _actors(app: web.Application) -> AsyncIterator[None]:
-    config, client, names = app[CONFIG], app[ES_CLIENT], app[INDEX_NAMES]
-    prefix = config.elasticsearch.index_prefix
-    registry = Registry(client, names)
-    cache = CacheActor(registry=registry, config=config.app.cache)
-    scan = ScanSettings(
-        page_size=config.elasticsearch.scroll_page_size,
-        keep_alive=f"{round(config.elasticsearch.scroll_keep_alive_s * 1000)}ms",
-    )
-    data = DataStore(client, names, scan)
-    storage = StorageActor(
-        data=data,
-        history=app[HISTORY_ACTOR],
-        max_open_scans=config.elasticsearch.scroll_max_open,
-    )
-    history_store = HistoryStore(client, names)
-    history_query = HistoryQueryActor(
-        cache=cache, store=history_store, keys=SigningKeys(client, names)
-    )
-    lifecycle = LifecycleActor(
-        registry=registry,
-        data=data,
-        history=history_store,
-        cache=cache,
-        index_prefix=prefix,
-        history_buffer=app[HISTORY_ACTOR],
-        retry_for_s=config.app.request_timeout_s,
-    )
-    expiry = ExpiryActor(
-        registry=registry,
-        lifecycle=lifecycle,
-        lease=Lease(client, names, name="expiry", duration_s=3 * config.app.expiry_interval_s),
-        swept_until=Mark(client, names, name="expiry-swept-until"),
-        interval_s=config.app.expiry_interval_s,
-        sweep_overlap_s=sweep_overlap_s(config.app),
-    )
-    cache_update = CacheUpdateActor(
-        registry=registry,
-        cache=cache,
-        update_time_s=config.app.cache.update_time_s,
-        request_timeout_s=config.app.request_timeout_s,
-    )
-    # Started callees first, stopped callers first.
-    actors = (cache, storage, history_query, lifecycle, expiry, cache_update)
-    for actor in actors:
-        actor.start()
-    app[CACHE_ACTOR], app[STORAGE_ACTOR], app[HISTORY_QUERY_ACTOR] = cache, storage, history_query
-    app[LIFECYCLE_ACTOR] = lifecycle
-    yield
-    for actor in reversed(actors):
-        await actor.stop()
 
 
 def create_app(config: Config) -> web.Application:
@@ -152,9 +77,14 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.append(add_security_headers)
     app[METRICS] = metrics
     app[INDEX_NAMES] = IndexNames(config.elasticsearch.index_prefix)
-    app.cleanup_ctx.append(_elasticsearch_client)
-    app.cleanup_ctx.append(_history)
-    app.cleanup_ctx.append(_actors)
+    app[PARTS] = Parts(
+        config,
+        request_timeout_s=config.app.request_timeout_s,
+        transport_class=metrics.transport_class(),
+    )
+    for part in wiring.SERVICE:  # one cleanup_ctx per part: stopped in reverse, each of them
+        app.cleanup_ctx.append(_cleanup_ctx(part))
+    app.cleanup_ctx.append(_publish)
     health.add_routes(app)
     storage.add_routes(app)
     history.add_routes(app)

@@ -10,9 +10,13 @@ from kv_storage.actors.storage import StorageActor
 from kv_storage.config import Config
 from kv_storage.es.names import IndexNames
 from kv_storage.metrics import Metrics
+from kv_storage.wiring import Parts
 from pipeline.actor import HistoryActor
 
 CONFIG = web.AppKey("config", Config)
+PARTS = web.AppKey("parts", Parts)
+"""Everything the service runs (``kv_storage.wiring``); the keys below name the parts the
+handlers use."""
 METRICS = web.AppKey("metrics", Metrics)
 INDEX_NAMES = web.AppKey("index_names", IndexNames)
 ES_CLIENT = web.AppKey("es_client", AsyncElasticsearch)

@@ -66,6 +66,7 @@ def _serve(config: Config) -> int:
 
     from kv_storage.app import create_app
     from kv_storage.config.tls import server_ssl_context
+    from kv_storage.http_logs import RouteAccessLogger
     from kv_storage.startup import check_elasticsearch
 
     ssl_context = None
@@ -89,7 +90,7 @@ def _serve(config: Config) -> int:
         port=config.server.port,
         ssl_context=ssl_context,
         # The route template, never the path (ids, keys) or a header (Secret-Key).
-        access_log_class=logs.RouteAccessLogger,
+        access_log_class=RouteAccessLogger,
         access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
         shutdown_timeout=config.app.request_timeout_s + 1,
         print=None,
@@ -104,19 +105,19 @@ async def _initialise(config: Config, wait_s: float = 0.0) -> int:
     """With ``wait_s``, an Elasticsearch that does not answer yet (or answers 503 while it
     starts) is asked again until then: compose tools that cannot wait for a health check
     (podman-compose on Podman before 4.6) start init together with Elasticsearch."""
-    from kv_storage.es.client import create_client
+    from kv_storage import wiring
     from kv_storage.es.errors import describe, is_elasticsearch_error, is_starting
     from kv_storage.es.provisioning import initialise
 
     # The transport's retry warnings would bury the one line below that says what is wrong.
     logging.getLogger("elastic_transport").setLevel(logging.ERROR)
-    client = create_client(config.elasticsearch, request_timeout_s=30.0)
+    parts = wiring.Parts(config, request_timeout_s=wiring.COMMAND_REQUEST_TIMEOUT_S)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
-    try:
+    async with wiring.running(parts, [wiring.elasticsearch]):
         while True:
             try:
-                steps = await initialise(client, config.elasticsearch.index_prefix)
+                steps = await initialise(parts.client, config.elasticsearch.index_prefix)
                 break
             except Exception as error:
                 if not is_elasticsearch_error(error):
@@ -125,8 +126,6 @@ async def _initialise(config: Config, wait_s: float = 0.0) -> int:
                     print(f"kv-storage init: {describe(error)}", file=sys.stderr)
                     return EXIT_FAILURE
                 await asyncio.sleep(_WAIT_RETRY_S)
-    finally:
-        await client.close()
     for step in steps:
         print(step)
     return 0

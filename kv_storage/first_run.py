@@ -23,14 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kv_storage.actors.lifecycle import CreateStorage
-from kv_storage.admin_cli import lifecycle_actor
 from kv_storage.config import Config, ConfigError, load_config
-from kv_storage.es.client import create_client
 from kv_storage.es.errors import describe, is_elasticsearch_error
-from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry, RegistryEntry
 from kv_storage.handlers.docs import UI_PATH as SWAGGER_UI_PATH
 from kv_storage.model import StorageType
+from kv_storage.wiring import COMMAND, COMMAND_REQUEST_TIMEOUT_S, Parts, running
 
 DEMO = CreateStorage(
     type=StorageType.ACCOUNT,
@@ -65,24 +63,17 @@ def _remember(path: Path, storage_id: str) -> None:
 
 async def demo_storage(config: Config, state: Path) -> RegistryEntry:
     """The demo storage remembered in ``state`` if it still exists, else a new one."""
-    client = create_client(config.elasticsearch, request_timeout_s=30.0)
-    try:
+    async with running(
+        Parts(config, request_timeout_s=COMMAND_REQUEST_TIMEOUT_S), COMMAND
+    ) as parts:
         remembered = _remembered_id(state)
         if remembered is not None:
-            registry = Registry(client, IndexNames(config.elasticsearch.index_prefix))
-            entry = await registry.read(remembered)
+            entry = await Registry(parts.client, parts.names).read(remembered)
             if entry is not None and not entry.deleted:
                 return entry
-        lifecycle = lifecycle_actor(config, client)
-        lifecycle.start()
-        try:
-            created: RegistryEntry = await lifecycle.ask(DEMO)
-        finally:
-            await lifecycle.stop()
-        _remember(state, created.id)
-        return created
-    finally:
-        await client.close()
+        created = await parts.lifecycle.ask(DEMO)
+    _remember(state, created.id)
+    return created
 
 
 def service_url(config: Config) -> str:

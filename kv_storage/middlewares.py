@@ -16,7 +16,8 @@ from marshmallow import ValidationError
 from kv_storage.errors import ServiceError
 from kv_storage.es import waits
 from kv_storage.es.errors import answer_status, classify, describe, is_elasticsearch_error
-from kv_storage.logs import request_id, route_of
+from kv_storage.http_logs import route_of
+from kv_storage.logs import request_id
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,8 @@ import ssl
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -45,6 +46,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch, Elasticsearch
 
+from kv_storage import wiring
 from kv_storage.app import create_app
 from kv_storage.config import Config, load_config
 from kv_storage.es.provisioning import initialise
@@ -355,6 +357,22 @@ def create_storage(es: AsyncElasticsearch, index_prefix: str) -> StorageFactory:
         return ref
 
     return create
+
+
+PartsStarter = Callable[[Config, Sequence[wiring.Part]], Awaitable[wiring.Parts]]
+
+
+@pytest.fixture
+async def start_parts() -> AsyncIterator[PartsStarter]:
+    """Starts parts of the service for a test, wired as the service wires them
+    (``kv_storage.wiring``); whatever started is stopped after the test, in reverse order."""
+    async with AsyncExitStack() as stack:
+
+        async def start(config: Config, wanted: Sequence[wiring.Part]) -> wiring.Parts:
+            parts = wiring.Parts(config, request_timeout_s=config.app.request_timeout_s)
+            return await stack.enter_async_context(wiring.running(parts, wanted))
+
+        yield start
 
 
 @pytest.fixture

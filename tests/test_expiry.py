@@ -6,18 +6,19 @@ from collections.abc import Callable
 
 from elasticsearch import AsyncElasticsearch
 
-from kv_storage.actors.expiry import ExpiryActor, sweep_overlap_s
-from kv_storage.actors.lifecycle import LifecycleActor
+from kv_storage import wiring
+from kv_storage.actors.expiry import sweep_overlap_s
 from kv_storage.app import create_app
 from kv_storage.config import Config
-from kv_storage.es.data import DataStore, ScanSettings
-from kv_storage.es.history import HistoryStore
-from kv_storage.es.lease import Lease, Mark
+from kv_storage.es.lease import Lease
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
-from tests.conftest import StorageFactory
+from tests.conftest import PartsStarter, StorageFactory
 from tests.helpers import ClientFactory, get, put
 from tests.waiting import wait_until
+
+EXPIRY = (wiring.elasticsearch, wiring.lifecycle, wiring.expiry)
+"""An instance that does nothing but the expiry sweep."""
 
 
 async def test_expired_temp_storages_are_deleted_with_their_data(
@@ -66,36 +67,12 @@ async def test_a_lease_has_one_holder_and_is_taken_over_when_not_renewed(
     assert await first.acquire()  # a released lease is free at once
 
 
-def _expiry_actor(
-    es: AsyncElasticsearch, index_prefix: str, interval_s: float, sweep_overlap_s: float = 60.0
-) -> ExpiryActor:
-    names = IndexNames(index_prefix)
-    registry = Registry(es, names)
-    lifecycle = LifecycleActor(
-        registry=registry,
-        data=DataStore(es, names, ScanSettings(100, "1m")),
-        history=HistoryStore(es, names),
-        cache=None,
-        index_prefix=index_prefix,
-    )
-    lifecycle.start()
-    lease = Lease(es, names, name="expiry", duration_s=3 * interval_s)
-    return ExpiryActor(
-        registry=registry,
-        lifecycle=lifecycle,
-        lease=lease,
-        swept_until=Mark(es, names, name="expiry-swept-until"),
-        interval_s=interval_s,
-        sweep_overlap_s=sweep_overlap_s,
-    )
-
-
 async def test_two_expiry_actors_never_work_at_once_and_a_dead_owners_lease_is_taken_over(
-    es: AsyncElasticsearch, initialised_config: Config, index_prefix: str
+    initialised_config: Config, make_config: Callable[..., Config], start_parts: PartsStarter
 ) -> None:
-    actors = [_expiry_actor(es, index_prefix, interval_s=0.2) for _ in range(2)]
-    for actor in actors:
-        actor.start()
+    config = make_config(KV_STORAGE_APP_EXPIRY_INTERVAL="200ms")
+    parts = [await start_parts(config, EXPIRY) for _ in range(2)]
+    actors = [instance.expiry for instance in parts]
 
     async def runs() -> list[int]:
         return [actor.stats.runs for actor in actors]
@@ -118,7 +95,6 @@ async def test_two_expiry_actors_never_work_at_once_and_a_dead_owners_lease_is_t
         return bool(stats.runs >= 2)
 
     await wait_until(other_took_over, what="the other actor taking the lease over")
-    await other.stop()
 
 
 async def test_deleted_since_pages_through_every_deletion_once(
@@ -148,6 +124,7 @@ def test_the_sweep_overlap_outlasts_every_late_write(make_config: Callable[..., 
 
 async def test_an_index_recreated_after_the_deletion_is_swept_again(
     make_config: Callable[..., Config],
+    start_parts: PartsStarter,
     es: AsyncElasticsearch,
     initialised_config: Config,
     index_prefix: str,
@@ -161,20 +138,16 @@ async def test_an_index_recreated_after_the_deletion_is_swept_again(
         index=registry_index, id=storage.id, doc={"last_updated": ninety_s_ago}, refresh=True
     )
     data_index = f"{index_prefix}storage-data-{storage.id}"
-    overlap = sweep_overlap_s(make_config().app)
-    expiry = _expiry_actor(es, index_prefix, interval_s=3600, sweep_overlap_s=overlap)
-    expiry.start()
-    try:
-        for _ in range(2):
-            # A write by an instance that still has the storage cached re-creates its index.
-            await es.index(index=data_index, id="k", document={"value": "v"}, refresh=True)
-            await expiry.run_now()
-            assert not await es.indices.exists(index=data_index)
-    finally:
-        await expiry.stop()
+    parts = await start_parts(make_config(KV_STORAGE_APP_EXPIRY_INTERVAL="1 hour"), EXPIRY)
+    for _ in range(2):
+        # A write by an instance that still has the storage cached re-creates its index.
+        await es.index(index=data_index, id="k", document={"value": "v"}, refresh=True)
+        await parts.expiry.run_now()
+        assert not await es.indices.exists(index=data_index)
 
 
 async def test_a_new_lease_holder_sweeps_on_from_where_the_last_one_got(
+    make_config: Callable[..., Config],
     es: AsyncElasticsearch,
     initialised_config: Config,
     index_prefix: str,
@@ -191,12 +164,12 @@ async def test_a_new_lease_holder_sweeps_on_from_where_the_last_one_got(
     old_index = f"{index_prefix}storage-data-{long_ago.id}"
 
     async def sweep_once() -> None:
-        expiry = _expiry_actor(es, index_prefix, interval_s=3600)
-        expiry.start()
-        try:
-            await expiry.run_now()
-        finally:
-            await expiry.stop()
+        """A new instance: it sweeps once, then stops (releasing the lease)."""
+        parts = wiring.Parts(
+            make_config(KV_STORAGE_APP_EXPIRY_INTERVAL="1 hour"), request_timeout_s=3
+        )
+        async with wiring.running(parts, EXPIRY):
+            await parts.expiry.run_now()
 
     await es.index(index=old_index, id="k", document={"value": "v"}, refresh=True)
     await sweep_once()  # no mark yet: every deletion is visited

@@ -257,3 +257,20 @@ def _entry(
         seq_no=meta.get("_seq_no"),
         primary_term=meta.get("_primary_term"),
     )
+
+
+def storage_view(entry: RegistryEntry) -> dict[str, Any]:
+    """The storage's metadata in the names of the administration API and the command line;
+    never its secret."""
+    return {
+        "id": entry.id,
+        "type": entry.type.value,
+        "deleted": entry.deleted,
+        "historyEnabled": entry.history_enabled,
+        "account": entry.account,
+        "name": entry.name,
+        "description": entry.description,
+        "ttl": entry.ttl_ms,
+        "expirationTimestamp": entry.expiration_timestamp_ms,
+        "lastUpdated": entry.last_updated_ms,
+    }

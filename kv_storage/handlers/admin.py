@@ -20,7 +20,7 @@ from kv_storage.actors.lifecycle import (
 )
 from kv_storage.app_keys import LIFECYCLE_ACTOR
 from kv_storage.errors import ForbiddenError, UnauthorizedError
-from kv_storage.es.registry import EntryPage, RegistryEntry
+from kv_storage.es.registry import EntryPage, RegistryEntry, storage_view
 from kv_storage.handlers.management import CONCURRENT_CHANGES
 from kv_storage.handlers.spec import storage_id_parameter
 from kv_storage.validation import validated
@@ -60,22 +60,6 @@ def _answers(**extra: tuple[int, str]) -> dict[int, dict[str, Any]]:
     answers.update(dict(extra.values()))
     return {
         status: {"description": text, "schema": ErrorSchema} for status, text in answers.items()
-    }
-
-
-def storage_view(entry: RegistryEntry) -> dict[str, Any]:
-    """The storage's metadata in the API's names; never its secret."""
-    return {
-        "id": entry.id,
-        "type": entry.type.value,
-        "deleted": entry.deleted,
-        "historyEnabled": entry.history_enabled,
-        "account": entry.account,
-        "name": entry.name,
-        "description": entry.description,
-        "ttl": entry.ttl_ms,
-        "expirationTimestamp": entry.expiration_timestamp_ms,
-        "lastUpdated": entry.last_updated_ms,
     }
 
 

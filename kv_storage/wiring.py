@@ -1,0 +1,264 @@
+"""The one place that builds the service's parts from its configuration and tears them down.
+
+Each part is an async context manager that starts one resource, puts it in ``Parts`` and
+stops it when it ends: the Elasticsearch client, the history pipeline, each actor, each
+periodic job. The HTTP service runs every part as a ``cleanup_ctx`` of its own (aiohttp stops
+them in reverse order and goes on with the others when one fails to stop); a command of the
+command line runs the few it needs in an ``AsyncExitStack`` (the same order, the same
+guarantee); tests use both. So the client is made here and nowhere else, and every consumer
+wires the parts the same way.
+"""
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from elastic_transport import AsyncTransport
+from elasticsearch import AsyncElasticsearch
+
+from kv_storage.actors.cache import CacheActor
+from kv_storage.actors.cache_update import CacheUpdateActor
+from kv_storage.actors.expiry import ExpiryActor, sweep_overlap_s
+from kv_storage.actors.history_query import HistoryQueryActor
+from kv_storage.actors.lifecycle import LifecycleActor
+from kv_storage.actors.storage import StorageActor
+from kv_storage.config import Config
+from kv_storage.es.client import create_client
+from kv_storage.es.data import DataStore, ScanSettings
+from kv_storage.es.history import HistoryStore
+from kv_storage.es.lease import Lease, Mark
+from kv_storage.es.names import IndexNames
+from kv_storage.es.registry import Registry
+from kv_storage.es.signing_keys import SigningKeys
+from pipeline.actor import HistoryActor
+
+HISTORY_SHUTDOWN_TIMEOUT_S = 10.0
+"""How long the history pipeline may take to write what it holds when the service stops."""
+COMMAND_REQUEST_TIMEOUT_S = 30.0
+"""A command's requests (init, storage ...) may take longer than the API's: nobody waits on
+them but the operator."""
+
+
+@dataclass
+class Parts:
+    """What a running service (or command) is made of, each part set once it started."""
+
+    config: Config
+    request_timeout_s: float
+    transport_class: type[AsyncTransport] = AsyncTransport
+    names: IndexNames = field(init=False)
+    _client: AsyncElasticsearch | None = None
+    _history: HistoryActor | None = None
+    _cache: CacheActor | None = None
+    _storage: StorageActor | None = None
+    _history_query: HistoryQueryActor | None = None
+    _lifecycle: LifecycleActor | None = None
+    _expiry: ExpiryActor | None = None
+    _registry_poll: CacheUpdateActor | None = None
+
+    def __post_init__(self) -> None:
+        self.names = IndexNames(self.config.elasticsearch.index_prefix)
+
+    @property
+    def client(self) -> AsyncElasticsearch:
+        return _started(self._client, "the Elasticsearch client")
+
+    @property
+    def history(self) -> HistoryActor:
+        return _started(self._history, "the history pipeline")
+
+    @property
+    def cache(self) -> CacheActor:
+        return _started(self._cache, "the cache")
+
+    @property
+    def storage(self) -> StorageActor:
+        return _started(self._storage, "the storage actor")
+
+    @property
+    def history_query(self) -> HistoryQueryActor:
+        return _started(self._history_query, "the history query actor")
+
+    @property
+    def lifecycle(self) -> LifecycleActor:
+        return _started(self._lifecycle, "the lifecycle actor")
+
+    @property
+    def expiry(self) -> ExpiryActor:
+        return _started(self._expiry, "the expiry sweep")
+
+    @property
+    def registry_poll(self) -> CacheUpdateActor:
+        return _started(self._registry_poll, "the registry poll")
+
+    def scan_settings(self) -> ScanSettings:
+        settings = self.config.elasticsearch
+        return ScanSettings(
+            page_size=settings.scroll_page_size,
+            keep_alive=f"{round(settings.scroll_keep_alive_s * 1000)}ms",
+        )
+
+
+T = TypeVar("T")
+
+
+def _started(part: T | None, name: str) -> T:
+    if part is None:
+        raise RuntimeError(f"{name} is not running: its part was not started")
+    return part
+
+
+Part = Callable[[Parts], AbstractAsyncContextManager[None]]
+
+
+@asynccontextmanager
+async def elasticsearch(parts: Parts) -> AsyncIterator[None]:
+    parts._client = create_client(
+        parts.config.elasticsearch,
+        request_timeout_s=parts.request_timeout_s,
+        transport_class=parts.transport_class,
+    )
+    try:
+        yield
+    finally:
+        await parts._client.close()
+
+
+@asynccontextmanager
+async def history_pipeline(parts: Parts) -> AsyncIterator[None]:
+    """It outlives the storage actors (started before, stopped after): it writes what they
+    handed over."""
+    history = HistoryActor(
+        writer=HistoryStore(parts.client, parts.names),
+        config=parts.config.app.history,
+        shutdown_timeout_s=HISTORY_SHUTDOWN_TIMEOUT_S,
+    )
+    history.start()
+    parts._history = history
+    try:
+        yield
+    finally:
+        await history.stop()
+
+
+@asynccontextmanager
+async def cache(parts: Parts) -> AsyncIterator[None]:
+    actor = CacheActor(registry=Registry(parts.client, parts.names), config=parts.config.app.cache)
+    actor.start()
+    parts._cache = actor
+    try:
+        yield
+    finally:
+        await actor.stop()
+
+
+@asynccontextmanager
+async def storage(parts: Parts) -> AsyncIterator[None]:
+    actor = StorageActor(
+        data=DataStore(parts.client, parts.names, parts.scan_settings()),
+        history=parts.history,
+        max_open_scans=parts.config.elasticsearch.scroll_max_open,
+    )
+    actor.start()
+    parts._storage = actor
+    try:
+        yield
+    finally:
+        await actor.stop()
+
+
+@asynccontextmanager
+async def history_query(parts: Parts) -> AsyncIterator[None]:
+    actor = HistoryQueryActor(
+        cache=parts.cache,
+        store=HistoryStore(parts.client, parts.names),
+        keys=SigningKeys(parts.client, parts.names),
+    )
+    actor.start()
+    parts._history_query = actor
+    try:
+        yield
+    finally:
+        await actor.stop()
+
+
+@asynccontextmanager
+async def lifecycle(parts: Parts) -> AsyncIterator[None]:
+    """With the cache and the history pipeline when they run (the service), without them in a
+    command (there is no cache to keep, nor buffered history to discard)."""
+    actor = LifecycleActor(
+        registry=Registry(parts.client, parts.names),
+        data=DataStore(parts.client, parts.names, parts.scan_settings()),
+        history=HistoryStore(parts.client, parts.names),
+        cache=parts._cache,
+        index_prefix=parts.config.elasticsearch.index_prefix,
+        history_buffer=parts._history,
+        retry_for_s=parts.config.app.request_timeout_s,
+    )
+    actor.start()
+    parts._lifecycle = actor
+    try:
+        yield
+    finally:
+        await actor.stop()
+
+
+@asynccontextmanager
+async def expiry(parts: Parts) -> AsyncIterator[None]:
+    app = parts.config.app
+    job = ExpiryActor(
+        registry=Registry(parts.client, parts.names),
+        lifecycle=parts.lifecycle,
+        lease=Lease(parts.client, parts.names, name="expiry", duration_s=3 * app.expiry_interval_s),
+        swept_until=Mark(parts.client, parts.names, name="expiry-swept-until"),
+        interval_s=app.expiry_interval_s,
+        sweep_overlap_s=sweep_overlap_s(app),
+    )
+    job.start()
+    parts._expiry = job
+    try:
+        yield
+    finally:
+        await job.stop()
+
+
+@asynccontextmanager
+async def registry_poll(parts: Parts) -> AsyncIterator[None]:
+    job = CacheUpdateActor(
+        registry=Registry(parts.client, parts.names),
+        cache=parts.cache,
+        update_time_s=parts.config.app.cache.update_time_s,
+        request_timeout_s=parts.config.app.request_timeout_s,
+    )
+    job.start()
+    parts._registry_poll = job
+    try:
+        yield
+    finally:
+        await job.stop()
+
+
+SERVICE: Sequence[Part] = (
+    elasticsearch,
+    history_pipeline,
+    cache,
+    storage,
+    history_query,
+    lifecycle,
+    expiry,
+    registry_poll,
+)
+"""The HTTP service's parts, callees before callers: stopped in the reverse order."""
+
+COMMAND: Sequence[Part] = (elasticsearch, lifecycle)
+"""A storage command's parts (``kv-storage storage ...``): no cache, no history, no jobs."""
+
+
+@asynccontextmanager
+async def running(parts: Parts, wanted: Sequence[Part]) -> AsyncIterator[Parts]:
+    """Starts ``wanted`` in order; stops what started in reverse, whatever fails."""
+    async with AsyncExitStack() as stack:
+        for part in wanted:
+            await stack.enter_async_context(part(parts))
+        yield parts
