@@ -4,8 +4,12 @@
 #   or mount a configuration file:
 #   docker run -p 8080:8080 -v $PWD/kv-storage.toml:/etc/kv-storage/kv-storage.toml:ro \
 #              -e KV_STORAGE_CONFIG=/etc/kv-storage/kv-storage.toml kv-storage
+# Secrets can be mounted files: -e KV_STORAGE_ELASTICSEARCH_AUTH_PASSWORD_FILE=/run/secrets/es.
+# BASE_IMAGE lets the tests build on a stand-in where registries cannot be reached.
 
-FROM python:3.12-slim AS build
+ARG BASE_IMAGE=python:3.12-slim
+
+FROM ${BASE_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY kv_storage ./kv_storage
@@ -14,7 +18,7 @@ COPY schemas ./schemas
 COPY elasticsearch ./elasticsearch
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.12-slim
+FROM ${BASE_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin kvstorage
@@ -25,6 +29,10 @@ RUN pip install --no-cache-dir --no-index --find-links /wheels kv-storage \
 COPY elasticsearch /opt/kv-storage/elasticsearch
 USER kvstorage
 EXPOSE 8080
+# kv-storage healthcheck reads the configuration serve reads: it asks the configured port and
+# scheme (server.port, server.tls.*), not a fixed 8080.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4)"]
+    CMD ["kv-storage", "healthcheck"]
+# SIGTERM (what `docker stop` sends) makes serve finish its requests and write its history.
+STOPSIGNAL SIGTERM
 CMD ["kv-storage", "serve"]

@@ -12,8 +12,8 @@
 # It also makes the key that signs history scroll tokens (32 random bytes from /dev/urandom)
 # in storage-signing-keys, unless one exists: every service instance reads that one key.
 #
-# Needs only bash, curl, sed, head and base64. Exit status: 0 done, 1 Elasticsearch unreachable or refusing,
-# 2 usage error.
+# Needs only bash, curl, sed, head and base64. Exit status: 0 done,
+# 1 Elasticsearch unreachable or refusing (or its TLS certificate not trusted), 2 usage error.
 set -euo pipefail
 
 PROGRAM=${0##*/}
@@ -35,13 +35,19 @@ Options:
   -h             print this help and exit
   -u USER:PASS   authenticate with these credentials (basic authentication)
   -i             ask for the username and password (the password is not echoed)
+  -k             authenticate with an API key, read from standard input: typed at a
+                 prompt (not echoed) or from a file (-k < key-file); the encoded form
+                 or id:key
+  -c CA-FILE     trust the CA(s) in this PEM file for an https:// URL (a default
+                 Elasticsearch 8 install: config/certs/http_ca.crt)
   -p PREFIX      put PREFIX in front of every index and template name and of the
                  templates' index patterns (default: none)
 
-Example:
+Examples:
   $PROGRAM -p t1- -u elastic:changeme http://localhost:9200
+  $PROGRAM -c http_ca.crt -k https://localhost:9200 < api-key
 
-Exit status: 0 done, 1 Elasticsearch unreachable or refusing, 2 usage error.
+Exit status: 0 done, 1 Elasticsearch unreachable or refusing (TLS included), 2 usage error.
 USAGE
 }
 
@@ -58,12 +64,14 @@ fail() {
 
 # Command line ------------------------------------------------------------------------------
 
-credentials='' credentials_given='' prefix='' interactive=''
-while getopts ":hu:ip:" option; do
+credentials='' credentials_given='' prefix='' interactive='' api_key_wanted='' ca_file=''
+while getopts ":hu:ikc:p:" option; do
     case $option in
     h) usage; exit 0 ;;
     u) credentials=$OPTARG credentials_given=1 ;;
     i) interactive=1 ;;
+    k) api_key_wanted=1 ;;
+    c) ca_file=$OPTARG ;;
     p) prefix=$OPTARG ;;
     :) usage_error "option -$OPTARG needs a value" ;;
     *) usage_error "unknown option -$OPTARG" ;;
@@ -74,6 +82,10 @@ shift $((OPTIND - 1))
 url=$1
 while [[ $url == */ ]]; do url=${url%/}; done
 [[ $url =~ ^https?://[^/?#]+(/[^?#]*)?$ ]] || usage_error "not an http:// or https:// URL: $1"
+if [[ -n $ca_file ]]; then
+    [[ $url == https://* ]] || usage_error "-c applies to https:// URLs only"
+    [[ -f $ca_file && -r $ca_file ]] || usage_error "-c: cannot read $ca_file"
+fi
 
 # The index name rules of Elasticsearch, as the service's configuration applies them too.
 if [[ -n $prefix ]]; then
@@ -88,6 +100,8 @@ if [[ -n $prefix ]]; then
 fi
 
 [[ -z $credentials_given || -z $interactive ]] || usage_error "give -u or -i, not both"
+[[ -z $api_key_wanted || (-z $credentials_given && -z $interactive) ]] ||
+    usage_error "give -k or -u/-i, not both"
 [[ -z $credentials_given || $credentials == ?*:* ]] || usage_error "-u needs USER:PASSWORD"
 if [[ -n $interactive ]]; then
     read -r -p "Username: " username || usage_error "-i: no username given"
@@ -95,6 +109,17 @@ if [[ -n $interactive ]]; then
     read -r -s -p "Password: " password || usage_error "-i: no password given"
     echo >&2
     credentials=$username:$password
+fi
+api_key=''
+if [[ -n $api_key_wanted ]]; then
+    IFS= read -r -s -p "API key: " api_key || [[ -n $api_key ]] || usage_error "-k: no API key given"
+    [[ -t 0 ]] && echo >&2
+    api_key=${api_key%$'\r'}
+    [[ -n $api_key ]] || usage_error "-k: the API key is empty"
+    # id:key is what the create-API-key answer lists as id and api_key; the header wants
+    # base64 of it (the answer's "encoded"), which never holds a colon.
+    [[ $api_key != *:* ]] || api_key=$(printf '%s' "$api_key" | base64 -w 0)
+    [[ $api_key =~ ^[A-Za-z0-9+/=_-]+$ ]] || usage_error "-k: that is not an API key"
 fi
 
 # Requests ------------------------------------------------------------------------------------
@@ -112,12 +137,29 @@ encode() {
     printf '%s' "$encoded"
 }
 
-# The curl config that gives the credentials, if any: through a pipe, so that they never
-# appear on a command line.
+# The curl config that gives the credentials and the CA file, if any: through a pipe, so that
+# the credentials never appear on a command line.
 curl_config() {
-    [[ -n $credentials ]] || return 0
-    local quoted=${credentials//\\/\\\\}
-    printf 'user = "%s"\n' "${quoted//\"/\\\"}"
+    if [[ -n $credentials ]]; then
+        local quoted=${credentials//\\/\\\\}
+        printf 'user = "%s"\n' "${quoted//\"/\\\"}"
+    fi
+    [[ -z $api_key ]] || printf 'header = "Authorization: ApiKey %s"\n' "$api_key"
+    if [[ -n $ca_file ]]; then
+        local file=${ca_file//\\/\\\\}
+        printf 'cacert = "%s"\n' "${file//\"/\\\"}"
+    fi
+    return 0
+}
+
+# Why curl could not talk to Elasticsearch, from its exit status: TLS problems are named as
+# such (curl's own message, on standard error above, has the detail).
+unreachable() {
+    case $1 in
+    35 | 51 | 53 | 54 | 58 | 59 | 60 | 64 | 66 | 77 | 80 | 82 | 83 | 90 | 91)
+        fail "TLS problem with Elasticsearch at $url (curl exit $1): its certificate is not trusted or the handshake failed; give the CA that signed it with -c CA-FILE" ;;
+    *) fail "cannot reach Elasticsearch at $url" ;;
+    esac
 }
 
 # request METHOD PATH [DEFINITION]: sets $status (the HTTP status) and $answer (the body).
@@ -130,10 +172,9 @@ request() {
     if [[ -n $definition ]]; then
         output=$(sed "s/$PLACEHOLDER/${prefix//&/\\&}/g" "$definition" |
             curl "${args[@]}" -K <(curl_config) -H 'Content-Type: application/json' \
-                --data-binary @- "$url$path") || fail "cannot reach Elasticsearch at $url"
+                --data-binary @- "$url$path") || unreachable $?
     else
-        output=$(curl "${args[@]}" -K <(curl_config) "$url$path") ||
-            fail "cannot reach Elasticsearch at $url"
+        output=$(curl "${args[@]}" -K <(curl_config) "$url$path") || unreachable $?
     fi
     status=${output##*$'\n'}
     answer=${output%$'\n'*}
@@ -146,7 +187,7 @@ ensure() {
     case $status in
     200) echo "$kind $name already exists"; return ;;
     404) ;;
-    401) fail "Elasticsearch refused the credentials (401) looking for $kind $name: give -u or -i" ;;
+    401) fail "Elasticsearch refused the credentials (401) looking for $kind $name: give -u, -i or -k" ;;
     403) fail "the user may not read $kind $name (403)" ;;
     *) fail "unexpected answer $status looking for $kind $name at $url" ;;
     esac

@@ -4,6 +4,7 @@ configuration ``serve`` uses."""
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -113,6 +114,8 @@ async def run(config: Config, args: argparse.Namespace) -> int:
     except ValidationError as error:
         print(f"kv-storage storage: {describe_validation_error(error)}", file=sys.stderr)
         return EXIT_USAGE
+    # The transport's retry warnings would bury the one line that says what is wrong.
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)
     client = create_client(config.elasticsearch, request_timeout_s=30.0)
     lifecycle = lifecycle_actor(config, client)
     lifecycle.start()

@@ -39,13 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     add("serve", "Run the HTTP service.")
-    add("init", "Create the Elasticsearch indices and templates that are missing.")
+    init = add("init", "Create the Elasticsearch indices and templates that are missing.")
+    init.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="while Elasticsearch is unreachable or starting, try again for up to this long "
+        "(for containers started together with it)",
+    )
     show = add(
         "config",
         "Print the effective configuration (secrets masked), each value with where it comes "
         "from: default, PORT, the file, or its KV_STORAGE_* variable.",
     )
-    show.add_argument("--get", metavar="PROPERTY", help="print one property's raw value")
+    show.add_argument(
+        "--get", metavar="PROPERTY", help="print one property's raw value (secrets masked)"
+    )
+    add("healthcheck", "Exit 0 when the local service answers /health (for containers).")
     admin_cli.add_commands(commands)
     return parser
 
@@ -54,20 +65,29 @@ def _serve(config: Config) -> int:
     from aiohttp import web
 
     from kv_storage.app import create_app
+    from kv_storage.config.tls import server_ssl_context
+    from kv_storage.startup import check_elasticsearch
 
+    ssl_context = None
+    if config.server.tls_cert_file is not None and config.server.tls_key_file is not None:
+        ssl_context = server_ssl_context(config.server.tls_cert_file, config.server.tls_key_file)
     logger.info(
-        "kv-storage listening on %s:%d, Elasticsearch at %s",
+        "kv-storage listening on %s://%s:%d, Elasticsearch at %s",
+        config.server.scheme,
         config.server.host,
         config.server.port,
         ", ".join(config.elasticsearch.hosts),
     )
     import uvloop
 
+    app = create_app(config)
+    app.cleanup_ctx.append(check_elasticsearch)
     web.run_app(
-        create_app(config),
+        app,
         loop=uvloop.new_event_loop(),
         host=config.server.host,
         port=config.server.port,
+        ssl_context=ssl_context,
         # The route template, never the path (ids, keys) or a header (Secret-Key).
         access_log_class=logs.RouteAccessLogger,
         access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
@@ -77,22 +97,38 @@ def _serve(config: Config) -> int:
     return 0
 
 
-async def _initialise(config: Config) -> int:
+_WAIT_RETRY_S = 2.0
+
+
+async def _initialise(config: Config, wait_s: float = 0.0) -> int:
+    """With ``wait_s``, an Elasticsearch that does not answer yet (or answers 503 while it
+    starts) is asked again until then: compose tools that cannot wait for a health check
+    (podman-compose on Podman before 4.6) start init together with Elasticsearch."""
     from kv_storage.es.client import create_client
-    from kv_storage.es.errors import describe, is_elasticsearch_error
+    from kv_storage.es.errors import describe, is_elasticsearch_error, is_starting
     from kv_storage.es.provisioning import initialise
 
+    # The transport's retry warnings would bury the one line below that says what is wrong.
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)
     client = create_client(config.elasticsearch, request_timeout_s=30.0)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
     try:
-        for step in await initialise(client, config.elasticsearch.index_prefix):
-            print(step)
-    except Exception as error:
-        if not is_elasticsearch_error(error):
-            raise
-        print(f"kv-storage init: {describe(error)}", file=sys.stderr)
-        return EXIT_FAILURE
+        while True:
+            try:
+                steps = await initialise(client, config.elasticsearch.index_prefix)
+                break
+            except Exception as error:
+                if not is_elasticsearch_error(error):
+                    raise
+                if not (is_starting(error) and loop.time() < deadline):
+                    print(f"kv-storage init: {describe(error)}", file=sys.stderr)
+                    return EXIT_FAILURE
+                await asyncio.sleep(_WAIT_RETRY_S)
     finally:
         await client.close()
+    for step in steps:
+        print(step)
     return 0
 
 
@@ -107,13 +143,23 @@ def _show_config(path: Path | None, prop: str | None) -> int:
             return EXIT_CONFIG_ERROR
         if values[prop] is None:
             return EXIT_FAILURE
-        print(values[prop])
+        print("***" if known[prop].secret and values[prop] else values[prop])
         return 0
     load_config(path)  # report invalid values before printing them
     sources = value_sources(path, os.environ)
     for name, value in values.items():
         shown = "***" if known[name].secret and value else value
         print(f"{name} = {shown!r}  # {sources[name]}")
+    return 0
+
+
+def _healthcheck(config: Config) -> int:
+    from kv_storage.healthcheck import check
+
+    problem = check(config)
+    if problem is not None:
+        print(f"kv-storage healthcheck: {problem}", file=sys.stderr)
+        return EXIT_FAILURE
     return 0
 
 
@@ -132,7 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(config)
     if args.command == "storage":
         return asyncio.run(admin_cli.run(config, args))
-    return asyncio.run(_initialise(config))
+    if args.command == "healthcheck":
+        return _healthcheck(config)
+    return asyncio.run(_initialise(config, max(0.0, args.wait)))
 
 
 if __name__ == "__main__":

@@ -6,13 +6,14 @@
 #
 #   fetch                       fetch and unpack Elasticsearch into .cache/elasticsearch/
 #                               unless it is there already
-#   start [--name NAME] [--port PORT] [--heap SIZE] [--security USER:PASSWORD]
+#   start [--name NAME] [--port PORT] [--heap SIZE] [--security USER:PASSWORD [--tls]]
 #                               start node NAME (default: dev) unless it runs and is healthy;
 #                               print its URL (http://127.0.0.1:PORT) as the last line
 #   stop [--name NAME | --all]  stop node NAME, or every node under .cache/es-nodes/
 #   status [--name NAME]        print the URL and exit 0 if the node runs and is healthy,
 #                               else exit 1
 #   url [--name NAME]           print the node's URL (exit 1 if it was never started)
+#   ca-file [--name NAME]       print the path of the CA certificate of a --tls node
 #   -h, --help                  print this help
 #
 # A cluster of nodes on this machine: start each with --cluster NAME --transport-port PORT
@@ -21,8 +22,11 @@
 #
 # start: one single-node cluster on 127.0.0.1. Without --port, the previous port of NAME is
 # reused when free, else any free port. --heap defaults to 512m. --security turns security on
-# (HTTP stays plain) with USER a file-realm superuser. A running node whose --security (or
-# explicit --port / --heap) differs is restarted. Progress goes to standard error.
+# (HTTP stays plain) with USER a file-realm superuser. --tls (with --security) serves HTTPS
+# (https://127.0.0.1:PORT) with a certificate for IP:127.0.0.1 and DNS:localhost, signed by a
+# CA of the node's own; both are made with openssl once and kept in tls/ (ca.crt, node.crt),
+# so their fingerprints stay the same across restarts. A running node whose --security,
+# --tls (or explicit --port / --heap) differs is restarted. Progress goes to standard error.
 # Each node keeps its state in .cache/es-nodes/NAME/: data/ (kept across restarts: delete the
 # folder to start empty), logs/, config/ (rewritten at each start), pid, url.
 # Run as root, the node runs as the system user kvstorage-es (Elasticsearch refuses root).
@@ -137,7 +141,8 @@ PY
 
 # One node ----------------------------------------------------------------------------------
 
-name=dev port='' heap='' security='' all='' fixed_transport_port='' cluster='' seeds='' masters=''
+name=dev port='' heap='' security='' tls='' all='' fixed_transport_port='' cluster='' seeds=''
+masters=''
 
 node_dir() { echo "$NODES/$name"; }
 
@@ -184,15 +189,17 @@ node_pid() {
 curl_node() {
     local path=$1 credentials_file
     credentials_file=$(node_dir)/credentials
-    local url
+    local url tls_options=()
     url=$(<"$(node_dir)/url")
+    [[ $url == https://* ]] && tls_options=(--cacert "$(node_dir)/tls/ca.crt")
     if [[ -s $credentials_file ]]; then
         local credentials
         credentials=$(<"$credentials_file")
         credentials=${credentials//\\/\\\\}
-        curl -fsS --max-time 15 -K <(printf 'user = "%s"\n' "${credentials//\"/\\\"}") "$url$path"
+        curl -fsS --max-time 15 "${tls_options[@]}" \
+            -K <(printf 'user = "%s"\n' "${credentials//\"/\\\"}") "$url$path"
     else
-        curl -fsS --max-time 15 "$url$path"
+        curl -fsS --max-time 15 "${tls_options[@]}" "$url$path"
     fi
 }
 
@@ -247,8 +254,33 @@ same_options() {
     local dir
     dir=$(node_dir)
     [[ $security == "$(cat "$dir/credentials" 2>/dev/null)" ]] || return 1
-    [[ -z $port ]] || [[ $(<"$dir/url") == "http://127.0.0.1:$port" ]] || return 1
+    [[ $(<"$dir/url") == "$scheme://"* ]] || return 1
+    [[ -z $port ]] || [[ $(<"$dir/url") == "$scheme://127.0.0.1:$port" ]] || return 1
     [[ -z $heap ]] || [[ $heap == "$(cat "$dir/heap" 2>/dev/null)" ]] || return 1
+}
+
+# A CA and a node certificate signed by it, for 127.0.0.1 and localhost, unless DIR has them.
+make_certificates() {
+    local dir=$1
+    [[ -s $dir/ca.crt && -s $dir/node.crt && -s $dir/node.key ]] && return
+    command -v openssl >/dev/null || apt_install openssl
+    log "making a CA and a node certificate in $dir"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    (
+        cd "$dir"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -sha256 \
+            -subj "/CN=kv-storage local-es CA $name" -keyout ca.key -out ca.crt 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -sha256 -subj "/CN=localhost" \
+            -keyout node.key -out node.csr 2>/dev/null
+        printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+            "keyUsage=digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+            "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid" >node.ext
+        openssl x509 -req -in node.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+            -sha256 -extfile node.ext -out node.crt 2>/dev/null
+        rm -f node.csr node.ext ca.srl
+    ) || die "openssl could not make the certificates in $dir"
+    chmod 600 "$dir/ca.key" "$dir/node.key"
 }
 
 start() {
@@ -270,7 +302,7 @@ start() {
     heap=${heap:-512m}
 
     local http_port=$port previous_port=
-    [[ -s $dir/url ]] && previous_port=$(sed -n 's|^http://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$dir/url")
+    [[ -s $dir/url ]] && previous_port=$(sed -n 's|^https\{0,1\}://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$dir/url")
     if [[ -n $http_port ]]; then
         port_free "$http_port" || die "port $http_port is in use"
     elif [[ -n $previous_port ]] && port_free "$previous_port"; then
@@ -309,9 +341,20 @@ path.logs: $dir/logs
 cluster.routing.allocation.disk.threshold_enabled: false
 action.destructive_requires_name: false
 xpack.security.enabled: $([[ -n $security ]] && echo true || echo false)
-xpack.security.http.ssl.enabled: false
 xpack.security.transport.ssl.enabled: false
 YAML
+    if [[ -n $tls ]]; then
+        make_certificates "$dir/tls"
+        cp "$dir/tls/ca.crt" "$dir/tls/node.crt" "$dir/tls/node.key" "$dir/config/"
+        cat >>"$dir/config/elasticsearch.yml" <<YAML
+xpack.security.http.ssl.enabled: true
+xpack.security.http.ssl.key: node.key
+xpack.security.http.ssl.certificate: node.crt
+xpack.security.http.ssl.certificate_authorities: ca.crt
+YAML
+    else
+        echo "xpack.security.http.ssl.enabled: false" >>"$dir/config/elasticsearch.yml"
+    fi
     prepare_node_user
 
     if [[ -n $security ]]; then
@@ -322,7 +365,7 @@ YAML
         (umask 077 && printf '%s' "$security" >"$dir/credentials")
     fi
     echo "$heap" >"$dir/heap"
-    echo "http://127.0.0.1:$http_port" >"$dir/url"
+    echo "$scheme://127.0.0.1:$http_port" >"$dir/url"
 
     log "starting node $name on 127.0.0.1:$http_port (heap $heap, Java $java)"
     local deadline=$((SECONDS + START_DEADLINE_S))
@@ -401,6 +444,11 @@ url() {
     cat "$(node_dir)/url"
 }
 
+ca_file() {
+    [[ -s $(node_dir)/tls/ca.crt ]] || die "node $name was never started with --tls"
+    echo "$(node_dir)/tls/ca.crt"
+}
+
 # Command line --------------------------------------------------------------------------------
 
 (($#)) || usage_error "no command given"
@@ -423,6 +471,7 @@ while (($#)); do
         shift 2
         ;;
     --all) all=1; shift ;;
+    --tls) tls=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage_error "unknown option $1" ;;
     esac
@@ -433,6 +482,9 @@ done
 [[ -z $heap || $heap =~ ^[0-9]+[kmgKMG]$ ]] || usage_error "--heap needs a size such as 512m or 1g"
 [[ -z $security || $security =~ ^[^:]+:.{6,}$ ]] ||
     usage_error "--security needs USER:PASSWORD, the password at least 6 characters long"
+[[ -z $tls || -n $security ]] || usage_error "--tls needs --security (HTTPS needs security on)"
+scheme=http
+[[ -z $tls ]] || scheme=https
 
 case $command in
 fetch) fetch ;;
@@ -440,6 +492,7 @@ start) start ;;
 stop) stop ;;
 status) status ;;
 url) url ;;
+ca-file) ca_file ;;
 -h | --help | help) usage ;;
 *) usage_error "unknown command $command" ;;
 esac

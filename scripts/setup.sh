@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh machine; safe to run again.
 #   scripts/setup.sh               the virtual environment with the service and its dev tools
-#   scripts/setup.sh --test-tools  also the Debian packages the tests use (headless Chromium)
+#   scripts/setup.sh --test-tools  also the Debian packages the tests use (headless Chromium,
+#                                  openssl, and Podman with what the container tests need)
 #   scripts/setup.sh --bench-tools also wrk and the plotting library of the benchmarks
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,10 @@ if [[ ${1:-} == --test-tools ]]; then
     missing=()
     command -v chromium >/dev/null || missing+=(chromium)
     command -v curl >/dev/null || missing+=(curl)
+    command -v openssl >/dev/null || missing+=(openssl)
     if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
+    # podman, buildah, runc, mmdebstrap and /etc/containers/containers.conf.
+    scripts/containers.sh setup
     exit 0
 fi
 

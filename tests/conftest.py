@@ -6,9 +6,11 @@ Elasticsearch is real.
 
 - ``es_url``: the cluster named by ``KV_STORAGE_TEST_ELASTICSEARCH_URI``, or else the local
   node ``test`` that ``scripts/local-es.sh`` runs (security off).
-- ``secured_es``: a cluster with security on and a superuser, as a ``SecuredElasticsearch``
-  (url, username, password): the one named by ``KV_STORAGE_TEST_SECURED_ELASTICSEARCH_URI``,
-  ``..._USERNAME`` and ``..._PASSWORD``, or else the local node ``test-secured``.
+- ``secured_es``: a cluster with security on, serving HTTPS, and a superuser, as a
+  ``SecuredElasticsearch`` (url, username, password, the CA file that verifies its
+  certificate and that certificate's SHA-256 fingerprint): the one named by
+  ``KV_STORAGE_TEST_SECURED_ELASTICSEARCH_URI``, ``..._USERNAME``, ``..._PASSWORD`` and
+  ``..._CA_FILE``, or else the local node ``test-secured`` (``local-es.sh --tls``).
 - ``index_prefix``: a prefix of its own for each test (``t-<8 hex>-``); afterwards every index
   and index template whose name starts with it is deleted from the clusters the test used,
   so tests never see each other's data and the suite can share a cluster.
@@ -26,13 +28,16 @@ The service
 Fixtures that configure and run the service on the test's prefix (``make_config`` and below).
 """
 
+import hashlib
 import os
+import ssl
 import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -53,6 +58,7 @@ ES_URL_ENV = "KV_STORAGE_TEST_ELASTICSEARCH_URI"
 SECURED_ES_URL_ENV = "KV_STORAGE_TEST_SECURED_ELASTICSEARCH_URI"
 SECURED_ES_USERNAME_ENV = "KV_STORAGE_TEST_SECURED_ELASTICSEARCH_USERNAME"
 SECURED_ES_PASSWORD_ENV = "KV_STORAGE_TEST_SECURED_ELASTICSEARCH_PASSWORD"
+SECURED_ES_CA_FILE_ENV = "KV_STORAGE_TEST_SECURED_ELASTICSEARCH_CA_FILE"
 
 # The local secured node listens on 127.0.0.1 only; fixed credentials let a later run reuse it.
 SECURED_USERNAME = "kv-test-admin"
@@ -68,7 +74,7 @@ _LOCAL_NODES_OF_FIXTURES = {
     "secured_es": (
         SECURED_ES_URL_ENV,
         "test-secured",
-        ("--security", f"{SECURED_USERNAME}:{SECURED_PASSWORD}"),
+        ("--security", f"{SECURED_USERNAME}:{SECURED_PASSWORD}", "--tls"),
     ),
 }
 _START_TIMEOUT_S = 900  # a fresh clone may first install Maven and fetch Elasticsearch
@@ -76,11 +82,27 @@ _START_TIMEOUT_S = 900  # a fresh clone may first install Maven and fetch Elasti
 
 @dataclass(frozen=True)
 class SecuredElasticsearch:
-    """A cluster with security on, and a user that may do everything there."""
+    """A cluster with security and HTTPS on, and a user that may do everything there."""
 
     url: str
     username: str
     password: str
+    ca_file: str
+    """PEM of the CA that signed the node's certificate."""
+    fingerprint: str
+    """SHA-256 of the certificate the node presents, lower-case hex without colons."""
+
+    def client(self) -> Elasticsearch:
+        return Elasticsearch(
+            self.url, basic_auth=(self.username, self.password), ca_certs=self.ca_file
+        )
+
+
+def certificate_fingerprint(url: str) -> str:
+    """The SHA-256 fingerprint of the certificate the server at ``url`` presents."""
+    parts = urlsplit(url)
+    pem = ssl.get_server_certificate((parts.hostname or "", parts.port or 443), timeout=10)
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
 
 
 class LocalNodes:
@@ -199,18 +221,24 @@ def es_url(pytestconfig: pytest.Config) -> str:
 
 @pytest.fixture(scope="session")
 def secured_es(pytestconfig: pytest.Config) -> SecuredElasticsearch:
-    """A cluster with security on (HTTP basic authentication), and a superuser's credentials."""
+    """A cluster with security and HTTPS on, and a superuser's credentials."""
     url = os.environ.get(SECURED_ES_URL_ENV)
     if url:
         username = os.environ.get(SECURED_ES_USERNAME_ENV)
         password = os.environ.get(SECURED_ES_PASSWORD_ENV)
-        if not username or not password:
-            needs = f"{SECURED_ES_USERNAME_ENV} and {SECURED_ES_PASSWORD_ENV}"
-            raise RuntimeError(f"{SECURED_ES_URL_ENV} needs {needs}")
-        return SecuredElasticsearch(url, username, password)
+        ca_file = os.environ.get(SECURED_ES_CA_FILE_ENV)
+        if not username or not password or not ca_file or not url.startswith("https://"):
+            needs = (
+                f"{SECURED_ES_USERNAME_ENV}, {SECURED_ES_PASSWORD_ENV}, {SECURED_ES_CA_FILE_ENV}"
+            )
+            raise RuntimeError(f"{SECURED_ES_URL_ENV} needs an https:// URL and {needs}")
+        return SecuredElasticsearch(url, username, password, ca_file, certificate_fingerprint(url))
     _, name, options = _LOCAL_NODES_OF_FIXTURES["secured_es"]
     url = _local_nodes(pytestconfig).url(name, *options)
-    return SecuredElasticsearch(url, SECURED_USERNAME, SECURED_PASSWORD)
+    ca_file = _local_es("ca-file", "--name", name).stdout.strip()
+    return SecuredElasticsearch(
+        url, SECURED_USERNAME, SECURED_PASSWORD, ca_file, certificate_fingerprint(url)
+    )
 
 
 @pytest.fixture
@@ -227,8 +255,7 @@ def index_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
             clients.append(Elasticsearch(request.getfixturevalue("es_url")))
         if "secured_es" in request.fixturenames:
             secured: SecuredElasticsearch = request.getfixturevalue("secured_es")
-            auth = (secured.username, secured.password)
-            clients.append(Elasticsearch(secured.url, basic_auth=auth))
+            clients.append(secured.client())
     except RuntimeError:
         pass  # a local node that did not start: the test has reported it, nothing to clean
     for client in clients:

@@ -5,11 +5,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from elasticsearch import AsyncElasticsearch
 
 KV_STORAGE = [sys.executable, "-m", "kv_storage"]
@@ -160,6 +163,7 @@ def test_init_with_credentials_against_a_secured_node(
 ) -> None:
     env = {
         "KV_STORAGE_ELASTICSEARCH_URI": secured_es.url,  # type: ignore[attr-defined]
+        "KV_STORAGE_ELASTICSEARCH_TLS_CA_FILE": secured_es.ca_file,  # type: ignore[attr-defined]
         "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": index_prefix,
     }
     refused = run(["init"], env)
@@ -172,3 +176,54 @@ def test_init_with_credentials_against_a_secured_node(
     assert accepted.returncode == 0, accepted.stderr
     assert accepted.stdout.count("created") == 6
     assert secured_es.password not in accepted.stdout + accepted.stderr  # type: ignore[attr-defined]
+
+
+def test_init_wait_tries_again_until_its_deadline(
+    service_env: dict[str, str], unused_tcp_port_factory: Callable[[], int]
+) -> None:
+    port = unused_tcp_port_factory()
+    env = {**service_env, "KV_STORAGE_ELASTICSEARCH_URI": f"http://127.0.0.1:{port}"}
+    began = time.monotonic()
+    result = run(["init", "--wait", "3"], env)
+    took = time.monotonic() - began
+    assert result.returncode == 1
+    assert "Elasticsearch is unreachable" in result.stderr
+    assert took >= 3
+
+
+_HOP = ("host", "content-length")
+
+
+async def test_init_wait_succeeds_once_elasticsearch_answers(
+    service_env: dict[str, str], es_url: str, index_prefix: str, aiohttp_server: Callable[..., Any]
+) -> None:
+    """A stand-in for an Elasticsearch that is starting: 503 twice, then the real node."""
+    answered: list[int] = []
+    session = aiohttp.ClientSession()
+
+    async def starting(request: web.Request) -> web.Response:
+        if len(answered) < 2:
+            answered.append(503)
+            return web.json_response({}, status=503, headers={"X-Elastic-Product": "Elasticsearch"})
+        async with session.request(
+            request.method, es_url + request.raw_path, data=await request.read(),
+            headers={k: v for k, v in request.headers.items() if k.lower() not in _HOP},
+        ) as answer:  # fmt: skip
+            answered.append(answer.status)
+            return web.Response(
+                status=answer.status, body=await answer.read(),
+                headers={"X-Elastic-Product": "Elasticsearch",
+                         "Content-Type": answer.headers.get("Content-Type", "application/json")},
+            )  # fmt: skip
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", starting)
+    server = await aiohttp_server(app)
+    env = {**service_env, "KV_STORAGE_ELASTICSEARCH_URI": f"http://127.0.0.1:{server.port}"}
+    try:
+        result = await asyncio.to_thread(run, ["init", "--wait", "60"], env)
+    finally:
+        await session.close()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("created") == 4
+    assert answered[:2] == [503, 503]

@@ -269,3 +269,159 @@ def test_example_file_documents_every_property_and_loads() -> None:
         assert prop.name.rsplit(".", 1)[-1] + " =" in text, prop.name
     config = load_config(example, environ={})
     assert config.elasticsearch.hosts == ("http://localhost:9200",)
+
+
+# TLS, API keys and secrets from files -------------------------------------------------------
+
+HTTPS = {"KV_STORAGE_ELASTICSEARCH_URI": "https://es:9200"}
+FINGERPRINT = "ef0e0430c514fb8cc25f8715b5cc5083a82456985184073e019b19570a585f6c"
+
+
+def test_fingerprint_with_or_without_colons() -> None:
+    colons = ":".join(FINGERPRINT[i : i + 2] for i in range(0, 64, 2)).upper()
+    for given in (FINGERPRINT, colons, f" {colons} "):
+        config = load_config(environ={**HTTPS, "KV_STORAGE_ELASTICSEARCH_TLS_FINGERPRINT": given})
+        assert config.elasticsearch.fingerprint == FINGERPRINT
+
+
+def test_ca_file_is_kept_and_checked(tmp_path: Path) -> None:
+    ca = "/etc/ssl/certs/ca-certificates.crt"
+    config = load_config(environ={**HTTPS, "KV_STORAGE_ELASTICSEARCH_TLS_CA_FILE": ca})
+    assert config.elasticsearch.ca_file == ca
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello")
+    for path, reason in ((tmp_path / "absent.pem", "No such file"), (not_pem, "no PEM")):
+        with pytest.raises(ConfigError, match=rf"^elasticsearch\.tls\.ca-file: .*{reason}"):
+            load_config(environ={**HTTPS, "KV_STORAGE_ELASTICSEARCH_TLS_CA_FILE": str(path)})
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"KV_STORAGE_ELASTICSEARCH_TLS_FINGERPRINT": "abc"},
+            r"^elasticsearch\.tls\.fingerprint: expected .* 64 hex digits",
+        ),
+        (
+            {**URI, "KV_STORAGE_ELASTICSEARCH_TLS_FINGERPRINT": FINGERPRINT},
+            r"^elasticsearch\.tls\.fingerprint: only applies to https:// addresses",
+        ),
+        (
+            {**URI, "KV_STORAGE_ELASTICSEARCH_TLS_CA_FILE": "/etc/ssl/certs/ca-certificates.crt"},
+            r"^elasticsearch\.tls\.ca-file: only applies to https://",
+        ),
+        (
+            {
+                "KV_STORAGE_ELASTICSEARCH_TLS_CA_FILE": "/etc/ssl/certs/ca-certificates.crt",
+                "KV_STORAGE_ELASTICSEARCH_TLS_FINGERPRINT": FINGERPRINT,
+            },
+            r"^elasticsearch\.tls\.fingerprint: set either it .* or elasticsearch\.tls\.ca-file",
+        ),
+        (
+            {
+                "KV_STORAGE_ELASTICSEARCH_TLS_VERIFY": "false",
+                "KV_STORAGE_ELASTICSEARCH_TLS_FINGERPRINT": FINGERPRINT,
+            },
+            r"^elasticsearch\.tls\.verify: false turns off",
+        ),
+        (
+            {"KV_STORAGE_ELASTICSEARCH_TLS_VERIFY": "maybe"},
+            r"^elasticsearch\.tls\.verify: expected true or false",
+        ),
+        (
+            {
+                "KV_STORAGE_ELASTICSEARCH_AUTH_API_KEY": "k",
+                "KV_STORAGE_ELASTICSEARCH_AUTH_USERNAME": "u",
+                "KV_STORAGE_ELASTICSEARCH_AUTH_PASSWORD": "p",
+            },
+            r"^elasticsearch\.auth\.api-key: set either it or elasticsearch\.auth\.username",
+        ),
+        (
+            {"KV_STORAGE_SERVER_TLS_CERT_FILE": "/etc/hostname"},
+            r"^server\.tls\.key-file: must be set together with server\.tls\.cert-file",
+        ),
+        (
+            {
+                "KV_STORAGE_SERVER_TLS_CERT_FILE": "/nonexistent/cert.pem",
+                "KV_STORAGE_SERVER_TLS_KEY_FILE": "/nonexistent/key.pem",
+            },
+            r"^server\.tls\.cert-file: cannot read /nonexistent/cert\.pem",
+        ),
+        (
+            {
+                "KV_STORAGE_SERVER_TLS_CERT_FILE": "/etc/hostname",
+                "KV_STORAGE_SERVER_TLS_KEY_FILE": "/etc/hostname",
+            },
+            r"^server\.tls\.cert-file: .* are not a PEM certificate and its private key",
+        ),
+    ],
+)
+def test_tls_combinations_that_cannot_work_name_the_property(
+    environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_config(environ={**HTTPS, **environ})
+    assert "\n" not in str(raised.value)
+
+
+def test_verify_defaults_to_true_and_false_is_accepted() -> None:
+    assert load_config(environ=HTTPS).elasticsearch.verify_certs is True
+    config = load_config(environ={**HTTPS, "KV_STORAGE_ELASTICSEARCH_TLS_VERIFY": "false"})
+    assert config.elasticsearch.verify_certs is False
+
+
+def test_api_key_in_both_forms_is_sent_encoded() -> None:
+    for given in ("key-id:key-secret", "a2V5LWlkOmtleS1zZWNyZXQ="):
+        config = load_config(environ={**HTTPS, "KV_STORAGE_ELASTICSEARCH_AUTH_API_KEY": given})
+        assert config.elasticsearch.api_key == "a2V5LWlkOmtleS1zZWNyZXQ="
+        assert "a2V5" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("prop", "variable"),
+    [
+        ("elasticsearch.auth.password", "KV_STORAGE_ELASTICSEARCH_AUTH_PASSWORD_FILE"),
+        ("elasticsearch.auth.api-key", "KV_STORAGE_ELASTICSEARCH_AUTH_API_KEY_FILE"),
+        ("admin.token", "KV_STORAGE_ADMIN_TOKEN_FILE"),
+    ],
+)
+def test_secrets_come_from_files(tmp_path: Path, prop: str, variable: str) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret value\n")
+    environ = {**HTTPS, variable: str(secret)}
+    if prop == "elasticsearch.auth.password":
+        environ["KV_STORAGE_ELASTICSEARCH_AUTH_USERNAME"] = "kv"
+    config = load_config(environ=environ)
+    value = {
+        "elasticsearch.auth.password": config.elasticsearch.password,
+        "elasticsearch.auth.api-key": config.elasticsearch.api_key,
+        "admin.token": config.admin.token,
+    }[prop]
+    assert value == "s3cret value"  # one trailing newline removed, nothing else
+
+    with pytest.raises(ConfigError, match=rf"^{prop}: both {variable[:-5]} and {variable} are set"):
+        load_config(environ={**environ, variable[:-5]: "x"})
+    with pytest.raises(
+        ConfigError, match=rf"^{prop}: cannot read .*absent \(named by {variable}\)"
+    ):
+        load_config(environ={**environ, variable: str(tmp_path / "absent")})
+
+
+def test_only_secrets_have_file_variables(tmp_path: Path) -> None:
+    path = tmp_path / "uri"
+    path.write_text("http://from-file:9200")
+    with pytest.raises(ConfigError, match=r"elasticsearch\.uri: not set"):
+        load_config(environ={"KV_STORAGE_ELASTICSEARCH_URI_FILE": str(path)})
+
+
+def test_a_secret_file_keeps_inner_newlines_and_strips_one_crlf(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_bytes(b"line1\nline2\r\n")
+    config = load_config(environ={**URI, "KV_STORAGE_ADMIN_TOKEN_FILE": str(path)})
+    assert config.admin.token == "line1\nline2"
+
+
+def test_readme_table_lists_every_property() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for prop in PROPERTIES:
+        assert f"| `{prop.name}` | `{prop.env_var}` |" in readme, prop.name

@@ -180,21 +180,23 @@ def test_the_prefix_is_optional_and_may_hold_special_characters(
 def test_credentials_from_option_and_prompt(
     secured_es: SecuredElasticsearch, index_prefix: str
 ) -> None:
-    refused = init_sh("-p", index_prefix, secured_es.url)
+    ca = ("-c", secured_es.ca_file)
+    refused = init_sh("-p", index_prefix, *ca, secured_es.url)
     assert refused.returncode == 1
     assert "Elasticsearch refused the credentials (401)" in refused.stderr
     assert refused.stdout == ""
 
-    wrong = init_sh("-p", index_prefix, "-u", f"{secured_es.username}:wrong-pw", secured_es.url)
+    wrong = init_sh(
+        "-p", index_prefix, *ca, "-u", f"{secured_es.username}:wrong-pw", secured_es.url
+    )
     assert wrong.returncode == 1
     assert "Elasticsearch refused the credentials (401)" in wrong.stderr
 
     credentials = f"{secured_es.username}:{secured_es.password}"
-    with_option = init_sh("-p", index_prefix, "-u", credentials, secured_es.url)
+    with_option = init_sh("-p", index_prefix, *ca, "-u", credentials, secured_es.url)
     assert with_option.returncode == 0, with_option.stderr
     assert sorted(with_option.stdout.splitlines()) == lines(index_prefix, "created")
-    auth = (secured_es.username, secured_es.password)
-    with Elasticsearch(secured_es.url, basic_auth=auth) as client:
+    with secured_es.client() as client:
         for name in INDICES:
             assert client.indices.exists(index=f"{index_prefix}{name}")
         for name in TEMPLATES:
@@ -204,6 +206,7 @@ def test_credentials_from_option_and_prompt(
         "-i",
         "-p",
         index_prefix,
+        *ca,
         secured_es.url,
         stdin=f"{secured_es.username}\n{secured_es.password}\n",
     )

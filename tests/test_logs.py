@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -84,17 +85,24 @@ def test_logfmt_quotes_what_needs_it() -> None:
 
 
 async def test_no_secret_in_logs_or_metrics(
-    secured_es: SecuredElasticsearch, index_prefix: str, unused_tcp_port: int
+    secured_es: SecuredElasticsearch, index_prefix: str, unused_tcp_port: int, tmp_path: Path
 ) -> None:
-    """A real process with every secret configured, driven through a scenario that uses each."""
+    """A real process with every secret configured, driven through a scenario that uses each.
+
+    The Elasticsearch password and the admin token come from files (``_FILE`` variables), as
+    container secrets do.
+    """
     admin_token = "admin-token-that-must-never-be-logged"
+    (tmp_path / "password").write_text(secured_es.password + "\n")
+    (tmp_path / "admin-token").write_text(admin_token + "\n")
     environ = {
         **os.environ,
         "KV_STORAGE_ELASTICSEARCH_URI": secured_es.url,
+        "KV_STORAGE_ELASTICSEARCH_TLS_CA_FILE": secured_es.ca_file,
         "KV_STORAGE_ELASTICSEARCH_AUTH_USERNAME": secured_es.username,
-        "KV_STORAGE_ELASTICSEARCH_AUTH_PASSWORD": secured_es.password,
+        "KV_STORAGE_ELASTICSEARCH_AUTH_PASSWORD_FILE": str(tmp_path / "password"),
         "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": index_prefix,
-        "KV_STORAGE_ADMIN_TOKEN": admin_token,
+        "KV_STORAGE_ADMIN_TOKEN_FILE": str(tmp_path / "admin-token"),
         "KV_STORAGE_SERVER_ACCESS_LOG": "true",
         "KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT": "100ms",
     }

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kv_storage.config.errors import ConfigError
 from kv_storage.config.model import (
     AdminConfig,
     AppConfig,
@@ -19,15 +20,15 @@ from kv_storage.config.model import (
     ServerConfig,
 )
 from kv_storage.config.properties import PROPERTIES, PROPERTIES_BY_NAME
+from kv_storage.config.secrets import read_secret_files
+from kv_storage.config.tls import elasticsearch_security, server_tls
 from pipeline.config import HistoryConfig
 
 CONFIG_PATH_ENV = "KV_STORAGE_CONFIG"
 PLATFORM_PORT_ENV = "PORT"
 ENVIRONMENT_SOURCE = "environment"
 
-
-class ConfigError(Exception):
-    """A configuration value (or file) that the service cannot start with."""
+__all__ = ["CONFIG_PATH_ENV", "ConfigError", "load_config", "resolve_values"]
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, object]:
@@ -60,7 +61,12 @@ def read_file(path: Path) -> dict[str, object]:
 
 
 def read_environment(environ: Mapping[str, str]) -> dict[str, object]:
-    return {prop.name: environ[prop.env_var] for prop in PROPERTIES if prop.env_var in environ}
+    """The properties set by ``KV_STORAGE_*`` variables, secrets also by ``..._FILE`` ones."""
+    values: dict[str, object] = {
+        prop.name: environ[prop.env_var] for prop in PROPERTIES if prop.env_var in environ
+    }
+    values.update(read_secret_files(environ))
+    return values
 
 
 def read_platform_port(environ: Mapping[str, str]) -> dict[str, object]:
@@ -144,6 +150,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     if (username is None) != (password is None):
         missing = "password" if password is None else "username"
         raise ConfigError(f"elasticsearch.auth.{missing}: must be set together with the other")
+    security = elasticsearch_security(p)
+    cert_file, key_file = server_tls(p)
     return Config(
         elasticsearch=ElasticsearchConfig(
             hosts=p["elasticsearch.uri"],
@@ -155,6 +163,10 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             scroll_max_open=p["elasticsearch.scroll.max-open"],
             key_max_bytes=p["elasticsearch.limit.key.max-size"],
             value_max_bytes=p["elasticsearch.limit.value.max-size"],
+            ca_file=security.ca_file,
+            fingerprint=security.fingerprint,
+            verify_certs=security.verify_certs,
+            api_key=security.api_key,
         ),
         app=AppConfig(
             default_page_size=p["app.default-page-size"],
@@ -181,6 +193,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             max_keys_per_request=p["server.max-keys-per-request"],
             access_log=p["server.access-log"],
             log_format=p["server.log-format"],
+            tls_cert_file=cert_file,
+            tls_key_file=key_file,
         ),
         admin=AdminConfig(token=p["admin.token"]),
     )

@@ -21,6 +21,13 @@ class ElasticsearchConfig:
     key_max_bytes: int
     value_max_bytes: int | None
     """``None`` means values of any size (the original's ``-1``)."""
+    ca_file: str | None = None
+    """PEM file of the CA(s) to trust for https:// addresses; ``None``: the system's."""
+    fingerprint: str | None = None
+    """SHA-256 of the node's certificate (64 lower-case hex digits), pinned instead of a CA."""
+    verify_certs: bool = True
+    api_key: str | None = field(default=None, repr=False)
+    """Encoded (base64 of ``id:key``); used instead of username and password."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,13 @@ class ServerConfig:
     max_keys_per_request: int
     access_log: bool
     log_format: str
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    """With ``tls_cert_file``: the service listens with HTTPS."""
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert_file is not None else "http"
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,23 @@ def _admin_token(value: object) -> str | None:
     return token
 
 
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+
+
+def parse_fingerprint(value: object) -> str | None:
+    """A SHA-256 certificate fingerprint as tools print it (``AB:CD:...``) or as plain hex."""
+    text = _text(value).strip()
+    if not text:
+        return None
+    digits = text.replace(":", "").lower()
+    if not _FINGERPRINT.match(digits):
+        raise ValueError(
+            "expected the SHA-256 fingerprint of the node's certificate: 64 hex digits, "
+            "with or without colons"
+        )
+    return digits
+
+
 _HOST_PORT = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?$")
 
 
@@ -183,6 +200,31 @@ PROPERTIES: tuple[Property, ...] = (
         _optional_text,
         "Elasticsearch password for basic authentication.",
         secret=True,
+    ),
+    Property(
+        "elasticsearch.auth.api-key",
+        "",
+        _optional_text,
+        "Elasticsearch API key (encoded, or id:key), instead of username and password.",
+        secret=True,
+    ),
+    Property(
+        "elasticsearch.tls.ca-file",
+        "",
+        _optional_text,
+        "PEM file of the CA(s) that signed Elasticsearch's certificate (https:// only).",
+    ),
+    Property(
+        "elasticsearch.tls.fingerprint",
+        "",
+        parse_fingerprint,
+        "SHA-256 fingerprint of the node's certificate, pinned instead of a CA (https:// only).",
+    ),
+    Property(
+        "elasticsearch.tls.verify",
+        True,
+        _boolean,
+        "Check Elasticsearch's certificate; false is insecure and logs a warning at each start.",
     ),
     Property(
         "elasticsearch.index-prefix",
@@ -293,6 +335,18 @@ PROPERTIES: tuple[Property, ...] = (
         secret=True,
     ),
     Property("server.host", "0.0.0.0", _text, "Address the HTTP server listens on."),
+    Property(
+        "server.tls.cert-file",
+        "",
+        _optional_text,
+        "PEM certificate (chain) of the service; with server.tls.key-file, it serves HTTPS.",
+    ),
+    Property(
+        "server.tls.key-file",
+        "",
+        _optional_text,
+        "PEM private key of server.tls.cert-file.",
+    ),
     Property(
         "server.access-log",
         False,

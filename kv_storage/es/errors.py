@@ -13,6 +13,8 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, TransportError
 from elasticsearch import ApiError
 
+from kv_storage.es.tls import describe_tls
+
 
 class BulkItemError(Exception):
     """An item of a bulk request failed for a reason the caller did not expect."""
@@ -25,6 +27,16 @@ class BulkItemError(Exception):
 
 def is_elasticsearch_error(error: BaseException) -> bool:
     return isinstance(error, ApiError | TransportError | BulkItemError)
+
+
+def is_starting(error: BaseException) -> bool:
+    """Whether Elasticsearch may just not be up yet: no connection, no answer, or 503. A TLS
+    failure is not one of those: waiting does not make a certificate trusted."""
+    if isinstance(error, TransportConnectionError):
+        return describe_tls(error) is None
+    if isinstance(error, ConnectionTimeout):
+        return True
+    return isinstance(error, ApiError) and error.meta.status == 503
 
 
 def answer_status(error: BaseException) -> int:
@@ -42,7 +54,8 @@ def classify(error: BaseException) -> str:
     if isinstance(error, ConnectionTimeout):
         return "Elasticsearch did not answer in time"
     if isinstance(error, TransportConnectionError):
-        return "Elasticsearch is unreachable"
+        # A TLS problem is the operator's to fix and names no secret: say which.
+        return describe_tls(error) or "Elasticsearch is unreachable"
     if isinstance(error, ApiError) and error.meta.status == 413:
         return describe(error)  # the client's own request was too large: tell it so
     if isinstance(error, ApiError) and error.meta.status in _OVERLOADED:
@@ -54,6 +67,9 @@ def classify(error: BaseException) -> str:
 
 def describe(error: BaseException) -> str:
     """The cause, in full, for the log (any exception; Elasticsearch's in its own words)."""
+    tls = describe_tls(error) if isinstance(error, TransportConnectionError) else None
+    if tls is not None:
+        return tls
     if isinstance(error, ConnectionTimeout):
         return "Elasticsearch did not answer in time"
     if isinstance(error, TransportConnectionError):

@@ -1,0 +1,5 @@
+"""The one error of the configuration package."""
+
+
+class ConfigError(Exception):
+    """A configuration value (or file) that the service cannot start with."""

@@ -1,0 +1,49 @@
+"""What ``serve`` checks once at start-up, so that the log says at once what is wrong.
+
+A service that cannot reach Elasticsearch still starts (Elasticsearch may come up later, and
+``/health`` must answer meanwhile), but an operator reading the start-up log should not have
+to wait for the first request to learn that the certificate is not trusted or the password
+is wrong.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from kv_storage.app_keys import CONFIG, ES_CLIENT, INDEX_NAMES
+from kv_storage.es.errors import describe, is_elasticsearch_error
+
+logger = logging.getLogger("kv_storage")
+
+_PROBE_TIMEOUT_S = 10.0
+
+
+async def check_elasticsearch(app: web.Application) -> AsyncIterator[None]:
+    """A ``cleanup_ctx`` step, after the client's: one request, its outcome logged."""
+    config, client = app[CONFIG], app[ES_CLIENT]
+    hosts = ", ".join(config.elasticsearch.hosts)
+    timeout_s = min(config.app.request_timeout_s, _PROBE_TIMEOUT_S)
+    try:
+        async with asyncio.timeout(timeout_s):
+            found = await client.indices.exists(index=app[INDEX_NAMES].registry)
+    except TimeoutError:
+        logger.error(
+            "start-up check: Elasticsearch at %s did not answer within %g s", hosts, timeout_s
+        )
+    except Exception as error:
+        if not is_elasticsearch_error(error):
+            raise
+        logger.error("start-up check: %s", describe(error))
+    else:
+        if found:
+            logger.info("start-up check: Elasticsearch at %s answered", hosts)
+        else:
+            logger.warning(
+                "start-up check: Elasticsearch at %s answered, but the registry index %s is "
+                "missing: run `kv-storage init`",
+                hosts,
+                app[INDEX_NAMES].registry,
+            )
+    yield
