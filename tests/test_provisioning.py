@@ -131,6 +131,33 @@ async def test_templates_apply_to_prefixed_indices_only(
     ]
 
 
+async def test_shell_script_and_python_upgrade_an_older_layout_alike(
+    es: AsyncElasticsearch, es_url: str, index_prefix: str
+) -> None:
+    """The same outcome, line for line, and the same state after: from the original's
+    layout, then again from the upgraded one."""
+    shell_prefix, python_prefix = f"{index_prefix}sh-", f"{index_prefix}py-"
+    for prefix in (shell_prefix, python_prefix):
+        await _original_layout(es, prefix)
+    for _ in range(2):
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [str(INIT_SH), "-p", shell_prefix, es_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        steps = [str(step) for step in await initialise(es, python_prefix)]
+        shell_lines = result.stdout.replace(shell_prefix, python_prefix).splitlines()
+        assert shell_lines[:-1] == steps[:-1]  # the signing key: created by each, then kept
+    assert await _state(es, shell_prefix) == await _state(es, python_prefix)
+    for prefix in (shell_prefix, python_prefix):
+        data = f"{prefix}storage-data-old"
+        mapping = (await es.indices.get_mapping(index=data))[data]["mappings"]
+        assert mapping["properties"]["key"] == {"type": "keyword"}
+
+
 async def test_shell_script_and_python_leave_identical_state(
     es: AsyncElasticsearch, es_url: str, index_prefix: str
 ) -> None:
