@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Creates the indices and index templates of kv-storage that are missing in an Elasticsearch
-# cluster and reports those that exist already, so running it again is safe. It changes
-# nothing that exists.
+# cluster, upgrades those an older version left (every definition carries a version: a
+# template's "version", an index's "_meta.version"; none is 0), and reports each: created,
+# upgraded from version X to Y, up to date. Running it again is safe. An upgrade replaces a
+# template and extends the mappings of existing indices (PUT _mapping only adds); it never
+# deletes or rewrites data. kv-storage init does the same from the service's configuration.
 #
 # The definitions are the JSON files beside this script, the same files `kv-storage init`
 # reads; the script holds no mapping of its own:
@@ -180,29 +183,128 @@ request() {
     answer=${output%$'\n'*}
 }
 
-# ensure KIND NAME PATH DEFINITION: creates the index or template NAME unless it exists.
-ensure() {
-    local kind=$1 name=$2 path=$3 definition=$4
-    request HEAD "$path"
+# version_of TEXT: the first "version": N in TEXT (a definition or an answer), 0 when none.
+# A template's version and its mapping's _meta version are the same in every definition here.
+version_of() {
+    local found
+    found=$(grep -o '"version" *: *[0-9]*' <<<"$1" | head -n 1 | grep -o '[0-9]*$' || true)
+    echo "${found:-0}"
+}
+
+# mappings_of FILE INDENT: the "mappings" object of a definition, as the files here format it
+# (INDENT spaces before "mappings": 2 in an index, 4 in a template).
+mappings_of() {
+    local pad
+    printf -v pad '%*s' "$2" ''
+    sed -n "/^$pad\"mappings\": {/,/^$pad}/p" "$1" | sed "1s/^ *\"mappings\": //"
+}
+
+check_status() {  # check_status WHAT: fails on an answer that is neither 200 nor 404
     case $status in
-    200) echo "$kind $name already exists"; return ;;
-    404) ;;
-    401) fail "Elasticsearch refused the credentials (401) looking for $kind $name: give -u, -i or -k" ;;
-    403) fail "the user may not read $kind $name (403)" ;;
-    *) fail "unexpected answer $status looking for $kind $name at $url" ;;
+    200 | 404) ;;
+    401) fail "Elasticsearch refused the credentials (401) looking for $1: give -u, -i or -k" ;;
+    403) fail "the user may not read $1 (403)" ;;
+    *) fail "unexpected answer $status looking for $1 at $url: $answer" ;;
     esac
-    if [[ $kind == template ]]; then
-        request PUT "$path?create=true" "$definition"  # never replaces a template
+}
+
+# report KIND NAME FOUND WANTED: the line for something that exists, after upgrading it when
+# it is older (the caller's upgrade function runs then).
+report() {
+    local kind=$1 name=$2 found=$3 wanted=$4 upgrade=$5
+    if ((found > wanted)); then
+        echo "$kind $name is at version $found, newer than this kv-storage knows ($wanted); left alone"
+    elif ((found == wanted)); then
+        echo "$kind $name up to date"
     else
+        "$upgrade"
+        echo "$kind $name upgraded from version $found to $wanted"
+    fi
+}
+
+# ensure_index NAME DEFINITION: creates the index, or extends its mapping when it is older.
+ensure_index() {
+    local name=$1 definition=$2 path wanted
+    path="/$(encode "$name")"
+    wanted=$(version_of "$(cat "$definition")")
+    request GET "$path/_mapping"
+    check_status "index $name"
+    if [[ $status == 404 ]]; then
         request PUT "$path" "$definition"
+        if [[ $status == 200 ]]; then
+            echo "index $name created"
+            return
+        fi
+        [[ $status == 400 && $answer =~ already_exists ]] ||
+            fail "creating index $name failed ($status): $answer"
+        request GET "$path/_mapping"  # created by someone else meanwhile
     fi
-    if [[ $status == 200 ]]; then
-        echo "$kind $name created"
-    elif [[ $status == 400 && $answer =~ already_exists|already\ exists ]]; then
-        echo "$kind $name already exists"  # created by someone else meanwhile
-    else
-        fail "creating $kind $name failed ($status): $answer"
+    upgrade_index() {
+        request PUT "$path/_mapping" - < <(mappings_of "$definition" 2)
+        [[ $status == 200 ]] || fail "upgrading index $name failed ($status): $answer"
+    }
+    report index "$name" "$(version_of "$answer")" "$wanted" upgrade_index
+}
+
+# ensure_template NAME DEFINITION: creates the template, or replaces it when it is older.
+ensure_template() {
+    local name=$1 definition=$2 path wanted
+    path="/_index_template/$(encode "$name")"
+    wanted=$(version_of "$(cat "$definition")")
+    request GET "$path"
+    check_status "template $name"
+    if [[ $status == 404 ]]; then
+        request PUT "$path?create=true" "$definition"
+        if [[ $status == 200 ]]; then
+            echo "template $name created"
+            return
+        fi
+        request GET "$path"  # created by someone else meanwhile
+        [[ $status == 200 ]] || fail "creating template $name failed ($status): $answer"
     fi
+    upgrade_template() {
+        request PUT "$path" "$definition"
+        [[ $status == 200 ]] || fail "upgrading template $name failed ($status): $answer"
+    }
+    report template "$name" "$(version_of "$answer")" "$wanted" upgrade_template
+}
+
+# extend_indices PATTERN DEFINITION: gives the indices a template made before (the storages'
+# data or history indices) the template's current mapping, when theirs is older.
+extend_indices() {
+    local pattern=$1 definition=$2 wanted all current older=() oldest name version line
+    wanted=$(version_of "$(cat "$definition")")
+    request GET "/_cat/indices/$(encode "$pattern")?h=index&expand_wildcards=open"
+    [[ $status == 200 ]] || fail "listing the indices $pattern failed ($status): $answer"
+    all=$answer
+    request GET "/$(encode "$pattern")/_mapping?expand_wildcards=open&allow_no_indices=true&filter_path=*.mappings._meta.version"
+    [[ $status == 200 ]] || fail "reading the mappings of $pattern failed ($status): $answer"
+    current=$(grep -o '"[^"]*":{"mappings":{"_meta":{"version":[0-9]*' <<<"$answer" || true)
+    oldest=$wanted
+    local count=0
+    while read -r name; do
+        [[ -n $name ]] || continue
+        count=$((count + 1))
+        line=$(grep -F "\"$name\":{" <<<"$current" || true)
+        version=${line##*:}
+        version=${version:-0}
+        if ((version < wanted)); then
+            older+=("$name")
+            ((version < oldest)) && oldest=$version
+        fi
+    done <<<"$all"
+    if ((${#older[@]} == 0)); then
+        echo "indices $pattern up to date ($count indices)"
+        return
+    fi
+    local start batch joined
+    for ((start = 0; start < ${#older[@]}; start += 50)); do
+        batch=("${older[@]:start:50}")
+        joined=$(IFS=,; echo "${batch[*]}")
+        request PUT "/$(encode "$joined")/_mapping" - < <(mappings_of "$definition" 4)
+        [[ $status == 200 ]] || fail "upgrading the indices $pattern failed ($status): $answer"
+    done
+    echo "indices $pattern upgraded from version $oldest to $wanted (${#older[@]} indices)"
 }
 
 shopt -s nullglob
@@ -210,13 +312,12 @@ definitions=("$DEFINITIONS"/indices/*.json "$DEFINITIONS"/templates/*.json)
 ((${#definitions[@]})) || fail "no definitions in $DEFINITIONS/indices or $DEFINITIONS/templates"
 for definition in "$DEFINITIONS"/indices/*.json; do
     name=${definition##*/}
-    name=$prefix${name%.json}
-    ensure index "$name" "/$(encode "$name")" "$definition"
+    ensure_index "$prefix${name%.json}" "$definition"
 done
 for definition in "$DEFINITIONS"/templates/*.json; do
     name=${definition##*/}
-    name=$prefix${name%.json}
-    ensure template "$name" "/_index_template/$(encode "$name")" "$definition"
+    ensure_template "$prefix${name%.json}" "$definition"
+    extend_indices "$prefix${name%.json}-*" "$definition"
 done
 
 # The key that signs history scroll tokens: create-only, so a key in use is never replaced.
@@ -226,6 +327,6 @@ printf -v document '{"key": "%s", "created": %s}' "$key" "$(date +%s%3N)"
 request PUT "/$key_index/_create/history-scroll?refresh=true" - <<<"$document"
 case $status in
 201) echo "signing key history-scroll created" ;;
-409) echo "signing key history-scroll already exists" ;;
+409) echo "signing key history-scroll up to date" ;;
 *) fail "creating signing key history-scroll failed ($status): $answer" ;;
 esac

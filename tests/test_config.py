@@ -387,7 +387,7 @@ def test_api_key_in_both_forms_is_sent_encoded() -> None:
 )
 def test_secrets_come_from_files(tmp_path: Path, prop: str, variable: str) -> None:
     secret = tmp_path / "secret"
-    secret.write_text("s3cret value\n")
+    secret.write_text("s3cret value of 32 characters or more\n")  # admin.token's least
     environ = {**HTTPS, variable: str(secret)}
     if prop == "elasticsearch.auth.password":
         environ["KV_STORAGE_ELASTICSEARCH_AUTH_USERNAME"] = "kv"
@@ -397,7 +397,7 @@ def test_secrets_come_from_files(tmp_path: Path, prop: str, variable: str) -> No
         "elasticsearch.auth.api-key": config.elasticsearch.api_key,
         "admin.token": config.admin.token,
     }[prop]
-    assert value == "s3cret value"  # one trailing newline removed, nothing else
+    assert value == "s3cret value of 32 characters or more"  # one trailing newline removed
 
     with pytest.raises(ConfigError, match=rf"^{prop}: both {variable[:-5]} and {variable} are set"):
         load_config(environ={**environ, variable[:-5]: "x"})
@@ -416,9 +416,9 @@ def test_only_secrets_have_file_variables(tmp_path: Path) -> None:
 
 def test_a_secret_file_keeps_inner_newlines_and_strips_one_crlf(tmp_path: Path) -> None:
     path = tmp_path / "token"
-    path.write_bytes(b"line1\nline2\r\n")
+    path.write_bytes(b"line1 of a token of 32 characters\nline2\r\n")
     config = load_config(environ={**URI, "KV_STORAGE_ADMIN_TOKEN_FILE": str(path)})
-    assert config.admin.token == "line1\nline2"
+    assert config.admin.token == "line1 of a token of 32 characters\nline2"
 
 
 def test_readme_table_lists_every_property() -> None:

@@ -171,7 +171,7 @@ async def test_image_initialises_and_serves_against_a_secured_node(
     password.chmod(0o644)
     ca_file = _readable_copy(Path(secured_es.ca_file), tmp_path, "ca.crt")
     admin_token = tmp_path / "admin-token"
-    admin_token.write_text("an-admin-token-for-the-container\n")
+    admin_token.write_text("an-admin-token-for-the-container-of-32-characters\n")
     admin_token.chmod(0o644)
     # Secrets as mounted files, as an orchestrator hands them over; host networking reaches
     # the local node on 127.0.0.1. The port is not 8080: the HEALTHCHECK must follow it.
@@ -193,7 +193,7 @@ async def test_image_initialises_and_serves_against_a_secured_node(
         podman, "run", "--rm", *run_args, image, "kv-storage", "init", timeout_s=180, check=False
     )
     assert init.returncode == 0, init.stderr
-    assert init.stdout.count("created") == 4, init.stdout
+    assert init.stdout.count(" created") == 6, init.stdout
 
     base = f"http://127.0.0.1:{unused_tcp_port}"
     with container(image, *run_args) as name:
@@ -230,7 +230,7 @@ async def test_image_initialises_and_serves_against_a_secured_node(
     assert "history: shutdown flush" in log_text
     assert "Traceback" not in log_text
     assert f"kv-storage listening on http://127.0.0.1:{unused_tcp_port}" in log_text
-    for secret in (secured_es.password, "an-admin-token-for-the-container"):
+    for secret in (secured_es.password, "an-admin-token-for-the-container-of-32-characters"):
         assert secret not in log_text + init.stdout + init.stderr
 
 
@@ -318,7 +318,7 @@ async def test_compose_quick_start_runs_under_podman_compose(unused_tcp_port: in
         body = await _wait_for_detailed_health(unused_tcp_port, timeout_s=300)
         assert body["status"] == "HEALTHY"
         init = await asyncio.to_thread(podman, "logs", f"{project}_init_1")
-        assert init.stdout.count("created") == 4, init.stdout + init.stderr
+        assert init.stdout.count(" created") == 6, init.stdout + init.stderr
 
 
 @pytest.mark.container

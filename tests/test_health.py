@@ -73,6 +73,30 @@ async def test_each_missing_component_makes_health_500(
         assert (check["status"], check["message"]) == expected
 
 
+async def test_an_outdated_template_is_unhealthy_and_says_to_run_init(
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+) -> None:
+    """A service upgraded before its layout: the data template lacks the key field."""
+    name = f"{index_prefix}storage-data"
+    template = (await es.indices.get_index_template(name=name))["index_templates"][0]
+    body = template["index_template"]
+    body["version"] = 1
+    await es.indices.put_index_template(name=name, **body)
+    client = await aiohttp_client(create_app(initialised_config))
+    response = await client.get("/health", params={"detailed": "true"})
+    assert response.status == 500
+    checks = {check["name"]: check for check in (await response.json())["checks"]}
+    assert checks["STORAGE_DATA_TEMPLATE"] == {
+        "name": "STORAGE_DATA_TEMPLATE",
+        "status": "UNHEALTHY",
+        "message": "Outdated: version 1, this service needs 2; run kv-storage init to upgrade it",
+    }
+    assert checks["STORAGE_HISTORY_TEMPLATE"]["status"] == "HEALTHY"
+
+
 async def test_unreachable_elasticsearch_is_unhealthy_with_the_error(
     make_config: Callable[..., Config], aiohttp_client: ClientFactory, unused_tcp_port: int
 ) -> None:

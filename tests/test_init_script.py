@@ -31,6 +31,7 @@ def lines(prefix: str, outcome: str) -> list[str]:
     return sorted(
         [f"index {prefix}{name} {outcome}" for name in INDICES]
         + [f"template {prefix}{name} {outcome}" for name in TEMPLATES]
+        + [f"indices {prefix}{name}-* up to date (0 indices)" for name in TEMPLATES]
         + [f"signing key history-scroll {outcome}"]
     )
 
@@ -115,7 +116,7 @@ def test_creates_then_reports_existing(es_url: str, index_prefix: str) -> None:
 
         second = init_sh("-p", index_prefix, f"{es_url}/")
         assert second.returncode == 0, second.stderr
-        assert sorted(second.stdout.splitlines()) == lines(index_prefix, "already exists")
+        assert sorted(second.stdout.splitlines()) == lines(index_prefix, "up to date")
         assert client.indices.get(index=[f"{index_prefix}{name}" for name in INDICES]) == indices
         assert client.indices.get_index_template(name=f"{index_prefix}storage-*") == templates
 
@@ -211,7 +212,7 @@ def test_credentials_from_option_and_prompt(
         stdin=f"{secured_es.username}\n{secured_es.password}\n",
     )
     assert prompted.returncode == 0, prompted.stderr
-    assert sorted(prompted.stdout.splitlines()) == lines(index_prefix, "already exists")
+    assert sorted(prompted.stdout.splitlines()) == lines(index_prefix, "up to date")
     assert secured_es.password not in prompted.stdout + prompted.stderr
 
 

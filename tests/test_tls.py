@@ -88,7 +88,7 @@ async def test_init_then_serve_over_https(
         secured_env["KV_STORAGE_ELASTICSEARCH_TLS_FINGERPRINT"] = secured_es.fingerprint
     init = await asyncio.to_thread(run, ["init"], secured_env)
     assert init.returncode == 0, init.stderr
-    assert init.stdout.count("created") == 4
+    assert init.stdout.count(" created") == 6
     async with (
         service_process(secured_env, unused_tcp_port) as (process, base),
         aiohttp.ClientSession() as session,
@@ -205,7 +205,7 @@ def test_the_storage_commands_use_tls_and_the_password_file(
 
 
 def test_config_masks_secrets_from_files(tmp_path: Path) -> None:
-    (tmp_path / "token").write_text("token-from-a-file\n")
+    (tmp_path / "token").write_text("token-from-a-file-of-32-characters-or-more\n")
     (tmp_path / "key").write_text("key-id:key-secret\n")
     env = {
         "KV_STORAGE_ELASTICSEARCH_URI": "https://127.0.0.1:9200",
@@ -218,7 +218,7 @@ def test_config_masks_secrets_from_files(tmp_path: Path) -> None:
     assert "elasticsearch.auth.api-key = '***'" in shown.stdout
     for prop in ("admin.token", "elasticsearch.auth.api-key"):
         assert run(["config", "--get", prop], env).stdout == "***\n"
-    assert "token-from-a-file" not in shown.stdout + shown.stderr
+    assert "token-from-a-file-of-32-characters-or-more" not in shown.stdout + shown.stderr
     assert "key-secret" not in shown.stdout + shown.stderr
 
     both = run(["config"], {**env, "KV_STORAGE_ADMIN_TOKEN": "x"})

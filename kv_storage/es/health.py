@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.es.errors import classify, describe, is_elasticsearch_error
-from kv_storage.es.names import IndexNames
+from kv_storage.es.names import DATA_TEMPLATE, HISTORY_TEMPLATE, IndexNames
+from kv_storage.es.provisioning import template_version, template_versions
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +28,15 @@ class Check:
     message: str
 
 
-async def _run_check(name: str, probe: Callable[[], Awaitable[object]], timeout_s: float) -> Check:
+_OK = "OK"
+_NOT_FOUND = "Not found"
+
+
+async def _run_check(name: str, probe: Callable[[], Awaitable[str]], timeout_s: float) -> Check:
+    """``probe`` answers ``OK`` or what is wrong."""
     try:
         async with asyncio.timeout(timeout_s):
-            found = bool(await probe())
+            problem = await probe()
     except TimeoutError:
         return Check(name, UNHEALTHY, f"Elasticsearch did not answer within {timeout_s:g} s")
     except Exception as error:
@@ -38,28 +44,42 @@ async def _run_check(name: str, probe: Callable[[], Awaitable[object]], timeout_
             raise
         logger.warning("health check %s failed: %s", name, describe(error))
         return Check(name, UNHEALTHY, classify(error))
-    return Check(name, HEALTHY, "OK") if found else Check(name, UNHEALTHY, "Not found")
+    return Check(name, HEALTHY if problem == _OK else UNHEALTHY, problem)
 
 
 async def check_components(
     client: AsyncElasticsearch, names: IndexNames, *, timeout_s: float
 ) -> list[Check]:
     """The checks in the order the original service reported them."""
+    wanted = template_versions()
+
+    async def registry() -> str:
+        return _OK if await client.indices.exists(index=names.registry) else _NOT_FOUND
+
+    async def template(name: str, base_name: str) -> str:
+        answer = await client.options(ignore_status=404).indices.get_index_template(name=name)
+        found = answer.get("index_templates", [])
+        if not found:
+            return _NOT_FOUND
+        version, needed = template_version(found[0]["index_template"]), wanted[base_name]
+        if version < needed:
+            return (
+                f"Outdated: version {version}, this service needs {needed}; "
+                "run kv-storage init to upgrade it"
+            )
+        return _OK
+
     return list(
         await asyncio.gather(
-            _run_check(
-                "STORAGE_REGISTRY",
-                lambda: client.indices.exists(index=names.registry),
-                timeout_s,
-            ),
+            _run_check("STORAGE_REGISTRY", registry, timeout_s),
             _run_check(
                 "STORAGE_DATA_TEMPLATE",
-                lambda: client.indices.exists_index_template(name=names.data_template),
+                lambda: template(names.data_template, DATA_TEMPLATE),
                 timeout_s,
             ),
             _run_check(
                 "STORAGE_HISTORY_TEMPLATE",
-                lambda: client.indices.exists_index_template(name=names.history_template),
+                lambda: template(names.history_template, HISTORY_TEMPLATE),
                 timeout_s,
             ),
         )
