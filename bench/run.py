@@ -213,6 +213,7 @@ async def load_keys(es: AsyncElasticsearch, storage_id: str, count: int) -> None
         {
             "_index": f"{PREFIX}storage-data-{storage_id}",
             "_id": f"key-{n:07d}",
+            "key": f"key-{n:07d}",
             "value": f"value {n}",
         }
         for n in range(count)
@@ -469,6 +470,8 @@ async def run(args: argparse.Namespace) -> list[Row]:
         list_svc = f"http://127.0.0.1:{list_port}"
         for size, (storage_id, secret) in list_storages.items():
             rows.append(await list_row(es, list_svc, size, storage_id, secret, lister.pid))
+        largest, (storage_id, secret) = max(list_storages.items())
+        rows.append(prefix_page_row(es_url, svc, largest, storage_id, secret, options))
     await es.close()
     return rows
 
@@ -521,6 +524,42 @@ async def history_fault_row(
         f"both through the service; {buffered:,.0f} history records buffered while measured; "
         f"{sent}",
     )
+
+
+def prefix_page_row(
+    es_url: str, svc: str, size: int, storage_id: str, secret: str, options: dict[str, int]
+) -> Row:
+    """One page of 100 keys by prefix in the largest storage: the service's GET /list with
+    prefix and limit against the search it makes (search_after on the key field)."""
+    prefix, after = "key-00012", "key-0001234"
+    query = {
+        "query": {"bool": {"filter": [{"prefix": {"key": prefix}}]}},
+        "sort": [{"key": {"order": "asc", "unmapped_type": "keyword"}}],
+        "search_after": [after],
+        "size": 101,
+        "_source": False,
+        "track_total_hits": False,
+    }
+    reference = wrk(
+        "prefix page 100",
+        "elasticsearch",
+        es_url,
+        method="POST",
+        path=f"/{PREFIX}storage-data-{storage_id}/_search",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps(query).encode(),
+        **options,
+    )
+    measured = wrk(
+        "prefix page 100",
+        "service",
+        svc,
+        method="GET",
+        path=f"/list/{storage_id}?prefix={prefix}&after={after}&limit=100",
+        headers={"Secret-Key": secret},
+        **options,
+    )
+    return Row(f"list a page of 100 by prefix ({size:,} keys)", reference, measured, "")
 
 
 async def list_row(

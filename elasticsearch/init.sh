@@ -330,3 +330,23 @@ case $status in
 409) echo "signing key history-scroll up to date" ;;
 *) fail "creating signing key history-scroll failed ($status): $answer" ;;
 esac
+
+# The key field of data documents (layout version 2): a cluster without data indices has
+# nothing to migrate, which is marked so (as kv-storage init marks it); otherwise, until
+# kv-storage init --migrate has filled it in, say so.
+lock_index=$(encode "${prefix}storage-registry-lock")
+request GET "/$lock_index/_doc/key-field"
+if [[ $status == 200 && $answer == *'"found":true'* ]]; then
+    echo "key field of stored data up to date"
+else
+    request GET "/_cat/indices/$(encode "${prefix}storage-data-*")?h=index&expand_wildcards=all"
+    [[ $status == 200 ]] || fail "listing the data indices failed ($status): $answer"
+    if [[ -n ${answer//[[:space:]]/} ]]; then
+        echo "key field of stored data missing in data written before: run kv-storage init --migrate"
+    else
+        printf -v document '{"locked": false, "timestamp": %s}' "$(date +%s%3N)"
+        request PUT "/$lock_index/_doc/key-field?refresh=true" - <<<"$document"
+        [[ $status == 200 || $status == 201 ]] || fail "marking the key field failed ($status): $answer"
+        echo "key field of stored data up to date"
+    fi
+fi

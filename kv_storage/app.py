@@ -18,6 +18,7 @@ from kv_storage.app_keys import (
     HISTORY_ACTOR,
     HISTORY_QUERY_ACTOR,
     INDEX_NAMES,
+    KEY_LISTING_ACTOR,
     LIFECYCLE_ACTOR,
     METRICS,
     PARTS,
@@ -53,7 +54,7 @@ async def _publish(app: web.Application) -> AsyncIterator[None]:
     parts = app[PARTS]
     app[ES_CLIENT], app[HISTORY_ACTOR], app[CACHE_ACTOR] = parts.client, parts.history, parts.cache
     app[STORAGE_ACTOR], app[HISTORY_QUERY_ACTOR] = parts.storage, parts.history_query
-    app[LIFECYCLE_ACTOR] = parts.lifecycle
+    app[LIFECYCLE_ACTOR], app[KEY_LISTING_ACTOR] = parts.lifecycle, parts.key_listing
     yield
 
 

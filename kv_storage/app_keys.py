@@ -5,6 +5,7 @@ from elasticsearch import AsyncElasticsearch
 
 from kv_storage.actors.cache import CacheActor
 from kv_storage.actors.history_query import HistoryQueryActor
+from kv_storage.actors.key_listing import KeyListingActor
 from kv_storage.actors.lifecycle import LifecycleActor
 from kv_storage.actors.storage import StorageActor
 from kv_storage.config import Config
@@ -25,5 +26,6 @@ STORAGE_ACTOR = web.AppKey("storage_actor", StorageActor)
 HISTORY_ACTOR = web.AppKey("history_actor", HistoryActor)
 HISTORY_QUERY_ACTOR = web.AppKey("history_query_actor", HistoryQueryActor)
 LIFECYCLE_ACTOR = web.AppKey("lifecycle_actor", LifecycleActor)
+KEY_LISTING_ACTOR = web.AppKey("key_listing_actor", KeyListingActor)
 KEEPS_OWN_CONTENT_TYPE = web.AppKey("keeps_own_content_type", frozenset[web.AbstractResource])
 """The resources whose answers are not the original's API and keep their own content type."""

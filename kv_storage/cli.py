@@ -10,10 +10,14 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kv_storage import admin_cli, logs
 from kv_storage.config import CONFIG_PATH_ENV, PROPERTIES, Config, ConfigError, load_config
 from kv_storage.config.loader import resolve_values, value_sources
+
+if TYPE_CHECKING:  # loaded only by the commands that need it
+    from kv_storage import wiring
 
 logger = logging.getLogger("kv_storage")
 
@@ -39,7 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     add("serve", "Run the HTTP service.")
-    init = add("init", "Create the Elasticsearch indices and templates that are missing.")
+    init = add(
+        "init",
+        "Create the Elasticsearch indices and templates that are missing and upgrade those an "
+        "older version left; report each (created, upgraded from X to Y, up to date).",
+    )
+    init.add_argument(
+        "--migrate",
+        action="store_true",
+        help="then fill in the key field of data written before layout version 2 (resumable, "
+        "safe while the service serves): needed to list those storages by prefix in pages",
+    )
     init.add_argument(
         "--wait",
         type=float,
@@ -101,7 +115,7 @@ def _serve(config: Config) -> int:
 _WAIT_RETRY_S = 2.0
 
 
-async def _initialise(config: Config, wait_s: float = 0.0) -> int:
+async def _initialise(config: Config, wait_s: float = 0.0, *, migrate: bool = False) -> int:
     """With ``wait_s``, an Elasticsearch that does not answer yet (or answers 503 while it
     starts) is asked again until then: compose tools that cannot wait for a health check
     (podman-compose on Podman before 4.6) start init together with Elasticsearch."""
@@ -126,9 +140,42 @@ async def _initialise(config: Config, wait_s: float = 0.0) -> int:
                     print(f"kv-storage init: {describe(error)}", file=sys.stderr)
                     return EXIT_FAILURE
                 await asyncio.sleep(_WAIT_RETRY_S)
-    for step in steps:
-        print(step)
+        for step in steps:
+            print(step)
+        if migrate:
+            try:
+                await _migrate(parts)
+            except Exception as error:
+                if not is_elasticsearch_error(error):
+                    raise
+                print(f"kv-storage init --migrate: {describe(error)}", file=sys.stderr)
+                print("kv-storage init --migrate: run it again to go on", file=sys.stderr)
+                return EXIT_FAILURE
     return 0
+
+
+async def _migrate(parts: "wiring.Parts") -> None:
+    from kv_storage.es.migration import KeyFieldMigration, Progress
+
+    bar = sys.stderr.isatty()
+
+    def show(progress: Progress) -> None:
+        if bar:
+            print(
+                f"\rkey field: storage {progress.storages_done}/{progress.storages}, "
+                f"{progress.updated} documents filled in",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    done = await KeyFieldMigration(parts.client, parts.names).run(show)
+    if bar:
+        print(file=sys.stderr)
+    print(
+        f"key field: filled in {done.updated} documents of {done.storages} storages; "
+        f"{done.skipped} written or deleted meanwhile were left alone"
+    )
 
 
 def _show_config(path: Path | None, prop: str | None) -> int:
@@ -179,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(admin_cli.run(config, args))
     if args.command == "healthcheck":
         return _healthcheck(config)
-    return asyncio.run(_initialise(config, max(0.0, args.wait)))
+    return asyncio.run(_initialise(config, max(0.0, args.wait), migrate=args.migrate))
 
 
 if __name__ == "__main__":

@@ -21,12 +21,14 @@ from kv_storage.actors.cache import CacheActor
 from kv_storage.actors.cache_update import CacheUpdateActor
 from kv_storage.actors.expiry import ExpiryActor, sweep_overlap_s
 from kv_storage.actors.history_query import HistoryQueryActor
+from kv_storage.actors.key_listing import KeyListingActor
 from kv_storage.actors.lifecycle import LifecycleActor
 from kv_storage.actors.storage import StorageActor
 from kv_storage.config import Config
 from kv_storage.es.client import create_client
 from kv_storage.es.data import DataStore, ScanSettings
 from kv_storage.es.history import HistoryStore
+from kv_storage.es.keys import KeyIndex
 from kv_storage.es.lease import Lease, Mark
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
@@ -54,6 +56,7 @@ class Parts:
     _storage: StorageActor | None = None
     _history_query: HistoryQueryActor | None = None
     _lifecycle: LifecycleActor | None = None
+    _key_listing: KeyListingActor | None = None
     _expiry: ExpiryActor | None = None
     _registry_poll: CacheUpdateActor | None = None
 
@@ -75,6 +78,10 @@ class Parts:
     @property
     def storage(self) -> StorageActor:
         return _started(self._storage, "the storage actor")
+
+    @property
+    def key_listing(self) -> KeyListingActor:
+        return _started(self._key_listing, "the key listing actor")
 
     @property
     def history_query(self) -> HistoryQueryActor:
@@ -169,6 +176,22 @@ async def storage(parts: Parts) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
+async def key_listing(parts: Parts) -> AsyncIterator[None]:
+    actor = KeyListingActor(
+        keys=KeyIndex(parts.client, parts.names),
+        data=DataStore(parts.client, parts.names, parts.scan_settings()),
+        max_open_scans=parts.config.elasticsearch.scroll_max_open,
+        recheck_s=parts.config.app.cache.update_time_s,
+    )
+    actor.start()
+    parts._key_listing = actor
+    try:
+        yield
+    finally:
+        await actor.stop()
+
+
+@asynccontextmanager
 async def history_query(parts: Parts) -> AsyncIterator[None]:
     actor = HistoryQueryActor(
         cache=parts.cache,
@@ -244,6 +267,7 @@ SERVICE: Sequence[Part] = (
     history_pipeline,
     cache,
     storage,
+    key_listing,
     history_query,
     lifecycle,
     expiry,

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from marshmallow import ValidationError, fields
+from marshmallow import Schema, ValidationError, fields, validate
 from marshmallow.experimental.context import Context
 
-from schemas.fields import MAX_KEY_BYTES
+from schemas.fields import MAX_KEY_BYTES, QueryInteger
 
 
 class Limits(TypedDict):
@@ -152,6 +152,23 @@ def _as_value(item: object) -> str | None:
     if isinstance(item, bool | int | float):
         return json.dumps(item)
     return None
+
+
+MAX_PAGE = 10_000
+"""Most keys in one page of a listing by prefix."""
+
+
+class KeyListQuerySchema(Schema):
+    """``GET /list/<id>`` by prefix in pages; without any of these, every key (the original)."""
+
+    prefix = fields.String(metadata={"description": "Only keys that start with this"})
+    after = fields.String(
+        metadata={"description": "Only keys after this one (the last key of the page before)"}
+    )
+    limit = QueryInteger(
+        validate=validate.Range(min=1, max=MAX_PAGE),
+        metadata={"description": f"At most this many keys (1 to {MAX_PAGE}); default: all"},
+    )
 
 
 KEY = StorageKey(required=True)

@@ -1,5 +1,8 @@
 """Keys and values of storages: one ``storage-data-<id>`` index per storage, ``_id`` = key.
 
+Documents carry the key in a ``key`` field too (layout version 2): ``_id`` cannot be sorted
+or prefix-searched, the field can (``kv_storage.es.keys``).
+
 Writes do not refresh: ``get`` and ``mget`` are real-time in Elasticsearch, so the next read
 sees a write as soon as it is acknowledged. Scans (list, clear) refresh the index first, so
 they see every write acknowledged before they began.
@@ -67,17 +70,18 @@ class DataStore:
     async def put(self, storage_id: str, key: str, value: str) -> None:
         if not _travels_in_path(key):
             action = {"_op_type": "index", "_index": self._names.data(storage_id), "_id": key}
-            await self._single_bulk_item({**action, "value": value}, ok_statuses=frozenset())
+            document = {**action, "key": key, "value": value}
+            await self._single_bulk_item(document, ok_statuses=frozenset())
             return
         await self._client.index(
-            index=self._names.data(storage_id), id=key, document={"value": value}
+            index=self._names.data(storage_id), id=key, document={"key": key, "value": value}
         )
 
     async def put_many(self, storage_id: str, pairs: Mapping[str, str]) -> set[str]:
         """Writes in one bulk request; answers the keys Elasticsearch acknowledged."""
         index = self._names.data(storage_id)
         actions = [
-            {"_op_type": "index", "_index": index, "_id": key, "value": value}
+            {"_op_type": "index", "_index": index, "_id": key, "key": key, "value": value}
             for key, value in pairs.items()
         ]
         return await self._bulk(actions, ok_statuses=frozenset())

@@ -20,6 +20,7 @@ from typing import Any
 from elasticsearch import AsyncElasticsearch, BadRequestError, NotFoundError
 
 from kv_storage.es.definitions import Definition, index_definitions, template_definitions
+from kv_storage.es.migration import needs_migration
 from kv_storage.es.names import IndexNames
 from kv_storage.es.signing_keys import HISTORY_SCROLL, SigningKeys
 
@@ -32,6 +33,7 @@ class Outcome(Enum):
     UPGRADED = "upgraded"
     UP_TO_DATE = "up to date"
     NEWER = "newer"
+    TO_MIGRATE = "missing in data written before: run kv-storage init --migrate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,10 @@ async def initialise(client: AsyncElasticsearch, prefix: str) -> list[Step]:
     made = await SigningKeys(client, IndexNames(prefix)).ensure(HISTORY_SCROLL)
     steps.append(
         Step("signing key", HISTORY_SCROLL, Outcome.CREATED if made else Outcome.UP_TO_DATE)
+    )
+    missing = await needs_migration(client, IndexNames(prefix))
+    steps.append(
+        Step("key field", "of stored data", Outcome.TO_MIGRATE if missing else Outcome.UP_TO_DATE)
     )
     return steps
 

@@ -2,11 +2,14 @@
 list and clear. Paths, content types, bodies and status codes are the original's."""
 
 import json
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import hdrs, web
-from aiohttp_apispec import docs
+from aiohttp_apispec import docs, querystring_schema
 
+from kv_storage.actors.key_listing import ListKeyPage
 from kv_storage.actors.storage import (
     Clear,
     DeleteValue,
@@ -18,11 +21,13 @@ from kv_storage.actors.storage import (
     SetValue,
     SetValues,
 )
-from kv_storage.app_keys import CONFIG, STORAGE_ACTOR
+from kv_storage.app_keys import CONFIG, KEY_LISTING_ACTOR, STORAGE_ACTOR
+from kv_storage.es.keys import KeyRange
 from kv_storage.handlers.access import authorised_storage, storage_route
 from kv_storage.handlers.requests import EMPTY_OK_TYPES, empty_ok, received_ms
 from kv_storage.handlers.spec import SECRET_KEY_PARAMETER, raw_response, storage_id_parameter
 from kv_storage.middlewares import extend_deadline, start_streaming
+from kv_storage.model import Storage
 from kv_storage.validation import validated, validates
 from schemas.errors import ErrorSchema
 from schemas.storage import (
@@ -35,6 +40,7 @@ from schemas.storage import (
     RESULTS_SPEC,
     VALUE,
     VALUES_SPEC,
+    KeyListQuerySchema,
     KeySelection,
 )
 
@@ -240,24 +246,68 @@ async def delete_values(request: web.Request) -> web.Response:
 
 @docs(
     tags=_TAGS,
-    summary="List every key of a storage",
+    summary="List the keys of a storage: every one, or by prefix in pages",
     description=(
-        "Streams the keys as a JSON array, however many there are. It sees every write "
-        "acknowledged before it began."
+        "Without parameters, streams every key as a JSON array, however many there are, as "
+        "the original did; it sees every write acknowledged before it began. With `prefix`, "
+        "`after` or `limit`: the keys that start with `prefix`, strictly after `after`, in "
+        "the byte order of their UTF-8, at most `limit`; when more follow, the `Link` header "
+        'names the next page (`rel="next"`). Each page is one search; pages see writes '
+        "within a second (Elasticsearch's refresh)."
     ),
     parameters=[_SECRET, _STORAGE_ID],
-    responses={200: raw_response("The keys", KEY_LIST_SPEC), **_errors(_BUSY)},
+    responses={
+        200: {
+            **raw_response("The keys", KEY_LIST_SPEC),
+            "headers": {
+                "Link": {
+                    "type": "string",
+                    "description": 'With `limit`, when more keys follow: `<next page>; rel="next"`',
+                }
+            },
+        },
+        400: {"description": "A parameter is invalid", "schema": ErrorSchema},
+        **_errors(_BUSY),
+    },
 )
+@querystring_schema(KeyListQuerySchema)
 @storage_route()
 async def list_keys(request: web.Request) -> web.StreamResponse:
-    scan: KeyScan = await request.app[STORAGE_ACTOR].ask(ListKeys(authorised_storage(request)))
-    try:
-        return await _stream_keys(request, scan)
-    finally:
-        await scan.close()
+    query = validated(request, "querystring")
+    storage = authorised_storage(request)
+    if not query:  # every key, as the original answered
+        scan: KeyScan = await request.app[STORAGE_ACTOR].ask(ListKeys(storage))
+        try:
+            return await _stream_keys(request, scan)
+        finally:
+            await scan.close()
+    where = KeyRange(prefix=query.get("prefix", ""), after=query.get("after"))
+    limit: int | None = query.get("limit")
+    if limit is None:
+        return await _stream_keys(request, _every_page(request, storage, where))
+    page = await request.app[KEY_LISTING_ACTOR].ask(ListKeyPage(storage, where, limit))
+    headers = {}
+    if page.more:
+        following = request.rel_url.update_query(after=page.keys[-1])
+        headers["Link"] = f'<{following}>; rel="next"'
+    return web.json_response(page.keys, headers=headers)
 
 
-async def _stream_keys(request: web.Request, scan: KeyScan) -> web.StreamResponse:
+async def _every_page(
+    request: web.Request, storage: Storage, where: KeyRange
+) -> AsyncIterator[list[str]]:
+    """Every key of ``where``, a page (``elasticsearch.scroll.page-size``) at a time."""
+    size = request.app[CONFIG].elasticsearch.scroll_page_size
+    while True:
+        page = await request.app[KEY_LISTING_ACTOR].ask(ListKeyPage(storage, where, size))
+        if page.keys:
+            yield page.keys
+        if not page.more:
+            return
+        where = replace(where, after=page.keys[-1])
+
+
+async def _stream_keys(request: web.Request, scan: AsyncIterable[list[str]]) -> web.StreamResponse:
     timeout_s = request.app[CONFIG].app.request_timeout_s
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
     if request.method == hdrs.METH_HEAD:  # the GET's status and headers; no keys to send
