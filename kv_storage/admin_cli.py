@@ -24,6 +24,7 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     storage.add_argument("--config", type=Path, metavar="PATH", help="TOML configuration file")
     actions = storage.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="create a storage; prints it with its secret key")
+    config_anywhere = [create]
     create.add_argument("--type", required=True, choices=["ACCOUNT", "VM", "TEMP"])
     create.add_argument("--account", help="ACCOUNT: the account")
     create.add_argument("--name", help="ACCOUNT: the storage's name")
@@ -36,11 +37,20 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         ("delete", "delete a storage"),
         ("rotate-key", "give a storage a new secret key; prints it"),
     ):
-        actions.add_parser(name, help=text).add_argument("storage_id", metavar="ID")
+        action = actions.add_parser(name, help=text)
+        action.add_argument("storage_id", metavar="ID")
+        config_anywhere.append(action)
     listing = actions.add_parser("list", help="list an account's storages")
+    config_anywhere.append(listing)
     listing.add_argument("--account", required=True)
     listing.add_argument("--page", help="from 1 (default 1)")
     listing.add_argument("--size", help="storages per page, 1 to 1000 (default 50)")
+    for (
+        action
+    ) in config_anywhere:  # `storage create --config F` as well as `storage --config F create`
+        action.add_argument(
+            "--config", type=Path, metavar="PATH", help=argparse.SUPPRESS, default=argparse.SUPPRESS
+        )
 
 
 def _message(args: argparse.Namespace) -> "Ask[RegistryEntry | EntryPage]":
@@ -97,7 +107,9 @@ def _render(action: str, result: "RegistryEntry | EntryPage") -> Mapping[str, An
 
     if isinstance(result, EntryPage):
         return {"total": result.total, "items": [storage_view(e) for e in result.entries]}
-    if action in ("create", "rotate-key"):
+    if action == "rotate-key":  # as the administration API answers it
+        return {"id": result.id, "secretKey": result.secret_key}
+    if action == "create":
         return {**storage_view(result), "secretKey": result.secret_key}
     return storage_view(result)
 

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument(
         "--get", metavar="PROPERTY", help="print one property's raw value (secrets masked)"
     )
+    show.add_argument(
+        "--show-secrets", action="store_true", help="print secrets in clear instead of ***"
+    )
     add("healthcheck", "Exit 0 when the local service answers /health (for containers).")
     admin_cli.add_commands(commands)
     return parser
@@ -178,24 +181,25 @@ async def _migrate(parts: "wiring.Parts") -> None:
     )
 
 
-def _show_config(path: Path | None, prop: str | None) -> int:
+def _show_config(path: Path | None, prop: str | None, *, show_secrets: bool) -> int:
     import os
 
+    from kv_storage.config.show import MASK, as_toml
+
     values = resolve_values(path, os.environ)
-    known = {p.name: p for p in PROPERTIES}
+    secrets = {p.name for p in PROPERTIES if p.secret}
     if prop is not None:
-        if prop not in known:
+        if prop not in values:
             print(f"kv-storage config: unknown property {prop}", file=sys.stderr)
             return EXIT_CONFIG_ERROR
         if values[prop] is None:
             return EXIT_FAILURE
-        print("***" if known[prop].secret and values[prop] else values[prop])
+        hidden = prop in secrets and values[prop] and not show_secrets
+        print(MASK if hidden else values[prop])
         return 0
     load_config(path)  # report invalid values before printing them
     sources = value_sources(path, os.environ)
-    for name, value in values.items():
-        shown = "***" if known[name].secret and value else value
-        print(f"{name} = {shown!r}  # {sources[name]}")
+    print(as_toml(values, sources, secrets, show_secrets=show_secrets), end="")
     return 0
 
 
@@ -209,14 +213,24 @@ def _healthcheck(config: Config) -> int:
     return 0
 
 
+def _warn_of_implausible_durations(path: Path | None) -> None:
+    import os
+
+    from kv_storage.config.plausibility import implausible_durations
+
+    for warning in implausible_durations(resolve_values(path, os.environ)):
+        logger.warning("configuration: %s", warning)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure("json")
     try:
         if args.command == "config":
-            return _show_config(args.config, args.get)
+            return _show_config(args.config, args.get, show_secrets=args.show_secrets)
         config = load_config(args.config)
         logs.configure(config.server.log_format)
+        _warn_of_implausible_durations(args.config)
     except ConfigError as error:
         print(f"kv-storage: invalid configuration: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR

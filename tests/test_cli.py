@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -229,3 +230,54 @@ async def test_init_wait_succeeds_once_elasticsearch_answers(
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(" created") == 6
     assert answered[:2] == [503, 503]
+
+
+def test_config_prints_toml_that_loads_again(service_env: dict[str, str], tmp_path: Path) -> None:
+    token = "t" * 40
+    shown = run(["config"], {**service_env, "KV_STORAGE_ADMIN_TOKEN": token})
+    assert shown.returncode == 0, shown.stderr
+    assert 'token = "***"  # KV_STORAGE_ADMIN_TOKEN' in shown.stdout
+    assert "enabled = true  # default" in shown.stdout  # TOML, not Python's True
+    assert token not in shown.stdout
+    clear = run(["config", "--show-secrets"], {**service_env, "KV_STORAGE_ADMIN_TOKEN": token})
+    assert f'token = "{token}"' in clear.stdout
+    saved = tmp_path / "saved.toml"
+    saved.write_text(clear.stdout)
+    only_file = {"KV_STORAGE_CONFIG": str(saved)}
+    again = run(["config", "--show-secrets"], only_file)
+    assert again.returncode == 0, again.stderr
+    assert f'token = "{token}"  # file {saved}' in again.stdout
+    assert run(["config", "--get", "admin.token"], {**only_file}).stdout == "***\n"
+    got = run(["config", "--get", "admin.token", "--show-secrets"], only_file)
+    assert got.stdout == token + "\n"
+
+
+def test_a_duration_of_a_few_bare_milliseconds_is_warned_of(service_env: dict[str, str]) -> None:
+    """KV_STORAGE_APP_REQUEST_TIMEOUT=3 is 3 ms: valid, surely not meant; said at start."""
+    result = run(
+        ["init", "--wait", "0"],
+        {
+            **service_env,
+            "KV_STORAGE_ELASTICSEARCH_URI": "http://127.0.0.1:9",
+            "KV_STORAGE_APP_REQUEST_TIMEOUT": "3",
+            "KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT": "500ms",  # with a unit: as meant
+        },
+    )
+    assert "app.request-timeout is 3 ms" in result.stderr
+    assert "give the unit (3s, 3 seconds) if seconds were meant" in result.stderr
+    assert "flush-timeout" not in result.stderr
+
+
+def test_storage_commands_take_config_before_or_after_the_action(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "kv.toml"
+    config.write_text('[elasticsearch]\nuri = "http://127.0.0.1:9"\n')
+    for args in (
+        ["storage", "create", "--config", str(config), "--type", "TEMP", "--ttl", "1000"],
+        ["storage", "--config", str(config), "create", "--type", "TEMP", "--ttl", "1000"],
+        ["storage", "show", "some-id", "--config", str(config)],
+    ):
+        result = run(args, {})
+        assert "unrecognized arguments" not in result.stderr, args
+        assert "Elasticsearch is unreachable" in result.stderr, (args, result.stderr)

@@ -118,6 +118,15 @@ def test_the_sweep_overlap_outlasts_every_late_write(make_config: Callable[..., 
     overlap = sweep_overlap_s(app)
     late_history = (app.history.retry_limit + 1) * app.history.flush_timeout_s  # attempts
     assert overlap >= app.cache.update_time_s + app.request_timeout_s + late_history
+    # Each history attempt may take its bulk request's own bound (30 s), not the API's 3 s:
+    # with the defaults, 6 attempts x (30 s apart + 30 s each) + a minute of polls.
+    assert overlap >= 60 + 3 + 6 * (30 + 30)
+    small = make_config(
+        KV_STORAGE_APP_CACHE_UPDATE_TIME="1s",
+        KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT="1s",
+        KV_STORAGE_APP_HISTORY_RETRY_LIMIT="2",
+    ).app
+    assert sweep_overlap_s(small) >= 1 + 3 + 3 * (1 + 30)  # the bulk bound, not 3 x (1 + 3)
     slow = make_config(KV_STORAGE_APP_CACHE_UPDATE_TIME="10 minutes").app
     assert sweep_overlap_s(slow) > 10 * 60
 

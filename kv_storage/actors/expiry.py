@@ -14,6 +14,7 @@ from kv_storage.actors.periodic import PeriodicJob
 from kv_storage.clock import now_ms
 from kv_storage.config import AppConfig
 from kv_storage.es.errors import describe
+from kv_storage.es.history import BULK_TIMEOUT_S as HISTORY_BULK_TIMEOUT_S
 from kv_storage.es.lease import Lease, Mark
 from kv_storage.es.registry import Registry
 
@@ -30,11 +31,13 @@ def sweep_overlap_s(app: AppConfig) -> float:
     writes through its cached lookup until its next registry poll (``cache.update-time``),
     a request already under way ends within ``request-timeout``, and a history batch that
     left before the deletion may be retried ``retry-limit`` times, ``flush-timeout`` apart,
-    each attempt taking up to ``request-timeout``. The overlap covers all of that, and at
+    each attempt taking up to its own bound (``HISTORY_BULK_TIMEOUT_S``, longer than the API's
+    ``request-timeout``, which may be longer still). The overlap covers all of that, and at
     least a minute in case an index removal itself failed.
     """
     history = app.history
-    late_history_s = (history.retry_limit + 1) * (history.flush_timeout_s + app.request_timeout_s)
+    attempt_s = max(HISTORY_BULK_TIMEOUT_S, app.request_timeout_s)
+    late_history_s = (history.retry_limit + 1) * (history.flush_timeout_s + attempt_s)
     late_writes_s = app.cache.update_time_s + app.request_timeout_s
     return max(_MIN_SWEEP_OVERLAP_S, late_writes_s + late_history_s)
 
