@@ -78,11 +78,11 @@ def _config_command(environ: dict[str, str], *args: str) -> str:
 @pytest.mark.parametrize(
     ("environ", "line"),
     [
-        ({}, "server.port = 8080  # default"),
-        ({"PORT": "9191"}, "server.port = '9191'  # PORT"),
+        ({}, "port = 8080  # default"),
+        ({"PORT": "9191"}, 'port = "9191"  # PORT'),
         (
             {"PORT": "9191", "KV_STORAGE_SERVER_PORT": "7002"},
-            "server.port = '7002'  # KV_STORAGE_SERVER_PORT",
+            'port = "7002"  # KV_STORAGE_SERVER_PORT',
         ),
     ],
 )
@@ -93,8 +93,8 @@ def test_config_shows_where_the_port_came_from(environ: dict[str, str], line: st
 def test_config_names_the_file_a_port_came_from(tmp_path: Path) -> None:
     path = _file(tmp_path, 7001)
     shown = _config_command({**URI, "PORT": "9191"}, "--config", str(path)).splitlines()
-    assert f"server.port = 7001  # file {path}" in shown
-    assert "elasticsearch.uri = 'http://localhost:9200'  # KV_STORAGE_ELASTICSEARCH_URI" in shown
+    assert f"port = 7001  # file {path}" in shown
+    assert 'uri = "http://localhost:9200"  # KV_STORAGE_ELASTICSEARCH_URI' in shown
 
 
 async def test_serve_listens_on_port_when_nothing_else_sets_it(

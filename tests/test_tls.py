@@ -214,8 +214,8 @@ def test_config_masks_secrets_from_files(tmp_path: Path) -> None:
     }
     shown = run(["config"], env)
     assert shown.returncode == 0, shown.stderr
-    assert "admin.token = '***'" in shown.stdout
-    assert "elasticsearch.auth.api-key = '***'" in shown.stdout
+    assert 'token = "***"  # KV_STORAGE_ADMIN_TOKEN_FILE' in shown.stdout
+    assert 'api-key = "***"  # KV_STORAGE_ELASTICSEARCH_AUTH_API_KEY_FILE' in shown.stdout
     for prop in ("admin.token", "elasticsearch.auth.api-key"):
         assert run(["config", "--get", prop], env).stdout == "***\n"
     assert "token-from-a-file-of-32-characters-or-more" not in shown.stdout + shown.stderr

@@ -27,6 +27,7 @@ from pipeline.config import HistoryConfig
 CONFIG_PATH_ENV = "KV_STORAGE_CONFIG"
 PLATFORM_PORT_ENV = "PORT"
 ENVIRONMENT_SOURCE = "environment"
+SECRET_FILE_SOURCE = "secret files"
 
 __all__ = ["CONFIG_PATH_ENV", "ConfigError", "load_config", "resolve_values"]
 
@@ -61,12 +62,9 @@ def read_file(path: Path) -> dict[str, object]:
 
 
 def read_environment(environ: Mapping[str, str]) -> dict[str, object]:
-    """The properties set by ``KV_STORAGE_*`` variables, secrets also by ``..._FILE`` ones."""
-    values: dict[str, object] = {
-        prop.name: environ[prop.env_var] for prop in PROPERTIES if prop.env_var in environ
-    }
-    values.update(read_secret_files(environ))
-    return values
+    """The properties set by ``KV_STORAGE_*`` variables (secrets' ``..._FILE`` twins are a
+    layer of their own, ``read_secret_files``: both set is an error it reports)."""
+    return {prop.name: environ[prop.env_var] for prop in PROPERTIES if prop.env_var in environ}
 
 
 def read_platform_port(environ: Mapping[str, str]) -> dict[str, object]:
@@ -90,6 +88,7 @@ def resolve_layers(
     if path is not None:
         layers.append((f"file {path}", read_file(path)))
     layers.append((ENVIRONMENT_SOURCE, read_environment(environ)))
+    layers.append((SECRET_FILE_SOURCE, read_secret_files(environ)))
     return layers
 
 
@@ -117,7 +116,12 @@ def _sources(layers: list[tuple[str, dict[str, object]]]) -> dict[str, str]:
     for source, layer in layers:
         for name in layer:
             env_var = PROPERTIES_BY_NAME[name].env_var
-            sources[name] = env_var if source == ENVIRONMENT_SOURCE else source
+            if source == ENVIRONMENT_SOURCE:
+                sources[name] = env_var
+            elif source == SECRET_FILE_SOURCE:
+                sources[name] = f"{env_var}_FILE"
+            else:
+                sources[name] = source
     return sources
 
 
