@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kv_storage.config.durations import parse_duration_s
+from schemas.durations import parse_duration_s
 from schemas.fields import MAX_KEY_BYTES
 
 MAX_SCROLL_PAGE_SIZE = 10_000
