@@ -126,7 +126,7 @@ def wrk(
             environment["BENCH_BODY_FILE"] = body_file.name
         command = [
             "wrk",
-            "-t2",
+            f"-t{min(2, connections)}",
             f"-c{connections}",
             f"-d{duration_s}s",
             "--latency",
