@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp_apispec import setup_aiohttp_apispec
 
 from kv_storage import __version__
+from kv_storage.actors.batching import BatchLimits
 from kv_storage.actors.cache import CacheActor
 from kv_storage.actors.cache_update import CacheUpdateActor
 from kv_storage.actors.expiry import ExpiryActor, sweep_overlap_s
@@ -93,6 +94,11 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
         data=data,
         history=app[HISTORY_ACTOR],
         max_open_scans=config.elasticsearch.scroll_max_open,
+        batch_limits=BatchLimits(
+            max_operations=config.elasticsearch.batch.max_operations,
+            max_bytes=config.elasticsearch.batch.max_bytes,
+            max_in_flight=config.elasticsearch.batch.max_in_flight,
+        ),
     )
     history_store = HistoryStore(client, names)
     history_query = HistoryQueryActor(

@@ -13,6 +13,7 @@ from typing import Any
 from kv_storage.config.model import (
     AdminConfig,
     AppConfig,
+    BatchConfig,
     CacheConfig,
     Config,
     ElasticsearchConfig,
@@ -155,6 +156,11 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             scroll_max_open=p["elasticsearch.scroll.max-open"],
             key_max_bytes=p["elasticsearch.limit.key.max-size"],
             value_max_bytes=p["elasticsearch.limit.value.max-size"],
+            batch=BatchConfig(
+                max_operations=p["elasticsearch.batch.max-operations"],
+                max_bytes=p["elasticsearch.batch.max-bytes"],
+                max_in_flight=p["elasticsearch.batch.max-in-flight"],
+            ),
         ),
         app=AppConfig(
             default_page_size=p["app.default-page-size"],
