@@ -100,10 +100,13 @@ class Batcher(Generic[PayloadT]):
 
     def take(self) -> list[Batch[PayloadT]]:
         """The batches that may go now, each to be sent as one request and reported ``done``."""
-        room = {kind: self._limits.max_in_flight - count for kind, count in self._in_flight.items()}
-        if not self._waiting or max(room.values()) <= 0:
+        limit = self._limits.max_in_flight
+        room = {Kind.READ: self._in_flight[Kind.READ] < limit}
+        room[Kind.WRITE] = self._in_flight[Kind.WRITE] < limit
+        if not self._waiting or not (room[Kind.READ] or room[Kind.WRITE]):
             return []
-        filling = {kind: Batch[PayloadT](kind) for kind in Kind}
+        filling: dict[Kind, Batch[PayloadT]] = {Kind.READ: Batch(Kind.READ)}
+        filling[Kind.WRITE] = Batch(Kind.WRITE)
         unreadable: set[Key] = set()
         """Keys of earlier writes not yet answered: a read of them must come after."""
         unwritable: set[Key] = set()
@@ -112,7 +115,7 @@ class Batcher(Generic[PayloadT]):
         staying: deque[Pending[PayloadT]] = deque()
         for operation in self._waiting:
             batch = filling[operation.kind]
-            if room[operation.kind] > 0 and batch.admits(operation, self._limits):
+            if room[operation.kind] and batch.admits(operation, self._limits):
                 if operation.kind is Kind.READ:
                     goes = _free(operation.keys, unreadable, self._written_keys)
                 else:

@@ -18,9 +18,9 @@ import asyncio
 import contextlib
 import contextvars
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from kv_storage.actors.base import Actor, ActorStoppedError, Ask
 from kv_storage.actors.batching import Batch, Batcher, BatchLimits, Kind, Pending
@@ -91,6 +91,8 @@ class _ScanEnded:
     """A list's pages were closed: its slot among the open scans is free again."""
 
 
+_BATCHED = (GetValue, GetValues, SetValue, SetValues, DeleteValue, DeleteValues)
+
 StorageCommand = (
     GetValue
     | GetValues
@@ -102,6 +104,8 @@ StorageCommand = (
     | Clear
     | _ScanEnded
 )
+
+AnswerT = TypeVar("AnswerT")
 
 _OPERATION_CONCURRENCY = 4096
 """Commands in progress at once; the Elasticsearch client's connection pool is the real limit."""
@@ -193,9 +197,21 @@ class StorageActor(Actor[StorageCommand]):
                 self._record(storage, [(None, None)], Operation.CLEAR, received_ms)
                 return None
 
+    def answer_at_once(self, message: Ask[AnswerT]) -> Awaitable[AnswerT] | None:
+        """Gets, sets and deletes run in the caller's task: they only add to the batches
+        (the actor's state, changed without awaiting) and wait for their outcome."""
+        if isinstance(message, _BATCHED):
+            return cast(Awaitable[AnswerT], self.handle(message))
+        return None
+
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """Operations handed over are answered first; batches still out then are cancelled."""
+        """Operations handed over are answered first (within ``timeout_s``); batches still
+        out then are cancelled, which fails their operations."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         await super().stop(timeout_s)
+        while self._batches and loop.time() < deadline:
+            await asyncio.wait(set(self._batches), timeout=deadline - loop.time())
         for batch in list(self._batches):
             batch.cancel()
 
