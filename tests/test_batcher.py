@@ -1,13 +1,13 @@
 """The batching rules on their own (no Elasticsearch): what goes together, when, and in which
 order. That the batches are then answered right is ``test_batching.py``, on the real node."""
 
-from kv_storage.actors.batching import Batch, Batcher, BatchLimits, Kind, Pending
+from kv_storage.actors.batching import Batch, Batcher, BatchLimits, Kind, Pending, keys_of
 
 LIMITS = BatchLimits(max_operations=10, max_bytes=1000, max_in_flight=1)
 
 
 def op(kind: Kind, *keys: str, size: int = 10, storage: str = "s") -> Pending[str]:
-    return Pending(kind, tuple((storage, key) for key in keys), size, f"{kind.value}:{keys}")
+    return Pending(kind, keys_of(storage, keys), size, f"{kind.value}:{keys}")
 
 
 def payloads(batch: Batch[str]) -> list[str]:

@@ -21,10 +21,11 @@ This module holds no I/O: the storage actor feeds it, sends what ``take`` hands 
 reports each batch ``done``.
 """
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from itertools import repeat
 from typing import Generic, TypeVar
 
 PayloadT = TypeVar("PayloadT")
@@ -51,11 +52,15 @@ class BatchLimits:
 @dataclass(eq=False, slots=True)
 class Pending(Generic[PayloadT]):
     kind: Kind
-    keys: tuple[Key, ...]
+    keys: frozenset[Key]
     size: int
     """Its bytes in the request body."""
     payload: PayloadT
     """What the actor sends and answers; opaque here."""
+
+
+def keys_of(storage_id: str, keys: Iterable[str]) -> frozenset[Key]:
+    return frozenset(zip(repeat(storage_id), keys))
 
 
 @dataclass(eq=False, slots=True)
@@ -72,6 +77,9 @@ class Batch(Generic[PayloadT]):
             and self.size + operation.size <= limits.max_bytes
         )
 
+    def full(self, limits: BatchLimits) -> bool:
+        return self.keys >= limits.max_operations or self.size >= limits.max_bytes
+
     def add(self, operation: Pending[PayloadT]) -> None:
         self.operations.append(operation)
         self.keys += len(operation.keys)
@@ -82,73 +90,85 @@ class Batcher(Generic[PayloadT]):
     def __init__(self, limits: BatchLimits) -> None:
         self._limits = limits
         self._waiting: deque[Pending[PayloadT]] = deque()
-        self._in_flight = {Kind.READ: 0, Kind.WRITE: 0}
-        self._read_keys: Counter[Key] = Counter()
-        """Keys of the reads in flight."""
-        self._written_keys: Counter[Key] = Counter()
-        """Keys of the writes in flight."""
+        self._waiting_of = {Kind.READ: 0, Kind.WRITE: 0}
+        self._in_flight: dict[Kind, list[Batch[PayloadT]]] = {Kind.READ: [], Kind.WRITE: []}
 
     @property
     def waiting(self) -> int:
         return len(self._waiting)
 
     def in_flight(self, kind: Kind) -> int:
-        return self._in_flight[kind]
+        return len(self._in_flight[kind])
 
     def add(self, operation: Pending[PayloadT]) -> None:
         self._waiting.append(operation)
+        self._waiting_of[operation.kind] += 1
 
     def take(self) -> list[Batch[PayloadT]]:
-        """The batches that may go now, each to be sent as one request and reported ``done``."""
-        limit = self._limits.max_in_flight
-        room = {Kind.READ: self._in_flight[Kind.READ] < limit}
-        room[Kind.WRITE] = self._in_flight[Kind.WRITE] < limit
-        if not self._waiting or not (room[Kind.READ] or room[Kind.WRITE]):
+        """The batches that may go now, each to be sent as one request and reported ``done``.
+
+        Costs nothing while no waiting operation has a free slot; else one pass over the
+        waiting operations, with set operations (in C) per operation, not per key."""
+        limits = self._limits
+        room = {
+            kind: self._waiting_of[kind] > 0 and len(batches) < limits.max_in_flight
+            for kind, batches in self._in_flight.items()
+        }
+        if not (room[Kind.READ] or room[Kind.WRITE]):
             return []
         filling: dict[Kind, Batch[PayloadT]] = {Kind.READ: Batch(Kind.READ)}
         filling[Kind.WRITE] = Batch(Kind.WRITE)
+        being_read = [pending.keys for b in self._in_flight[Kind.READ] for pending in b.operations]
+        being_written = [
+            pending.keys for b in self._in_flight[Kind.WRITE] for pending in b.operations
+        ]
         unreadable: set[Key] = set()
         """Keys of earlier writes not yet answered: a read of them must come after."""
         unwritable: set[Key] = set()
         """Keys of earlier operations that stay behind or go now in a read: a write of them
         must come after."""
         staying: deque[Pending[PayloadT]] = deque()
-        for operation in self._waiting:
-            batch = filling[operation.kind]
-            if room[operation.kind] and batch.admits(operation, self._limits):
-                if operation.kind is Kind.READ:
-                    goes = _free(operation.keys, unreadable, self._written_keys)
-                else:
-                    goes = _free(operation.keys, unwritable, self._written_keys, self._read_keys)
-            else:
-                goes = False
+        waiting = self._waiting
+        while waiting:
+            operation = waiting.popleft()
+            kind = operation.kind
+            batch = filling[kind]
+            keys = operation.keys
+            goes = (
+                room[kind]
+                and batch.admits(operation, limits)
+                and (
+                    _free(keys, unreadable, being_written)
+                    if kind is Kind.READ
+                    else _free(keys, unwritable, being_written, being_read)
+                )
+            )
             if goes:
                 batch.add(operation)
-                (unwritable if operation.kind is Kind.READ else unreadable).update(operation.keys)
+                (unwritable if kind is Kind.READ else unreadable).update(keys)
+                if batch.full(limits):
+                    room[kind] = False
+                    if not (room[Kind.READ] or room[Kind.WRITE]):
+                        break  # nothing more can go: the rest stays as it is, in order
                 continue
             staying.append(operation)
-            unwritable.update(operation.keys)
-            if operation.kind is Kind.WRITE:
-                unreadable.update(operation.keys)
+            unwritable.update(keys)
+            if kind is Kind.WRITE:
+                unreadable.update(keys)
+        staying.extend(waiting)
         self._waiting = staying
         batches = [batch for batch in filling.values() if batch.operations]
         for batch in batches:
-            self._in_flight[batch.kind] += 1
-            counts = self._read_keys if batch.kind is Kind.READ else self._written_keys
-            for operation in batch.operations:
-                counts.update(operation.keys)
+            self._in_flight[batch.kind].append(batch)
+            self._waiting_of[batch.kind] -= len(batch.operations)
         return batches
 
     def done(self, batch: Batch[PayloadT]) -> None:
         """``batch`` was answered (or failed): its slot and its keys are free again."""
-        self._in_flight[batch.kind] -= 1
-        counts = self._read_keys if batch.kind is Kind.READ else self._written_keys
-        for operation in batch.operations:
-            counts.subtract(operation.keys)
-            for key in operation.keys:
-                if counts[key] <= 0:
-                    del counts[key]
+        self._in_flight[batch.kind].remove(batch)
 
 
-def _free(keys: Iterable[Key], *taken: "set[Key] | Counter[Key]") -> bool:
-    return not any(key in held for key in keys for held in taken)
+def _free(keys: frozenset[Key], earlier: set[Key], *in_flight: list[frozenset[Key]]) -> bool:
+    if not keys.isdisjoint(earlier):
+        return False
+    return all(keys.isdisjoint(taken) for sets in in_flight for taken in sets)

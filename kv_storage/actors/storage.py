@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from kv_storage.actors.base import Actor, ActorStoppedError, Ask
-from kv_storage.actors.batching import Batch, Batcher, BatchLimits, Kind, Pending
+from kv_storage.actors.batching import Batch, Batcher, BatchLimits, Kind, Pending, keys_of
 from kv_storage.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from kv_storage.es.batches import Reads, Writes
 from kv_storage.es.data import DataStore
@@ -240,7 +240,7 @@ class StorageActor(Actor[StorageCommand]):
         """Waits for the outcome of ``part`` among a batch; counted, in the request's context,
         as a request to Elasticsearch in flight meanwhile (what a timed-out answer names)."""
         outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        keys = tuple((storage_id, key) for key in part.ids)
+        keys = keys_of(storage_id, part.ids)
         self._batcher.add(Pending(kind, keys, len(part.body), _Work(part, outcome)))
         self._send_batches()
         with waiting():
