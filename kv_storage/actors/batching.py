@@ -108,7 +108,7 @@ class Batcher(Generic[PayloadT]):
         """The batches that may go now, each to be sent as one request and reported ``done``.
 
         Costs nothing while no waiting operation has a free slot; else one pass over the
-        waiting operations, with set operations (in C) per operation, not per key."""
+        waiting operations, with set operations (in C) per pair of operations, not per key."""
         limits = self._limits
         room = {
             kind: self._waiting_of[kind] > 0 and len(batches) < limits.max_in_flight
@@ -122,9 +122,11 @@ class Batcher(Generic[PayloadT]):
         being_written = [
             pending.keys for b in self._in_flight[Kind.WRITE] for pending in b.operations
         ]
-        unreadable: set[Key] = set()
+        # Key sets, not merged: each operation is checked against each set (isdisjoint, in C),
+        # so that an operation staying behind costs one append, whatever its keys.
+        unreadable: list[frozenset[Key]] = []
         """Keys of earlier writes not yet answered: a read of them must come after."""
-        unwritable: set[Key] = set()
+        unwritable: list[frozenset[Key]] = []
         """Keys of earlier operations that stay behind or go now in a read: a write of them
         must come after."""
         staying: deque[Pending[PayloadT]] = deque()
@@ -145,16 +147,16 @@ class Batcher(Generic[PayloadT]):
             )
             if goes:
                 batch.add(operation)
-                (unwritable if kind is Kind.READ else unreadable).update(keys)
+                (unwritable if kind is Kind.READ else unreadable).append(keys)
                 if batch.full(limits):
                     room[kind] = False
                     if not (room[Kind.READ] or room[Kind.WRITE]):
                         break  # nothing more can go: the rest stays as it is, in order
                 continue
             staying.append(operation)
-            unwritable.update(keys)
+            unwritable.append(keys)
             if kind is Kind.WRITE:
-                unreadable.update(keys)
+                unreadable.append(keys)
         staying.extend(waiting)
         self._waiting = staying
         batches = [batch for batch in filling.values() if batch.operations]
@@ -168,7 +170,5 @@ class Batcher(Generic[PayloadT]):
         self._in_flight[batch.kind].remove(batch)
 
 
-def _free(keys: frozenset[Key], earlier: set[Key], *in_flight: list[frozenset[Key]]) -> bool:
-    if not keys.isdisjoint(earlier):
-        return False
-    return all(keys.isdisjoint(taken) for sets in in_flight for taken in sets)
+def _free(keys: frozenset[Key], *taken: list[frozenset[Key]]) -> bool:
+    return all(keys.isdisjoint(held) for sets in taken for held in sets)
