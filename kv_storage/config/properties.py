@@ -224,7 +224,7 @@ PROPERTIES: tuple[Property, ...] = (
     ),
     Property(
         "elasticsearch.batch.max-in-flight",
-        2,
+        1,
         _between(1, 64),
         "Batches of reads, and of writes, waiting for Elasticsearch at once; operations "
         "arriving meanwhile wait and go together.",
