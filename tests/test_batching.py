@@ -125,6 +125,26 @@ async def test_one_refused_document_fails_only_its_own_request(
     assert body["error"].startswith("Elasticsearch refused the request (request id ")
 
 
+async def test_one_unreadable_document_fails_only_its_own_request(
+    api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
+) -> None:
+    """A storage whose index is closed: its documents come back from the _mget as errors;
+    the gets of other storages in the same batches are answered."""
+    closed, open_ = await create_storage(), await create_storage()
+    for storage in (closed, open_):
+        assert await set_value(api, storage, "k", "v") == 200
+    await es.indices.close(index=f"{index_prefix}storage-data-{closed.id}")
+    before = await route_requests(es, "/_mget")
+    answers = await asyncio.gather(
+        *(get(api, storage, "k") for _ in range(30) for storage in (open_, closed))
+    )
+    requests = await route_requests(es, "/_mget") - before
+    assert [status for status, _ in answers] == [200, 500] * 30
+    assert {text for status, text in answers if status == 200} == {"v"}
+    assert all("Elasticsearch refused the request" in text for _, text in answers[1::2])
+    assert requests < len(answers) / 2, requests
+
+
 async def test_each_client_sees_its_own_writes(api: Client, create_storage: StorageFactory) -> None:
     """Set, then get, by 20 clients at once, 10 rounds each: every get sees the set before it."""
     storage = await create_storage()
