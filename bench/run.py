@@ -9,11 +9,14 @@ Elasticsearch share its cores), which the results say.
 
 It starts the local Elasticsearch (scripts/local-es.sh, node "bench") and the service as a
 real process configured as in production, loads its data under the index prefix "bench-",
-and writes docs/benchmarks-latest.md and docs/benchmarks.png.
+and writes docs/benchmarks-latest.md (and .json) and docs/benchmarks.png; with an earlier
+run's rows (``--before``, by default docs/benchmarks-before.json) it adds the before/after
+table and plots both.
 """
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -54,6 +57,11 @@ class Run:
     p50_ms: float
     p99_ms: float
     requests: int
+    connections: int = 0
+    cpu_us_per_op: float | None = None
+    """The service process's CPU time (user + system) per operation, from /proc."""
+    es_requests_per_op: float | None = None
+    """Requests the service sent to Elasticsearch per operation (its own count)."""
 
 
 @dataclass
@@ -109,6 +117,7 @@ def wrk(
         "BENCH_METHOD": method,
         "BENCH_PATH": path,
         "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in (headers or {}).items()),
+        "BENCH_KEY_SPACE": str(KEY_SPACE),
     }
     with tempfile.NamedTemporaryFile(suffix=".body") as body_file:
         if body is not None:
@@ -117,7 +126,7 @@ def wrk(
             environment["BENCH_BODY_FILE"] = body_file.name
         command = [
             "wrk",
-            "-t2",
+            f"-t{min(2, connections)}",
             f"-c{connections}",
             f"-d{duration_s}s",
             "--latency",
@@ -135,7 +144,7 @@ def wrk(
     p99 = _latency_ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     log(f"{scenario:<22} {target:<14} {rps:>9.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms")
-    return Run(scenario, target, rps, p50, p99, total)
+    return Run(scenario, target, rps, p50, p99, total, connections)
 
 
 # The service process --------------------------------------------------------------------------
@@ -267,6 +276,17 @@ async def wait_for_history_written(session: aiohttp.ClientSession, svc: str) -> 
 
 # Scenarios ---------------------------------------------------------------------------------------
 
+KEY_SPACE = 10_000
+"""Single gets and sets pick a random key among this many stored ones (``{k}`` in a path)."""
+SWEEP = (1, 16, 64)
+"""Connections of the single get and single set sweep; the main rows use ``--connections``."""
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) the process has used so far, from its own counters."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 async def run(args: argparse.Namespace) -> list[Row]:
     es_url = (
@@ -300,7 +320,8 @@ async def run(args: argparse.Namespace) -> list[Row]:
     history_id, history_secret = await create_storage(es, history=True)
     list_sizes = [10_000] if args.quick else [10_000, 100_000]
     list_storages = {size: await create_storage(es, history=False) for size in list_sizes}
-    await load_keys(es, plain_id, 1000)
+    log(f"loading {KEY_SPACE} keys")
+    await load_keys(es, plain_id, KEY_SPACE)
     for size, (storage_id, _) in list_storages.items():
         log(f"loading {size} keys")
         await load_keys(es, storage_id, size)
@@ -323,15 +344,24 @@ async def run(args: argparse.Namespace) -> list[Row]:
         return ("\n".join(lines) + "\n").encode()
 
     async with AsyncExitStack() as stack:
-        stack.enter_context(service(es_url, port))
+        process = stack.enter_context(service(es_url, port))
         session = await stack.enter_async_context(aiohttp.ClientSession())
 
-        async def through_service(scenario: str, **request: Any) -> tuple[Run, str]:
-            """wrk on the service, and the Elasticsearch requests it sent per operation."""
+        async def through_service(scenario: str, **request: Any) -> Run:
+            """wrk on the service, with what it cost the service: its CPU time and the
+            Elasticsearch requests it sent, per operation."""
             before = await es_requests_sent(session, svc)
-            measured = wrk(scenario, request.pop("target", "service"), svc, **request, **options)
+            cpu_before = cpu_s(process.pid)
+            target = request.pop("target", "service")
+            measured = wrk(scenario, target, svc, **{**options, **request})
+            measured.cpu_us_per_op = (cpu_s(process.pid) - cpu_before) * 1e6 / measured.requests
             sent = await es_requests_sent(session, svc) - before
-            return measured, f"{sent / measured.requests:.2f} ES requests per op (service's count)"
+            measured.es_requests_per_op = sent / measured.requests
+            log(
+                f"{'':<22} {target:<14} {measured.cpu_us_per_op:9.0f} us CPU per op, "
+                f"{measured.es_requests_per_op:.2f} ES requests per op"
+            )
+            return measured
 
         # Warm up both (connections, caches, JIT) before measuring.
         wrk(
@@ -339,57 +369,99 @@ async def run(args: argparse.Namespace) -> list[Row]:
             "service",
             svc,
             method="GET",
-            path=f"/get/{plain_id}/key-0000001",
+            path=f"/get/{plain_id}/key-{{k}}",
             headers=plain,
             duration_s=3,
             connections=args.connections,
         )
-
-        reference = wrk(
-            "get",
+        wrk(
+            "warm-up",
             "elasticsearch",
             es_url,
             method="GET",
-            path=f"/{data_index}/_doc/key-0000001",
-            **options,
-        )
-        before = await node_counters(es)
-        measured, sent = await through_service(
-            "get", method="GET", path=f"/get/{plain_id}/key-0000001", headers=plain
-        )
-        after = await node_counters(es)
-        gets = (after["get"] - before["get"]) / measured.requests
-        rows.append(Row("single get", reference, measured, f"{sent}; node: {gets:.2f} get per op"))
-
-        reference = wrk(
-            "set",
-            "elasticsearch",
-            es_url,
-            method="PUT",
-            path=f"/{data_index}/_doc/s{{n}}",
-            headers=json_type,
-            body=b'{"value": "a small value"}',
-            **options,
-        )
-        before = await node_counters(es)
-        set_plain, sent = await through_service(
-            "set",
-            method="PUT",
-            path=f"/set/{plain_id}/s{{n}}",
-            headers={**plain, "Content-Type": "text/plain"},
-            body=b"a small value",
-        )
-        after = await node_counters(es)
-        indexed = (after["index"] - before["index"]) / set_plain.requests
-        rows.append(
-            Row("single set", reference, set_plain, f"{sent}; node: {indexed:.2f} index per op")
+            path=f"/{data_index}/_doc/key-{{k}}",
+            duration_s=3,
+            connections=args.connections,
         )
 
-        set_history, sent = await through_service(
+        set_plain: Run | None = None
+        for connections in sorted({*SWEEP, args.connections}):
+            main = connections == args.connections
+            suffix = "" if main else f" ({connections} conn.)"
+            reference = wrk(
+                "get",
+                "elasticsearch",
+                es_url,
+                method="GET",
+                path=f"/{data_index}/_doc/key-{{k}}",
+                **{**options, "connections": connections},
+            )
+            before = await node_counters(es)
+            measured = await through_service(
+                "get",
+                method="GET",
+                path=f"/get/{plain_id}/key-{{k}}",
+                headers=plain,
+                connections=connections,
+            )
+            after = await node_counters(es)
+            gets = (after["get"] - before["get"]) / measured.requests
+            rows.append(
+                Row(
+                    f"single get{suffix}",
+                    reference,
+                    measured,
+                    f"node: {gets:.2f} documents read per op",
+                )
+            )
+
+            reference = wrk(
+                "set",
+                "elasticsearch",
+                es_url,
+                method="PUT",
+                path=f"/{data_index}/_doc/key-{{k}}",
+                headers=json_type,
+                body=b'{"value": "a small value"}',
+                **{**options, "connections": connections},
+            )
+            before = await node_counters(es)
+            measured = await through_service(
+                "set",
+                method="PUT",
+                path=f"/set/{plain_id}/key-{{k}}",
+                headers={**plain, "Content-Type": "text/plain"},
+                body=b"a small value",
+                connections=connections,
+            )
+            after = await node_counters(es)
+            indexed = (after["index"] - before["index"]) / measured.requests
+            rows.append(
+                Row(
+                    f"single set{suffix}",
+                    reference,
+                    measured,
+                    f"node: {indexed:.2f} documents indexed per op",
+                )
+            )
+            if main:
+                set_plain = measured
+        assert set_plain is not None
+
+        # The history storage's indices made first, as the plain storage's are: creating an
+        # index under load stalls its writes for a moment, which is not what is measured here.
+        async with session.put(
+            f"{svc}/set/{history_id}/warm",
+            data=b"v",
+            headers={"Secret-Key": history_secret, "Content-Type": "text/plain"},
+        ) as answer:
+            answer.raise_for_status()
+        await wait_for_history_written(session, svc)
+        set_history = await through_service(
             "set",
             target="service+history",
             method="PUT",
-            path=f"/set/{history_id}/s{{n}}",
+            path=f"/set/{history_id}/key-{{k}}",
             headers={"Secret-Key": history_secret, "Content-Type": "text/plain"},
             body=b"a small value",
         )
@@ -399,7 +471,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
                 "set with history vs without",
                 set_plain,
                 set_history,
-                f"both through the service; {sent}",
+                "both through the service",
             )
         )
         await wait_for_history_written(session, svc)
@@ -420,14 +492,14 @@ async def run(args: argparse.Namespace) -> list[Row]:
             body=json.dumps({"ids": keys100}).encode(),
             **options,
         )
-        measured, sent = await through_service(
+        measured = await through_service(
             "mget 100",
             method="POST",
             path=f"/get/{plain_id}",
             headers={**plain, **json_type},
             body=body,
         )
-        rows.append(Row("multi-get 100", reference, measured, sent))
+        rows.append(Row("multi-get 100", reference, measured))
 
         for count in (100, 1000):
             before = await node_counters(es)
@@ -444,7 +516,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
             after = await node_counters(es)
             es_per_op = (after["bulk"] - before["bulk"]) / reference.requests
             before = await node_counters(es)
-            measured, sent = await through_service(
+            measured = await through_service(
                 f"mset {count}",
                 method="PUT",
                 path=f"/set/{plain_id}",
@@ -458,7 +530,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
                     f"multi-set {count}",
                     reference,
                     measured,
-                    f"{sent}; node: shard bulk operations per op: service {per_op:.2f}, "
+                    f"node: shard bulk operations per op: service {per_op:.2f}, "
                     f"direct _bulk {es_per_op:.2f}",
                 )
             )
@@ -505,7 +577,7 @@ async def history_fault_row(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the history buffer held only {filled:.0f} records")
         log(f"history buffer full ({filled:.0f} records); measuring sets")
-        faulty, sent = await through_service(
+        faulty = await through_service(
             "set",
             target="service+history fault",
             method="PUT",
@@ -521,8 +593,7 @@ async def history_fault_row(
         "set, history write-blocked vs healthy",
         healthy,
         faulty,
-        f"both through the service; {buffered:,.0f} history records buffered while measured; "
-        f"{sent}",
+        f"both through the service; {buffered:,.0f} history records buffered while measured",
     )
 
 
@@ -621,52 +692,94 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {memory_kb / 1024 / 1024:.0f} GiB"
 
 
+def _optional(value: float | None, form: str) -> str:
+    return "" if value is None else format(value, form)
+
+
 def table(rows: list[Row], args: argparse.Namespace) -> str:
     lines = [
         f"Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}; wrk "
-        f"(2 threads, {args.connections} connections, {args.duration} s per target), the "
-        "service and Elasticsearch all on this machine. List rows: one request, median of 3.",
+        f"(2 threads, {args.connections} connections unless the row says otherwise, "
+        f"{args.duration} s per target), the service and Elasticsearch all on this machine; "
+        f"single gets and sets on random keys among {KEY_SPACE:,} stored. List rows: one "
+        "request, median of 3.",
         "",
-        "| scenario | ES req/s | service req/s | ratio | ES p50 / p99 ms | service p50 / p99 ms | p99 ratio | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| scenario | ES req/s | service req/s | ratio | ES p50 / p99 ms | service p50 / p99 ms "
+        "| p99 ratio | service CPU µs/op | ES requests/op | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         reference, service_run = row.reference, row.service
         lines.append(
             f"| {row.scenario} | {reference.requests_per_s:,.1f} | {service_run.requests_per_s:,.1f} | "
             f"{row.throughput_ratio:.2f} | {reference.p50_ms:.2f} / {reference.p99_ms:.2f} | "
-            f"{service_run.p50_ms:.2f} / {service_run.p99_ms:.2f} | {row.p99_ratio:.2f} | {row.note} |"
+            f"{service_run.p50_ms:.2f} / {service_run.p99_ms:.2f} | {row.p99_ratio:.2f} | "
+            f"{_optional(service_run.cpu_us_per_op, ',.0f')} | "
+            f"{_optional(service_run.es_requests_per_op, '.2f')} | {row.note} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[Row], path: Path) -> None:
+def comparison(before: list[dict[str, Any]], after: list[Row]) -> str:
+    """Before and after, scenario by scenario: each run's ratio to its own direct
+    Elasticsearch, and the service's CPU and Elasticsearch requests per operation."""
+    earlier = {row["scenario"]: row for row in before}
+    lines = [
+        "| scenario | ratio before | ratio after | p99 ratio before | p99 ratio after "
+        "| CPU µs/op before | CPU µs/op after | ES requests/op before | ES requests/op after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in after:
+        old = earlier.get(row.scenario)
+        if old is None:
+            continue
+        old_ref, old_svc = old["reference"], old["service"]
+        lines.append(
+            f"| {row.scenario} | {old_svc['requests_per_s'] / old_ref['requests_per_s']:.2f} | "
+            f"{row.throughput_ratio:.2f} | {old_svc['p99_ms'] / old_ref['p99_ms']:.2f} | "
+            f"{row.p99_ratio:.2f} | {_optional(old_svc.get('cpu_us_per_op'), ',.0f')} | "
+            f"{_optional(row.service.cpu_us_per_op, ',.0f')} | "
+            f"{_optional(old_svc.get('es_requests_per_op'), '.2f')} | "
+            f"{_optional(row.service.es_requests_per_op, '.2f')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[Row], path: Path, before: list[dict[str, Any]] | None) -> None:
+    """Per scenario, the service's throughput as a share of direct Elasticsearch's in the
+    same run: before this change (when given) and now."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     wrk_rows = [row for row in rows if not row.scenario.startswith("list")]
+    earlier = {row["scenario"]: row for row in before or []}
     labels = [row.scenario for row in wrk_rows]
-    positions = range(len(wrk_rows))
-    figure, axis = plt.subplots(figsize=(10, 5))
+    positions = list(range(len(wrk_rows)))
+    figure, axis = plt.subplots(figsize=(11, 5.5))
     width = 0.4
+    if earlier:
+        old = [
+            (
+                earlier[r.scenario]["service"]["requests_per_s"]
+                / earlier[r.scenario]["reference"]["requests_per_s"]
+                if r.scenario in earlier
+                else 0.0
+            )
+            for r in wrk_rows
+        ]
+        axis.bar([p - width / 2 for p in positions], old, width, label="before (issue 16)")
     axis.bar(
-        [p - width / 2 for p in positions],
-        [r.reference.requests_per_s for r in wrk_rows],
+        [p + width / 2 if earlier else p for p in positions],
+        [r.throughput_ratio for r in wrk_rows],
         width,
-        label="Elasticsearch directly (or the service without history)",
+        label="after" if earlier else "kv-storage",
     )
-    axis.bar(
-        [p + width / 2 for p in positions],
-        [r.service.requests_per_s for r in wrk_rows],
-        width,
-        label="kv-storage",
-    )
-    axis.set_xticks(list(positions), labels, rotation=20, ha="right")
-    axis.set_ylabel("requests / s (log scale)")
-    axis.set_yscale("log")
-    axis.set_title("Throughput per scenario, same run, same concurrency")
+    axis.axhline(1.0, color="grey", linewidth=0.8)
+    axis.set_xticks(positions, labels, rotation=25, ha="right")
+    axis.set_ylabel("service throughput / direct Elasticsearch (same run)")
+    axis.set_title("Throughput as a share of Elasticsearch's (history rows: of the service's own)")
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -678,6 +791,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="skip the 100,000-key list")
     parser.add_argument("--keep-es", action="store_true", help="leave the bench node running")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=DOCS / "benchmarks-before.json",
+        help="rows of an earlier run (its benchmarks-latest.json) to compare with",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench: wrk is missing (make bench installs it)", file=sys.stderr)
@@ -691,12 +810,20 @@ def main() -> int:
                 [str(ROOT / "scripts" / "local-es.sh"), "stop", "--name", "bench"], check=False
             )
     report = table(rows, args)
+    before = json.loads(args.before.read_text()) if args.before.exists() else None
+    if before is not None:
+        report += f"\nBefore ({args.before.name}) and after, each against its own run's Elasticsearch:\n\n"
+        report += comparison(before, rows)
     DOCS.mkdir(exist_ok=True)
     (DOCS / "benchmarks-latest.md").write_text(report)
-    plot(rows, DOCS / "benchmarks.png")
+    (DOCS / "benchmarks-latest.json").write_text(
+        json.dumps([dataclasses.asdict(row) for row in rows], indent=1) + "\n"
+    )
+    plot(rows, DOCS / "benchmarks.png", before)
     print(report)
     log(
-        f"done in {time.monotonic() - started:.0f} s; wrote docs/benchmarks-latest.md and docs/benchmarks.png"
+        f"done in {time.monotonic() - started:.0f} s; wrote docs/benchmarks-latest.md, "
+        "docs/benchmarks-latest.json and docs/benchmarks.png"
     )
     return 0
 

@@ -80,6 +80,10 @@ class Metrics:
         self._snapshot.values = dict(values)
 
     def middleware(self) -> Middleware:
+        # The labelled series, looked up once each: ``labels`` takes a lock and builds keys.
+        counts: dict[tuple[str, str, int], Any] = {}
+        latencies: dict[tuple[str, str], Any] = {}
+
         @web.middleware
         async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
             started = time.perf_counter()
@@ -93,8 +97,17 @@ class Metrics:
                 raise
             finally:
                 route = route_of(request)
-                self.requests.labels(request.method, route, str(status)).inc()
-                self.latency.labels(request.method, route).observe(time.perf_counter() - started)
+                method = request.method
+                count = counts.get((method, route, status))
+                if count is None:
+                    count = counts[(method, route, status)] = self.requests.labels(
+                        method, route, str(status)
+                    )
+                latency = latencies.get((method, route))
+                if latency is None:
+                    latency = latencies[(method, route)] = self.latency.labels(method, route)
+                count.inc()
+                latency.observe(time.perf_counter() - started)
 
         return measure
 

@@ -16,6 +16,7 @@ this one decide that), and never beyond a bound: a JSON body over
 parsed, so that nobody can make the service parse many megabytes of JSON.
 """
 
+import inspect
 import json
 import re
 from collections.abc import Callable
@@ -166,7 +167,9 @@ def validates(location: str, field: "fields.Field[Any]") -> Callable[[HandlerT],
         if not hasattr(marked, "__apispec__"):  # as aiohttp-apispec's decorators expect
             marked.__apispec__ = {"schemas": [], "responses": {}, "parameters": []}
             marked.__schemas__ = []
-        marked.__schemas__.append({"schema": schema, "location": location, "whole": True})
+        marked.__schemas__.append(
+            {"schema": schema, "location": location, "whole": True, "field": field}
+        )
         return handler
 
     return declare
@@ -201,7 +204,21 @@ async def validation_middleware(request: web.Request, handler: Handler) -> web.S
     return await handler(request)
 
 
+_WHOLE_LOADERS = {"key": _load_key, "value": _load_value, "body": _load_body}
+
+
 async def _loaded(request: web.Request, entry: dict[str, Any]) -> Any:
+    field: fields.Field[Any] | None = entry.get("field")
+    if field is not None:
+        # One value, one field: loaded and checked directly, as webargs would (its errors
+        # keyed by location and field), without a schema round per request.
+        location = entry["location"]
+        raw: Any = _WHOLE_LOADERS[location](request, entry["schema"])
+        loaded = (await raw if inspect.isawaitable(raw) else raw)[location]
+        try:
+            return field.deserialize(loaded)
+        except ValidationError as error:
+            raise ValidationError({location: {location: error.messages}}) from None
     parsed = await _parser.parse(
         entry["schema"], request, location=entry["location"], unknown=_unknown(entry)
     )

@@ -17,6 +17,7 @@ from typing import TypeVar
 from elastic_transport import AsyncTransport
 from elasticsearch import AsyncElasticsearch
 
+from kv_storage.actors.batching import BatchLimits
 from kv_storage.actors.cache import CacheActor
 from kv_storage.actors.cache_update import CacheUpdateActor
 from kv_storage.actors.expiry import ExpiryActor, sweep_overlap_s
@@ -162,10 +163,16 @@ async def cache(parts: Parts) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def storage(parts: Parts) -> AsyncIterator[None]:
+    settings = parts.config.elasticsearch
     actor = StorageActor(
         data=DataStore(parts.client, parts.names, parts.scan_settings()),
         history=parts.history,
-        max_open_scans=parts.config.elasticsearch.scroll_max_open,
+        max_open_scans=settings.scroll_max_open,
+        batch_limits=BatchLimits(
+            max_operations=settings.batch.max_operations,
+            max_bytes=settings.batch.max_bytes,
+            max_in_flight=settings.batch.max_in_flight,
+        ),
     )
     actor.start()
     parts._storage = actor

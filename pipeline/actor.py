@@ -174,10 +174,13 @@ class HistoryActor:
                         message = await self._mailbox.get()
                 except TimeoutError:
                     pass
-                if isinstance(message, _Stop):
-                    return
-                if message is not None:
+                # Everything already waiting too, before the timers are looked at again: the
+                # records of a batch of storage operations arrive together.
+                while message is not None:
+                    if isinstance(message, _Stop):
+                        return
                     await self._handle(message)
+                    message = None if self._mailbox.empty() else self._mailbox.get_nowait()
                 self._maybe_flush(loop.time())
         finally:
             if self._flush is not None:

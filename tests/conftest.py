@@ -390,13 +390,19 @@ class CountingProxy:
 
     url: str
     requests: list[tuple[str, str]]
+    bodies: list[bytes]
+    """The body of each request, in the same order."""
 
-    def count(self, method: str | None = None, path_part: str = "") -> int:
+    def count(self, method: str | None = None, path_part: str = "", body_part: bytes = b"") -> int:
         return sum(
             1
-            for seen_method, path in self.requests
-            if (method is None or seen_method == method) and path_part in path
+            for (seen_method, path), body in zip(self.requests, self.bodies, strict=True)
+            if (method is None or seen_method == method) and path_part in path and body_part in body
         )
+
+    def clear(self) -> None:
+        self.requests.clear()
+        self.bodies.clear()
 
 
 @pytest.fixture
@@ -405,14 +411,17 @@ async def es_proxy(
 ) -> AsyncIterator[CountingProxy]:
     session = aiohttp.ClientSession(auto_decompress=False)
     requests: list[tuple[str, str]] = []
+    bodies: list[bytes] = []
 
     async def forward(request: web.Request) -> web.Response:
+        body = await request.read()
         requests.append((request.method, request.raw_path))
+        bodies.append(body)
         headers = {
             k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
         }
         async with session.request(
-            request.method, es_url + request.raw_path, headers=headers, data=await request.read()
+            request.method, es_url + request.raw_path, headers=headers, data=body
         ) as answer:
             body = await answer.read()
             passed = {
@@ -425,5 +434,5 @@ async def es_proxy(
     proxy = web.Application(client_max_size=1024**3)
     proxy.router.add_route("*", "/{tail:.*}", forward)
     server = await aiohttp_server(proxy)
-    yield CountingProxy(f"http://127.0.0.1:{server.port}", requests)
+    yield CountingProxy(f"http://127.0.0.1:{server.port}", requests, bodies)
     await session.close()

@@ -169,12 +169,25 @@ async def bulk_running(es: AsyncElasticsearch, count: int) -> bool:
     )
 
 
+async def get_value(api: Client, storage: StorageRef, key: str) -> Answer:
+    started = time.monotonic()
+    response = await api.get(path("get", storage, key), headers=storage.headers)
+    body = await response.json() if response.content_type == "application/json" else None
+    return Answer(key, started, response.status, body, time.monotonic() - started)
+
+
 async def traffic_across(
-    api: Client, storage: StorageRef, fault: Callable[[], Awaitable[None]], *, label: str
+    api: Client,
+    storage: StorageRef,
+    fault: Callable[[], Awaitable[None]],
+    *,
+    label: str,
+    readers: int = 0,
 ) -> tuple[list[Answer], float]:
-    """Sets from 8 clients without pause, before, while and after ``fault`` happens, so that
-    requests are in flight when it strikes. Returns every answer, and when ``fault`` was over;
-    by then at least 16 requests were sent after it."""
+    """Sets from 8 clients (and gets of a key that exists from ``readers`` more) without
+    pause, before, while and after ``fault`` happens, so that requests are in flight when it
+    strikes. Returns every answer, and when ``fault`` was over; by then at least 16 requests
+    were sent after it."""
     answers: list[Answer] = []
     done = asyncio.Event()
 
@@ -184,7 +197,12 @@ async def traffic_across(
             answers.append(await set_value(api, storage, f"{label}-{number}-{sent}"))
             sent += 1
 
+    async def reader() -> None:
+        while not done.is_set():
+            answers.append(await get_value(api, storage, "warm"))
+
     clients = [asyncio.create_task(client(n)) for n in range(8)]
+    clients += [asyncio.create_task(reader()) for _ in range(readers)]
     try:
 
         async def flowing() -> bool:
@@ -281,6 +299,37 @@ async def test_elasticsearch_hanging_under_traffic_and_resuming(
     finally:
         os.kill(pid, signal.SIGCONT)
     await assert_serving_again(api, storage, "after-hang")
+
+
+async def test_elasticsearch_stopping_and_hanging_while_batches_are_in_flight(
+    faulty: tuple[Client, StorageRef, AsyncElasticsearch],
+) -> None:
+    """Gets and sets of 24 clients, batched: when the node freezes (SIGSTOP), the batches out
+    and the operations waiting behind them are all answered within the request timeout, and
+    the answer names Elasticsearch as the cause; so too when the node then stops."""
+    api, storage, _ = faulty
+    pid = int(NODE_PID_FILE.read_text())
+
+    async def freeze() -> None:
+        os.kill(pid, signal.SIGSTOP)
+
+    try:
+        answers, frozen = await traffic_across(api, storage, freeze, label="freeze", readers=16)
+        assert any(answer.key == "warm" and answer.status == 200 for answer in answers)
+        waited = [answer for answer in answers if answer.status != 200 or answer.started > frozen]
+        assert sum(answer.key == "warm" for answer in waited) >= 8, waited  # gets among them
+        for answer in waited:
+            assert_failed_well(answer, "Elasticsearch did not answer in time")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await assert_serving_again(api, storage, "after-freeze")
+
+    answers, stopped = await traffic_across(api, storage, stop_node, label="gone", readers=16)
+    for answer in answers:
+        if answer.status != 200 or answer.started > stopped:
+            assert_failed_well(answer, "Elasticsearch")
+    await start_node()
+    await assert_serving_again(api, storage, "after-stop")
 
 
 # Long enough that the records surely wait in the buffer when the node is gone (the stop

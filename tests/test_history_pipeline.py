@@ -129,7 +129,7 @@ async def test_a_burst_on_several_storages_takes_few_bulk_requests(
         *(put(api, storage, f"k{n}", "v") for storage in storages for n in range(50))
     )
     await wait_for_stats(api, "150 records written", lambda s: s.written == 150)
-    assert es_proxy.count(path_part="/_bulk") == 3  # single sets are /_doc: these are history
+    assert es_proxy.count(path_part="/_bulk", body_part=b"storage-history-") == 3
     for storage in storages:
         assert len(await records(es, index_prefix, storage)) == 50
 

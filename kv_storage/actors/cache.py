@@ -8,7 +8,9 @@ their own. Concurrent lookups of one uncached storage share a single registry re
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 from aiocache import SimpleMemoryCache
 
@@ -98,6 +100,8 @@ class _BoundedCache:
         await self._cache.clear()
 
 
+AnswerT = TypeVar("AnswerT")
+
 _LOOKUP_CONCURRENCY = 1024
 MAX_CACHED_MISSES = 256
 """Unknown storage ids remembered at once: enough to spare the registry a client that
@@ -117,6 +121,22 @@ class CacheActor(Actor[CacheMessage]):
 
     async def look_up(self, storage_id: str) -> Storage | None:
         return await self.ask(LookUp(storage_id))
+
+    def answer_at_once(self, message: Ask[AnswerT]) -> Awaitable[AnswerT] | None:
+        """A lookup is answered from the cache in the caller's task; only a miss (a registry
+        read, shared by concurrent callers) goes through the mailbox."""
+        if isinstance(message, LookUp):
+            return cast(Awaitable[AnswerT], self._cached_or_in_turn(message))
+        return None
+
+    async def _cached_or_in_turn(self, message: LookUp) -> Storage | None:
+        entry = await self._found.get(message.storage_id) or await self._missing.get(
+            message.storage_id
+        )
+        if entry is None:
+            return await self.ask_in_turn(message)
+        self._hits += 1
+        return entry.storage
 
     async def handle(self, message: CacheMessage) -> Storage | CacheStats | None:
         match message:

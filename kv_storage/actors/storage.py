@@ -5,17 +5,30 @@ handlers' access check, before any body is read). It does the Elasticsearch work
 data access layer and hands every successful change to the history sink, without waiting
 for history. It also bounds the scans (list, clear) in progress: each holds a scroll context
 in Elasticsearch, which allows only a few hundred per node.
+
+Gets, sets and deletes, single and multi, of any storages, go in batches
+(``kv_storage.actors.batching`` decides which go together and when): the batches in flight
+and the operations waiting for one are this actor's state. Each operation is encoded by the
+data access layer as it arrives, and gets exactly its own outcome back: a failure of one of
+its items fails it alone, a failure of the whole request every operation in it. A write is
+answered once Elasticsearch acknowledged the request that carried it.
 """
 
+import asyncio
 import contextlib
+import contextvars
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from kv_storage.actors.base import Actor, ActorStoppedError, Ask
+from kv_storage.actors.batching import Batch, Batcher, BatchLimits, Kind, Pending, keys_of
 from kv_storage.errors import ConflictError, NotFoundError, ServiceUnavailableError
+from kv_storage.es.batches import Reads, Writes
 from kv_storage.es.data import DataStore
+from kv_storage.es.errors import ItemError
+from kv_storage.es.waits import waiting
 from kv_storage.logs import request_id
 from kv_storage.model import Storage
 from pipeline.records import HistoryRecord, Operation
@@ -78,6 +91,8 @@ class _ScanEnded:
     """A list's pages were closed: its slot among the open scans is free again."""
 
 
+_BATCHED = (GetValue, GetValues, SetValue, SetValues, DeleteValue, DeleteValues)
+
 StorageCommand = (
     GetValue
     | GetValues
@@ -90,6 +105,8 @@ StorageCommand = (
     | _ScanEnded
 )
 
+AnswerT = TypeVar("AnswerT")
+
 _OPERATION_CONCURRENCY = 4096
 """Commands in progress at once; the Elasticsearch client's connection pool is the real limit."""
 
@@ -97,13 +114,30 @@ _SCAN_RETRY_AFTER_S = 1
 """What a list or clear refused for want of a free scan slot is told to wait, in seconds."""
 
 
+@dataclass(eq=False, slots=True)
+class _Work:
+    """An operation's encoded part of a batch, and where its outcome goes."""
+
+    part: Reads | Writes
+    outcome: "asyncio.Future[Any]"
+
+
 class StorageActor(Actor[StorageCommand]):
-    def __init__(self, *, data: DataStore, history: HistorySink, max_open_scans: int) -> None:
+    def __init__(
+        self,
+        *,
+        data: DataStore,
+        history: HistorySink,
+        max_open_scans: int,
+        batch_limits: BatchLimits,
+    ) -> None:
         super().__init__(name="storage", max_concurrency=_OPERATION_CONCURRENCY)
         self._data = data
         self._history = history
         self._max_open_scans = max_open_scans
         self._open_scans = 0
+        self._batcher = Batcher[_Work](batch_limits)
+        self._batches: set[asyncio.Task[None]] = set()
 
     async def handle(self, message: StorageCommand) -> Any:
         if isinstance(message, _ScanEnded):
@@ -112,38 +146,40 @@ class StorageActor(Actor[StorageCommand]):
         storage = message.storage
         match message:
             case GetValue(key=key):
-                value = await self._data.get(storage.id, key)
+                (value,) = await self._read(storage.id, (key,))
                 if value is None:
                     raise NotFoundError(f"storage {storage.id} has no key {key!r}")
                 return value
             case GetValues(keys=keys):
-                return await self._data.get_many(storage.id, keys)
+                part = self._data.reads(storage.id, keys)
+                return dict(zip(part.ids, await self._read_part(storage.id, part), strict=True))
             case SetValue(key=key, value=value, received_ms=received_ms):
-                await self._data.put(storage.id, key, value)
+                failed = await self._write(storage.id, self._data.sets(storage.id, {key: value}))
+                if failed:
+                    raise ItemError(failed[key])
                 self._record(storage, [(key, value)], Operation.SET, received_ms)
                 return None
             case SetValues(pairs=pairs, received_ms=received_ms):
-                written = await self._data.put_many(storage.id, pairs)
+                failed = await self._write(storage.id, self._data.sets(storage.id, pairs))
                 self._record(
                     storage,
-                    [(k, v) for k, v in pairs.items() if k in written],
+                    [(k, v) for k, v in pairs.items() if k not in failed],
                     Operation.SET,
                     received_ms,
                 )
-                return written
+                return set(pairs) - failed.keys()
             case DeleteValue(key=key, received_ms=received_ms):
-                await self._data.delete(storage.id, key)
+                failed = await self._write(storage.id, self._data.deletes(storage.id, (key,)))
+                if failed:
+                    raise ItemError(failed[key])
                 self._record(storage, [(key, None)], Operation.DELETE, received_ms)
                 return None
             case DeleteValues(keys=keys, received_ms=received_ms):
-                deleted = await self._data.delete_many(storage.id, keys)
-                self._record(
-                    storage,
-                    [(k, None) for k in dict.fromkeys(keys) if k in deleted],
-                    Operation.DELETE,
-                    received_ms,
-                )
-                return deleted
+                deletes = self._data.deletes(storage.id, keys)
+                failed = await self._write(storage.id, deletes)
+                deleted = [key for key in deletes.ids if key not in failed]
+                self._record(storage, [(k, None) for k in deleted], Operation.DELETE, received_ms)
+                return set(deleted)
             case ListKeys():
                 return await self._list(storage)
             case Clear(received_ms=received_ms):
@@ -160,6 +196,89 @@ class StorageActor(Actor[StorageCommand]):
                     )
                 self._record(storage, [(None, None)], Operation.CLEAR, received_ms)
                 return None
+
+    def answer_at_once(self, message: Ask[AnswerT]) -> Awaitable[AnswerT] | None:
+        """Gets, sets and deletes run in the caller's task: they only add to the batches
+        (the actor's state, changed without awaiting) and wait for their outcome."""
+        if isinstance(message, _BATCHED):
+            return cast(Awaitable[AnswerT], self.handle(message))
+        return None
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Operations handed over are answered first (within ``timeout_s``); batches still
+        out then are cancelled, which fails their operations."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        await super().stop(timeout_s)
+        while self._batches and loop.time() < deadline:
+            await asyncio.wait(set(self._batches), timeout=deadline - loop.time())
+        for batch in list(self._batches):
+            batch.cancel()
+
+    # Batches ----------------------------------------------------------------------------------
+
+    async def _read(self, storage_id: str, keys: tuple[str, ...]) -> list[str | None]:
+        return await self._read_part(storage_id, self._data.reads(storage_id, keys))
+
+    async def _read_part(self, storage_id: str, part: Reads) -> list[str | None]:
+        if not part.ids:
+            return []
+        outcome = await self._submit(Kind.READ, storage_id, part)
+        if isinstance(outcome, ItemError):
+            raise outcome
+        values: list[str | None] = outcome
+        return values
+
+    async def _write(self, storage_id: str, part: Writes) -> dict[str, Any]:
+        """The keys of ``part`` that Elasticsearch did not write or delete, with why."""
+        if not part.ids:
+            return {}
+        failed: dict[str, Any] = await self._submit(Kind.WRITE, storage_id, part)
+        return failed
+
+    async def _submit(self, kind: Kind, storage_id: str, part: Reads | Writes) -> Any:
+        """Waits for the outcome of ``part`` among a batch; counted, in the request's context,
+        as a request to Elasticsearch in flight meanwhile (what a timed-out answer names)."""
+        outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        keys = keys_of(storage_id, part.ids)
+        self._batcher.add(Pending(kind, keys, len(part.body), _Work(part, outcome)))
+        self._send_batches()
+        with waiting():
+            return await outcome
+
+    def _send_batches(self) -> None:
+        for batch in self._batcher.take():
+            # A context of its own: a batch works for many requests, none of whose ids or
+            # counts of requests in flight are its own.
+            task = asyncio.create_task(self._carry(batch), context=contextvars.Context())
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _carry(self, batch: Batch[_Work]) -> None:
+        works = [pending.payload for pending in batch.operations]
+        parts = [work.part for work in works]
+        try:
+            outcomes: list[Any]
+            if batch.kind is Kind.READ:
+                outcomes = await self._data.read([p for p in parts if isinstance(p, Reads)])
+            else:
+                outcomes = await self._data.write([p for p in parts if isinstance(p, Writes)])
+        except Exception as error:  # the request as a whole: every operation in it fails
+            for work in works:
+                if not work.outcome.done():
+                    work.outcome.set_exception(error)
+        except BaseException as error:
+            for work in works:
+                if not work.outcome.done():
+                    work.outcome.set_exception(ActorStoppedError(f"storage: {error!r}"))
+            raise
+        else:
+            for work, outcome in zip(works, outcomes, strict=True):
+                if not work.outcome.done():
+                    work.outcome.set_result(outcome)
+        finally:
+            self._batcher.done(batch)
+            self._send_batches()
 
     def _open_scan(self) -> None:
         """Takes one of the ``max_open_scans`` slots, or answers 503 when none is free."""

@@ -14,6 +14,7 @@ from kv_storage.config.errors import ConfigError
 from kv_storage.config.model import (
     AdminConfig,
     AppConfig,
+    BatchConfig,
     CacheConfig,
     Config,
     ElasticsearchConfig,
@@ -168,6 +169,11 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             scroll_max_open=p["elasticsearch.scroll.max-open"],
             key_max_bytes=p["elasticsearch.limit.key.max-size"],
             value_max_bytes=p["elasticsearch.limit.value.max-size"],
+            batch=BatchConfig(
+                max_operations=p["elasticsearch.batch.max-operations"],
+                max_bytes=p["elasticsearch.batch.max-bytes"],
+                max_in_flight=p["elasticsearch.batch.max-in-flight"],
+            ),
             ca_file=security.ca_file,
             fingerprint=security.fingerprint,
             verify_certs=security.verify_certs,

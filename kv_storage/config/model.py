@@ -9,6 +9,15 @@ from pipeline.config import HistoryConfig
 
 
 @dataclass(frozen=True, slots=True)
+class BatchConfig:
+    """Bounds of the batches of key/value operations (``elasticsearch.batch.*``)."""
+
+    max_operations: int
+    max_bytes: int
+    max_in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
 class ElasticsearchConfig:
     hosts: tuple[str, ...]
     username: str | None
@@ -21,6 +30,7 @@ class ElasticsearchConfig:
     key_max_bytes: int
     value_max_bytes: int | None
     """``None`` means values of any size (the original's ``-1``)."""
+    batch: BatchConfig
     ca_file: str | None = None
     """PEM file of the CA(s) to trust for https:// addresses; ``None``: the system's."""
     fingerprint: str | None = None

@@ -251,6 +251,27 @@ PROPERTIES: tuple[Property, ...] = (
         "Most scrolls (list and clear) this instance keeps open at once; more answer 503.",
     ),
     Property(
+        "elasticsearch.batch.max-operations",
+        1000,
+        _at_least(1),
+        "Most keys in one batched _mget or _bulk (a multi-key call counts each key; a larger "
+        "call goes alone).",
+    ),
+    Property(
+        "elasticsearch.batch.max-bytes",
+        10 * 1024 * 1024,
+        _at_least(1024),
+        "Most bytes of one batched request body (a larger single call goes alone); keep it "
+        "below Elasticsearch's http.max_content_length.",
+    ),
+    Property(
+        "elasticsearch.batch.max-in-flight",
+        1,
+        _between(1, 64),
+        "Batches of reads, and of writes, waiting for Elasticsearch at once; operations "
+        "arriving meanwhile wait and go together.",
+    ),
+    Property(
         "elasticsearch.limit.value.max-size",
         -1,
         _value_max_size,

@@ -9,22 +9,32 @@ they see every write acknowledged before they began.
 """
 
 import contextlib
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
 from elasticsearch import AsyncElasticsearch, NotFoundError
-from elasticsearch.helpers import async_bulk, async_scan
+from elasticsearch.helpers import async_scan
 
-from kv_storage.es.errors import BulkItemError
+from kv_storage.es.batches import (
+    BULK_ANSWER,
+    MGET_ANSWER,
+    ReadOutcome,
+    Reads,
+    WriteOutcome,
+    Writes,
+    as_sent,
+    bulk_body,
+    encode_deletes,
+    encode_reads,
+    encode_sets,
+    mget_body,
+    read_outcomes,
+    write_outcomes,
+)
+from kv_storage.es.errors import ItemError
 from kv_storage.es.names import IndexNames
-
-_NO_CHUNK_LIMIT = 2**62
-"""async_bulk splits requests by count and size; ours must go as one request each."""
-
-BULK_ANSWER = ["errors", "items.*.status", "items.*._id", "items.*.error"]
-"""All a bulk answer needs to say: per item, whether it failed and why (a fraction of the
-full answer, which Elasticsearch must write and the client parse)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,61 +57,34 @@ class DataStore:
         self._names = names
         self._scan = scan
 
-    async def get(self, storage_id: str, key: str) -> str | None:
-        if not _travels_in_path(key):
-            return (await self.get_many(storage_id, [key]))[key]
-        try:
-            document = await self._client.get(index=self._names.data(storage_id), id=key)
-        except NotFoundError:  # no such key, or the storage was never written
-            return None
-        return _value(document.get("_source"))
+    # Operations, encoded when they arrive; batches of them, sent as one request each.
 
-    async def get_many(self, storage_id: str, keys: Iterable[str]) -> dict[str, str | None]:
-        ids = list(dict.fromkeys(keys))
-        if not ids:
-            return {}
-        found = await self._client.mget(index=self._names.data(storage_id), ids=ids)
-        values: dict[str, str | None] = dict.fromkeys(ids)
-        for document in found["docs"]:
-            if document.get("found"):
-                values[document["_id"]] = _value(document.get("_source"))
-        return values
+    def reads(self, storage_id: str, keys: Iterable[str]) -> Reads:
+        return encode_reads(self._names.data(storage_id), keys)
 
-    async def put(self, storage_id: str, key: str, value: str) -> None:
-        if not _travels_in_path(key):
-            action = {"_op_type": "index", "_index": self._names.data(storage_id), "_id": key}
-            document = {**action, "key": key, "value": value}
-            await self._single_bulk_item(document, ok_statuses=frozenset())
-            return
-        await self._client.index(
-            index=self._names.data(storage_id), id=key, document={"key": key, "value": value}
-        )
+    def sets(self, storage_id: str, pairs: Mapping[str, str]) -> Writes:
+        return encode_sets(self._names.data(storage_id), pairs)
 
-    async def put_many(self, storage_id: str, pairs: Mapping[str, str]) -> set[str]:
-        """Writes in one bulk request; answers the keys Elasticsearch acknowledged."""
-        index = self._names.data(storage_id)
-        actions = [
-            {"_op_type": "index", "_index": index, "_id": key, "key": key, "value": value}
-            for key, value in pairs.items()
-        ]
-        return await self._bulk(actions, ok_statuses=frozenset())
+    def deletes(self, storage_id: str, keys: Iterable[str]) -> Writes:
+        """Deleting a key that is not there succeeds: deletion is idempotent."""
+        return encode_deletes(self._names.data(storage_id), keys)
 
-    async def delete(self, storage_id: str, key: str) -> None:
-        if not _travels_in_path(key):
-            action = {"_op_type": "delete", "_index": self._names.data(storage_id), "_id": key}
-            await self._single_bulk_item(action, ok_statuses=frozenset({404}))
-            return
-        # Deleting what is not there succeeds: deletion is idempotent.
-        with contextlib.suppress(NotFoundError):
-            await self._client.delete(index=self._names.data(storage_id), id=key)
+    async def read(self, parts: Sequence[Reads]) -> list[ReadOutcome]:
+        """One ``_mget`` of every part (real-time: it sees every acknowledged write). A key
+        of a storage never written (no index) is a missing key, like any other."""
+        if not any(part.ids for part in parts):
+            return [[] for _ in parts]
+        answer = await self._client.mget(body=mget_body(parts), filter_path=MGET_ANSWER)
+        return read_outcomes(parts, answer.body)
 
-    async def delete_many(self, storage_id: str, keys: Iterable[str]) -> set[str]:
-        """Deletes in one bulk request; a key that was not there counts as deleted."""
-        index = self._names.data(storage_id)
-        actions = [
-            {"_op_type": "delete", "_index": index, "_id": key} for key in dict.fromkeys(keys)
-        ]
-        return await self._bulk(actions, ok_statuses=frozenset({404}))
+    async def write(self, parts: Sequence[Writes]) -> list[WriteOutcome]:
+        """One ``_bulk`` of every part. Actions on one key are carried out in the order sent:
+        a storage's index has one shard, and a bulk request keeps the order of each shard's
+        actions."""
+        if not any(part.ids for part in parts):
+            return [{} for _ in parts]
+        answer = await self._client.bulk(operations=bulk_body(parts), filter_path=BULK_ANSWER)
+        return write_outcomes(parts, answer.body)
 
     async def drop(self, storage_id: str) -> None:
         await self._client.indices.delete(
@@ -147,7 +130,7 @@ class DataStore:
         failed = await self._failed_items(actions)
         unexpected = [item for item in failed if item.get("status") not in (404, 409)]
         if unexpected:
-            raise BulkItemError(unexpected[0])
+            raise ItemError(unexpected[0])
         conflicts = sum(1 for item in failed if item.get("status") == 409)
         return len(actions) - len(failed), conflicts
 
@@ -190,54 +173,17 @@ class DataStore:
         if page:
             yield page
 
-    async def _bulk(
-        self, actions: list[dict[str, Any]], *, ok_statuses: frozenset[int]
-    ) -> set[str]:
-        if not actions:
-            return set()
-        failed = {
-            str(item.get("_id"))
-            for item in await self._failed_items(actions)
-            if item.get("status") not in ok_statuses
-        }
-        return {str(action["_id"]) for action in actions} - failed
-
-    async def _single_bulk_item(
-        self, action: dict[str, Any], *, ok_statuses: frozenset[int]
-    ) -> None:
-        for item in await self._failed_items([action]):
-            if item.get("status") not in ok_statuses:
-                raise BulkItemError(item)
-
     async def _failed_items(self, actions: list[dict[str, Any]]) -> list[Mapping[str, Any]]:
-        """One bulk request for all ``actions``; the items Elasticsearch did not carry out."""
-        _, errors = await async_bulk(
-            self._client,
-            actions,
-            chunk_size=len(actions),
-            max_chunk_bytes=_NO_CHUNK_LIMIT,
-            raise_on_error=False,
-            stats_only=False,
-            filter_path=BULK_ANSWER,
+        """One bulk request for all ``actions`` (one dict each: ``_op_type``, ``_index``,
+        ``_id`` and the action's parameters); the items Elasticsearch did not carry out."""
+        lines = [
+            orjson.dumps({action["_op_type"]: {k: v for k, v in action.items() if k != "_op_type"}})
+            for action in actions
+        ]
+        answer = await self._client.bulk(
+            operations=as_sent(b"\n".join(lines) + b"\n"), filter_path=BULK_ANSWER
         )
-        assert isinstance(errors, list)  # stats_only=False: the failed items themselves
-        return [_item(error) for error in errors]
-
-
-def _item(error: Mapping[str, Any]) -> Mapping[str, Any]:
-    """async_bulk reports a failed item as ``{op_type: item}``."""
-    item: Mapping[str, Any] = next(iter(error.values()))
-    return item
-
-
-def _travels_in_path(key: str) -> bool:
-    """``.`` and ``..`` are dot segments: in a URL path they would be resolved away (PUT
-    ``/index/_doc/..`` becomes a request on the index itself), so they go in a request body."""
-    return key not in (".", "..")
-
-
-def _value(source: Mapping[str, Any] | None) -> str | None:
-    if not source:
-        return None
-    value = source.get("value")
-    return value if isinstance(value, str) or value is None else str(value)
+        if not answer.body.get("errors"):
+            return []
+        items = (next(iter(wrapped.values())) for wrapped in answer.body.get("items", []))
+        return [item for item in items if item.get("status", 500) >= 300]

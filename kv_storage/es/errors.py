@@ -16,17 +16,20 @@ from elasticsearch import ApiError
 from kv_storage.es.tls import describe_tls
 
 
-class BulkItemError(Exception):
-    """An item of a bulk request failed for a reason the caller did not expect."""
+class ItemError(Exception):
+    """An item of a request of many (a ``_bulk`` action, an ``_mget`` document) failed for a
+    reason the caller did not expect; the operation it belonged to fails, the others of the
+    request do not."""
 
-    def __init__(self, item: Mapping[str, Any]) -> None:
+    def __init__(self, item: Mapping[str, Any], *, what: str = "bulk item") -> None:
         error = item.get("error")
         reason = error.get("reason") if isinstance(error, Mapping) else error
-        super().__init__(f"Elasticsearch refused a bulk item ({item.get('status')}): {reason}")
+        status = f" ({item['status']})" if "status" in item else ""
+        super().__init__(f"Elasticsearch refused a {what}{status}: {reason}")
 
 
 def is_elasticsearch_error(error: BaseException) -> bool:
-    return isinstance(error, ApiError | TransportError | BulkItemError)
+    return isinstance(error, ApiError | TransportError | ItemError)
 
 
 def is_starting(error: BaseException) -> bool:
@@ -60,7 +63,7 @@ def classify(error: BaseException) -> str:
         return describe(error)  # the client's own request was too large: tell it so
     if isinstance(error, ApiError) and error.meta.status in _OVERLOADED:
         return "Elasticsearch is overloaded"
-    if isinstance(error, ApiError | BulkItemError):
+    if isinstance(error, ApiError | ItemError):
         return "Elasticsearch refused the request"
     return "the request to Elasticsearch failed"
 
@@ -84,7 +87,7 @@ def describe(error: BaseException) -> str:
         return f"Elasticsearch answered {error.meta.status} ({error.error})" + (
             f": {reason}" if reason else ""
         )
-    if isinstance(error, BulkItemError):
+    if isinstance(error, ItemError):
         return str(error)
     if isinstance(error, TransportError):
         return f"Elasticsearch request failed: {error.message}"

@@ -4,15 +4,15 @@ Written by the history actor in bulk; searched, paged and scrolled by the histor
 """
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from elastic_transport import ObjectApiResponse
 from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError
-from elasticsearch.helpers import async_bulk
 
-from kv_storage.es.data import BULK_ANSWER
+from kv_storage.es.batches import BULK_ANSWER, as_sent
 from kv_storage.es.errors import describe, is_elasticsearch_error
 from kv_storage.es.names import IndexNames
 from kv_storage.model import HistoryQuery
@@ -41,8 +41,23 @@ BULK_TIMEOUT_S = 30.0
 """How long one history bulk request may take: not the API's request timeout (3 s), which
 a request of ``MAX_BULK_BYTES`` to a busy node may well exceed, failing it again and again."""
 _STARTING_SHARD_ATTEMPTS = 4
-_ALREADY_WRITTEN = 409
-"""A create of a record id that exists: an earlier attempt of this write landed."""
+_WRITTEN = frozenset({200, 201, 409})
+"""Statuses of a written record; 409 is a create of a record id that exists: an earlier
+attempt of this write landed."""
+
+
+def _failed_ids(ids: Sequence[str], answer: Mapping[str, Any]) -> list[str]:
+    """The records of one bulk request that are not written: failed, and not already there."""
+    if not answer.get("errors"):
+        return []
+    items = answer.get("items") or []
+    if len(items) != len(ids):  # an answer that cannot be matched: every record goes again
+        return list(ids)
+    return [
+        record_id
+        for record_id, wrapped in zip(ids, items, strict=True)
+        if next(iter(wrapped.values())).get("status", 500) not in _WRITTEN
+    ]
 
 
 def _query(where: HistoryQuery) -> dict[str, Any]:
@@ -98,60 +113,74 @@ class HistoryStore:
     async def write(self, batch: Sequence[tuple[str, HistoryRecord]]) -> set[str]:
         """Writes records of any storages; answers the ids that failed.
 
-        ``async_bulk`` sends the batch in as few bulk requests as fit ``max_bulk_bytes`` each:
-        two values of many megabytes in one request could pass Elasticsearch's
-        ``http.max_content_length`` and fail the whole batch on every attempt, healthy records
-        with it. A request that Elasticsearch refuses as a whole fails only its own records;
-        only when every record was refused that way, or Elasticsearch gave no answer, is the
-        write a failure as a whole (``WriteFailedError``), which pauses the writer.
+        The batch goes in as few bulk requests as fit ``max_bulk_bytes`` each, their bodies
+        built as NDJSON bytes: two values of many megabytes in one request could pass
+        Elasticsearch's ``http.max_content_length`` and fail the whole batch on every attempt,
+        healthy records with it. A request that Elasticsearch refuses as a whole fails only
+        its own records; only when every record was refused that way, or Elasticsearch gave
+        no answer, is the write a failure as a whole (``WriteFailedError``), which pauses the
+        writer.
         """
-        # Created, never overwritten: a record whose write is retried after its first attempt
-        # landed (the answer was lost) keeps the place (_seq_no) a scroll may have passed.
-        actions = [
-            {
-                "_op_type": "create",
-                "_index": self._names.history(record.storage_id),
-                "_id": record_id,
-                "key": record.key,
-                "value": record.value,
-                "operation": record.operation.value,
-                "timestamp": record.timestamp_ms,
-            }
-            for record_id, record in batch
-        ]
-        if not actions:
+        if not batch:
             return set()
         # Its own timeout: a request of max_bulk_bytes to a busy node may take longer than the
         # API's requests, and nobody waits for it.
         client = self._client.options(request_timeout=self._bulk_timeout_s)
-        try:
-            _, errors = await async_bulk(
-                client,
-                actions,
-                chunk_size=len(actions),
-                max_chunk_bytes=self._max_bulk_bytes,
-                raise_on_error=False,
-                raise_on_exception=False,
-                stats_only=False,
-                filter_path=BULK_ANSWER,
-            )
-        except Exception as error:  # no answer at all (unreachable, timed out)
-            if is_elasticsearch_error(error):
-                raise WriteFailedError(describe(error)) from error
-            raise
-        assert isinstance(errors, list)  # stats_only=False: the failed items themselves
-        items = [next(iter(error.values())) for error in errors]
-        failed = [item for item in items if item.get("status") != _ALREADY_WRITTEN]
-        refused = [item["exception"] for item in failed if "exception" in item]
-        if refused and len(refused) == len(actions):
+        failed: set[str] = set()
+        refused: list[ApiError] = []
+        for ids, body in self._chunks(batch):
+            try:
+                answer = await client.bulk(operations=as_sent(body), filter_path=BULK_ANSWER)
+            except ApiError as error:  # this request refused as a whole (too large, overloaded)
+                refused.append(error)
+                failed.update(ids)
+                continue
+            except Exception as error:  # no answer at all (unreachable, timed out)
+                if is_elasticsearch_error(error):
+                    raise WriteFailedError(describe(error)) from error
+                raise
+            failed.update(_failed_ids(ids, answer.body))
+        if refused and len(failed) == len(batch):
             raise WriteFailedError(describe(refused[0])) from refused[0]
         if refused:
             logger.warning(
-                "history: %d records went in bulk requests refused as a whole (%s); they go again",
+                "history: %d bulk requests were refused as a whole (%s); their records go again",
                 len(refused),
                 describe(refused[0]),
             )
-        return {str(item.get("_id")) for item in failed}
+        return failed
+
+    def _chunks(
+        self, batch: Sequence[tuple[str, HistoryRecord]]
+    ) -> Iterator[tuple[list[str], bytes]]:
+        """Record ids and NDJSON bodies of at most ``max_bulk_bytes`` (a larger record alone).
+
+        Created, never overwritten: a record whose write is retried after its first attempt
+        landed (the answer was lost) keeps the place (_seq_no) a scroll may have passed."""
+        ids: list[str] = []
+        lines: list[bytes] = []
+        size = 0
+        for record_id, record in batch:
+            action = orjson.dumps(
+                {"create": {"_index": self._names.history(record.storage_id), "_id": record_id}}
+            )
+            source = orjson.dumps(
+                {
+                    "key": record.key,
+                    "value": record.value,
+                    "operation": record.operation.value,
+                    "timestamp": record.timestamp_ms,
+                }
+            )
+            length = len(action) + len(source) + 2
+            if ids and size + length > self._max_bulk_bytes:
+                yield ids, b"".join(lines)
+                ids, lines, size = [], [], 0
+            ids.append(record_id)
+            lines += (action, b"\n", source, b"\n")
+            size += length
+        if ids:
+            yield ids, b"".join(lines)
 
     async def drop(self, storage_id: str) -> None:
         await self._client.indices.delete(

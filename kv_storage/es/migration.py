@@ -21,7 +21,7 @@ from typing import Any
 from elasticsearch import AsyncElasticsearch, NotFoundError
 
 from kv_storage.clock import now_ms
-from kv_storage.es.errors import BulkItemError
+from kv_storage.es.errors import ItemError
 from kv_storage.es.lease import Mark
 from kv_storage.es.names import DATA_TEMPLATE, IndexNames
 
@@ -111,7 +111,7 @@ class KeyFieldMigration:
             if status in (404, 409):  # deleted, or written anew (with the field) meanwhile
                 skipped += 1
             elif status >= 300:
-                raise BulkItemError(result)
+                raise ItemError(result)
         return len(hits) - skipped, skipped
 
     async def _storages(self) -> list[str]:

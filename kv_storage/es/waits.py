@@ -3,11 +3,14 @@ doing, so that its answer can name Elasticsearch as the cause rather than just t
 
 The request's middleware opens a ``Waits`` in its context; the transport counts the
 Elasticsearch requests in flight on it. Actors handle each message in the sender's context,
-so the count follows the request through them.
+so the count follows the request through them. An operation that goes in a batch, a request
+sent on behalf of many, counts with ``waiting`` while its batch waits or is in flight.
 """
 
 import asyncio
+import contextlib
 import contextvars
+from collections.abc import Iterator
 from typing import Any
 
 from elastic_transport import AsyncTransport
@@ -37,6 +40,24 @@ def track() -> Waits:
     waits = Waits()
     _current.set(waits)
     return waits
+
+
+@contextlib.contextmanager
+def waiting() -> Iterator[None]:
+    """Counts, in this context, one Elasticsearch request in flight for as long as the block
+    runs: the batch that carries this request's operation (sent from another context)."""
+    waits = _current.get()
+    if waits is None:
+        yield
+        return
+    waits.in_flight += 1
+    try:
+        yield
+    except asyncio.CancelledError:
+        waits.interrupted = True
+        raise
+    finally:
+        waits.in_flight -= 1
 
 
 def counting(transport_class: type[AsyncTransport]) -> type[AsyncTransport]:

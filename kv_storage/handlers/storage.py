@@ -24,7 +24,7 @@ from kv_storage.actors.storage import (
 from kv_storage.app_keys import CONFIG, KEY_LISTING_ACTOR, STORAGE_ACTOR
 from kv_storage.es.keys import KeyRange
 from kv_storage.handlers.access import authorised_storage, storage_route
-from kv_storage.handlers.requests import EMPTY_OK_TYPES, empty_ok, received_ms
+from kv_storage.handlers.requests import EMPTY_OK_TYPES, empty_ok, json_answer, received_ms
 from kv_storage.handlers.spec import SECRET_KEY_PARAMETER, raw_response, storage_id_parameter
 from kv_storage.middlewares import extend_deadline, start_streaming
 from kv_storage.model import Storage
@@ -132,7 +132,7 @@ async def get_values(request: web.Request) -> web.Response:
     keys: KeySelection = validated(request, "body")
     command = GetValues(authorised_storage(request), keys.valid)
     values = await request.app[STORAGE_ACTOR].ask(command)
-    return web.json_response({key: values.get(key) for key in keys.keys})
+    return json_answer({key: values.get(key) for key in keys.keys})
 
 
 @docs(
@@ -193,7 +193,7 @@ async def set_values(request: web.Request) -> web.Response:
     valid = {key: value for key, value in pairs.items() if value is not None}
     command = SetValues(authorised_storage(request), valid, arrival)
     written = await request.app[STORAGE_ACTOR].ask(command)
-    return web.json_response({key: key in written for key in pairs})
+    return json_answer({key: key in written for key in pairs})
 
 
 @docs(
@@ -241,7 +241,7 @@ async def delete_values(request: web.Request) -> web.Response:
     keys: KeySelection = validated(request, "body")
     command = DeleteValues(authorised_storage(request), keys.valid, arrival)
     deleted = await request.app[STORAGE_ACTOR].ask(command)
-    return web.json_response({key: key in deleted for key in keys.keys})
+    return json_answer({key: key in deleted for key in keys.keys})
 
 
 @docs(

@@ -1,0 +1,162 @@
+"""The requests that carry batches of key/value operations: one ``_mget`` for reads of any
+storages, one ``_bulk`` for writes, their bodies built as bytes, their answers read item by
+item.
+
+Each operation is encoded once, when it arrives (``DataStore.reads``, ``sets``, ``deletes``):
+its part of the body and its exact size in bytes, which bounds a batch. A batch's body is then
+the parts joined, and its answer is split back into one outcome per part, by position (both
+``_mget`` and ``_bulk`` answer their items in the order they were sent).
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from kv_storage.es.errors import ItemError
+
+_INDEX_NOT_FOUND = "index_not_found_exception"
+
+BULK_ANSWER = ["errors", "items.*.status", "items.*.error.type", "items.*.error.reason"]
+"""All a bulk answer needs to say: per item, its status and why it failed (a fraction of the
+full answer, which Elasticsearch must write and the client parse). Every item keeps its
+status, so that the items stay in place."""
+
+MGET_ANSWER = [
+    "docs._id",
+    "docs.found",
+    "docs._source.value",
+    "docs.error.type",
+    "docs.error.reason",
+]
+"""Per document: whether it was found, its value, or why it could not be read. ``_id`` keeps
+every document in the answer, in place, whatever else is filtered away."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """The documents one operation reads, as part of an ``_mget`` body (comma-separated
+    document specs, without the brackets)."""
+
+    ids: tuple[str, ...]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Writes:
+    """The actions of one operation, as part of a ``_bulk`` body (NDJSON lines)."""
+
+    ids: tuple[str, ...]
+    body: bytes
+    missing_ok: bool
+    """Deletes: a document that was not there is gone all the same (404 is success)."""
+
+
+def encode_reads(index: str, keys: Iterable[str]) -> Reads:
+    ids = tuple(dict.fromkeys(keys))
+    specs = orjson.dumps([{"_index": index, "_id": key} for key in ids])
+    return Reads(ids, specs[1:-1])
+
+
+def encode_sets(index: str, pairs: Mapping[str, str]) -> Writes:
+    """One index action per pair: ``{"index":{...}}`` and ``{"key":...,"value":...}``, each a
+    line. The key goes in a field of its own too (layout version 2): listing by prefix sorts
+    and searches it, which ``_id`` does not allow."""
+    head = b'{"index":{"_index":' + orjson.dumps(index) + b',"_id":'
+    dumps = orjson.dumps
+    body = b"".join(
+        [
+            head
+            + (encoded := dumps(key))
+            + b'}}\n{"key":'
+            + encoded
+            + b',"value":'
+            + dumps(value)
+            + b"}\n"
+            for key, value in pairs.items()
+        ]
+    )
+    return Writes(tuple(pairs), body, missing_ok=False)
+
+
+def encode_deletes(index: str, keys: Iterable[str]) -> Writes:
+    ids = tuple(dict.fromkeys(keys))
+    head = b'{"delete":{"_index":' + orjson.dumps(index) + b',"_id":'
+    dumps = orjson.dumps
+    body = b"".join([head + dumps(key) + b"}}\n" for key in ids])
+    return Writes(ids, body, missing_ok=True)
+
+
+def mget_body(parts: Sequence[Reads]) -> Any:
+    return as_sent(b'{"docs":[' + b",".join(part.body for part in parts if part.ids) + b"]}")
+
+
+def bulk_body(parts: Sequence[Writes]) -> Any:
+    return as_sent(b"".join(part.body for part in parts))
+
+
+def as_sent(body: bytes) -> Any:
+    """A body the client sends as it is: its serializers pass bytes through untouched (its
+    type hints name only the structures it would encode itself)."""
+    return body
+
+
+ReadOutcome = list[str | None] | ItemError
+"""The values of a part's ids, in order (``None``: no such key); or why a document of it
+could not be read, which fails that part alone."""
+
+
+def read_outcomes(parts: Sequence[Reads], answer: Mapping[str, Any]) -> list[ReadOutcome]:
+    docs: list[Mapping[str, Any]] = answer.get("docs") or []
+    if len(docs) != sum(len(part.ids) for part in parts):
+        raise ItemError({"error": f"_mget answered {len(docs)} documents"}, what="_mget answer")
+    outcomes: list[ReadOutcome] = []
+    position = 0
+    for part in parts:
+        values: list[str | None] = []
+        failure: ItemError | None = None
+        for document in docs[position : position + len(part.ids)]:
+            error = document.get("error")
+            if error is not None and _error_type(error) != _INDEX_NOT_FOUND:
+                failure = failure or ItemError(document, what="document")
+            values.append(_value(document.get("_source")) if document.get("found") else None)
+        position += len(part.ids)
+        outcomes.append(failure or values)
+    return outcomes
+
+
+WriteOutcome = dict[str, Mapping[str, Any]]
+"""The ids of a part that Elasticsearch did not carry out, with their items (empty: all
+done)."""
+
+
+def write_outcomes(parts: Sequence[Writes], answer: Mapping[str, Any]) -> list[WriteOutcome]:
+    if not answer.get("errors"):
+        return [{} for _ in parts]
+    items: list[Mapping[str, Any]] = answer.get("items") or []
+    if len(items) != sum(len(part.ids) for part in parts):
+        raise ItemError({"error": f"_bulk answered {len(items)} items"}, what="_bulk answer")
+    outcomes: list[WriteOutcome] = []
+    position = 0
+    for part in parts:
+        failed: WriteOutcome = {}
+        for key, wrapped in zip(part.ids, items[position : position + len(part.ids)], strict=True):
+            item: Mapping[str, Any] = next(iter(wrapped.values()))
+            status = item.get("status", 500)
+            if status >= 300 and not (part.missing_ok and status == 404):
+                failed[key] = item
+        position += len(part.ids)
+        outcomes.append(failed)
+    return outcomes
+
+
+def _error_type(error: object) -> object:
+    return error.get("type") if isinstance(error, Mapping) else error
+
+
+def _value(source: Mapping[str, Any] | None) -> str | None:
+    if not source:
+        return None
+    value = source.get("value")
+    return value if isinstance(value, str) or value is None else str(value)
