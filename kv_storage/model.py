@@ -105,6 +105,16 @@ def parse_etag(text: str) -> Version:
 
 
 @dataclass(frozen=True, slots=True)
+class Condition:
+    """What must hold for a write of a key to happen (a conditional request)."""
+
+    version: Version | None = None
+    """``If-Match``: the key is at this version."""
+    absent: bool = False
+    """``If-None-Match: *``: the key does not exist."""
+
+
+@dataclass(frozen=True, slots=True)
 class DocumentKey:
     """A key of a storage: one document of its data index."""
 

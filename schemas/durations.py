@@ -52,14 +52,17 @@ def parse_duration_s(value: object) -> float:
     return milliseconds / 1000.0
 
 
-class Duration(fields.Field[float]):
-    """A duration in a query string, as the configuration takes them: seconds (a float)."""
+class Duration(fields.String):
+    """A duration in a query string, as the configuration takes them: seconds (a float).
+    Documented as a string (milliseconds, or a number with a unit)."""
 
     default_error_messages = {  # noqa: RUF012
         "invalid": 'Not a duration: give milliseconds or a number with a unit, such as "30s".'
     }
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+    def _deserialize(  # type: ignore[override]
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> float:
         try:
             seconds = parse_duration_s(value)
         except ValueError:

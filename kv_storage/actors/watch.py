@@ -15,14 +15,14 @@ every waiter is answered (``WakeAll``) before it goes.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Protocol
 
-from kv_storage.actors.base import Actor, Ask
+from kv_storage.actors.base import Actor, ActorStoppedError, Ask
 from kv_storage.errors import ServiceUnavailableError
 from kv_storage.model import DocumentKey, Version
 
@@ -36,11 +36,8 @@ class VersionReader(Protocol):
         """The current version of each key (``None``: no such key), in one request."""
 
 
-class Wake(Enum):
-    CHANGED = "changed"
-    """The version differs (or the key came or went): read it again and answer."""
-    SHUTDOWN = "shutdown"
-    """The service stops: answer now, as unchanged."""
+SHUTDOWN = "shutdown"
+"""What wakes every waiter when the service stops: answer now, as unchanged."""
 
 
 @dataclass(eq=False)
@@ -48,7 +45,9 @@ class Waiter:
     where: DocumentKey
     version: Version | None
     """The version the client has; ``None``: it saw no such key."""
-    woken: "asyncio.Future[Wake]" = field(repr=False)
+    woken: "asyncio.Future[str]" = field(repr=False)
+    """Set to what woke it: ``write`` (through this instance), ``poll`` (seen changed
+    elsewhere) or ``SHUTDOWN``; then read the key again and answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,15 +57,19 @@ class Watch(Ask[Waiter]):
 
 
 @dataclass(frozen=True, slots=True)
-class Unwatch(Ask[None]):
+class Unwatch:
+    """The handler stops waiting (sent, not asked: also from a request being cancelled)."""
+
     waiter: Waiter
 
 
 @dataclass(frozen=True, slots=True)
 class Changed:
-    """A write or delete of this key went through this instance (sent, not asked)."""
+    """Keys changed through this instance (sent, not asked); ``keys`` ``None``: any key of
+    the storage (a clear)."""
 
-    where: DocumentKey
+    storage_id: str
+    keys: tuple[str, ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +82,7 @@ class WatchStats:
     waiters: int
     wakeups: dict[str, int]
     """By cause: ``write`` (through this instance), ``poll`` (seen changed elsewhere),
-    ``shutdown``. Waits that end unchanged are counted by the handler (``timeout``)."""
+    ``shutdown``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,18 +120,24 @@ class WatchActor(Actor[WatchMessage]):
                 return self._watch(where, version)
             case Unwatch(waiter):
                 self._unwatch(waiter)
-            case Changed(where):
-                for waiter in self._waiting.get(where, []):
-                    self._settle(waiter, Wake.CHANGED, "write")
+            case Changed(storage_id, None):  # a clear: rare, so a pass over every waiter
+                for where, waiters in self._waiting.items():
+                    if where.storage_id == storage_id:
+                        for waiter in waiters:
+                            self._settle(waiter, "write")
+            case Changed(storage_id, keys):
+                for key in keys or ():
+                    for waiter in self._waiting.get(DocumentKey(storage_id, key), []):
+                        self._settle(waiter, "write")
             case _Polled(current):
                 for where, version in current.items():
                     for waiter in self._waiting.get(where, []):
                         if waiter.version != version:
-                            self._settle(waiter, Wake.CHANGED, "poll")
+                            self._settle(waiter, "poll")
             case WakeAll():
                 for waiters in self._waiting.values():
                     for waiter in waiters:
-                        self._settle(waiter, Wake.SHUTDOWN, "shutdown")
+                        self._settle(waiter, SHUTDOWN)
             case GetWatchStats():
                 return WatchStats(self._count, dict(self._wakeups))
         return None
@@ -182,7 +191,15 @@ class WatchActor(Actor[WatchMessage]):
         if not waiter.woken.done():
             waiter.woken.cancel()
 
-    def _settle(self, waiter: Waiter, wake: Wake, cause: str) -> None:
+    def _settle(self, waiter: Waiter, cause: str) -> None:
         if not waiter.woken.done():
-            waiter.woken.set_result(wake)
+            waiter.woken.set_result(cause)
             self._wakeups[cause] += 1
+
+    # As the storage actor's ChangeListener ----------------------------------------------------
+
+    def changed(self, storage_id: str, keys: Sequence[str] | None) -> None:
+        """Never raises into the write that caused it: a stopped watcher has nobody waiting."""
+        if self.running:
+            with contextlib.suppress(ActorStoppedError):
+                self.send(Changed(storage_id, None if keys is None else tuple(keys)))

@@ -9,38 +9,26 @@ key is still at it (``If-Match``: compare-and-set), create a key only if it does
 is not one of our tags is 400; a condition that does not hold is 412 and changes nothing.
 """
 
-from dataclasses import dataclass
-
 from aiohttp import hdrs, web
 
 from kv_storage.errors import BadRequestError
-from kv_storage.model import MalformedTagError, Version, parse_etag
+from kv_storage.model import Condition, MalformedTagError, Version, parse_etag
 
 
-@dataclass(frozen=True, slots=True)
-class WriteCondition:
-    """What must hold for a write to happen."""
-
-    version: Version | None = None
-    """``If-Match``: the key is at this version."""
-    absent: bool = False
-    """``If-None-Match: *``: the key does not exist."""
-
-
-def write_condition(request: web.Request) -> WriteCondition | None:
+def write_condition(request: web.Request) -> Condition | None:
     """The condition a set or delete carries, or ``None`` for an unconditional one."""
     if_match = request.headers.get(hdrs.IF_MATCH)
     if_none_match = request.headers.get(hdrs.IF_NONE_MATCH)
     if if_match is not None and if_none_match is not None:
         raise BadRequestError("give If-Match or If-None-Match, not both")
     if if_match is not None:
-        return WriteCondition(version=_tag(if_match, hdrs.IF_MATCH))
+        return Condition(version=_tag(if_match, hdrs.IF_MATCH))
     if if_none_match is not None:
         if if_none_match.strip() != "*":
             raise BadRequestError(
                 "If-None-Match on a write takes only * (create the key if it does not exist)"
             )
-        return WriteCondition(absent=True)
+        return Condition(absent=True)
     return None
 
 
