@@ -130,6 +130,7 @@ class WatchActor(Actor[WatchMessage]):
                     for waiter in self._waiting.get(DocumentKey(storage_id, key), []):
                         self._settle(waiter, "write")
             case _Polled(current):
+                self._polling = None
                 for where, version in current.items():
                     for waiter in self._waiting.get(where, []):
                         if waiter.version != version:
@@ -154,19 +155,18 @@ class WatchActor(Actor[WatchMessage]):
         self._next_poll = None
         watched = list(self._waiting)
         self._polling = asyncio.create_task(self._poll(watched), name="watch-poll")
-        self._polling.add_done_callback(self._poll_ended)
 
     async def _poll(self, watched: list[DocumentKey]) -> None:
-        """In a task of its own: the actor goes on with its messages meanwhile."""
+        """In a task of its own: the actor goes on with its messages meanwhile. Whatever it
+        finds (nothing, when Elasticsearch failed) comes back as a message, which also says
+        the poll is over, so that the next one is timed."""
+        current: dict[DocumentKey, Version | None] = {}
         try:
             current = await self._versions.versions(watched)
         except Exception as error:
             logger.warning("watch: checking %d keys for changes failed: %r", len(watched), error)
-            return
-        self.send(_Polled(current))
-
-    def _poll_ended(self, task: "asyncio.Task[None]") -> None:
-        self._polling = None
+        with contextlib.suppress(ActorStoppedError):
+            self.send(_Polled(current))
 
     def _watch(self, where: DocumentKey, version: Version | None) -> Waiter:
         if self._count >= self._max_waiters:
