@@ -282,3 +282,24 @@ async def test_sigterm_answers_every_waiter_before_the_service_stops(
         async with asyncio.timeout(10):
             assert await asyncio.gather(*waiting) == [304] * 10
             assert await process.wait() == 0
+
+
+async def test_a_storage_deleted_while_a_client_waits_answers_404(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: Any,
+    create_storage: StorageFactory,
+) -> None:
+    token = "watch-tests-admin-token-0123456789abcdef"
+    config = make_config(KV_STORAGE_APP_WATCH_POLL_INTERVAL="300ms", KV_STORAGE_ADMIN_TOKEN=token)
+    api: Client = await aiohttp_client(create_app(config))
+    storage = await create_storage()
+    tag = await _set(api, storage, "k", "v")
+    waiting = asyncio.create_task(_wait(api, storage, "k", tag, "30s"))
+    await _until_waiting(api, 1)
+    deleted = await api.delete(
+        f"/admin/storages/{storage.id}", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert deleted.status == 200
+    async with asyncio.timeout(0.3 + 0.1 + BUSY_MACHINE_MARGIN_S):
+        assert (await waiting)[0] == 404
