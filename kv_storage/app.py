@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp_apispec import setup_aiohttp_apispec
 
 from kv_storage import __version__, wiring
+from kv_storage.actors.watch import WakeAll
 from kv_storage.answers import answer_head_like_get, as_the_original_answered, keep_own_content_type
 from kv_storage.app_keys import (
     CACHE_ACTOR,
@@ -23,6 +24,7 @@ from kv_storage.app_keys import (
     METRICS,
     PARTS,
     STORAGE_ACTOR,
+    WATCH_ACTOR,
 )
 from kv_storage.config import Config
 from kv_storage.es.names import IndexNames
@@ -49,12 +51,20 @@ def _cleanup_ctx(part: Part) -> Callable[[web.Application], AsyncIterator[None]]
     return run
 
 
+async def _answer_waiters(app: web.Application) -> None:
+    """On SIGTERM, before aiohttp waits for the requests in flight: blocking reads answer
+    now (304), so that the shutdown need not wait for their ``wait`` to pass."""
+    if WATCH_ACTOR in app:
+        await app[WATCH_ACTOR].ask(WakeAll())
+
+
 async def _publish(app: web.Application) -> AsyncIterator[None]:
     """Puts the running parts under the keys the handlers read."""
     parts = app[PARTS]
     app[ES_CLIENT], app[HISTORY_ACTOR], app[CACHE_ACTOR] = parts.client, parts.history, parts.cache
     app[STORAGE_ACTOR], app[HISTORY_QUERY_ACTOR] = parts.storage, parts.history_query
     app[LIFECYCLE_ACTOR], app[KEY_LISTING_ACTOR] = parts.lifecycle, parts.key_listing
+    app[WATCH_ACTOR] = parts.watch
     yield
 
 
@@ -86,6 +96,7 @@ def create_app(config: Config) -> web.Application:
     for part in wiring.SERVICE:  # one cleanup_ctx per part: stopped in reverse, each of them
         app.cleanup_ctx.append(_cleanup_ctx(part))
     app.cleanup_ctx.append(_publish)
+    app.on_shutdown.append(_answer_waiters)
     health.add_routes(app)
     storage.add_routes(app)
     history.add_routes(app)

@@ -8,6 +8,7 @@ from kv_storage.actors.history_query import HistoryQueryActor
 from kv_storage.actors.key_listing import KeyListingActor
 from kv_storage.actors.lifecycle import LifecycleActor
 from kv_storage.actors.storage import StorageActor
+from kv_storage.actors.watch import WatchActor
 from kv_storage.config import Config
 from kv_storage.es.names import IndexNames
 from kv_storage.metrics import Metrics
@@ -27,5 +28,6 @@ HISTORY_ACTOR = web.AppKey("history_actor", HistoryActor)
 HISTORY_QUERY_ACTOR = web.AppKey("history_query_actor", HistoryQueryActor)
 LIFECYCLE_ACTOR = web.AppKey("lifecycle_actor", LifecycleActor)
 KEY_LISTING_ACTOR = web.AppKey("key_listing_actor", KeyListingActor)
+WATCH_ACTOR = web.AppKey("watch_actor", WatchActor)
 KEEPS_OWN_CONTENT_TYPE = web.AppKey("keeps_own_content_type", frozenset[web.AbstractResource])
 """The resources whose answers are not the original's API and keep their own content type."""

@@ -110,6 +110,9 @@ def _serve(config: Config) -> int:
         access_log_class=RouteAccessLogger,
         access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
         shutdown_timeout=config.app.request_timeout_s + 1,
+        # A request whose client went away ends at once (a blocking read stops waiting);
+        # what an actor was doing for it goes on, so no write is left half done.
+        handler_cancellation=True,
         print=None,
     )
     return 0

@@ -39,6 +39,12 @@ class ConflictError(ServiceError):
     status = 409
 
 
+class PreconditionFailedError(ServiceError):
+    """A conditional request's condition (If-Match, If-None-Match) did not hold."""
+
+    status = 412
+
+
 class PayloadTooLargeError(ServiceError):
     status = 413
 

@@ -32,6 +32,10 @@ _SNAPSHOT_METRICS = {
     "kv_storage_cache_hits": ("counter", "Storage lookups answered by the cache"),
     "kv_storage_cache_misses": ("counter", "Storage lookups that read the registry"),
     "kv_storage_cache_entries": ("gauge", "Storages in the cache (at most app.cache.max-size)"),
+    "kv_storage_watch_waiters": (
+        "gauge",
+        "Blocking reads waiting for a change (at most app.watch.max-waiters)",
+    ),
 }
 
 
@@ -71,6 +75,13 @@ class Metrics:
             "Requests sent to Elasticsearch, by method and outcome (2xx, 4xx, 5xx, or error "
             "when no answer came)",
             ["method", "outcome"],
+            registry=self.registry,
+        )
+        self.watch_wakeups = Counter(
+            "kv_storage_watch_wakeups",
+            "Blocking reads answered, by cause: write (through this instance), poll (changed "
+            "elsewhere), timeout (unchanged: 304), shutdown (304)",
+            ["cause"],
             registry=self.registry,
         )
         self._snapshot = _Snapshot()

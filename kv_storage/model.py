@@ -73,3 +73,50 @@ def can_name_a_storage(storage_id: str, index_prefix: str) -> bool:
         and _FORBIDDEN_IN_INDEX_NAME.search(storage_id) is None
         and len(longest.encode()) <= _MAX_INDEX_NAME_BYTES
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """Where a key's value stands in Elasticsearch: its ``_primary_term`` and ``_seq_no``,
+    which every write of the key changes, the same seen from every instance."""
+
+    primary_term: int
+    seq_no: int
+
+    @property
+    def etag(self) -> str:
+        """A strong entity tag, opaque to clients: ``"<term>-<seq_no>"``."""
+        return f'"{self.primary_term}-{self.seq_no}"'
+
+
+class MalformedTagError(ValueError):
+    """Not an entity tag this service made."""
+
+
+_ETAG = re.compile(r'^"([0-9]{1,19})-([0-9]{1,19})"$')
+
+
+def parse_etag(text: str) -> Version:
+    """The version an ``ETag`` of ours names (``If-Match``, ``If-None-Match``)."""
+    match = _ETAG.match(text.strip())
+    if match is None:
+        raise MalformedTagError(f"{text.strip()!r} is not an entity tag of this service")
+    return Version(int(match.group(1)), int(match.group(2)))
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """What must hold for a write of a key to happen (a conditional request)."""
+
+    version: Version | None = None
+    """``If-Match``: the key is at this version."""
+    absent: bool = False
+    """``If-None-Match: *``: the key does not exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentKey:
+    """A key of a storage: one document of its data index."""
+
+    storage_id: str
+    key: str

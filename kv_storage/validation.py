@@ -191,10 +191,13 @@ def _raise_validation_error(
 async def validation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     declared = getattr(request.match_info.handler, "__schemas__", None)
     if declared:
-        limits = request.app[CONFIG].elasticsearch
-        with LIMITS(
-            Limits(key_max_bytes=limits.key_max_bytes, value_max_bytes=limits.value_max_bytes)
-        ):
+        config = request.app[CONFIG]
+        limits = Limits(
+            key_max_bytes=config.elasticsearch.key_max_bytes,
+            value_max_bytes=config.elasticsearch.value_max_bytes,
+            max_wait_s=config.app.watch.max_wait_s,
+        )
+        with LIMITS(limits):
             request[_VALIDATED] = {
                 entry["location"]: await _loaded(request, entry) for entry in declared
             }

@@ -25,6 +25,7 @@ from kv_storage.actors.history_query import HistoryQueryActor
 from kv_storage.actors.key_listing import KeyListingActor
 from kv_storage.actors.lifecycle import LifecycleActor
 from kv_storage.actors.storage import StorageActor
+from kv_storage.actors.watch import WatchActor
 from kv_storage.config import Config
 from kv_storage.es.client import create_client
 from kv_storage.es.data import DataStore, ScanSettings
@@ -34,6 +35,7 @@ from kv_storage.es.lease import Lease, Mark
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
 from kv_storage.es.signing_keys import SigningKeys
+from kv_storage.es.versions import Versions
 from pipeline.actor import HistoryActor
 
 HISTORY_SHUTDOWN_TIMEOUT_S = 10.0
@@ -58,6 +60,7 @@ class Parts:
     _history_query: HistoryQueryActor | None = None
     _lifecycle: LifecycleActor | None = None
     _key_listing: KeyListingActor | None = None
+    _watch: WatchActor | None = None
     _expiry: ExpiryActor | None = None
     _registry_poll: CacheUpdateActor | None = None
 
@@ -79,6 +82,10 @@ class Parts:
     @property
     def storage(self) -> StorageActor:
         return _started(self._storage, "the storage actor")
+
+    @property
+    def watch(self) -> WatchActor:
+        return _started(self._watch, "the watch actor")
 
     @property
     def key_listing(self) -> KeyListingActor:
@@ -162,6 +169,22 @@ async def cache(parts: Parts) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
+async def watch(parts: Parts) -> AsyncIterator[None]:
+    settings = parts.config.app.watch
+    actor = WatchActor(
+        versions=Versions(parts.client, parts.names),
+        max_waiters=settings.max_waiters,
+        poll_interval_s=settings.poll_interval_s,
+    )
+    actor.start()
+    parts._watch = actor
+    try:
+        yield
+    finally:
+        await actor.stop()
+
+
+@asynccontextmanager
 async def storage(parts: Parts) -> AsyncIterator[None]:
     settings = parts.config.elasticsearch
     actor = StorageActor(
@@ -173,6 +196,7 @@ async def storage(parts: Parts) -> AsyncIterator[None]:
             max_bytes=settings.batch.max_bytes,
             max_in_flight=settings.batch.max_in_flight,
         ),
+        changes=parts._watch,
     )
     actor.start()
     parts._storage = actor
@@ -273,6 +297,7 @@ SERVICE: Sequence[Part] = (
     elasticsearch,
     history_pipeline,
     cache,
+    watch,
     storage,
     key_listing,
     history_query,

@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates
 from marshmallow.experimental.context import Context
 
+from schemas.durations import Duration
 from schemas.fields import MAX_KEY_BYTES, QueryInteger
 
 
@@ -25,10 +26,12 @@ class Limits(TypedDict):
     key_max_bytes: int
     value_max_bytes: int | None
     """``None``: values of any size."""
+    max_wait_s: float
+    """The longest blocking read (``app.watch.max-wait``)."""
 
 
 LIMITS = Context[Limits]
-_NO_CONFIGURATION = Limits(key_max_bytes=MAX_KEY_BYTES, value_max_bytes=None)
+_NO_CONFIGURATION = Limits(key_max_bytes=MAX_KEY_BYTES, value_max_bytes=None, max_wait_s=300.0)
 
 
 def _limits() -> Limits:
@@ -156,6 +159,26 @@ def _as_value(item: object) -> str | None:
 
 MAX_PAGE = 10_000
 """Most keys in one page of a listing by prefix."""
+
+
+class GetQuerySchema(Schema):
+    """``GET /get/<id>/<key>``: a blocking read waits for a change of the ``If-None-Match``
+    version."""
+
+    wait = Duration(
+        metadata={
+            "description": "With If-None-Match: wait up to this long (ms, or with a unit such "
+            "as 30s) for the key to change; 304 when it did not (at most app.watch.max-wait)"
+        }
+    )
+
+    @validates("wait")
+    def _within_the_longest_wait(self, value: float, **kwargs: Any) -> None:
+        longest = _limits()["max_wait_s"]
+        if not 0 < value <= longest:
+            raise ValidationError(
+                f"must be more than 0 and at most {longest:g} s (app.watch.max-wait)"
+            )
 
 
 class KeyListQuerySchema(Schema):

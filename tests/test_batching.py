@@ -205,7 +205,7 @@ async def test_writes_of_one_key_in_one_batch_leave_the_later_value(
             ]
             read = asyncio.create_task(actor.ask(GetValue(storage, "k")))
             await asyncio.gather(*sets)
-            assert await read == "v50"
+            assert (await read).value == "v50"
         finally:
             await actor.stop()
     assert es_proxy.count(path_part="/_bulk") == 2, es_proxy.requests
@@ -232,7 +232,7 @@ async def test_writes_of_one_key_keep_their_order_across_batches(
         values = await asyncio.gather(*(actor.ask(GetValue(storage, f"k{n}")) for n in range(3)))
     finally:
         await actor.stop()
-    assert values == ["39", "37", "38"]
+    assert [found.value for found in values] == ["39", "37", "38"]
 
 
 async def test_batches_are_bounded_by_the_configured_size(

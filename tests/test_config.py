@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from kv_storage.config import PROPERTIES, ConfigError, load_config
-from kv_storage.config.durations import parse_duration_s
+from schemas.durations import parse_duration_s
 
 URI = {"KV_STORAGE_ELASTICSEARCH_URI": "http://es:9200"}
 

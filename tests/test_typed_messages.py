@@ -13,7 +13,7 @@ from kv_storage.model import Storage
 
 
 async def handler(actor: StorageActor, storage: Storage) -> None:
-    value: str = await actor.ask(GetValue(storage, "k"))
+    value: str | None = (await actor.ask(GetValue(storage, "k"))).value
     written: set[str] = await actor.ask(SetValues(storage, {{"k": "v"}}, 0))
     {wrong}
 """

@@ -18,19 +18,24 @@ import asyncio
 import contextlib
 import contextvars
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from kv_storage.actors.base import Actor, ActorStoppedError, Ask
 from kv_storage.actors.batching import Batch, Batcher, BatchLimits, Kind, Pending, keys_of
-from kv_storage.errors import ConflictError, NotFoundError, ServiceUnavailableError
-from kv_storage.es.batches import Reads, Writes
+from kv_storage.errors import (
+    ConflictError,
+    NotFoundError,
+    PreconditionFailedError,
+    ServiceUnavailableError,
+)
+from kv_storage.es.batches import Found, Reads, WriteOutcome, Writes
 from kv_storage.es.data import DataStore
 from kv_storage.es.errors import ItemError
 from kv_storage.es.waits import waiting
 from kv_storage.logs import request_id
-from kv_storage.model import Storage
+from kv_storage.model import Condition, Storage, Version
 from pipeline.records import HistoryRecord, Operation
 from pipeline.sink import HistorySink
 
@@ -41,7 +46,9 @@ class _Command:
 
 
 @dataclass(frozen=True, slots=True)
-class GetValue(_Command, Ask[str]):
+class GetValue(_Command, Ask[Found]):
+    """Its value and version (its ETag)."""
+
     key: str
 
 
@@ -51,10 +58,13 @@ class GetValues(_Command, Ask[dict[str, str | None]]):
 
 
 @dataclass(frozen=True, slots=True)
-class SetValue(_Command, Ask[None]):
+class SetValue(_Command, Ask[Version | None]):
+    """Answers the version written (``None`` if Elasticsearch did not say)."""
+
     key: str
     value: str
     received_ms: int
+    condition: Condition | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +78,7 @@ class SetValues(_Command, Ask[set[str]]):
 class DeleteValue(_Command, Ask[None]):
     key: str
     received_ms: int
+    condition: Condition | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +133,20 @@ class _Work:
     outcome: "asyncio.Future[Any]"
 
 
+class ChangeListener(Protocol):
+    """Who wants to know at once that keys changed through this instance (the watch actor:
+    blocking reads)."""
+
+    def changed(self, storage_id: str, keys: Sequence[str] | None) -> None:
+        """``keys`` ``None``: any key of the storage may have changed (a clear). Must not
+        block or raise."""
+
+
+class _NobodyListens:
+    def changed(self, storage_id: str, keys: Sequence[str] | None) -> None:
+        return None
+
+
 class StorageActor(Actor[StorageCommand]):
     def __init__(
         self,
@@ -130,10 +155,12 @@ class StorageActor(Actor[StorageCommand]):
         history: HistorySink,
         max_open_scans: int,
         batch_limits: BatchLimits,
+        changes: "ChangeListener | None" = None,
     ) -> None:
         super().__init__(name="storage", max_concurrency=_OPERATION_CONCURRENCY)
         self._data = data
         self._history = history
+        self._changes = changes or _NobodyListens()
         self._max_open_scans = max_open_scans
         self._open_scans = 0
         self._batcher = Batcher[_Work](batch_limits)
@@ -146,38 +173,48 @@ class StorageActor(Actor[StorageCommand]):
         storage = message.storage
         match message:
             case GetValue(key=key):
-                (value,) = await self._read(storage.id, (key,))
-                if value is None:
+                (found,) = await self._read(storage.id, (key,))
+                if found is None or found.value is None:
                     raise NotFoundError(f"storage {storage.id} has no key {key!r}")
-                return value
+                return found
             case GetValues(keys=keys):
                 part = self._data.reads(storage.id, keys)
-                return dict(zip(part.ids, await self._read_part(storage.id, part), strict=True))
-            case SetValue(key=key, value=value, received_ms=received_ms):
-                failed = await self._write(storage.id, self._data.sets(storage.id, {key: value}))
-                if failed:
-                    raise ItemError(failed[key])
-                self._record(storage, [(key, value)], Operation.SET, received_ms)
-                return None
-            case SetValues(pairs=pairs, received_ms=received_ms):
-                failed = await self._write(storage.id, self._data.sets(storage.id, pairs))
-                self._record(
-                    storage,
-                    [(k, v) for k, v in pairs.items() if k not in failed],
-                    Operation.SET,
-                    received_ms,
+                read = await self._read_part(storage.id, part)
+                return {
+                    key: found.value if found is not None else None
+                    for key, found in zip(part.ids, read, strict=True)
+                }
+            case SetValue(key=key, value=value, received_ms=received_ms, condition=condition):
+                writes = (
+                    self._data.sets(storage.id, {key: value})
+                    if condition is None
+                    else self._data.conditional_set(storage.id, key, value, condition)
                 )
-                return set(pairs) - failed.keys()
-            case DeleteValue(key=key, received_ms=received_ms):
-                failed = await self._write(storage.id, self._data.deletes(storage.id, (key,)))
-                if failed:
-                    raise ItemError(failed[key])
+                outcome = self._checked(await self._write(storage.id, writes), key)
+                self._changed(storage, [key])
+                self._record(storage, [(key, value)], Operation.SET, received_ms)
+                return outcome.versions.get(key)
+            case SetValues(pairs=pairs, received_ms=received_ms):
+                failed = (await self._write(storage.id, self._data.sets(storage.id, pairs))).failed
+                written = [k for k in pairs if k not in failed]
+                self._changed(storage, written)
+                self._record(storage, [(k, pairs[k]) for k in written], Operation.SET, received_ms)
+                return set(written)
+            case DeleteValue(key=key, received_ms=received_ms, condition=condition):
+                writes = (
+                    self._data.deletes(storage.id, (key,))
+                    if condition is None
+                    else self._data.conditional_delete(storage.id, key, condition)
+                )
+                self._checked(await self._write(storage.id, writes), key)
+                self._changed(storage, [key])
                 self._record(storage, [(key, None)], Operation.DELETE, received_ms)
                 return None
             case DeleteValues(keys=keys, received_ms=received_ms):
                 deletes = self._data.deletes(storage.id, keys)
-                failed = await self._write(storage.id, deletes)
+                failed = (await self._write(storage.id, deletes)).failed
                 deleted = [key for key in deletes.ids if key not in failed]
+                self._changed(storage, deleted)
                 self._record(storage, [(k, None) for k in deleted], Operation.DELETE, received_ms)
                 return set(deleted)
             case ListKeys():
@@ -185,15 +222,16 @@ class StorageActor(Actor[StorageCommand]):
             case Clear(received_ms=received_ms):
                 self._open_scan()
                 try:
-                    outcome = await self._data.clear(storage.id)
+                    cleared = await self._data.clear(storage.id)
                 finally:
                     self._open_scans -= 1
-                if outcome.conflicts:
+                if cleared.conflicts:
                     raise ConflictError(
-                        f"{outcome.conflicts} keys changed while storage {storage.id} was being "
-                        f"cleared and were kept; {outcome.deleted} keys were deleted, so the "
+                        f"{cleared.conflicts} keys changed while storage {storage.id} was being "
+                        f"cleared and were kept; {cleared.deleted} keys were deleted, so the "
                         "storage may have been cleared partially"
                     )
+                self._changes.changed(storage.id, None)
                 self._record(storage, [(None, None)], Operation.CLEAR, received_ms)
                 return None
 
@@ -217,24 +255,41 @@ class StorageActor(Actor[StorageCommand]):
 
     # Batches ----------------------------------------------------------------------------------
 
-    async def _read(self, storage_id: str, keys: tuple[str, ...]) -> list[str | None]:
+    async def _read(self, storage_id: str, keys: tuple[str, ...]) -> list[Found | None]:
         return await self._read_part(storage_id, self._data.reads(storage_id, keys))
 
-    async def _read_part(self, storage_id: str, part: Reads) -> list[str | None]:
+    async def _read_part(self, storage_id: str, part: Reads) -> list[Found | None]:
         if not part.ids:
             return []
         outcome = await self._submit(Kind.READ, storage_id, part)
         if isinstance(outcome, ItemError):
             raise outcome
-        values: list[str | None] = outcome
-        return values
+        found: list[Found | None] = outcome
+        return found
 
-    async def _write(self, storage_id: str, part: Writes) -> dict[str, Any]:
-        """The keys of ``part`` that Elasticsearch did not write or delete, with why."""
+    async def _write(self, storage_id: str, part: Writes) -> WriteOutcome:
+        """What Elasticsearch did with ``part``: versions written, keys refused or failed."""
         if not part.ids:
-            return {}
-        failed: dict[str, Any] = await self._submit(Kind.WRITE, storage_id, part)
-        return failed
+            return WriteOutcome({}, {})
+        outcome: WriteOutcome = await self._submit(Kind.WRITE, storage_id, part)
+        return outcome
+
+    @staticmethod
+    def _checked(outcome: WriteOutcome, key: str) -> WriteOutcome:
+        """A single-key write: its condition did not hold (412) or it failed (500)."""
+        if key in outcome.refused:
+            raise PreconditionFailedError(
+                f"the precondition of {key!r} does not hold (If-Match: the key is at another "
+                "version or gone; If-None-Match: * : it exists); nothing was changed"
+            )
+        if key in outcome.failed:
+            raise ItemError(outcome.failed[key])
+        return outcome
+
+    def _changed(self, storage: Storage, keys: Sequence[str]) -> None:
+        """Who waits for these keys learns at once (blocking reads through this instance)."""
+        if keys:
+            self._changes.changed(storage.id, keys)
 
     async def _submit(self, kind: Kind, storage_id: str, part: Reads | Writes) -> Any:
         """Waits for the outcome of ``part`` among a batch; counted, in the request's context,

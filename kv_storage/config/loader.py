@@ -19,6 +19,7 @@ from kv_storage.config.model import (
     Config,
     ElasticsearchConfig,
     ServerConfig,
+    WatchConfig,
 )
 from kv_storage.config.properties import PROPERTIES, PROPERTIES_BY_NAME
 from kv_storage.config.secrets import read_secret_files
@@ -183,6 +184,11 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             request_timeout_s=p["app.request-timeout"],
             expiry_interval_s=p["app.expiry.interval"],
             docs_enabled=p["app.docs.enabled"],
+            watch=WatchConfig(
+                max_wait_s=p["app.watch.max-wait"],
+                poll_interval_s=p["app.watch.poll-interval"],
+                max_waiters=p["app.watch.max-waiters"],
+            ),
             cache=CacheConfig(
                 max_size=p["app.cache.max-size"],
                 expiration_time_s=p["app.cache.expiration-time"],

@@ -48,11 +48,19 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchConfig:
+    max_wait_s: float
+    poll_interval_s: float
+    max_waiters: int
+
+
+@dataclass(frozen=True, slots=True)
 class AppConfig:
     default_page_size: int
     request_timeout_s: float
     expiry_interval_s: float
     docs_enabled: bool
+    watch: WatchConfig
     cache: CacheConfig
     history: HistoryConfig
 

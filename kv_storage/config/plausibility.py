@@ -7,8 +7,8 @@ loads (a test may want it), but the commands say, naming the property and the ru
 
 from collections.abc import Mapping
 
-from kv_storage.config.durations import parse_duration_s
 from kv_storage.config.properties import PROPERTIES_BY_NAME
+from schemas.durations import parse_duration_s
 
 LEAST_PLAUSIBLE_S: Mapping[str, float] = {
     "elasticsearch.scroll.keep-alive": 1.0,

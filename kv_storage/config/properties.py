@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kv_storage.config.durations import parse_duration_s
+from schemas.durations import parse_duration_s
 from schemas.fields import MAX_KEY_BYTES
 
 MAX_SCROLL_PAGE_SIZE = 10_000
@@ -340,6 +340,24 @@ PROPERTIES: tuple[Property, ...] = (
         "3 seconds",
         _positive_duration,
         "Longest time a request may take before it is answered with 500.",
+    ),
+    Property(
+        "app.watch.max-wait",
+        "5 minutes",
+        _positive_duration,
+        "Longest wait a blocking read may ask for (?wait=); more is 400.",
+    ),
+    Property(
+        "app.watch.poll-interval",
+        "1 second",
+        _positive_duration,
+        "How often waited-for keys are checked for changes made elsewhere (one _mget for all).",
+    ),
+    Property(
+        "app.watch.max-waiters",
+        10_000,
+        _at_least(1),
+        "Most blocking reads waiting at once on this instance; more answer 503.",
     ),
     Property(
         "app.docs.enabled",

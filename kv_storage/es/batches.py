@@ -15,17 +15,29 @@ from typing import Any
 import orjson
 
 from kv_storage.es.errors import ItemError
+from kv_storage.model import Condition, Version
 
 _INDEX_NOT_FOUND = "index_not_found_exception"
+_CONFLICT = 409
+_NOT_FOUND = 404
 
-BULK_ANSWER = ["errors", "items.*.status", "items.*.error.type", "items.*.error.reason"]
-"""All a bulk answer needs to say: per item, its status and why it failed (a fraction of the
-full answer, which Elasticsearch must write and the client parse). Every item keeps its
-status, so that the items stay in place."""
+BULK_ANSWER = [
+    "errors",
+    "items.*.status",
+    "items.*._seq_no",
+    "items.*._primary_term",
+    "items.*.error.type",
+    "items.*.error.reason",
+]
+"""All a bulk answer needs to say: per item, its status, the version it wrote (an ETag) or
+why it failed (a fraction of the full answer, which Elasticsearch must write and the client
+parse). Every item keeps its status, so that the items stay in place."""
 
 MGET_ANSWER = [
     "docs._id",
     "docs.found",
+    "docs._seq_no",
+    "docs._primary_term",
     "docs._source.value",
     "docs.error.type",
     "docs.error.reason",
@@ -51,6 +63,9 @@ class Writes:
     body: bytes
     missing_ok: bool
     """Deletes: a document that was not there is gone all the same (404 is success)."""
+    conditional: bool = False
+    """Each action carries its condition: a version conflict (or, for a delete, a missing
+    document) is that action's precondition failing, not an error."""
 
 
 def encode_reads(index: str, keys: Iterable[str]) -> Reads:
@@ -88,6 +103,30 @@ def encode_deletes(index: str, keys: Iterable[str]) -> Writes:
     return Writes(ids, body, missing_ok=True)
 
 
+def encode_conditional_set(index: str, key: str, value: str, condition: Condition) -> Writes:
+    """One set that Elasticsearch carries out only if the key is at ``condition.version``
+    (``if_seq_no``/``if_primary_term``), or does not exist (``create``)."""
+    action: dict[str, object] = {"_index": index, "_id": key, **_checks(condition)}
+    operation = "create" if condition.absent else "index"
+    body = orjson.dumps({operation: action}) + b"\n" + orjson.dumps({"key": key, "value": value})
+    return Writes((key,), body + b"\n", missing_ok=False, conditional=True)
+
+
+def encode_conditional_delete(index: str, key: str, condition: Condition) -> Writes:
+    """One delete that Elasticsearch carries out only if the key is at ``condition.version``."""
+    action = {"_index": index, "_id": key, **_checks(condition)}
+    return Writes((key,), orjson.dumps({"delete": action}) + b"\n", False, conditional=True)
+
+
+def _checks(condition: Condition) -> dict[str, int]:
+    if condition.version is None:
+        return {}
+    return {
+        "if_seq_no": condition.version.seq_no,
+        "if_primary_term": condition.version.primary_term,
+    }
+
+
 def mget_body(parts: Sequence[Reads]) -> Any:
     return as_sent(b'{"docs":[' + b",".join(part.body for part in parts if part.ids) + b"]}")
 
@@ -102,9 +141,17 @@ def as_sent(body: bytes) -> Any:
     return body
 
 
-ReadOutcome = list[str | None] | ItemError
-"""The values of a part's ids, in order (``None``: no such key); or why a document of it
-could not be read, which fails that part alone."""
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A key's value (``None`` for a document without one) and its version."""
+
+    value: str | None
+    version: Version
+
+
+ReadOutcome = list[Found | None] | ItemError
+"""The values (and versions) of a part's ids, in order (``None``: no such key); or why a
+document of it could not be read, which fails that part alone."""
 
 
 def read_outcomes(parts: Sequence[Reads], answer: Mapping[str, Any]) -> list[ReadOutcome]:
@@ -114,40 +161,50 @@ def read_outcomes(parts: Sequence[Reads], answer: Mapping[str, Any]) -> list[Rea
     outcomes: list[ReadOutcome] = []
     position = 0
     for part in parts:
-        values: list[str | None] = []
+        values: list[Found | None] = []
         failure: ItemError | None = None
         for document in docs[position : position + len(part.ids)]:
             error = document.get("error")
             if error is not None and _error_type(error) != _INDEX_NOT_FOUND:
                 failure = failure or ItemError(document, what="document")
-            values.append(_value(document.get("_source")) if document.get("found") else None)
+            values.append(_found(document) if document.get("found") else None)
         position += len(part.ids)
         outcomes.append(failure or values)
     return outcomes
 
 
-WriteOutcome = dict[str, Mapping[str, Any]]
-"""The ids of a part that Elasticsearch did not carry out, with their items (empty: all
-done)."""
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    failed: dict[str, Mapping[str, Any]]
+    """The ids of a part that Elasticsearch did not carry out, with their items."""
+    versions: dict[str, Version]
+    """The version each carried-out set or delete left its key at (its next ETag)."""
+    refused: frozenset[str] = frozenset()
+    """Of a conditional part: the ids whose condition did not hold (nothing changed)."""
 
 
 def write_outcomes(parts: Sequence[Writes], answer: Mapping[str, Any]) -> list[WriteOutcome]:
-    if not answer.get("errors"):
-        return [{} for _ in parts]
     items: list[Mapping[str, Any]] = answer.get("items") or []
     if len(items) != sum(len(part.ids) for part in parts):
         raise ItemError({"error": f"_bulk answered {len(items)} items"}, what="_bulk answer")
     outcomes: list[WriteOutcome] = []
     position = 0
     for part in parts:
-        failed: WriteOutcome = {}
+        failed: dict[str, Mapping[str, Any]] = {}
+        versions: dict[str, Version] = {}
+        refused: set[str] = set()
         for key, wrapped in zip(part.ids, items[position : position + len(part.ids)], strict=True):
             item: Mapping[str, Any] = next(iter(wrapped.values()))
             status = item.get("status", 500)
-            if status >= 300 and not (part.missing_ok and status == 404):
+            if status < 300:
+                if "_seq_no" in item:
+                    versions[key] = Version(item["_primary_term"], item["_seq_no"])
+            elif part.conditional and status in (_CONFLICT, _NOT_FOUND):
+                refused.add(key)
+            elif not (part.missing_ok and status == _NOT_FOUND):
                 failed[key] = item
         position += len(part.ids)
-        outcomes.append(failed)
+        outcomes.append(WriteOutcome(failed, versions, frozenset(refused)))
     return outcomes
 
 
@@ -155,8 +212,8 @@ def _error_type(error: object) -> object:
     return error.get("type") if isinstance(error, Mapping) else error
 
 
-def _value(source: Mapping[str, Any] | None) -> str | None:
-    if not source:
-        return None
+def _found(document: Mapping[str, Any]) -> Found:
+    source = document.get("_source") or {}
     value = source.get("value")
-    return value if isinstance(value, str) or value is None else str(value)
+    text = value if isinstance(value, str) or value is None else str(value)
+    return Found(text, Version(document.get("_primary_term", 0), document.get("_seq_no", 0)))

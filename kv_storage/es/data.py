@@ -26,6 +26,8 @@ from kv_storage.es.batches import (
     Writes,
     as_sent,
     bulk_body,
+    encode_conditional_delete,
+    encode_conditional_set,
     encode_deletes,
     encode_reads,
     encode_sets,
@@ -35,6 +37,7 @@ from kv_storage.es.batches import (
 )
 from kv_storage.es.errors import ItemError
 from kv_storage.es.names import IndexNames
+from kv_storage.model import Condition
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,14 @@ class DataStore:
         """Deleting a key that is not there succeeds: deletion is idempotent."""
         return encode_deletes(self._names.data(storage_id), keys)
 
+    def conditional_set(
+        self, storage_id: str, key: str, value: str, condition: Condition
+    ) -> Writes:
+        return encode_conditional_set(self._names.data(storage_id), key, value, condition)
+
+    def conditional_delete(self, storage_id: str, key: str, condition: Condition) -> Writes:
+        return encode_conditional_delete(self._names.data(storage_id), key, condition)
+
     async def read(self, parts: Sequence[Reads]) -> list[ReadOutcome]:
         """One ``_mget`` of every part (real-time: it sees every acknowledged write). A key
         of a storage never written (no index) is a missing key, like any other."""
@@ -82,7 +93,7 @@ class DataStore:
         a storage's index has one shard, and a bulk request keeps the order of each shard's
         actions."""
         if not any(part.ids for part in parts):
-            return [{} for _ in parts]
+            return [WriteOutcome({}, {}) for _ in parts]
         answer = await self._client.bulk(operations=bulk_body(parts), filter_path=BULK_ANSWER)
         return write_outcomes(parts, answer.body)
 

@@ -5,7 +5,8 @@ from aiohttp_apispec import docs
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kv_storage.actors.cache import CacheStats, GetCacheStats
-from kv_storage.app_keys import CACHE_ACTOR, HISTORY_ACTOR, METRICS
+from kv_storage.actors.watch import GetWatchStats
+from kv_storage.app_keys import CACHE_ACTOR, HISTORY_ACTOR, METRICS, WATCH_ACTOR
 
 
 @docs(
@@ -14,7 +15,8 @@ from kv_storage.app_keys import CACHE_ACTOR, HISTORY_ACTOR, METRICS
     description=(
         "Requests by route template and status with latency histograms, Elasticsearch "
         "requests by outcome, the history pipeline (buffered, written, retried, lost, dropped) "
-        "and the storage cache (hits, misses, entries). No label holds a storage id or key."
+        "the storage cache (hits, misses, entries) and blocking reads (waiters, wake-ups by "
+        "cause). No label holds a storage id or key."
     ),
     produces=["text/plain"],
     responses={200: {"description": "The metrics"}},
@@ -22,6 +24,7 @@ from kv_storage.app_keys import CACHE_ACTOR, HISTORY_ACTOR, METRICS
 async def metrics(request: web.Request) -> web.Response:
     history = await request.app[HISTORY_ACTOR].stats()
     cache: CacheStats = await request.app[CACHE_ACTOR].ask(GetCacheStats())
+    watch = await request.app[WATCH_ACTOR].ask(GetWatchStats())
     collected = request.app[METRICS]
     collected.update(
         {
@@ -33,6 +36,7 @@ async def metrics(request: web.Request) -> web.Response:
             "kv_storage_cache_hits": cache.hits,
             "kv_storage_cache_misses": cache.misses,
             "kv_storage_cache_entries": cache.entries,
+            "kv_storage_watch_waiters": watch.waiters,
         }
     )
     body = generate_latest(collected.registry)

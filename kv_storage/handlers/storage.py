@@ -14,7 +14,6 @@ from kv_storage.actors.storage import (
     Clear,
     DeleteValue,
     DeleteValues,
-    GetValue,
     GetValues,
     KeyScan,
     ListKeys,
@@ -22,10 +21,13 @@ from kv_storage.actors.storage import (
     SetValues,
 )
 from kv_storage.app_keys import CONFIG, KEY_LISTING_ACTOR, STORAGE_ACTOR
+from kv_storage.errors import BadRequestError
 from kv_storage.es.keys import KeyRange
 from kv_storage.handlers.access import authorised_storage, storage_route
+from kv_storage.handlers.conditions import known_version, write_condition
 from kv_storage.handlers.requests import EMPTY_OK_TYPES, empty_ok, json_answer, received_ms
 from kv_storage.handlers.spec import SECRET_KEY_PARAMETER, raw_response, storage_id_parameter
+from kv_storage.handlers.watching import get_answer
 from kv_storage.middlewares import extend_deadline, start_streaming
 from kv_storage.model import Storage
 from kv_storage.validation import validated, validates
@@ -40,6 +42,7 @@ from schemas.storage import (
     RESULTS_SPEC,
     VALUE,
     VALUES_SPEC,
+    GetQuerySchema,
     KeyListQuerySchema,
     KeySelection,
 )
@@ -59,6 +62,40 @@ _KEY_NOTE = (
     "`..` as `%2E` and `%2E%2E`)."
 )
 
+
+_ETAG_HEADER = {
+    "ETag": {
+        "type": "string",
+        "description": "The key's version, opaque: for If-Match and If-None-Match",
+    }
+}
+_PRECONDITION_FAILED = {
+    "description": "The condition does not hold (If-Match: the key is at another version or "
+    "gone; If-None-Match: *: it exists); nothing changed",
+    "schema": ErrorSchema,
+}
+_IF_MATCH = {
+    "in": "header",
+    "name": "If-Match",
+    "type": "string",
+    "required": False,
+    "description": "Only if the key is at this version (an ETag): compare-and-set",
+}
+_IF_NONE_MATCH_SET = {
+    "in": "header",
+    "name": "If-None-Match",
+    "type": "string",
+    "required": False,
+    "description": "`*`: only if the key does not exist (create)",
+}
+_IF_NONE_MATCH_GET = {
+    "in": "header",
+    "name": "If-None-Match",
+    "type": "string",
+    "required": False,
+    "description": "A version (an ETag): 304 while the key is at it; with `wait`, wait for a "
+    "change",
+}
 
 _TOO_LARGE = {
     "description": "The body is larger than server.max-body-size (a JSON body: "
@@ -93,21 +130,40 @@ def _body(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 @docs(
     tags=_TAGS,
     summary="Get the value of a key",
-    description="Answers the value as text/plain." + _KEY_NOTE,
+    description=(
+        "Answers the value as text/plain, with its version as an `ETag`. With "
+        "`If-None-Match: <etag>`, an unchanged key is 304; with `wait` as well, the answer "
+        "waits (up to `wait`, at most app.watch.max-wait) for the key to change: 200 with the "
+        "new value and tag, 404 if it was deleted, 304 when the wait passed." + _KEY_NOTE
+    ),
     produces=["text/plain", "application/json"],
-    parameters=[_SECRET, _STORAGE_ID, _KEY],
+    parameters=[_SECRET, _STORAGE_ID, _KEY, _IF_NONE_MATCH_GET],
     responses={
-        200: raw_response("The value", {"type": "string", "example": "somevalue"}),
-        400: {"description": "The key is invalid", "schema": ErrorSchema},
-        **_errors((404, "The storage does not exist or has no such key")),
+        200: {
+            **raw_response("The value", {"type": "string", "example": "somevalue"}),
+            "headers": _ETAG_HEADER,
+        },
+        304: {
+            "description": "If-None-Match names the current version (after `wait`, if given)",
+            "headers": _ETAG_HEADER,
+        },
+        400: {
+            "description": "The key, the wait or the If-None-Match tag is invalid",
+            "schema": ErrorSchema,
+        },
+        **_errors(
+            (404, "The storage does not exist or has no such key"),
+            (503, "app.watch.max-waiters blocking reads wait already; try again later"),
+        ),
     },
 )
+@querystring_schema(GetQuerySchema)
 @storage_route()
 @validates("key", KEY)
 async def get_value(request: web.Request) -> web.Response:
-    command = GetValue(authorised_storage(request), validated(request, "key"))
-    value = await request.app[STORAGE_ACTOR].ask(command)
-    return web.Response(text=value, content_type="text/plain")
+    wait_s: float | None = validated(request, "querystring").get("wait")
+    storage, key = authorised_storage(request), validated(request, "key")
+    return await get_answer(request, storage, key, known_version(request), wait_s)
 
 
 @docs(
@@ -145,11 +201,17 @@ async def get_values(request: web.Request) -> web.Response:
         _SECRET,
         _STORAGE_ID,
         _KEY,
+        _IF_MATCH,
+        _IF_NONE_MATCH_SET,
         _body("value", {"type": "string", "example": "somevalue"}),
     ],
     responses={
-        200: {"description": "The value is stored"},
-        400: {"description": "The content type, key or value is invalid", "schema": ErrorSchema},
+        200: {"description": "The value is stored; ETag: its new version", "headers": _ETAG_HEADER},
+        400: {
+            "description": "The content type, key, value or a condition header is invalid",
+            "schema": ErrorSchema,
+        },
+        412: _PRECONDITION_FAILED,
         413: _TOO_LARGE,
         **_errors(),
     },
@@ -160,9 +222,13 @@ async def get_values(request: web.Request) -> web.Response:
 async def set_value(request: web.Request) -> web.Response:
     arrival = received_ms()
     key, value = validated(request, "key"), validated(request, "value")
-    command = SetValue(authorised_storage(request), key, value, arrival)
-    await request.app[STORAGE_ACTOR].ask(command)
-    return empty_ok()
+    condition = write_condition(request)
+    command = SetValue(authorised_storage(request), key, value, arrival, condition)
+    version = await request.app[STORAGE_ACTOR].ask(command)
+    answer = empty_ok()
+    if version is not None:
+        answer.headers["ETag"] = version.etag
+    return answer
 
 
 @docs(
@@ -200,11 +266,14 @@ async def set_values(request: web.Request) -> web.Response:
     tags=_TAGS,
     summary="Delete a key",
     produces=EMPTY_OK_TYPES,
-    description="Deleting a key that does not exist succeeds too." + _KEY_NOTE,
-    parameters=[_SECRET, _STORAGE_ID, _KEY],
+    description=(
+        "Deleting a key that does not exist succeeds too (not with If-Match: then 412)." + _KEY_NOTE
+    ),
+    parameters=[_SECRET, _STORAGE_ID, _KEY, _IF_MATCH],
     responses={
         200: {"description": "The key is gone"},
-        400: {"description": "The key is invalid", "schema": ErrorSchema},
+        400: {"description": "The key or the If-Match tag is invalid", "schema": ErrorSchema},
+        412: _PRECONDITION_FAILED,
         **_errors(),
     },
 )
@@ -212,7 +281,11 @@ async def set_values(request: web.Request) -> web.Response:
 @validates("key", KEY)
 async def delete_value(request: web.Request) -> web.Response:
     arrival = received_ms()
-    command = DeleteValue(authorised_storage(request), validated(request, "key"), arrival)
+    storage, key = authorised_storage(request), validated(request, "key")
+    condition = write_condition(request)
+    if condition is not None and condition.absent:
+        raise BadRequestError("If-None-Match does not apply to a delete; use If-Match")
+    command = DeleteValue(storage, key, arrival, condition)
     await request.app[STORAGE_ACTOR].ask(command)
     return empty_ok()
 

@@ -1,4 +1,5 @@
-"""Durations written the way the original service's HOCON configuration wrote them.
+"""Durations written the way the original service's HOCON configuration wrote them: in the
+configuration, and in requests that take one (a blocking read's ``wait``).
 
 Operators migrating from the original copy values such as ``"30 seconds"``, ``"1 hour"`` or
 ``"1m"``; a plain number means milliseconds, which is also what the original's ``ttl`` and
@@ -6,6 +7,9 @@ Operators migrating from the original copy values such as ``"30 seconds"``, ``"1
 """
 
 import re
+from typing import Any
+
+from marshmallow import fields
 
 _UNIT_SECONDS: dict[str, float] = {}
 for _names, _seconds in (
@@ -46,3 +50,21 @@ def parse_duration_s(value: object) -> float:
     else:
         raise ValueError('expected a duration such as 30000, "30 seconds" or "1m"')
     return milliseconds / 1000.0
+
+
+class Duration(fields.String):
+    """A duration in a query string, as the configuration takes them: seconds (a float).
+    Documented as a string (milliseconds, or a number with a unit)."""
+
+    default_error_messages = {  # noqa: RUF012
+        "invalid": 'Not a duration: give milliseconds or a number with a unit, such as "30s".'
+    }
+
+    def _deserialize(  # type: ignore[override]
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> float:
+        try:
+            seconds = parse_duration_s(value)
+        except ValueError:
+            raise self.make_error("invalid") from None
+        return seconds

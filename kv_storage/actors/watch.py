@@ -1,0 +1,205 @@
+"""The watch actor: blocking reads that wait for a key to change.
+
+A client that sends ``GET /get/<id>/<key>?wait=<duration>`` with ``If-None-Match: <etag>``
+waits until the key's version is no longer that one, or the wait ends. The actor owns every
+waiter: the handler gets a ``Waiter`` at once, awaits its ``woken`` future, and says
+``Unwatch`` when it stops waiting for any reason (answered, timed out, its client gone), so
+nothing is left behind.
+
+A change made through this instance wakes the key's waiters at once (the storage actor says
+``Changed``). A change made anywhere else (another instance, another writer) is seen at the
+next poll: every ``poll-interval``, while anyone waits, one request asks Elasticsearch for
+the versions of every watched key together (``VersionReader``), however many waiters there
+are. At most ``max-waiters`` wait at once (more are refused: 503). When the service stops,
+every waiter is answered (``WakeAll``) before it goes.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kv_storage.actors.base import Actor, ActorStoppedError, Ask
+from kv_storage.errors import ServiceUnavailableError
+from kv_storage.model import DocumentKey, Version
+
+logger = logging.getLogger(__name__)
+
+_RETRY_AFTER_S = 1
+
+
+class VersionReader(Protocol):
+    async def versions(self, keys: Sequence[DocumentKey]) -> dict[DocumentKey, Version | None]:
+        """The current version of each key (``None``: no such key), in one request."""
+
+
+SHUTDOWN = "shutdown"
+"""What wakes every waiter when the service stops: answer now, as unchanged."""
+
+
+@dataclass(eq=False)
+class Waiter:
+    where: DocumentKey
+    version: Version | None
+    """The version the client has; ``None``: it saw no such key."""
+    woken: "asyncio.Future[str]" = field(repr=False)
+    """Set to what woke it: ``write`` (through this instance), ``poll`` (seen changed
+    elsewhere) or ``SHUTDOWN``; then read the key again and answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Watch(Ask[Waiter]):
+    where: DocumentKey
+    version: Version | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unwatch:
+    """The handler stops waiting (sent, not asked: also from a request being cancelled)."""
+
+    waiter: Waiter
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """Keys changed through this instance (sent, not asked); ``keys`` ``None``: any key of
+    the storage (a clear)."""
+
+    storage_id: str
+    keys: tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class WakeAll(Ask[None]):
+    """The service stops: answer every waiter now."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchStats:
+    waiters: int
+    wakeups: dict[str, int]
+    """By cause: ``write`` (through this instance), ``poll`` (seen changed elsewhere),
+    ``shutdown``."""
+
+
+@dataclass(frozen=True, slots=True)
+class GetWatchStats(Ask[WatchStats]):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Polled:
+    """The versions a poll found, for the keys watched when it began."""
+
+    current: dict[DocumentKey, Version | None]
+
+
+WatchMessage = Watch | Unwatch | Changed | WakeAll | GetWatchStats | _Polled
+
+
+class WatchActor(Actor[WatchMessage]):
+    def __init__(
+        self, *, versions: VersionReader, max_waiters: int, poll_interval_s: float
+    ) -> None:
+        super().__init__(name="watch")
+        self._versions = versions
+        self._max_waiters = max_waiters
+        self._poll_interval_s = poll_interval_s
+        self._waiting: dict[DocumentKey, list[Waiter]] = {}
+        self._count = 0
+        self._wakeups: Counter[str] = Counter()
+        self._next_poll: float | None = None
+        self._polling: asyncio.Task[None] | None = None
+
+    async def handle(self, message: WatchMessage) -> Waiter | WatchStats | None:
+        match message:
+            case Watch(where, version):
+                return self._watch(where, version)
+            case Unwatch(waiter):
+                self._unwatch(waiter)
+            case Changed(storage_id, None):  # a clear: rare, so a pass over every waiter
+                for where, waiters in self._waiting.items():
+                    if where.storage_id == storage_id:
+                        for waiter in waiters:
+                            self._settle(waiter, "write")
+            case Changed(storage_id, keys):
+                for key in keys or ():
+                    for waiter in self._waiting.get(DocumentKey(storage_id, key), []):
+                        self._settle(waiter, "write")
+            case _Polled(current):
+                self._polling = None
+                for where, version in current.items():
+                    for waiter in self._waiting.get(where, []):
+                        if waiter.version != version:
+                            self._settle(waiter, "poll")
+            case WakeAll():
+                for waiters in self._waiting.values():
+                    for waiter in waiters:
+                        self._settle(waiter, SHUTDOWN)
+            case GetWatchStats():
+                return WatchStats(self._count, dict(self._wakeups))
+        return None
+
+    def next_deadline(self) -> float | None:
+        """The next poll, while anyone waits and no poll is under way."""
+        if not self._waiting or self._polling is not None:
+            return None
+        if self._next_poll is None:
+            self._next_poll = asyncio.get_running_loop().time() + self._poll_interval_s
+        return self._next_poll
+
+    async def on_deadline(self) -> None:
+        self._next_poll = None
+        watched = list(self._waiting)
+        self._polling = asyncio.create_task(self._poll(watched), name="watch-poll")
+
+    async def _poll(self, watched: list[DocumentKey]) -> None:
+        """In a task of its own: the actor goes on with its messages meanwhile. Whatever it
+        finds (nothing, when Elasticsearch failed) comes back as a message, which also says
+        the poll is over, so that the next one is timed."""
+        current: dict[DocumentKey, Version | None] = {}
+        try:
+            current = await self._versions.versions(watched)
+        except Exception as error:
+            logger.warning("watch: checking %d keys for changes failed: %r", len(watched), error)
+        with contextlib.suppress(ActorStoppedError):
+            self.send(_Polled(current))
+
+    def _watch(self, where: DocumentKey, version: Version | None) -> Waiter:
+        if self._count >= self._max_waiters:
+            raise ServiceUnavailableError(
+                f"{self._count} requests wait for changes on this instance, the most it holds "
+                "(app.watch.max-waiters); try again shortly",
+                headers={"Retry-After": str(_RETRY_AFTER_S)},
+            )
+        waiter = Waiter(where, version, asyncio.get_running_loop().create_future())
+        self._waiting.setdefault(where, []).append(waiter)
+        self._count += 1
+        return waiter
+
+    def _unwatch(self, waiter: Waiter) -> None:
+        waiters = self._waiting.get(waiter.where)
+        if waiters is None or waiter not in waiters:
+            return
+        waiters.remove(waiter)
+        self._count -= 1
+        if not waiters:
+            del self._waiting[waiter.where]
+        if not waiter.woken.done():
+            waiter.woken.cancel()
+
+    def _settle(self, waiter: Waiter, cause: str) -> None:
+        if not waiter.woken.done():
+            waiter.woken.set_result(cause)
+            self._wakeups[cause] += 1
+
+    # As the storage actor's ChangeListener ----------------------------------------------------
+
+    def changed(self, storage_id: str, keys: Sequence[str] | None) -> None:
+        """Never raises into the write that caused it: a stopped watcher has nobody waiting."""
+        if self.running:
+            with contextlib.suppress(ActorStoppedError):
+                self.send(Changed(storage_id, None if keys is None else tuple(keys)))
