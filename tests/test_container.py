@@ -317,8 +317,13 @@ async def test_compose_quick_start_runs_under_podman_compose(unused_tcp_port: in
     with _compose_up("docker-compose.yml", unused_tcp_port) as project:
         body = await _wait_for_detailed_health(unused_tcp_port, timeout_s=300)
         assert body["status"] == "HEALTHY"
-        init = await asyncio.to_thread(podman, "logs", f"{project}_init_1")
-        assert init.stdout.count(" created") == 6, init.stdout + init.stderr
+
+        async def init_reported() -> bool:
+            # Podman hands a container's log over once it is written out: ask until then.
+            init = await asyncio.to_thread(podman, "logs", f"{project}_init_1")
+            return init.stdout.count(" created") == 6
+
+        await wait_until(init_reported, timeout_s=60, interval_s=1, what="init's report")
 
 
 @pytest.mark.container
