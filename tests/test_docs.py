@@ -180,7 +180,9 @@ def _parse(args: list[str]) -> tuple[int | None, str, list[str]]:
     return None, out.getvalue(), unknown
 
 
-@pytest.mark.parametrize("quoted", QUOTED, ids=[f"{q.where} {q.text[:60]}" for q in QUOTED])
+@pytest.mark.parametrize(
+    "quoted", QUOTED, ids=[f"{q.where} {' '.join(q.text.split())[:60]}" for q in QUOTED]
+)
 def test_a_quoted_command_line_is_one_the_cli_takes(quoted: Quoted) -> None:
     args = list(quoted.args)
     help_out = io.StringIO()
