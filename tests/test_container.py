@@ -317,7 +317,11 @@ async def test_compose_quick_start_runs_under_podman_compose(unused_tcp_port: in
     with _compose_up("docker-compose.yml", unused_tcp_port) as project:
         body = await _wait_for_detailed_health(unused_tcp_port, timeout_s=300)
         assert body["status"] == "HEALTHY"
+        # Detailed health turns HEALTHY once init has made the templates, which may be before
+        # init has printed its report (it prints at its end): read the log once it exited.
+        waited = await asyncio.to_thread(podman, "wait", f"{project}_init_1", timeout_s=120)
         init = await asyncio.to_thread(podman, "logs", f"{project}_init_1")
+        assert waited.stdout.strip() == "0", init.stdout + init.stderr
         assert init.stdout.count(" created") == 6, init.stdout + init.stderr
 
 
