@@ -1,5 +1,6 @@
 # kv-storage service image.
 #   docker build -t kv-storage .
+#   docker run --rm -e KV_STORAGE_ELASTICSEARCH_URI=http://es:9200 kv-storage kv-storage init
 #   docker run -p 8080:8080 -e KV_STORAGE_ELASTICSEARCH_URI=http://es:9200 kv-storage
 #   or mount a configuration file:
 #   docker run -p 8080:8080 -v $PWD/kv-storage.toml:/etc/kv-storage/kv-storage.toml:ro \

@@ -3,13 +3,15 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help setup run test lint typecheck pytest es-start es-stop clean bench
+.PHONY: help setup run test lint typecheck pytest es-start es-stop clean bench docs
 
 help:
 	@echo "make run        set up, start a local Elasticsearch unless one is configured (then with a"
 	@echo "                demo storage and an admin token, printed), serve on :8080 (or \$$PORT)"
 	@echo "make test       set up and run lint, type checks and the whole test suite"
-	@echo "make bench      benchmarks against plain Elasticsearch (docs/benchmarks.md)"
+	@echo "make bench      benchmarks against plain Elasticsearch: writes docs/benchmarks-latest.md"
+	@echo "                (and .json) and docs/benchmarks.png; docs/benchmarks.md explains them"
+	@echo "make docs       rewrite the property table of docs/configuration.md from the code"
 	@echo "make es-start   start the local development Elasticsearch (prints its URL)"
 	@echo "make es-stop    stop every local Elasticsearch node this project started"
 
@@ -49,3 +51,6 @@ clean:
 bench: setup
 	scripts/setup.sh --bench-tools
 	$(BIN)/python bench/run.py
+
+docs: setup
+	$(BIN)/python -m kv_storage.config.reference

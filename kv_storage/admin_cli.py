@@ -102,11 +102,17 @@ def _checked_message(args: argparse.Namespace) -> "Ask[RegistryEntry | EntryPage
     return RotateSecret(args.storage_id)
 
 
-def _render(action: str, result: "RegistryEntry | EntryPage") -> Mapping[str, Any]:
+def _render(
+    message: "Ask[RegistryEntry | EntryPage]", action: str, result: "RegistryEntry | EntryPage"
+) -> Mapping[str, Any]:
+    """What the administration API answers for the same work."""
+    from kv_storage.actors.lifecycle import ListStorages
     from kv_storage.es.registry import EntryPage, storage_view
 
     if isinstance(result, EntryPage):
-        return {"total": result.total, "items": [storage_view(e) for e in result.entries]}
+        page = message.page if isinstance(message, ListStorages) else 1
+        items = [storage_view(e) for e in result.entries]
+        return {"total": result.total, "page": page, "size": len(items), "items": items}
     if action == "rotate-key":  # as the administration API answers it
         return {"id": result.id, "secretKey": result.secret_key}
     if action == "create":
@@ -141,5 +147,5 @@ async def run(config: "Config", args: argparse.Namespace) -> int:
             raise
         print(f"kv-storage storage: {describe(error)}", file=sys.stderr)
         return EXIT_FAILURE
-    print(json.dumps(_render(args.action, result), indent=2))
+    print(json.dumps(_render(message, args.action, result), indent=2))
     return 0

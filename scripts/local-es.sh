@@ -29,7 +29,10 @@
 # --tls (or explicit --port / --heap) differs is restarted. Progress goes to standard error.
 # Each node keeps its state in .cache/es-nodes/NAME/: data/ (kept across restarts: delete the
 # folder to start empty), logs/, config/ (rewritten at each start), pid, url.
-# Run as root, the node runs as the system user kvstorage-es (Elasticsearch refuses root).
+# Run as root, the node runs as the system user kvstorage-es (Elasticsearch refuses root),
+# which the script creates, and every folder above the node's is made traversable for it
+# (chmod o+x, logged). What the script needs and misses (Maven and unzip to fetch, curl, a
+# JDK) it installs with apt-get when run as root; otherwise it names what to install.
 # Exit status: 0 success, 1 failure, 2 usage error.
 set -euo pipefail
 
@@ -66,14 +69,17 @@ lock_fds=()
 # Fetching ----------------------------------------------------------------------------------
 
 apt_updated=
+apt_update_once() {
+    [[ -z $apt_updated ]] || return 0
+    log "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >&2
+    apt_updated=1
+}
+
 apt_install() {
     is_root || die "missing: $* (install it, or run this script as root to let it install it)"
     command -v apt-get >/dev/null || die "missing: $* (and no apt-get to install it)"
-    if [[ -z $apt_updated ]]; then
-        log "apt-get update"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >&2
-        apt_updated=1
-    fi
+    apt_update_once
     log "installing $*"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
         </dev/null >&2
@@ -116,11 +122,27 @@ java_home() {
             return
         fi
     done
-    if command -v java >/dev/null; then
-        dirname "$(dirname "$(readlink -f "$(command -v java)")")"
-        return
+    if ! command -v java >/dev/null; then
+        install_jdk
     fi
-    die "no JDK found: install one (for instance openjdk-17-jre-headless) or set ES_JAVA_HOME"
+    dirname "$(dirname "$(readlink -f "$(command -v java)")")"
+}
+
+# The integration-test distribution brings no JDK of its own: as root, install Debian's
+# (Elasticsearch 8 runs on 17 or newer), else say what is missing.
+install_jdk() {
+    local hint="no JDK found: install one (17 or newer, for instance openjdk-17-jre-headless) or set ES_JAVA_HOME"
+    is_root && command -v apt-get >/dev/null || die "$hint"
+    apt_update_once
+    local package
+    for package in openjdk-17-jre-headless openjdk-21-jre-headless; do
+        if apt-cache show "$package" >/dev/null 2>&1; then
+            apt_install "$package"
+            command -v java >/dev/null || die "$hint"
+            return
+        fi
+    done
+    die "$hint"
 }
 
 # Ports ---------------------------------------------------------------------------------------
@@ -297,6 +319,7 @@ start() {
     fi
     stop_node quietly
     fetch
+    command -v curl >/dev/null || apt_install curl  # asks the node whether it is healthy
     local java
     java=$(java_home)
     heap=${heap:-512m}

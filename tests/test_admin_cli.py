@@ -55,6 +55,10 @@ def test_create_show_list_rotate_delete(
     assert "secretKey" not in shown
     listed = output(kv_storage(es_url, index_prefix, "list", "--account", "ops"))
     assert [item["id"] for item in listed["items"]] == [created["id"]]
+    # The administration API's page: {"total", "page", "size", "items"}.
+    assert (listed["total"], listed["page"], listed["size"]) == (1, 1, 1)
+    second = output(kv_storage(es_url, index_prefix, "list", "--account", "ops", "--page", "2"))
+    assert (second["total"], second["page"], second["size"], second["items"]) == (1, 2, 0, [])
     rotated = output(kv_storage(es_url, index_prefix, "rotate-key", created["id"]))
     assert rotated["secretKey"] != created["secretKey"]
     deleted = output(kv_storage(es_url, index_prefix, "delete", created["id"]))

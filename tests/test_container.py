@@ -317,9 +317,13 @@ async def test_compose_quick_start_runs_under_podman_compose(unused_tcp_port: in
     with _compose_up("docker-compose.yml", unused_tcp_port) as project:
         body = await _wait_for_detailed_health(unused_tcp_port, timeout_s=300)
         assert body["status"] == "HEALTHY"
+        # Detailed health turns HEALTHY once init has made the templates, which may be before
+        # init has printed its report (it prints at its end): wait for init to exit, then ask
+        # for its log until Podman has written it out (it was once read empty under load).
+        waited = await asyncio.to_thread(podman, "wait", f"{project}_init_1", timeout_s=120)
+        assert waited.stdout.strip() == "0", waited.stdout + waited.stderr
 
         async def init_reported() -> bool:
-            # Podman hands a container's log over once it is written out: ask until then.
             init = await asyncio.to_thread(podman, "logs", f"{project}_init_1")
             return init.stdout.count(" created") == 6
 

@@ -123,7 +123,7 @@ async def test_list_and_clear_costs(
     aiohttp_client: ClientFactory,
     create_storage: StorageFactory,
 ) -> None:
-    """Documented in the README: list and clear of N keys with page size P."""
+    """Documented in docs/design.md: list and clear of N keys with page size P."""
     api = await _service(
         make_config, es_proxy, aiohttp_client, KV_STORAGE_ELASTICSEARCH_SCROLL_PAGE_SIZE="10"
     )
