@@ -114,6 +114,15 @@ class Parts:
             keep_alive=f"{round(settings.scroll_keep_alive_s * 1000)}ms",
         )
 
+    def batch_limits(self) -> BatchLimits:
+        """The bounds of the batched requests (the storage actor's, the key listing's)."""
+        batch = self.config.elasticsearch.batch
+        return BatchLimits(
+            max_operations=batch.max_operations,
+            max_bytes=batch.max_bytes,
+            max_in_flight=batch.max_in_flight,
+        )
+
 
 T = TypeVar("T")
 
@@ -191,11 +200,7 @@ async def storage(parts: Parts) -> AsyncIterator[None]:
         data=DataStore(parts.client, parts.names, parts.scan_settings()),
         history=parts.history,
         max_open_scans=settings.scroll_max_open,
-        batch_limits=BatchLimits(
-            max_operations=settings.batch.max_operations,
-            max_bytes=settings.batch.max_bytes,
-            max_in_flight=settings.batch.max_in_flight,
-        ),
+        batch_limits=parts.batch_limits(),
         changes=parts._watch,
     )
     actor.start()
@@ -213,6 +218,7 @@ async def key_listing(parts: Parts) -> AsyncIterator[None]:
         data=DataStore(parts.client, parts.names, parts.scan_settings()),
         max_open_scans=parts.config.elasticsearch.scroll_max_open,
         recheck_s=parts.config.app.cache.update_time_s,
+        batch_limits=parts.batch_limits(),
     )
     actor.start()
     parts._key_listing = actor

@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from elasticsearch import AsyncElasticsearch
 from yarl import URL
 
 from tests.conftest import StorageRef
@@ -36,3 +37,11 @@ async def put(api: Client, storage: StorageRef, key: str, value: str) -> None:
 async def get(api: Client, storage: StorageRef, key: str) -> tuple[int, str]:
     response = await api.get(path("get", storage, key), headers=storage.headers)
     return response.status, await response.text()
+
+
+async def route_requests(es: AsyncElasticsearch, *routes: str) -> int:
+    """Requests the node has received on these routes, by its own statistics."""
+    stats = await es.nodes.stats(metric="http")
+    node = next(iter(stats["nodes"].values()))
+    found = node["http"].get("routes", {})
+    return sum(found.get(route, {}).get("requests", {}).get("count", 0) for route in routes)

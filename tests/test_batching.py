@@ -16,17 +16,9 @@ from kv_storage.es.data import DataStore, ScanSettings
 from kv_storage.es.names import IndexNames
 from kv_storage.model import Storage, StorageType
 from tests.conftest import CountingProxy, StorageFactory, StorageRef
-from tests.helpers import Client, ClientFactory, get, path
+from tests.helpers import Client, ClientFactory, get, path, route_requests
 
 TEXT = "text/plain"
-
-
-async def route_requests(es: AsyncElasticsearch, *routes: str) -> int:
-    """Requests the node has received on these routes, by its own statistics."""
-    stats = await es.nodes.stats(metric="http")
-    node = next(iter(stats["nodes"].values()))
-    found = node["http"].get("routes", {})
-    return sum(found.get(route, {}).get("requests", {}).get("count", 0) for route in routes)
 
 
 async def set_value(api: Client, storage: StorageRef, key: str, value: str) -> int:

@@ -18,7 +18,7 @@ from kv_storage.config import Config
 from kv_storage.es.migration import KeyFieldMigration, Progress
 from kv_storage.es.names import IndexNames
 from tests.conftest import StorageFactory, StorageRef
-from tests.helpers import Client, ClientFactory, path
+from tests.helpers import Client, ClientFactory, path, route_requests
 
 SPECIAL_KEYS = [
     "a/b/c",
@@ -103,6 +103,69 @@ async def test_keys_with_any_character_page_in_utf8_byte_order(
     assert [key for page, _ in pages for key in page] == _byte_order(SPECIAL_KEYS)
     after = await _pages(api, storage, {"prefix": "a/", "after": "a/z", "limit": "10"})
     assert after == [([key for key in _byte_order(SPECIAL_KEYS) if key.encode() > b"a/z"], None)]
+
+
+async def test_concurrent_pages_share_searches_and_each_gets_its_own_keys(
+    api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
+) -> None:
+    """Many clients paging at once: their searches go to Elasticsearch together (its own
+    per-route statistics count them), and every client gets the page it asked for."""
+    storages = [await create_storage() for _ in range(4)]
+    never_written = await create_storage()
+    for storage in storages:
+        await _set_all(api, storage, [f"{storage.id}/{n:03d}" for n in range(200)])
+        await es.indices.refresh(index=f"{index_prefix}storage-data-{storage.id}")
+    asks = [
+        (storage, f"{storage.id}/{digit}", str(limit))
+        for storage in storages
+        for digit in range(2)
+        for limit in (1, 7, 100)
+    ] * 3
+
+    async def page(storage: StorageRef, prefix: str, limit: str) -> tuple[list[str], bool]:
+        url = str(path("list", storage)) + f"?prefix={quote(prefix, safe='')}&limit={limit}"
+        response = await api.get(url, headers=storage.headers)
+        assert response.status == 200, await response.text()
+        return await response.json(), "Link" in response.headers
+
+    for storage in [*storages, never_written]:  # migration known, as after the first page
+        await page(storage, "x", "1")
+    before = await route_requests(es, "/_msearch")
+    answers, unwritten = await asyncio.gather(
+        asyncio.gather(*(page(*ask) for ask in asks)), page(never_written, "", "10")
+    )
+    searches = await route_requests(es, "/_msearch") - before
+    for (_, prefix, limit), (keys, more) in zip(asks, answers, strict=True):
+        expected = [f"{prefix}{n:02d}" for n in range(100)]
+        assert keys == expected[: int(limit)]
+        assert more == (int(limit) < 100)
+    assert unwritten == ([], False)
+    assert 0 < searches < (len(asks) + 1) / 2, searches
+
+
+async def test_a_page_elasticsearch_refuses_fails_alone(
+    api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
+) -> None:
+    """A storage whose index is closed: its searches come back from the _msearch as errors;
+    the pages of another storage in the same batches are answered."""
+    closed, open_ = await create_storage(), await create_storage()
+    for storage in (closed, open_):
+        await _set_all(api, storage, ["a/1", "a/2"])
+        await es.indices.refresh(index=f"{index_prefix}storage-data-{storage.id}")
+        assert (
+            await api.get(str(path("list", storage)) + "?limit=1", headers=storage.headers)
+        ).status == 200
+    await es.indices.close(index=f"{index_prefix}storage-data-{closed.id}")
+
+    async def page(storage: StorageRef) -> tuple[int, str]:
+        url = str(path("list", storage)) + "?prefix=a/&limit=10"
+        response = await api.get(url, headers=storage.headers)
+        return response.status, await response.text()
+
+    answers = await asyncio.gather(*(page(s) for _ in range(20) for s in (open_, closed)))
+    assert [status for status, _ in answers] == [200, 500] * 20
+    assert {text for status, text in answers if status == 200} == {'["a/1","a/2"]'}
+    assert all("Elasticsearch refused the request" in text for _, text in answers[1::2])
 
 
 @pytest.mark.parametrize("limit", ["0", "10001", "-1", "x", "1.5"])

@@ -61,6 +61,14 @@ async def test_each_operation_on_a_cached_storage_costs_one_request(
         await api.post(path("delete", storage), json=keys, headers=storage.headers)
     ).status == 200
     one_request("/_bulk")
+    # A page of listing by prefix: one search (the first page also learns, once, that the
+    # storage's data carries the key field).
+    listed = str(path("list", storage)) + "?prefix=k&limit=10"
+    assert (await api.get(listed, headers=storage.headers)).status == 200
+    es_proxy.clear()
+    page = await api.get(listed + "&after=k5", headers=storage.headers)
+    assert page.status == 200
+    one_request("/_msearch")
 
 
 async def test_concurrent_lookups_of_an_uncached_storage_read_the_registry_once(

@@ -57,6 +57,13 @@ class Pending(Generic[PayloadT]):
     """Its bytes in the request body."""
     payload: PayloadT
     """What the actor sends and answers; opaque here."""
+    weight: int | None = None
+    """What it counts against ``max_operations``; ``None``: its keys. (A search of a page
+    of keys has no keys to order by, but asks for as many as its page holds.)"""
+
+    @property
+    def counted(self) -> int:
+        return len(self.keys) if self.weight is None else self.weight
 
 
 def keys_of(storage_id: str, keys: Iterable[str]) -> frozenset[Key]:
@@ -73,7 +80,7 @@ class Batch(Generic[PayloadT]):
     def admits(self, operation: Pending[PayloadT], limits: BatchLimits) -> bool:
         """Room for ``operation``; an empty batch takes anything (a large operation alone)."""
         return not self.operations or (
-            self.keys + len(operation.keys) <= limits.max_operations
+            self.keys + operation.counted <= limits.max_operations
             and self.size + operation.size <= limits.max_bytes
         )
 
@@ -82,7 +89,7 @@ class Batch(Generic[PayloadT]):
 
     def add(self, operation: Pending[PayloadT]) -> None:
         self.operations.append(operation)
-        self.keys += len(operation.keys)
+        self.keys += operation.counted
         self.size += operation.size
 
 

@@ -1,7 +1,12 @@
 """The key listing actor: a storage's keys by prefix, in pages.
 
-A page of a migrated storage is one search on the ``key`` field (``kv_storage.es.keys``). A
-storage whose data may still lack the field (an upgraded deployment before ``kv-storage
+A page of a migrated storage is one search on the ``key`` field (``kv_storage.es.keys``).
+Searches go in batches, as the storage actor's reads do (``kv_storage.actors.batching``):
+one that arrives while a slot is free goes at once, alone; while every slot is taken they
+wait, and go together as one ``_msearch`` when a batch is answered. Many clients paging at
+once so cost Elasticsearch few requests, and a lone client's page costs what a search does.
+
+A storage whose data may still lack the field (an upgraded deployment before ``kv-storage
 init --migrate`` reached it) is answered from a full scan filtered here: the same page,
 slower. The actor owns what it learnt of the migration: a storage found migrated stays so; a
 storage found not migrated is asked about again after ``recheck_s``. Full scans hold a scroll
@@ -9,15 +14,32 @@ context each, so at most ``max_open_scans`` run at once (more answer 503).
 """
 
 import asyncio
-from dataclasses import dataclass
+import contextvars
+from collections.abc import Awaitable
+from dataclasses import dataclass, replace
+from typing import TypeVar, cast
 
-from kv_storage.actors.base import Actor, Ask
+from kv_storage.actors.base import Actor, ActorStoppedError, Ask
+from kv_storage.actors.batching import Batch, Batcher, BatchLimits, Kind, Pending
 from kv_storage.errors import ServiceUnavailableError
 from kv_storage.es.data import DataStore
-from kv_storage.es.keys import KeyIndex, KeyPage, KeyRange, filtered
+from kv_storage.es.errors import ItemError
+from kv_storage.es.keys import (
+    KeyIndex,
+    KeyPage,
+    KeyRange,
+    KeySearch,
+    KeySearchOutcome,
+    filtered,
+    page_of,
+    page_size,
+)
+from kv_storage.es.waits import waiting
 from kv_storage.model import Storage
 
 _SCAN_RETRY_AFTER_S = 1
+
+AnswerT = TypeVar("AnswerT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +50,21 @@ class ListKeyPage(Ask[KeyPage]):
     limit: int
 
 
+@dataclass(eq=False, slots=True)
+class _Search:
+    search: KeySearch
+    outcome: "asyncio.Future[KeySearchOutcome]"
+
+
 class KeyListingActor(Actor[ListKeyPage]):
     def __init__(
-        self, *, keys: KeyIndex, data: DataStore, max_open_scans: int, recheck_s: float
+        self,
+        *,
+        keys: KeyIndex,
+        data: DataStore,
+        max_open_scans: int,
+        recheck_s: float,
+        batch_limits: BatchLimits,
     ) -> None:
         super().__init__(name="key-listing", max_concurrency=1024)
         self._keys = keys
@@ -40,11 +74,13 @@ class KeyListingActor(Actor[ListKeyPage]):
         self._migrated: set[str] = set()
         self._not_migrated_until: dict[str, float] = {}
         self._open_scans = 0
+        self._batcher = Batcher[_Search](batch_limits)
+        self._batches: set[asyncio.Task[None]] = set()
 
     async def handle(self, message: ListKeyPage) -> KeyPage:
         storage_id = message.storage.id
         if await self._is_migrated(storage_id):
-            return await self._keys.page(storage_id, message.where, limit=message.limit)
+            return await self._page(storage_id, message.where, message.limit)
         if self._open_scans >= self._max_open_scans:
             raise ServiceUnavailableError(
                 f"{self._open_scans} key listings of storages not migrated yet are scanning "
@@ -61,6 +97,77 @@ class KeyListingActor(Actor[ListKeyPage]):
                 await pages.aclose()
         finally:
             self._open_scans -= 1
+
+    def answer_at_once(self, message: Ask[AnswerT]) -> Awaitable[AnswerT] | None:
+        """A page of a storage known to be migrated runs in the caller's task: it only adds
+        its search to the batches (without awaiting) and waits for the outcome."""
+        if isinstance(message, ListKeyPage) and message.storage.id in self._migrated:
+            page = self._page(message.storage.id, message.where, message.limit)
+            return cast(Awaitable[AnswerT], page)
+        return None
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Pages asked for are answered first (within ``timeout_s``); searches still out then
+        are cancelled, which fails their pages."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        await super().stop(timeout_s)
+        while self._batches and loop.time() < deadline:
+            await asyncio.wait(set(self._batches), timeout=deadline - loop.time())
+        for batch in list(self._batches):
+            batch.cancel()
+
+    async def _page(self, storage_id: str, where: KeyRange, limit: int) -> KeyPage:
+        keys = await self._search(KeySearch(storage_id, where, page_size(limit)))
+        page = page_of(keys, limit)
+        if page is None:  # as many keys as one search answers: does any follow?
+            following = await self._search(KeySearch(storage_id, replace(where, after=keys[-1]), 1))
+            page = KeyPage(keys, more=bool(following))
+        return page
+
+    async def _search(self, search: KeySearch) -> list[str]:
+        """The keys of ``search``, searched in the next batch; counted, in the request's
+        context, as a request to Elasticsearch in flight meanwhile."""
+        outcome: asyncio.Future[KeySearchOutcome] = asyncio.get_running_loop().create_future()
+        size = self._keys.encoded_size(search)
+        self._batcher.add(
+            Pending(Kind.READ, frozenset(), size, _Search(search, outcome), weight=search.size)
+        )
+        self._send_batches()
+        with waiting():
+            keys = await outcome
+        if isinstance(keys, ItemError):
+            raise keys
+        return keys
+
+    def _send_batches(self) -> None:
+        for batch in self._batcher.take():
+            # A context of its own: a batch works for many requests, none of whose ids or
+            # counts of requests in flight are its own.
+            task = asyncio.create_task(self._carry(batch), context=contextvars.Context())
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _carry(self, batch: Batch[_Search]) -> None:
+        searches = [pending.payload for pending in batch.operations]
+        try:
+            outcomes = await self._keys.search([item.search for item in searches])
+        except Exception as error:  # the request as a whole: every page in it fails
+            for item in searches:
+                if not item.outcome.done():
+                    item.outcome.set_exception(error)
+        except BaseException as error:
+            for item in searches:
+                if not item.outcome.done():
+                    item.outcome.set_exception(ActorStoppedError(f"key-listing: {error!r}"))
+            raise
+        else:
+            for item, outcome in zip(searches, outcomes, strict=True):
+                if not item.outcome.done():
+                    item.outcome.set_result(outcome)
+        finally:
+            self._batcher.done(batch)
+            self._send_batches()
 
     async def _is_migrated(self, storage_id: str) -> bool:
         if storage_id in self._migrated:

@@ -1,4 +1,6 @@
-"""Keys of a storage by prefix, in pages: one search each, on the ``key`` field.
+"""Keys of a storage by prefix, in pages: one search each, on the ``key`` field; searches
+made at the same time go to Elasticsearch as one ``_msearch`` (the key listing actor decides
+which).
 
 Elasticsearch refuses to sort or prefix-search ``_id``, so data documents carry the key in a
 ``keyword`` field too (layout version 2). A keyword sorts by the bytes of its UTF-8, which is
@@ -10,16 +12,18 @@ filled it in (``kv_storage.es.migration``); for a storage not migrated yet, ``fi
 answers the same pages from a full scan, filtered here.
 """
 
-from collections.abc import AsyncIterable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from elasticsearch import AsyncElasticsearch, NotFoundError
+import orjson
+from elasticsearch import AsyncElasticsearch
 
+from kv_storage.es.errors import ItemError
 from kv_storage.es.migration import migrated
 from kv_storage.es.names import IndexNames
 
-_MAX_WINDOW = 10_000
+MAX_WINDOW = 10_000
 """Elasticsearch's default ``index.max_result_window``: the most one search answers."""
 
 
@@ -42,46 +46,92 @@ class KeyRange:
         return self.after is None or key.encode() > self.after.encode()
 
 
+@dataclass(frozen=True, slots=True)
+class KeySearch:
+    """One search of a storage's keys: at most ``size`` keys of ``where``, in order."""
+
+    storage_id: str
+    where: KeyRange
+    size: int
+
+
+_ANSWERED = ["responses.status", "responses.error", "responses.hits.hits._id"]
+"""What the service reads of an ``_msearch`` answer: each search's status (which is always
+there, so the answers keep their places), its error, and its keys; not the index name, score
+and sort value of every hit, which would cost more to parse than the rest."""
+
+KeySearchOutcome = list[str] | ItemError
+"""A search's keys, or what Elasticsearch said when it refused that search alone."""
+
+
+def page_size(limit: int) -> int:
+    """The keys to ask for a page of ``limit``: one more, to learn whether more follow (a
+    search answers at most 10,000)."""
+    return min(limit + 1, MAX_WINDOW)
+
+
+def page_of(keys: list[str], limit: int) -> KeyPage | None:
+    """The page that the keys of a search of ``page_size(limit)`` make; ``None`` when that
+    search could not tell whether more follow (a page of 10,000: ask for one more key)."""
+    if len(keys) > limit:
+        return KeyPage(keys[:limit], more=True)
+    if len(keys) == limit == MAX_WINDOW:
+        return None
+    return KeyPage(keys, more=False)
+
+
 class KeyIndex:
     def __init__(self, client: AsyncElasticsearch, names: IndexNames) -> None:
         self._client = client
         self._names = names
 
-    async def page(self, storage_id: str, where: KeyRange, *, limit: int) -> KeyPage:
-        """At most ``limit`` keys of ``where``, in order: one search (two for a page of
-        10,000, the most one search may answer, to learn whether more follow)."""
-        keys = await self._search(storage_id, where, size=min(limit + 1, _MAX_WINDOW))
-        if len(keys) > limit:
-            return KeyPage(keys[:limit], more=True)
-        if len(keys) == limit == _MAX_WINDOW:
-            following = replace(where, after=keys[-1])
-            return KeyPage(keys, more=bool(await self._search(storage_id, following, size=1)))
-        return KeyPage(keys, more=False)
+    def encoded_size(self, search: KeySearch) -> int:
+        """The bytes ``search`` adds to an ``_msearch`` body (for the batches' bound)."""
+        return sum(len(orjson.dumps(line)) + 1 for line in self._lines(search))
 
-    async def _search(self, storage_id: str, where: KeyRange, *, size: int) -> list[str]:
+    async def search(self, searches: Sequence[KeySearch]) -> list[KeySearchOutcome]:
+        """Every search of ``searches`` as one ``_msearch``: each gets its own outcome (a
+        storage never written has no keys); a failure of the request as a whole raises."""
+        body: list[Mapping[str, Any]] = []
+        for search in searches:
+            body.extend(self._lines(search))
+        answer = await self._client.msearch(searches=body, filter_path=_ANSWERED)
+        responses = answer["responses"]
+        if len(responses) != len(searches):
+            raise ItemError(
+                {"error": f"_msearch answered {len(responses)} of {len(searches)} searches"},
+                what="_msearch answer",
+            )
+        return [_outcome(response) for response in responses]
+
+    def _lines(self, search: KeySearch) -> tuple[dict[str, Any], dict[str, Any]]:
+        where = search.where
         clauses: list[dict[str, Any]] = []
         if where.prefix:
             clauses.append({"prefix": {"key": where.prefix}})
-        options: dict[str, Any] = {}
+        query: dict[str, Any] = {
+            "query": {"bool": {"filter": clauses}},
+            "sort": [{"key": {"order": "asc", "unmapped_type": "keyword"}}],
+            "size": search.size,
+            "_source": False,
+            "track_total_hits": False,
+        }
         if where.after is not None:
-            options["search_after"] = [where.after]
-        try:
-            answer = await self._client.search(
-                index=self._names.data(storage_id),
-                query={"bool": {"filter": clauses}},
-                sort=[{"key": {"order": "asc", "unmapped_type": "keyword"}}],
-                size=size,
-                source=False,
-                track_total_hits=False,
-                **options,
-            )
-        except NotFoundError:  # never written: no keys
-            return []
-        return [hit["_id"] for hit in answer["hits"]["hits"]]
+            query["search_after"] = [where.after]
+        return {"index": self._names.data(search.storage_id)}, query
 
     async def migrated(self, storage_id: str) -> bool:
         """Whether every data document of the storage carries the key field."""
         return await migrated(self._client, self._names, storage_id)
+
+
+def _outcome(response: Mapping[str, Any]) -> KeySearchOutcome:
+    error = response.get("error")
+    if error is None:
+        return [hit["_id"] for hit in response.get("hits", {}).get("hits", ())]
+    if isinstance(error, Mapping) and error.get("type") == "index_not_found_exception":
+        return []  # never written: no keys
+    return ItemError(response, what="search")
 
 
 async def filtered(pages: AsyncIterable[list[str]], where: KeyRange, *, limit: int) -> KeyPage:

@@ -359,11 +359,11 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
     if limit is None:
         return await _stream_keys(request, _every_page(request, storage, where))
     page = await request.app[KEY_LISTING_ACTOR].ask(ListKeyPage(storage, where, limit))
-    headers = {}
+    answer = json_answer(page.keys)
     if page.more:
         following = request.rel_url.update_query(after=page.keys[-1])
-        headers["Link"] = f'<{following}>; rel="next"'
-    return web.json_response(page.keys, headers=headers)
+        answer.headers["Link"] = f'<{following}>; rel="next"'
+    return answer
 
 
 async def _every_page(
