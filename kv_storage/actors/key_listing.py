@@ -52,7 +52,7 @@ class ListKeyPage(Ask[KeyPage]):
 
 @dataclass(eq=False, slots=True)
 class _Search:
-    search: KeySearch
+    encoded: bytes
     outcome: "asyncio.Future[KeySearchOutcome]"
 
 
@@ -129,9 +129,11 @@ class KeyListingActor(Actor[ListKeyPage]):
         """The keys of ``search``, searched in the next batch; counted, in the request's
         context, as a request to Elasticsearch in flight meanwhile."""
         outcome: asyncio.Future[KeySearchOutcome] = asyncio.get_running_loop().create_future()
-        size = self._keys.encoded_size(search)
+        encoded = self._keys.encode(search)
         self._batcher.add(
-            Pending(Kind.READ, frozenset(), size, _Search(search, outcome), weight=search.size)
+            Pending(
+                Kind.READ, frozenset(), len(encoded), _Search(encoded, outcome), weight=search.size
+            )
         )
         self._send_batches()
         with waiting():
@@ -151,7 +153,7 @@ class KeyListingActor(Actor[ListKeyPage]):
     async def _carry(self, batch: Batch[_Search]) -> None:
         searches = [pending.payload for pending in batch.operations]
         try:
-            outcomes = await self._keys.search([item.search for item in searches])
+            outcomes = await self._keys.search([item.encoded for item in searches])
         except Exception as error:  # the request as a whole: every page in it fails
             for item in searches:
                 if not item.outcome.done():

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from elasticsearch import AsyncElasticsearch
 
+from kv_storage.es.batches import as_sent
 from kv_storage.es.errors import ItemError
 from kv_storage.es.migration import migrated
 from kv_storage.es.names import IndexNames
@@ -85,21 +86,23 @@ class KeyIndex:
         self._client = client
         self._names = names
 
-    def encoded_size(self, search: KeySearch) -> int:
-        """The bytes ``search`` adds to an ``_msearch`` body (for the batches' bound)."""
-        return sum(len(orjson.dumps(line)) + 1 for line in self._lines(search))
+    def encode(self, search: KeySearch) -> bytes:
+        """``search``'s part of an ``_msearch`` body (two lines of NDJSON), encoded once, when
+        the page is asked for; its length counts against the batches' bound."""
+        header, body = self._lines(search)
+        return orjson.dumps(header) + b"\n" + orjson.dumps(body) + b"\n"
 
-    async def search(self, searches: Sequence[KeySearch]) -> list[KeySearchOutcome]:
-        """Every search of ``searches`` as one ``_msearch``: each gets its own outcome (a
-        storage never written has no keys); a failure of the request as a whole raises."""
-        body: list[Mapping[str, Any]] = []
-        for search in searches:
-            body.extend(self._lines(search))
-        answer = await self._client.msearch(searches=body, filter_path=_ANSWERED)
+    async def search(self, encoded: Sequence[bytes]) -> list[KeySearchOutcome]:
+        """Every search of ``encoded`` (each from ``encode``) as one ``_msearch``: each gets its
+        own outcome (a storage never written has no keys); a failure of the request as a whole
+        raises."""
+        answer = await self._client.msearch(
+            searches=as_sent(b"".join(encoded)), filter_path=_ANSWERED
+        )
         responses = answer["responses"]
-        if len(responses) != len(searches):
+        if len(responses) != len(encoded):
             raise ItemError(
-                {"error": f"_msearch answered {len(responses)} of {len(searches)} searches"},
+                {"error": f"_msearch answered {len(responses)} of {len(encoded)} searches"},
                 what="_msearch answer",
             )
         return [_outcome(response) for response in responses]
