@@ -71,7 +71,7 @@ async def watched(
     whose client went away (as ``kv-storage serve`` does)."""
 
     async def instance(**environ: str) -> Client:
-        config = make_config(KV_STORAGE_APP_WATCH_POLL_INTERVAL="300ms", **environ)
+        config = make_config(**{"KV_STORAGE_APP_WATCH_POLL_INTERVAL": "300ms", **environ})
         client: Client = await aiohttp_client(
             create_app(config), server_kwargs={"handler_cancellation": True}
         )
@@ -92,6 +92,42 @@ async def test_a_write_through_the_same_instance_wakes_the_waiter_at_once(
     async with asyncio.timeout(0.1 + BUSY_MACHINE_MARGIN_S):
         status, value, answered_tag = await waiting
     assert (status, value, answered_tag) == (200, "v2", new_tag)
+
+
+async def _wakeups(api: Client, cause: str) -> float:
+    text = await (await api.get("/metrics")).text()
+    sample = f'kv_storage_watch_wakeups_total{{cause="{cause}"}} '
+    return next((float(row.split()[-1]) for row in text.splitlines() if row.startswith(sample)), 0)
+
+
+async def test_writes_wake_exactly_the_waiters_of_their_keys_as_others_come_and_go(
+    watched: Callable[..., Any], create_storage: StorageFactory
+) -> None:
+    """Writes of storages and keys nobody waits for wake nobody; a waiter that leaves does not
+    stop a write from waking the others of its storage at once (not at a poll: there is
+    none within this test's time)."""
+    api: Client = await watched(KV_STORAGE_APP_WATCH_POLL_INTERVAL="60s")
+    storage, other = await create_storage(), await create_storage()
+    tags = {key: await _set(api, storage, key, "v1") for key in ("k", "j")}
+    staying = asyncio.create_task(_wait(api, storage, "k", tags["k"], "30s"))
+    leaving = asyncio.create_task(_wait(api, storage, "j", tags["j"], "30s"))
+    await _until_waiting(api, 2)
+    leaving.cancel()
+
+    async def one_left() -> bool:
+        return await _waiters(api) == 1
+
+    await wait_until(one_left, what="the waiter whose client left dropped")
+    multi = await api.put(path("set", other), json={"k": "x", "j": "x"}, headers=other.headers)
+    assert multi.status == 200
+    await _set(api, storage, "unwatched", "x")
+    assert not staying.done()
+    new_tag = await _set(api, storage, "k", "v2")
+    async with asyncio.timeout(0.1 + BUSY_MACHINE_MARGIN_S):
+        status, value, answered_tag = await staying
+    assert (status, value, answered_tag) == (200, "v2", new_tag)
+    assert await _wakeups(api, "write") == 1
+    assert await _wakeups(api, "poll") == 0
 
 
 async def test_a_write_through_another_instance_is_seen_within_the_poll_interval(

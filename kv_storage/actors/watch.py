@@ -109,6 +109,9 @@ class WatchActor(Actor[WatchMessage]):
         self._max_waiters = max_waiters
         self._poll_interval_s = poll_interval_s
         self._waiting: dict[DocumentKey, list[Waiter]] = {}
+        self._watched_storages: Counter[str] = Counter()
+        """Keys watched per storage: a change of a storage nobody watches costs a lookup, not
+        one per key it changed (a multi-set of 1,000 keys, with nobody waiting)."""
         self._count = 0
         self._wakeups: Counter[str] = Counter()
         self._next_poll: float | None = None
@@ -120,6 +123,8 @@ class WatchActor(Actor[WatchMessage]):
                 return self._watch(where, version)
             case Unwatch(waiter):
                 self._unwatch(waiter)
+            case Changed(storage_id, _) if storage_id not in self._watched_storages:
+                pass
             case Changed(storage_id, None):  # a clear: rare, so a pass over every waiter
                 for where, waiters in self._waiting.items():
                     if where.storage_id == storage_id:
@@ -176,7 +181,10 @@ class WatchActor(Actor[WatchMessage]):
                 headers={"Retry-After": str(_RETRY_AFTER_S)},
             )
         waiter = Waiter(where, version, asyncio.get_running_loop().create_future())
-        self._waiting.setdefault(where, []).append(waiter)
+        waiters = self._waiting.setdefault(where, [])
+        if not waiters:
+            self._watched_storages[where.storage_id] += 1
+        waiters.append(waiter)
         self._count += 1
         return waiter
 
@@ -188,6 +196,9 @@ class WatchActor(Actor[WatchMessage]):
         self._count -= 1
         if not waiters:
             del self._waiting[waiter.where]
+            self._watched_storages[waiter.where.storage_id] -= 1
+            if not self._watched_storages[waiter.where.storage_id]:
+                del self._watched_storages[waiter.where.storage_id]
         if not waiter.woken.done():
             waiter.woken.cancel()
 
