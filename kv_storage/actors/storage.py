@@ -186,7 +186,7 @@ class StorageActor(Actor[StorageCommand]):
                 }
             case SetValue(key=key, value=value, received_ms=received_ms, condition=condition):
                 writes = (
-                    self._data.sets(storage.id, {key: value})
+                    self._data.sets(storage.id, {key: value}, versioned=True)
                     if condition is None
                     else self._data.conditional_set(storage.id, key, value, condition)
                 )

@@ -21,17 +21,14 @@ _INDEX_NOT_FOUND = "index_not_found_exception"
 _CONFLICT = 409
 _NOT_FOUND = 404
 
-BULK_ANSWER = [
-    "errors",
-    "items.*.status",
-    "items.*._seq_no",
-    "items.*._primary_term",
-    "items.*.error.type",
-    "items.*.error.reason",
-]
-"""All a bulk answer needs to say: per item, its status, the version it wrote (an ETag) or
-why it failed (a fraction of the full answer, which Elasticsearch must write and the client
-parse). Every item keeps its status, so that the items stay in place."""
+BULK_ANSWER = ["errors", "items.*.status", "items.*.error.type", "items.*.error.reason"]
+"""All a bulk answer needs to say: per item, its status, or why it failed (a fraction of the
+full answer, which Elasticsearch must write and the client parse). Every item keeps its
+status, so that the items stay in place."""
+
+BULK_ANSWER_VERSIONED = [*BULK_ANSWER, "items.*._seq_no", "items.*._primary_term"]
+"""The same, with the version each item wrote: for a batch that holds a single-key set, whose
+answer carries its ETag."""
 
 MGET_ANSWER = [
     "docs._id",
@@ -66,6 +63,9 @@ class Writes:
     conditional: bool = False
     """Each action carries its condition: a version conflict (or, for a delete, a missing
     document) is that action's precondition failing, not an error."""
+    versioned: bool = False
+    """Its answer needs the versions written (a single-key set answers its ETag); the
+    versions of a multi-key write, which nobody reads, are neither asked for nor parsed."""
 
 
 def encode_reads(index: str, keys: Iterable[str]) -> Reads:
@@ -74,7 +74,7 @@ def encode_reads(index: str, keys: Iterable[str]) -> Reads:
     return Reads(ids, specs[1:-1])
 
 
-def encode_sets(index: str, pairs: Mapping[str, str]) -> Writes:
+def encode_sets(index: str, pairs: Mapping[str, str], *, versioned: bool = False) -> Writes:
     """One index action per pair: ``{"index":{...}}`` and ``{"key":...,"value":...}``, each a
     line. The key goes in a field of its own too (layout version 2): listing by prefix sorts
     and searches it, which ``_id`` does not allow."""
@@ -92,7 +92,7 @@ def encode_sets(index: str, pairs: Mapping[str, str]) -> Writes:
             for key, value in pairs.items()
         ]
     )
-    return Writes(tuple(pairs), body, missing_ok=False)
+    return Writes(tuple(pairs), body, missing_ok=False, versioned=versioned)
 
 
 def encode_deletes(index: str, keys: Iterable[str]) -> Writes:
@@ -109,7 +109,7 @@ def encode_conditional_set(index: str, key: str, value: str, condition: Conditio
     action: dict[str, object] = {"_index": index, "_id": key, **_checks(condition)}
     operation = "create" if condition.absent else "index"
     body = orjson.dumps({operation: action}) + b"\n" + orjson.dumps({"key": key, "value": value})
-    return Writes((key,), body + b"\n", missing_ok=False, conditional=True)
+    return Writes((key,), body + b"\n", missing_ok=False, conditional=True, versioned=True)
 
 
 def encode_conditional_delete(index: str, key: str, condition: Condition) -> Writes:
@@ -197,7 +197,7 @@ def write_outcomes(parts: Sequence[Writes], answer: Mapping[str, Any]) -> list[W
             item: Mapping[str, Any] = next(iter(wrapped.values()))
             status = item.get("status", 500)
             if status < 300:
-                if "_seq_no" in item:
+                if part.versioned and "_seq_no" in item:
                     versions[key] = Version(item["_primary_term"], item["_seq_no"])
             elif part.conditional and status in (_CONFLICT, _NOT_FOUND):
                 refused.add(key)

@@ -19,6 +19,7 @@ from elasticsearch.helpers import async_scan
 
 from kv_storage.es.batches import (
     BULK_ANSWER,
+    BULK_ANSWER_VERSIONED,
     MGET_ANSWER,
     ReadOutcome,
     Reads,
@@ -65,8 +66,9 @@ class DataStore:
     def reads(self, storage_id: str, keys: Iterable[str]) -> Reads:
         return encode_reads(self._names.data(storage_id), keys)
 
-    def sets(self, storage_id: str, pairs: Mapping[str, str]) -> Writes:
-        return encode_sets(self._names.data(storage_id), pairs)
+    def sets(self, storage_id: str, pairs: Mapping[str, str], *, versioned: bool = False) -> Writes:
+        """``versioned``: the outcome carries the versions written (an ETag to answer)."""
+        return encode_sets(self._names.data(storage_id), pairs, versioned=versioned)
 
     def deletes(self, storage_id: str, keys: Iterable[str]) -> Writes:
         """Deleting a key that is not there succeeds: deletion is idempotent."""
@@ -94,7 +96,8 @@ class DataStore:
         actions."""
         if not any(part.ids for part in parts):
             return [WriteOutcome({}, {}) for _ in parts]
-        answer = await self._client.bulk(operations=bulk_body(parts), filter_path=BULK_ANSWER)
+        wanted = BULK_ANSWER_VERSIONED if any(part.versioned for part in parts) else BULK_ANSWER
+        answer = await self._client.bulk(operations=bulk_body(parts), filter_path=wanted)
         return write_outcomes(parts, answer.body)
 
     async def drop(self, storage_id: str) -> None:
