@@ -30,7 +30,7 @@ from kv_storage.errors import (
     PreconditionFailedError,
     ServiceUnavailableError,
 )
-from kv_storage.es.batches import Found, Reads, WriteOutcome, Writes
+from kv_storage.es.batches import Found, ReadOutcome, Reads, WriteOutcome, Writes
 from kv_storage.es.data import DataStore
 from kv_storage.es.errors import ItemError
 from kv_storage.es.waits import waiting
@@ -179,11 +179,8 @@ class StorageActor(Actor[StorageCommand]):
                 return found
             case GetValues(keys=keys):
                 part = self._data.reads(storage.id, keys)
-                read = await self._read_part(storage.id, part)
-                return {
-                    key: found.value if found is not None else None
-                    for key, found in zip(part.ids, read, strict=True)
-                }
+                values = cast(list[str | None], await self._read_part(storage.id, part))
+                return dict(zip(part.ids, values, strict=True))
             case SetValue(key=key, value=value, received_ms=received_ms, condition=condition):
                 writes = (
                     self._data.sets(storage.id, {key: value}, versioned=True)
@@ -256,16 +253,20 @@ class StorageActor(Actor[StorageCommand]):
     # Batches ----------------------------------------------------------------------------------
 
     async def _read(self, storage_id: str, keys: tuple[str, ...]) -> list[Found | None]:
-        return await self._read_part(storage_id, self._data.reads(storage_id, keys))
+        """Values with their versions (what a single get answers: the value and its ETag)."""
+        part = self._data.reads(storage_id, keys, versioned=True)
+        return cast(list[Found | None], await self._read_part(storage_id, part))
 
-    async def _read_part(self, storage_id: str, part: Reads) -> list[Found | None]:
+    async def _read_part(
+        self, storage_id: str, part: Reads
+    ) -> list[Found | None] | list[str | None]:
+        """``Found`` for a ``versioned`` part, values alone for another."""
         if not part.ids:
             return []
-        outcome = await self._submit(Kind.READ, storage_id, part)
+        outcome: ReadOutcome = await self._submit(Kind.READ, storage_id, part)
         if isinstance(outcome, ItemError):
             raise outcome
-        found: list[Found | None] = outcome
-        return found
+        return outcome
 
     async def _write(self, storage_id: str, part: Writes) -> WriteOutcome:
         """What Elasticsearch did with ``part``: versions written, keys refused or failed."""

@@ -33,14 +33,16 @@ answer carries its ETag."""
 MGET_ANSWER = [
     "docs._id",
     "docs.found",
-    "docs._seq_no",
-    "docs._primary_term",
     "docs._source.value",
     "docs.error.type",
     "docs.error.reason",
 ]
 """Per document: whether it was found, its value, or why it could not be read. ``_id`` keeps
 every document in the answer, in place, whatever else is filtered away."""
+
+MGET_ANSWER_VERSIONED = [*MGET_ANSWER, "docs._seq_no", "docs._primary_term"]
+"""The same, with each document's version: for a batch that holds a single-key get, which
+answers its ETag."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,9 @@ class Reads:
 
     ids: tuple[str, ...]
     body: bytes
+    versioned: bool = False
+    """Its outcome carries each value's version (``Found``: a single-key get answers its
+    ETag); else the values alone, as a multi-get answers them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +73,10 @@ class Writes:
     versions of a multi-key write, which nobody reads, are neither asked for nor parsed."""
 
 
-def encode_reads(index: str, keys: Iterable[str]) -> Reads:
+def encode_reads(index: str, keys: Iterable[str], *, versioned: bool = False) -> Reads:
     ids = tuple(dict.fromkeys(keys))
     specs = orjson.dumps([{"_index": index, "_id": key} for key in ids])
-    return Reads(ids, specs[1:-1])
+    return Reads(ids, specs[1:-1], versioned)
 
 
 def encode_sets(index: str, pairs: Mapping[str, str], *, versioned: bool = False) -> Writes:
@@ -149,9 +154,10 @@ class Found:
     version: Version
 
 
-ReadOutcome = list[Found | None] | ItemError
-"""The values (and versions) of a part's ids, in order (``None``: no such key); or why a
-document of it could not be read, which fails that part alone."""
+ReadOutcome = list[Found | None] | list[str | None] | ItemError
+"""The values of a part's ids, in order (``None``: no such key), with their versions if the
+part is ``versioned``; or why a document of it could not be read, which fails that part
+alone."""
 
 
 def read_outcomes(parts: Sequence[Reads], answer: Mapping[str, Any]) -> list[ReadOutcome]:
@@ -161,15 +167,19 @@ def read_outcomes(parts: Sequence[Reads], answer: Mapping[str, Any]) -> list[Rea
     outcomes: list[ReadOutcome] = []
     position = 0
     for part in parts:
-        values: list[Found | None] = []
+        documents = docs[position : position + len(part.ids)]
+        position += len(part.ids)
         failure: ItemError | None = None
-        for document in docs[position : position + len(part.ids)]:
+        for document in documents:
             error = document.get("error")
             if error is not None and _error_type(error) != _INDEX_NOT_FOUND:
                 failure = failure or ItemError(document, what="document")
-            values.append(_found(document) if document.get("found") else None)
-        position += len(part.ids)
-        outcomes.append(failure or values)
+        if failure is not None:
+            outcomes.append(failure)
+        elif part.versioned:
+            outcomes.append([_found(doc) if doc.get("found") else None for doc in documents])
+        else:
+            outcomes.append([_value(doc) if doc.get("found") else None for doc in documents])
     return outcomes
 
 
@@ -212,8 +222,12 @@ def _error_type(error: object) -> object:
     return error.get("type") if isinstance(error, Mapping) else error
 
 
-def _found(document: Mapping[str, Any]) -> Found:
+def _value(document: Mapping[str, Any]) -> str | None:
     source = document.get("_source") or {}
     value = source.get("value")
-    text = value if isinstance(value, str) or value is None else str(value)
+    return value if isinstance(value, str) or value is None else str(value)
+
+
+def _found(document: Mapping[str, Any]) -> Found:
+    text = _value(document)
     return Found(text, Version(document.get("_primary_term", 0), document.get("_seq_no", 0)))

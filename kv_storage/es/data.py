@@ -21,6 +21,7 @@ from kv_storage.es.batches import (
     BULK_ANSWER,
     BULK_ANSWER_VERSIONED,
     MGET_ANSWER,
+    MGET_ANSWER_VERSIONED,
     ReadOutcome,
     Reads,
     WriteOutcome,
@@ -63,8 +64,9 @@ class DataStore:
 
     # Operations, encoded when they arrive; batches of them, sent as one request each.
 
-    def reads(self, storage_id: str, keys: Iterable[str]) -> Reads:
-        return encode_reads(self._names.data(storage_id), keys)
+    def reads(self, storage_id: str, keys: Iterable[str], *, versioned: bool = False) -> Reads:
+        """``versioned``: the outcome carries each value's version (an ETag to answer)."""
+        return encode_reads(self._names.data(storage_id), keys, versioned=versioned)
 
     def sets(self, storage_id: str, pairs: Mapping[str, str], *, versioned: bool = False) -> Writes:
         """``versioned``: the outcome carries the versions written (an ETag to answer)."""
@@ -87,7 +89,8 @@ class DataStore:
         of a storage never written (no index) is a missing key, like any other."""
         if not any(part.ids for part in parts):
             return [[] for _ in parts]
-        answer = await self._client.mget(body=mget_body(parts), filter_path=MGET_ANSWER)
+        wanted = MGET_ANSWER_VERSIONED if any(part.versioned for part in parts) else MGET_ANSWER
+        answer = await self._client.mget(body=mget_body(parts), filter_path=wanted)
         return read_outcomes(parts, answer.body)
 
     async def write(self, parts: Sequence[Writes]) -> list[WriteOutcome]:
