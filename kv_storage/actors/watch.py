@@ -6,21 +6,26 @@ waiter: the handler gets a ``Waiter`` at once, awaits its ``woken`` future, and 
 ``Unwatch`` when it stops waiting for any reason (answered, timed out, its client gone), so
 nothing is left behind.
 
-A change made through this instance wakes the key's waiters at once (the storage actor says
-``Changed``). A change made anywhere else (another instance, another writer) is seen at the
-next poll: every ``poll-interval``, while anyone waits, one request asks Elasticsearch for
-the versions of every watched key together (``VersionReader``), however many waiters there
-are. At most ``max-waiters`` wait at once (more are refused: 503). When the service stops,
-every waiter is answered (``WakeAll``) before it goes.
+A change made through this instance wakes the key's waiters at once (the storage actor calls
+``changed``). Registering a waiter and hearing of a change run in the caller's task
+(``answer_at_once``, and ``changed`` as the storage actor's listener): neither awaits, and a
+write, which happens thousands of times a second with nobody waiting, then costs one lookup
+instead of a message through the mailbox.
+
+A change made anywhere else (another instance, another writer) is seen at the next poll:
+every ``poll-interval``, while anyone waits, one request asks Elasticsearch for the versions
+of every watched key together (``VersionReader``), however many waiters there are. At most
+``max-waiters`` wait at once (more are refused: 503). When the service stops, every waiter
+is answered (``WakeAll``) before it goes.
 """
 
 import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar, cast
 
 from kv_storage.actors.base import Actor, ActorStoppedError, Ask
 from kv_storage.errors import ServiceUnavailableError
@@ -64,15 +69,6 @@ class Unwatch:
 
 
 @dataclass(frozen=True, slots=True)
-class Changed:
-    """Keys changed through this instance (sent, not asked); ``keys`` ``None``: any key of
-    the storage (a clear)."""
-
-    storage_id: str
-    keys: tuple[str, ...] | None
-
-
-@dataclass(frozen=True, slots=True)
 class WakeAll(Ask[None]):
     """The service stops: answer every waiter now."""
 
@@ -91,13 +87,20 @@ class GetWatchStats(Ask[WatchStats]):
 
 
 @dataclass(frozen=True, slots=True)
+class _Rearm:
+    """Someone waits now where nobody did: the loop times its next poll."""
+
+
+@dataclass(frozen=True, slots=True)
 class _Polled:
     """The versions a poll found, for the keys watched when it began."""
 
     current: dict[DocumentKey, Version | None]
 
 
-WatchMessage = Watch | Unwatch | Changed | WakeAll | GetWatchStats | _Polled
+WatchMessage = Watch | Unwatch | WakeAll | GetWatchStats | _Rearm | _Polled
+
+AnswerT = TypeVar("AnswerT")
 
 
 class WatchActor(Actor[WatchMessage]):
@@ -123,17 +126,8 @@ class WatchActor(Actor[WatchMessage]):
                 return self._watch(where, version)
             case Unwatch(waiter):
                 self._unwatch(waiter)
-            case Changed(storage_id, _) if storage_id not in self._watched_storages:
-                pass
-            case Changed(storage_id, None):  # a clear: rare, so a pass over every waiter
-                for where, waiters in self._waiting.items():
-                    if where.storage_id == storage_id:
-                        for waiter in waiters:
-                            self._settle(waiter, "write")
-            case Changed(storage_id, keys):
-                for key in keys or ():
-                    for waiter in self._waiting.get(DocumentKey(storage_id, key), []):
-                        self._settle(waiter, "write")
+            case _Rearm():
+                pass  # handled: the loop asks next_deadline again
             case _Polled(current):
                 self._polling = None
                 for where, version in current.items():
@@ -147,6 +141,21 @@ class WatchActor(Actor[WatchMessage]):
             case GetWatchStats():
                 return WatchStats(self._count, dict(self._wakeups))
         return None
+
+    def answer_at_once(self, message: Ask[AnswerT]) -> Awaitable[AnswerT] | None:
+        """A waiter is registered in the caller's task: it is watching as soon as the ask
+        returns, before any write that follows could happen."""
+        if isinstance(message, Watch):
+            return cast(Awaitable[AnswerT], self._watch_now(message))
+        return None
+
+    async def _watch_now(self, message: Watch) -> Waiter:
+        was_idle = not self._waiting
+        waiter = self._watch(message.where, message.version)
+        if was_idle:
+            with contextlib.suppress(ActorStoppedError):
+                self.send(_Rearm())
+        return waiter
 
     def next_deadline(self) -> float | None:
         """The next poll, while anyone waits and no poll is under way."""
@@ -210,7 +219,17 @@ class WatchActor(Actor[WatchMessage]):
     # As the storage actor's ChangeListener ----------------------------------------------------
 
     def changed(self, storage_id: str, keys: Sequence[str] | None) -> None:
-        """Never raises into the write that caused it: a stopped watcher has nobody waiting."""
-        if self.running:
-            with contextlib.suppress(ActorStoppedError):
-                self.send(Changed(storage_id, None if keys is None else tuple(keys)))
+        """Wakes the waiters of ``keys`` (``None``: of every key of the storage, a clear), in
+        the writer's task: no await, so never a reply to wait for; never raises into the
+        write that caused it."""
+        if storage_id not in self._watched_storages:
+            return
+        if keys is None:  # a clear: rare, so a pass over every waiter
+            for where, waiters in self._waiting.items():
+                if where.storage_id == storage_id:
+                    for waiter in waiters:
+                        self._settle(waiter, "write")
+            return
+        for key in keys:
+            for waiter in self._waiting.get(DocumentKey(storage_id, key), ()):
+                self._settle(waiter, "write")
