@@ -13,19 +13,25 @@ each); the Python environment is this one. Nothing is written to docs/.
 
 import argparse
 import asyncio
-import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from elasticsearch import AsyncElasticsearch
-from run import KEY_SPACE, PREFIX, ROOT, cpu_s, create_storage, free_port, load_keys, log, wrk
+from run import (
+    KEY_SPACE,
+    ROOT,
+    cpu_s,
+    create_storage,
+    free_port,
+    fresh_layout,
+    load_keys,
+    log,
+    service,
+    start_node,
+    wrk,
+)
 
 SCENARIOS: dict[str, dict[str, object]] = {
     "single get": {"method": "GET", "path": "/get/{id}/key-{{k}}", "connections": 16},
@@ -35,58 +41,10 @@ SCENARIOS: dict[str, dict[str, object]] = {
 }
 
 
-@contextmanager
-def service_from(checkout: Path, es_url: str) -> Iterator[tuple[str, int]]:
-    """The service of ``checkout`` on a free port: its address and process id."""
-    port = free_port()
-    environment = {
-        **os.environ,
-        "KV_STORAGE_ELASTICSEARCH_URI": es_url,
-        "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": PREFIX,
-        "KV_STORAGE_SERVER_HOST": "127.0.0.1",
-        "KV_STORAGE_SERVER_PORT": str(port),
-        "KV_STORAGE_APP_REQUEST_TIMEOUT": "30 seconds",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kv_storage", "serve"],
-        cwd=checkout,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"the service of {checkout} did not start") from None
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}", process.pid
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-
-
 async def prepare(es_url: str) -> tuple[str, str]:
     es = AsyncElasticsearch(es_url, request_timeout=120)
     try:
-        for name in (await es.indices.get(index=f"{PREFIX}*", expand_wildcards="all")).body:
-            await es.indices.delete(index=name)
-        init = subprocess.run(
-            [sys.executable, "-m", "kv_storage", "init"],
-            env={
-                **os.environ,
-                "KV_STORAGE_ELASTICSEARCH_URI": es_url,
-                "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": PREFIX,
-            },
-            capture_output=True,
-            text=True,
-        )
-        if init.returncode:
-            raise RuntimeError(init.stderr)
+        await fresh_layout(es, es_url)
         storage_id, secret = await create_storage(es, history=False)
         await load_keys(es, storage_id, KEY_SPACE)
         return storage_id, secret
@@ -101,14 +59,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per run")
     args = parser.parse_args()
-    local_es = ROOT / "scripts" / "local-es.sh"
-    started = subprocess.run(
-        [str(local_es), "start", "--name", "bench", "--heap", "1g"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    es_url = started.stdout.strip().splitlines()[-1]
+    es_url = start_node()
     try:
         storage_id, secret = asyncio.run(prepare(es_url))
         # results[scenario][checkout] = [(requests/s, CPU µs per request), ...]
@@ -119,7 +70,9 @@ def main() -> int:
             if round_number % 2 == 0:  # who goes first takes turns too: the node warms up
                 turns.reverse()
             for label, checkout in turns:
-                with service_from(checkout.resolve(), es_url) as (svc, pid):
+                port = free_port()
+                with service(es_url, port, checkout.resolve()) as process:
+                    svc, pid = f"http://127.0.0.1:{port}", process.pid
                     headers = {"Secret-Key": secret, "Content-Type": "text/plain"}
                     path = f"/get/{storage_id}/key-{{k}}"
                     wrk("warm-up", label, svc, method="GET", path=path, headers=headers,
@@ -142,7 +95,7 @@ def main() -> int:
                             (measured.requests_per_s, cpu_us)
                         )
     finally:
-        subprocess.run([str(local_es), "stop", "--name", "bench"], check=False)
+        subprocess.run([str(ROOT / "scripts" / "local-es.sh"), "stop", "--name", "bench"])
     print(
         f"\n{args.old} (old) against {args.new} (new), {args.rounds} rounds "
         "in turns (old first in odd rounds):\n"

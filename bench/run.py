@@ -151,7 +151,8 @@ def wrk(
 
 
 @contextmanager
-def service(es_url: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def service(es_url: str, port: int, checkout: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
+    """``kv-storage serve`` of ``checkout`` (its own code; this Python environment)."""
     environment = {
         **os.environ,
         "KV_STORAGE_ELASTICSEARCH_URI": es_url,
@@ -163,6 +164,7 @@ def service(es_url: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
     log_file = open(ROOT / ".cache" / f"bench-service-{port}.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "kv_storage", "serve"],
+        cwd=checkout,
         env=environment,
         stdout=log_file,
         stderr=log_file,
@@ -288,19 +290,21 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def run(args: argparse.Namespace) -> list[Row]:
-    es_url = (
-        subprocess.run(
-            [str(ROOT / "scripts" / "local-es.sh"), "start", "--name", "bench", "--heap", "1g"],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
+def start_node() -> str:
+    """The local node ``bench`` (started if it does not run): its URL."""
+    started = subprocess.run(
+        [str(ROOT / "scripts" / "local-es.sh"), "start", "--name", "bench", "--heap", "1g"],
+        check=True,
+        capture_output=True,
+        text=True,
     )
+    es_url = started.stdout.strip().splitlines()[-1]
     log(f"Elasticsearch at {es_url}")
-    es = AsyncElasticsearch(es_url, request_timeout=120)
+    return es_url
+
+
+async def fresh_layout(es: AsyncElasticsearch, es_url: str) -> None:
+    """Nothing left of an earlier run under the prefix, and ``kv-storage init``'s layout."""
     for name in (await es.indices.get(index=f"{PREFIX}*", expand_wildcards="all")).body:
         await es.indices.delete(index=name)
     init = subprocess.run(
@@ -315,6 +319,12 @@ async def run(args: argparse.Namespace) -> list[Row]:
     )
     if init.returncode:
         raise RuntimeError(init.stderr)
+
+
+async def run(args: argparse.Namespace) -> list[Row]:
+    es_url = start_node()
+    es = AsyncElasticsearch(es_url, request_timeout=120)
+    await fresh_layout(es, es_url)
 
     plain_id, plain_secret = await create_storage(es, history=False)
     history_id, history_secret = await create_storage(es, history=True)

@@ -14,13 +14,13 @@ context each, so at most ``max_open_scans`` run at once (more answer 503).
 """
 
 import asyncio
-import contextvars
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import TypeVar, cast
 
-from kv_storage.actors.base import Actor, ActorStoppedError, Ask
-from kv_storage.actors.batching import Batch, Batcher, BatchLimits, Kind, Pending
+from kv_storage.actors.base import Actor, Ask
+from kv_storage.actors.batch_runner import BatchRunner
+from kv_storage.actors.batching import BatchLimits, Kind
 from kv_storage.errors import ServiceUnavailableError
 from kv_storage.es.data import DataStore
 from kv_storage.es.errors import ItemError
@@ -34,7 +34,6 @@ from kv_storage.es.keys import (
     page_of,
     page_size,
 )
-from kv_storage.es.waits import waiting
 from kv_storage.model import Storage
 
 _SCAN_RETRY_AFTER_S = 1
@@ -48,12 +47,6 @@ class ListKeyPage(Ask[KeyPage]):
     """Authorised by its secret (the handlers' access check)."""
     where: KeyRange
     limit: int
-
-
-@dataclass(eq=False, slots=True)
-class _Search:
-    encoded: bytes
-    outcome: "asyncio.Future[KeySearchOutcome]"
 
 
 class KeyListingActor(Actor[ListKeyPage]):
@@ -74,8 +67,9 @@ class KeyListingActor(Actor[ListKeyPage]):
         self._migrated: set[str] = set()
         self._not_migrated_until: dict[str, float] = {}
         self._open_scans = 0
-        self._batcher = Batcher[_Search](batch_limits)
-        self._batches: set[asyncio.Task[None]] = set()
+        self._batches = BatchRunner[bytes, KeySearchOutcome](
+            batch_limits, self._send, name="key-listing"
+        )
 
     async def handle(self, message: ListKeyPage) -> KeyPage:
         storage_id = message.storage.id
@@ -109,13 +103,9 @@ class KeyListingActor(Actor[ListKeyPage]):
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Pages asked for are answered first (within ``timeout_s``); searches still out then
         are cancelled, which fails their pages."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
         await super().stop(timeout_s)
-        while self._batches and loop.time() < deadline:
-            await asyncio.wait(set(self._batches), timeout=deadline - loop.time())
-        for batch in list(self._batches):
-            batch.cancel()
+        await self._batches.drain(deadline)
 
     async def _page(self, storage_id: str, where: KeyRange, limit: int) -> KeyPage:
         keys = await self._search(KeySearch(storage_id, where, page_size(limit)))
@@ -126,50 +116,18 @@ class KeyListingActor(Actor[ListKeyPage]):
         return page
 
     async def _search(self, search: KeySearch) -> list[str]:
-        """The keys of ``search``, searched in the next batch; counted, in the request's
-        context, as a request to Elasticsearch in flight meanwhile."""
-        outcome: asyncio.Future[KeySearchOutcome] = asyncio.get_running_loop().create_future()
+        """The keys of ``search``, searched in the next batch. A search has no keys to order
+        by; it counts the keys it asks for against the batch's bound."""
         encoded = self._keys.encode(search)
-        self._batcher.add(
-            Pending(
-                Kind.READ, frozenset(), len(encoded), _Search(encoded, outcome), weight=search.size
-            )
+        keys = await self._batches.submit(
+            Kind.READ, frozenset(), encoded, size=len(encoded), weight=search.size
         )
-        self._send_batches()
-        with waiting():
-            keys = await outcome
         if isinstance(keys, ItemError):
             raise keys
         return keys
 
-    def _send_batches(self) -> None:
-        for batch in self._batcher.take():
-            # A context of its own: a batch works for many requests, none of whose ids or
-            # counts of requests in flight are its own.
-            task = asyncio.create_task(self._carry(batch), context=contextvars.Context())
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
-
-    async def _carry(self, batch: Batch[_Search]) -> None:
-        searches = [pending.payload for pending in batch.operations]
-        try:
-            outcomes = await self._keys.search([item.encoded for item in searches])
-        except Exception as error:  # the request as a whole: every page in it fails
-            for item in searches:
-                if not item.outcome.done():
-                    item.outcome.set_exception(error)
-        except BaseException as error:
-            for item in searches:
-                if not item.outcome.done():
-                    item.outcome.set_exception(ActorStoppedError(f"key-listing: {error!r}"))
-            raise
-        else:
-            for item, outcome in zip(searches, outcomes, strict=True):
-                if not item.outcome.done():
-                    item.outcome.set_result(outcome)
-        finally:
-            self._batcher.done(batch)
-            self._send_batches()
+    async def _send(self, kind: Kind, encoded: list[bytes]) -> list[KeySearchOutcome]:
+        return await self._keys.search(encoded)
 
     async def _is_migrated(self, storage_id: str) -> bool:
         if storage_id in self._migrated:

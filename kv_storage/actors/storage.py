@@ -16,14 +16,14 @@ answered once Elasticsearch acknowledged the request that carried it.
 
 import asyncio
 import contextlib
-import contextvars
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
 from kv_storage.actors.base import Actor, ActorStoppedError, Ask
-from kv_storage.actors.batching import Batch, Batcher, BatchLimits, Kind, Pending, keys_of
+from kv_storage.actors.batch_runner import BatchRunner
+from kv_storage.actors.batching import BatchLimits, Kind, keys_of
 from kv_storage.errors import (
     ConflictError,
     NotFoundError,
@@ -33,7 +33,6 @@ from kv_storage.errors import (
 from kv_storage.es.batches import Found, ReadOutcome, Reads, WriteOutcome, Writes
 from kv_storage.es.data import DataStore
 from kv_storage.es.errors import ItemError
-from kv_storage.es.waits import waiting
 from kv_storage.logs import request_id
 from kv_storage.model import Condition, Storage, Version
 from pipeline.records import HistoryRecord, Operation
@@ -125,14 +124,6 @@ _SCAN_RETRY_AFTER_S = 1
 """What a list or clear refused for want of a free scan slot is told to wait, in seconds."""
 
 
-@dataclass(eq=False, slots=True)
-class _Work:
-    """An operation's encoded part of a batch, and where its outcome goes."""
-
-    part: Reads | Writes
-    outcome: "asyncio.Future[Any]"
-
-
 class ChangeListener(Protocol):
     """Who wants to know at once that keys changed through this instance (the watch actor:
     blocking reads)."""
@@ -163,8 +154,7 @@ class StorageActor(Actor[StorageCommand]):
         self._changes = changes or _NobodyListens()
         self._max_open_scans = max_open_scans
         self._open_scans = 0
-        self._batcher = Batcher[_Work](batch_limits)
-        self._batches: set[asyncio.Task[None]] = set()
+        self._batches = BatchRunner[Reads | Writes, Any](batch_limits, self._send, name="storage")
 
     async def handle(self, message: StorageCommand) -> Any:
         if isinstance(message, _ScanEnded):
@@ -242,13 +232,9 @@ class StorageActor(Actor[StorageCommand]):
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Operations handed over are answered first (within ``timeout_s``); batches still
         out then are cancelled, which fails their operations."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
         await super().stop(timeout_s)
-        while self._batches and loop.time() < deadline:
-            await asyncio.wait(set(self._batches), timeout=deadline - loop.time())
-        for batch in list(self._batches):
-            batch.cancel()
+        await self._batches.drain(deadline)
 
     # Batches ----------------------------------------------------------------------------------
 
@@ -293,48 +279,14 @@ class StorageActor(Actor[StorageCommand]):
             self._changes.changed(storage.id, keys)
 
     async def _submit(self, kind: Kind, storage_id: str, part: Reads | Writes) -> Any:
-        """Waits for the outcome of ``part`` among a batch; counted, in the request's context,
-        as a request to Elasticsearch in flight meanwhile (what a timed-out answer names)."""
-        outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         keys = keys_of(storage_id, part.ids)
-        self._batcher.add(Pending(kind, keys, len(part.body), _Work(part, outcome)))
-        self._send_batches()
-        with waiting():
-            return await outcome
+        return await self._batches.submit(kind, keys, part, size=len(part.body))
 
-    def _send_batches(self) -> None:
-        for batch in self._batcher.take():
-            # A context of its own: a batch works for many requests, none of whose ids or
-            # counts of requests in flight are its own.
-            task = asyncio.create_task(self._carry(batch), context=contextvars.Context())
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
-
-    async def _carry(self, batch: Batch[_Work]) -> None:
-        works = [pending.payload for pending in batch.operations]
-        parts = [work.part for work in works]
-        try:
-            outcomes: list[Any]
-            if batch.kind is Kind.READ:
-                outcomes = await self._data.read([p for p in parts if isinstance(p, Reads)])
-            else:
-                outcomes = await self._data.write([p for p in parts if isinstance(p, Writes)])
-        except Exception as error:  # the request as a whole: every operation in it fails
-            for work in works:
-                if not work.outcome.done():
-                    work.outcome.set_exception(error)
-        except BaseException as error:
-            for work in works:
-                if not work.outcome.done():
-                    work.outcome.set_exception(ActorStoppedError(f"storage: {error!r}"))
-            raise
-        else:
-            for work, outcome in zip(works, outcomes, strict=True):
-                if not work.outcome.done():
-                    work.outcome.set_result(outcome)
-        finally:
-            self._batcher.done(batch)
-            self._send_batches()
+    async def _send(self, kind: Kind, parts: list[Reads | Writes]) -> Sequence[Any]:
+        """One batch as one request: an ``_mget`` of reads, a ``_bulk`` of writes."""
+        if kind is Kind.READ:
+            return await self._data.read([p for p in parts if isinstance(p, Reads)])
+        return await self._data.write([p for p in parts if isinstance(p, Writes)])
 
     def _open_scan(self) -> None:
         """Takes one of the ``max_open_scans`` slots, or answers 503 when none is free."""

@@ -1,0 +1,99 @@
+"""Carries out what a ``Batcher`` hands out: each batch as one request, in a task of its own,
+and each operation of it answered with its own outcome.
+
+The storage actor (``_mget`` and ``_bulk``) and the key listing actor (``_msearch``) batch
+the same way; only the request differs, which each gives as ``send``. The runner is part of
+its actor's state: it is touched only by that actor's code, on the event loop.
+"""
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from kv_storage.actors.base import ActorStoppedError
+from kv_storage.actors.batching import Batch, Batcher, BatchLimits, Key, Kind, Pending
+from kv_storage.es.waits import waiting
+
+PartT = TypeVar("PartT")
+OutcomeT = TypeVar("OutcomeT")
+
+
+@dataclass(eq=False, slots=True)
+class _Work(Generic[PartT, OutcomeT]):
+    """An operation's encoded part of a batch, and where its outcome goes."""
+
+    part: PartT
+    outcome: "asyncio.Future[OutcomeT]"
+
+
+class BatchRunner(Generic[PartT, OutcomeT]):
+    def __init__(
+        self,
+        limits: BatchLimits,
+        send: Callable[[Kind, list[PartT]], Awaitable[Sequence[OutcomeT]]],
+        *,
+        name: str,
+    ) -> None:
+        """``send`` makes one request of a batch's parts and answers one outcome per part,
+        in order; if it raises, every operation of the batch fails with that error."""
+        self._batcher = Batcher[_Work[PartT, OutcomeT]](limits)
+        self._send = send
+        self._name = name
+        self._batches: set[asyncio.Task[None]] = set()
+
+    async def submit(
+        self,
+        kind: Kind,
+        keys: frozenset[Key],
+        part: PartT,
+        *,
+        size: int,
+        weight: int | None = None,
+    ) -> OutcomeT:
+        """Waits for the outcome of ``part`` among a batch; counted, in the request's context,
+        as a request to Elasticsearch in flight meanwhile (what a timed-out answer names)."""
+        outcome: asyncio.Future[OutcomeT] = asyncio.get_running_loop().create_future()
+        self._batcher.add(Pending(kind, keys, size, _Work(part, outcome), weight))
+        self._send_batches()
+        with waiting():
+            return await outcome
+
+    async def drain(self, deadline: float) -> None:
+        """Batches still out are answered until ``deadline`` (loop time), then cancelled,
+        which fails their operations."""
+        loop = asyncio.get_running_loop()
+        while self._batches and loop.time() < deadline:
+            await asyncio.wait(set(self._batches), timeout=deadline - loop.time())
+        for batch in list(self._batches):
+            batch.cancel()
+
+    def _send_batches(self) -> None:
+        for batch in self._batcher.take():
+            # A context of its own: a batch works for many requests, none of whose ids or
+            # counts of requests in flight are its own.
+            task = asyncio.create_task(self._carry(batch), context=contextvars.Context())
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _carry(self, batch: Batch[_Work[PartT, OutcomeT]]) -> None:
+        works = [pending.payload for pending in batch.operations]
+        try:
+            outcomes = await self._send(batch.kind, [work.part for work in works])
+        except Exception as error:  # the request as a whole: every operation in it fails
+            for work in works:
+                if not work.outcome.done():
+                    work.outcome.set_exception(error)
+        except BaseException as error:
+            for work in works:
+                if not work.outcome.done():
+                    work.outcome.set_exception(ActorStoppedError(f"{self._name}: {error!r}"))
+            raise
+        else:
+            for work, outcome in zip(works, outcomes, strict=True):
+                if not work.outcome.done():
+                    work.outcome.set_result(outcome)
+        finally:
+            self._batcher.done(batch)
+            self._send_batches()
