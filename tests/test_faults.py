@@ -186,8 +186,8 @@ async def traffic_across(
 ) -> tuple[list[Answer], float]:
     """Sets from 8 clients (and gets of a key that exists from ``readers`` more) without
     pause, before, while and after ``fault`` happens, so that requests are in flight when it
-    strikes. Returns every answer, and when ``fault`` was over; by then at least 16 requests
-    were sent after it."""
+    strikes; the fault waits until both kinds have been answered. Returns every answer, and
+    when ``fault`` was over; by then at least 16 requests were sent after it."""
     answers: list[Answer] = []
     done = asyncio.Event()
 
@@ -206,7 +206,10 @@ async def traffic_across(
     try:
 
         async def flowing() -> bool:
-            return len(answers) >= 16
+            # Gets too, when there are readers: under load the first 16 answers may all be
+            # sets, and the fault would then meet gets that never had a chance to succeed.
+            got = readers == 0 or any(a.key == "warm" and a.status == 200 for a in answers)
+            return len(answers) >= 16 and got
 
         await wait_until(flowing, what="traffic flowing")
         await fault()
