@@ -621,7 +621,8 @@ async def prefix_page_row(
     through_service: Any,
 ) -> Row:
     """One page of 100 keys by prefix in the largest storage: the service's GET /list with
-    prefix and limit against the search it makes (search_after on the key field). Both are
+    prefix and limit against the search it makes (search_after on the key field, the keys
+    read from the hits' sort values), sent directly, one request per page. Both are
     warmed up first: a search Elasticsearch has not run for a while is several times slower
     for its first seconds, which would flatter the service."""
     prefix, after = "key-00012", "key-0001234"
@@ -630,7 +631,7 @@ async def prefix_page_row(
         "sort": [{"key": {"order": "asc", "unmapped_type": "keyword"}}],
         "search_after": [after],
         "size": 101,
-        "_source": False,
+        "stored_fields": "_none_",
         "track_total_hits": False,
     }
     direct: dict[str, Any] = {

@@ -56,10 +56,11 @@ class KeySearch:
     size: int
 
 
-_ANSWERED = ["responses.status", "responses.error", "responses.hits.hits._id"]
+_ANSWERED = ["responses.status", "responses.error", "responses.hits.hits.sort"]
 """What the service reads of an ``_msearch`` answer: each search's status (which is always
-there, so the answers keep their places), its error, and its keys; not the index name, score
-and sort value of every hit, which would cost more to parse than the rest."""
+there, so the answers keep their places), its error, and the sort value of each hit, which is
+its key; not the index name and score of every hit, which would cost more to parse than the
+rest."""
 
 KeySearchOutcome = list[str] | ItemError
 """A search's keys, or what Elasticsearch said when it refused that search alone."""
@@ -109,14 +110,19 @@ class KeyIndex:
 
     def _lines(self, search: KeySearch) -> tuple[dict[str, Any], dict[str, Any]]:
         where = search.where
-        clauses: list[dict[str, Any]] = []
-        if where.prefix:
-            clauses.append({"prefix": {"key": where.prefix}})
+        # Only documents that carry the key field: one without it (written by an instance
+        # older than layout version 2) has no place in the order, nor a sort value to answer.
+        matching = (
+            {"prefix": {"key": where.prefix}} if where.prefix else {"exists": {"field": "key"}}
+        )
         query: dict[str, Any] = {
-            "query": {"bool": {"filter": clauses}},
+            "query": {"bool": {"filter": [matching]}},
             "sort": [{"key": {"order": "asc", "unmapped_type": "keyword"}}],
             "size": search.size,
-            "_source": False,
+            # The keys come back as the hits' sort values, which the query phase already read
+            # from the field's doc values: no stored field (_id, _source) is loaded per hit,
+            # which was a third of what a page cost Elasticsearch.
+            "stored_fields": "_none_",
             "track_total_hits": False,
         }
         if where.after is not None:
@@ -131,7 +137,7 @@ class KeyIndex:
 def _outcome(response: Mapping[str, Any]) -> KeySearchOutcome:
     error = response.get("error")
     if error is None:
-        return [hit["_id"] for hit in response.get("hits", {}).get("hits", ())]
+        return [hit["sort"][0] for hit in response.get("hits", {}).get("hits", ())]
     if isinstance(error, Mapping) and error.get("type") == "index_not_found_exception":
         return []  # never written: no keys
     return ItemError(response, what="search")
