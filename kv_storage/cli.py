@@ -83,6 +83,7 @@ def _serve(config: Config) -> int:
 
     from kv_storage.app import create_app
     from kv_storage.config.tls import server_ssl_context
+    from kv_storage.garbage_collection import tune_for_serving
     from kv_storage.http_logs import RouteAccessLogger
     from kv_storage.startup import check_elasticsearch
 
@@ -100,6 +101,7 @@ def _serve(config: Config) -> int:
 
     app = create_app(config)
     app.cleanup_ctx.append(check_elasticsearch)
+    tune_for_serving(app)
     web.run_app(
         app,
         loop=uvloop.new_event_loop(),
