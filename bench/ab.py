@@ -6,9 +6,10 @@ Single runs of ``make bench`` on a shared machine move by 30% between runs of th
 more than most changes do. To tell whether a change made the service slower, this runs the
 same wrk scenarios against a service started from each checkout (``git worktree add``), in
 turns (the first to go alternates), ``--rounds`` times, on the same node and the same data,
-and prints each scenario's requests/s and the service's CPU time per request for both, per
-round and as the median. The checkouts' own code is what runs (``python -m kv_storage`` in
-each); the Python environment is this one. Nothing is written to docs/.
+and prints each scenario's requests/s, the service's CPU time per request and the node's
+(Elasticsearch's process) for both, per round and as the median. The checkouts' own code is
+what runs (``python -m kv_storage`` in each); the Python environment is this one. Nothing is
+written to docs/.
 """
 
 import argparse
@@ -38,6 +39,11 @@ SCENARIOS: dict[str, dict[str, object]] = {
     "single set": {"method": "PUT", "path": "/set/{id}/key-{{k}}", "connections": 16},
     "single get (64 conn.)": {"method": "GET", "path": "/get/{id}/key-{{k}}", "connections": 64},
     "single set (64 conn.)": {"method": "PUT", "path": "/set/{id}/key-{{k}}", "connections": 64},
+    "prefix page 100": {
+        "method": "GET",
+        "path": "/list/{id}?prefix=key-00012&after=key-0001234&limit=100",
+        "connections": 16,
+    },
 }
 
 
@@ -60,10 +66,11 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per run")
     args = parser.parse_args()
     es_url = start_node()
+    node_pid = int((ROOT / ".cache" / "es-nodes" / "bench" / "pid").read_text())
     try:
         storage_id, secret = asyncio.run(prepare(es_url))
-        # results[scenario][checkout] = [(requests/s, CPU µs per request), ...]
-        results: dict[str, dict[str, list[tuple[float, float]]]] = {s: {} for s in SCENARIOS}
+        # results[scenario][checkout] = [(requests/s, CPU µs per request: service, node), ...]
+        results: dict[str, dict[str, list[tuple[float, float, float]]]] = {s: {} for s in SCENARIOS}
         for round_number in range(1, args.rounds + 1):
             log(f"round {round_number} of {args.rounds}")
             turns = [("old", args.old), ("new", args.new)]
@@ -78,7 +85,7 @@ def main() -> int:
                     wrk("warm-up", label, svc, method="GET", path=path, headers=headers,
                         duration_s=3, connections=16)  # fmt: skip
                     for scenario, spec in SCENARIOS.items():
-                        before = cpu_s(pid)
+                        before, node_before = cpu_s(pid), cpu_s(node_pid)
                         measured = wrk(
                             scenario,
                             label,
@@ -91,8 +98,9 @@ def main() -> int:
                             connections=int(str(spec["connections"])),
                         )
                         cpu_us = (cpu_s(pid) - before) * 1e6 / measured.requests
+                        node_us = (cpu_s(node_pid) - node_before) * 1e6 / measured.requests
                         results[scenario].setdefault(label, []).append(
-                            (measured.requests_per_s, cpu_us)
+                            (measured.requests_per_s, cpu_us, node_us)
                         )
     finally:
         subprocess.run([str(ROOT / "scripts" / "local-es.sh"), "stop", "--name", "bench"])
@@ -101,21 +109,22 @@ def main() -> int:
         "in turns (old first in odd rounds):\n"
     )
     print(
-        "| scenario | old req/s | new req/s | old CPU µs/op | new CPU µs/op | rounds (req/s, µs) |"
+        "| scenario | old req/s | new req/s | old CPU µs/op | new CPU µs/op "
+        "| old node CPU µs/op | new node CPU µs/op | rounds (req/s, service µs) |"
     )
-    print("|---|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for scenario, by_label in results.items():
         old, new = by_label["old"], by_label["new"]
         rounds = "; ".join(
             f"{o[0]:,.0f}/{n[0]:,.0f}, {o[1]:,.0f}/{n[1]:,.0f}"
             for o, n in zip(old, new, strict=True)
         )
-        print(
-            f"| {scenario} | {statistics.median(r for r, _ in old):,.0f} "
-            f"| {statistics.median(r for r, _ in new):,.0f} "
-            f"| {statistics.median(c for _, c in old):,.0f} "
-            f"| {statistics.median(c for _, c in new):,.0f} | {rounds} |"
-        )
+        medians = [
+            statistics.median(run[measure] for run in runs)
+            for measure in range(3)
+            for runs in (old, new)
+        ]
+        print(f"| {scenario} | " + " | ".join(f"{m:,.0f}" for m in medians) + f" | {rounds} |")
     return 0
 
 
