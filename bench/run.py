@@ -617,7 +617,7 @@ async def prefix_page_row(
     size: int,
     storage_id: str,
     secret: str,
-    options: dict[str, int],
+    options: dict[str, Any],
     through_service: Any,
 ) -> Row:
     """One page of 100 keys by prefix in the largest storage: the service's GET /list with
