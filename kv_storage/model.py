@@ -94,14 +94,23 @@ class MalformedTagError(ValueError):
 
 
 _ETAG = re.compile(r'^"([0-9]{1,19})-([0-9]{1,19})"$')
+_MAX_LONG = 2**63 - 1
+"""Elasticsearch's ``if_primary_term`` and ``if_seq_no`` are signed 64-bit longs."""
 
 
 def parse_etag(text: str) -> Version:
-    """The version an ``ETag`` of ours names (``If-Match``, ``If-None-Match``)."""
+    """The version an ``ETag`` of ours names (``If-Match``, ``If-None-Match``).
+
+    Only what Elasticsearch can take as ``if_primary_term``/``if_seq_no``: a primary term of
+    at least 1 and both numbers within a signed long. Anything else it refuses for the whole
+    ``_bulk`` the condition travels in, so a forged tag would fail other requests' writes."""
     match = _ETAG.match(text.strip())
     if match is None:
         raise MalformedTagError(f"{text.strip()!r} is not an entity tag of this service")
-    return Version(int(match.group(1)), int(match.group(2)))
+    term, seq_no = int(match.group(1)), int(match.group(2))
+    if not (1 <= term <= _MAX_LONG and seq_no <= _MAX_LONG):
+        raise MalformedTagError(f"{text.strip()!r} names no version a key can be at")
+    return Version(term, seq_no)
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,12 @@ async def test_a_conditional_delete_deletes_only_the_version_read(
         {"If-Match": "*"},
         {"If-None-Match": '"1-2"'},
         {"If-Match": '"1-2"', "If-None-Match": "*"},
+        # What Elasticsearch cannot take as if_primary_term/if_seq_no: it would refuse the
+        # whole _bulk, and with it other storages' writes batched with this one.
+        {"If-Match": '"0-1"'},
+        {"If-Match": '"9223372036854775808-1"'},
+        {"If-Match": '"1-9223372036854775808"'},
+        {"If-Match": '"9999999999999999999-9999999999999999999"'},
     ],
 )
 async def test_a_malformed_condition_is_400_and_writes_nothing(
@@ -120,6 +126,16 @@ async def test_a_malformed_condition_is_400_and_writes_nothing(
     status, _ = await _set(api, storage, "k", "v", **headers)
     assert status == 400
     assert (await _get(api, storage, "k"))[0] == 404
+
+
+async def test_the_largest_versions_elasticsearch_takes_are_conditions_that_do_not_hold(
+    api: Client, create_storage: StorageFactory
+) -> None:
+    storage = await create_storage()
+    assert (await _set(api, storage, "k", "v"))[0] == 200
+    largest = '"9223372036854775807-9223372036854775807"'
+    assert (await _set(api, storage, "k", "other", **{"If-Match": largest}))[0] == 412
+    assert (await _get(api, storage, "k"))[:2] == (200, "v")
 
 
 async def test_a_conditional_get_is_304_while_the_key_is_unchanged(

@@ -4,6 +4,13 @@ and each operation of it answered with its own outcome.
 The storage actor (``_mget`` and ``_bulk``) and the key listing actor (``_msearch``) batch
 the same way; only the request differs, which each gives as ``send``. The runner is part of
 its actor's state: it is touched only by that actor's code, on the event loop.
+
+Requests of many tenants share a batch, never their fate: a batch that Elasticsearch refuses
+as a whole for what it holds (a 400 or 413 for the request, not for an item; say a condition
+it cannot take) is split in halves, sent one after the other (the first half holds the earlier
+operations, so writes of a key keep their order), and so on until the operation at fault is
+alone: only it fails. Such a refusal comes before Elasticsearch carries out any action, so
+sending the parts again writes nothing twice.
 """
 
 import asyncio
@@ -14,6 +21,7 @@ from typing import Generic, TypeVar
 
 from kv_storage.actors.base import ActorStoppedError
 from kv_storage.actors.batching import Batch, Batcher, BatchLimits, Key, Kind, Pending
+from kv_storage.es.errors import refused_for_its_content
 from kv_storage.es.waits import waiting
 
 PartT = TypeVar("PartT")
@@ -80,20 +88,31 @@ class BatchRunner(Generic[PartT, OutcomeT]):
     async def _carry(self, batch: Batch[_Work[PartT, OutcomeT]]) -> None:
         works = [pending.payload for pending in batch.operations]
         try:
-            outcomes = await self._send(batch.kind, [work.part for work in works])
-        except Exception as error:  # the request as a whole: every operation in it fails
-            for work in works:
-                if not work.outcome.done():
-                    work.outcome.set_exception(error)
+            await self._settle(batch.kind, works)
         except BaseException as error:
             for work in works:
                 if not work.outcome.done():
                     work.outcome.set_exception(ActorStoppedError(f"{self._name}: {error!r}"))
             raise
-        else:
-            for work, outcome in zip(works, outcomes, strict=True):
-                if not work.outcome.done():
-                    work.outcome.set_result(outcome)
         finally:
             self._batcher.done(batch)
             self._send_batches()
+
+    async def _settle(self, kind: Kind, works: list[_Work[PartT, OutcomeT]]) -> None:
+        """Sends ``works`` as one request and hands each its outcome; a refusal of the whole
+        request for its content is narrowed down by halves to the operations that caused it."""
+        try:
+            outcomes = await self._send(kind, [work.part for work in works])
+        except Exception as error:
+            if len(works) > 1 and refused_for_its_content(error):
+                middle = len(works) // 2
+                await self._settle(kind, works[:middle])
+                await self._settle(kind, works[middle:])
+                return
+            for work in works:  # the request as a whole: every operation in it fails
+                if not work.outcome.done():
+                    work.outcome.set_exception(error)
+            return
+        for work, outcome in zip(works, outcomes, strict=True):
+            if not work.outcome.done():
+                work.outcome.set_result(outcome)

@@ -42,6 +42,16 @@ def is_starting(error: BaseException) -> bool:
     return isinstance(error, ApiError) and error.meta.status == 503
 
 
+_REFUSED_FOR_CONTENT = frozenset({400, 413})
+
+
+def refused_for_its_content(error: BaseException) -> bool:
+    """Elasticsearch refused a whole request for what it holds (a body it cannot parse or
+    take, or one too large), before carrying out any of it; a request of other content may
+    succeed. Not a refusal of an item, nor a failure of Elasticsearch itself."""
+    return isinstance(error, ApiError) and error.meta.status in _REFUSED_FOR_CONTENT
+
+
 def answer_status(error: BaseException) -> int:
     """The service's status for a failure of Elasticsearch: 413 when Elasticsearch refused the
     request for its size (``http.max_content_length``; JSON escaping can make a body the
