@@ -5,6 +5,8 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from schemas.fields import STORAGE_ID_PATTERN
+
 
 class StorageType(StrEnum):
     ACCOUNT = "ACCOUNT"
@@ -56,23 +58,12 @@ class HistoryQuery:
     """(field, descending) pairs; empty means by timestamp, oldest first."""
 
 
-_FORBIDDEN_IN_INDEX_NAME = re.compile(r'[\\/*?"<>| ,#:A-Z]')
-_MAX_INDEX_NAME_BYTES = 255
+_STORAGE_ID = re.compile(STORAGE_ID_PATTERN)
 
 
-def can_name_a_storage(storage_id: str, index_prefix: str) -> bool:
-    """Whether ``storage_id`` can be part of an index name; if not, it names no storage.
-
-    Storage ids are opaque (the original's suite used ids like ``read-only``), but each one
-    becomes part of ``<prefix>storage-history-<id>``, so only those Elasticsearch accepts exist.
-    """
-    longest = f"{index_prefix}storage-history-{storage_id}"
-    return (
-        bool(storage_id)
-        and storage_id not in (".", "..")
-        and _FORBIDDEN_IN_INDEX_NAME.search(storage_id) is None
-        and len(longest.encode()) <= _MAX_INDEX_NAME_BYTES
-    )
+def is_storage_id(storage_id: str) -> bool:
+    """Whether ``storage_id`` can name a storage (``schemas.fields.STORAGE_ID_PATTERN``)."""
+    return _STORAGE_ID.fullmatch(storage_id) is not None
 
 
 @dataclass(frozen=True, slots=True)

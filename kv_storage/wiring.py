@@ -252,7 +252,6 @@ async def lifecycle(parts: Parts) -> AsyncIterator[None]:
         data=DataStore(parts.client, parts.names, parts.scan_settings()),
         history=HistoryStore(parts.client, parts.names),
         cache=parts._cache,
-        index_prefix=parts.config.elasticsearch.index_prefix,
         history_buffer=parts._history,
         retry_for_s=parts.config.app.request_timeout_s,
     )

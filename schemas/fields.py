@@ -21,6 +21,18 @@ MAX_KEEP_ALIVE_MS = 24 * 60 * 60 * 1000
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
+MAX_STORAGE_ID_LENGTH = 128
+STORAGE_ID_PATTERN = rf"[a-z0-9][a-z0-9._-]{{0,{MAX_STORAGE_ID_LENGTH - 1}}}"
+"""Every storage id becomes part of index names (``<prefix>storage-history-<id>``, at most
+255 bytes with the longest prefix) and of URLs: only characters both take as they are, in
+any Elasticsearch version. Ids are otherwise opaque (UUIDs in production, ``read-only`` in
+the original's suite)."""
+STORAGE_ID_RULE = (
+    f"a storage id is 1 to {MAX_STORAGE_ID_LENGTH} lower-case ASCII letters, digits, '-', '_' "
+    "and '.', starting with a letter or a digit"
+)
+"""What an id may be, in the words of a 400 answer."""
+
 
 class QueryInteger(fields.Integer):
     """An integer in a query string: ASCII digits only, at most ``MAX_LONG``."""

@@ -5,7 +5,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from schemas.fields import QueryInteger, StrictInteger
+from schemas.fields import STORAGE_ID_PATTERN, STORAGE_ID_RULE, QueryInteger, StrictInteger
 
 STORAGE_TYPES = ("ACCOUNT", "VM", "TEMP")
 
@@ -27,7 +27,9 @@ class CreateStorageSchema(Schema):
     name = fields.String(validate=validate.Length(min=1), metadata={"description": "ACCOUNT"})
     description = fields.String(metadata={"description": "ACCOUNT, optional"})
     vm = fields.String(
-        validate=validate.Length(min=1),
+        # The API document shows the pattern; a trailing newline, which "$" lets by, the
+        # lifecycle refuses (it matches ids whole).
+        validate=validate.Regexp(f"^{STORAGE_ID_PATTERN}$", error=STORAGE_ID_RULE),
         metadata={"description": "VM: the virtual machine's id, which becomes the storage's id"},
     )
     ttl = StrictInteger(validate=validate.Range(min=1), metadata={"description": "TEMP, in ms"})

@@ -271,12 +271,6 @@ async def test_every_endpoint_answers_404_for_a_missing_storage(api: Client) -> 
         assert "does not exist" in (await response.json())["error"]
 
 
-@pytest.mark.parametrize("storage_id", ["Upper-Case", "a*b", "a,b", "..", "x" * 300])
-async def test_ids_that_cannot_name_an_index_name_no_storage(api: Client, storage_id: str) -> None:
-    response = await api.get(path("get", storage_id, "k"), headers={"Secret-Key": "s"})
-    assert response.status == 404
-
-
 async def test_storage_ids_of_the_original_suite_work(
     api: Client, create_storage: StorageFactory
 ) -> None:

@@ -19,6 +19,7 @@ from kv_storage.es.data import DataStore, ScanSettings
 from kv_storage.es.names import IndexNames
 from kv_storage.model import Condition, Storage, StorageType, Version
 from tests.conftest import CountingProxy, StorageFactory, StorageRef
+from tests.helpers import Client, path
 
 
 class _NoHistory:
@@ -89,3 +90,26 @@ async def test_a_batch_refused_as_a_whole_fails_only_the_operation_at_fault(
     bulks = [body for body in es_proxy.bodies if b'"index"' in body]
     # The forged conditions did travel with the victims' sets, in one _bulk at first.
     assert any(b'"if_primary_term":0' in body and body.count(b'{"index"') > 10 for body in bulks)
+
+
+async def test_forged_conditions_of_one_storage_fail_no_write_of_another(
+    api: Client, create_storage: StorageFactory
+) -> None:
+    """The attack as a client makes it: forged If-Match headers on one storage while another
+    storage's ordinary sets are under way."""
+    victim, attacker = await create_storage(), await create_storage()
+    forged = ['"0-1"', '"1-9223372036854775808"', '"9223372036854775808-1"']
+
+    async def put(ref: StorageRef, key: str, **headers: str) -> int:
+        response = await api.put(
+            path("set", ref, key),
+            data="v",
+            headers={**ref.headers, "Content-Type": "text/plain", **headers},
+        )
+        return response.status
+
+    answers = await asyncio.gather(
+        *(put(victim, f"k{n}") for n in range(60)),
+        *(put(attacker, "x", **{"If-Match": forged[n % 3]}) for n in range(30)),
+    )
+    assert answers == [200] * 60 + [400] * 30

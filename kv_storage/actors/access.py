@@ -2,16 +2,16 @@
 
 from kv_storage.actors.cache import CacheActor
 from kv_storage.clock import now_ms
-from kv_storage.errors import NotFoundError, UnauthorizedError
-from kv_storage.model import Storage, can_name_a_storage
+from kv_storage.errors import BadRequestError, NotFoundError, UnauthorizedError
+from kv_storage.model import Storage, is_storage_id
+from schemas.fields import STORAGE_ID_RULE
 
 
-async def authorise(
-    cache: CacheActor, storage_id: str, secret_key: str, *, index_prefix: str
-) -> Storage:
-    """The live storage, if ``secret_key`` is its secret: else 404 (none) or 401 (wrong)."""
-    if not can_name_a_storage(storage_id, index_prefix):
-        raise NotFoundError(f"storage {storage_id} does not exist")
+async def authorise(cache: CacheActor, storage_id: str, secret_key: str) -> Storage:
+    """The live storage, if ``secret_key`` is its secret: else 400 (an id no storage can
+    have), 404 (none) or 401 (wrong)."""
+    if not is_storage_id(storage_id):
+        raise BadRequestError(f"{storage_id!r} is not a storage id: {STORAGE_ID_RULE}")
     storage = await cache.look_up(storage_id)
     if storage is None or storage.expired(now_ms()):
         raise NotFoundError(f"storage {storage_id} does not exist")

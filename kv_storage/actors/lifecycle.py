@@ -31,8 +31,8 @@ from kv_storage.es.registry import (
     RegistryEntry,
     StaleEntryError,
 )
-from kv_storage.model import Storage, StorageType, can_name_a_storage
-from schemas.fields import MAX_LONG
+from kv_storage.model import Storage, StorageType, is_storage_id
+from schemas.fields import MAX_LONG, STORAGE_ID_RULE
 
 _FIRST_BACKOFF_S = 0.005
 _MAX_BACKOFF_S = 0.2
@@ -140,7 +140,6 @@ class LifecycleActor(Actor[LifecycleMessage]):
         data: DataStore,
         history: HistoryStore,
         cache: CacheActor | None,
-        index_prefix: str,
         history_buffer: HistoryBuffer | None = None,
         retry_for_s: float = 10.0,
     ) -> None:
@@ -151,7 +150,6 @@ class LifecycleActor(Actor[LifecycleMessage]):
         self._data = data
         self._history = history
         self._cache = cache
-        self._index_prefix = index_prefix
         self._history_buffer = history_buffer
         self._retry_for_s = retry_for_s
         self._changing: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -183,11 +181,9 @@ class LifecycleActor(Actor[LifecycleMessage]):
         await self._history.drop(storage_id)
 
     async def _existing(self, storage_id: str) -> RegistryEntry:
-        entry = (
-            await self._registry.read(storage_id)
-            if can_name_a_storage(storage_id, self._index_prefix)
-            else None
-        )
+        if not is_storage_id(storage_id):
+            raise BadRequestError(f"{storage_id!r} is not a storage id: {STORAGE_ID_RULE}")
+        entry = await self._registry.read(storage_id)
         if entry is None:
             raise NotFoundError(f"storage {storage_id} does not exist")
         return entry
@@ -268,8 +264,8 @@ class LifecycleActor(Actor[LifecycleMessage]):
 
     async def _create(self, command: CreateStorage) -> RegistryEntry:
         storage_id = command.vm if command.type is StorageType.VM else str(uuid.uuid4())
-        if storage_id is None or not can_name_a_storage(storage_id, self._index_prefix):
-            raise BadRequestError(f"vm: {storage_id!r} cannot name a storage")
+        if storage_id is None or not is_storage_id(storage_id):
+            raise BadRequestError(f"vm: {storage_id!r} cannot name a storage: {STORAGE_ID_RULE}")
         expiration = None
         if command.type is StorageType.TEMP and command.ttl_ms is not None:
             expiration = _expiration(now_ms(), command.ttl_ms)

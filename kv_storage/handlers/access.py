@@ -5,7 +5,7 @@ the body is read:
 
 1. a missing ``Secret-Key`` header is 401;
 2. a body of the wrong content type is 400;
-3. an unknown, deleted or expired storage is 404;
+3. an id no storage can have is 400; an unknown, deleted or expired storage is 404;
 4. a ``Secret-Key`` that is not the storage's is 401.
 
 Only then do the schemas look at keys, values and query parameters (400). So a caller without
@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from kv_storage.actors.access import authorise
-from kv_storage.app_keys import CACHE_ACTOR, CONFIG
+from kv_storage.app_keys import CACHE_ACTOR
 from kv_storage.errors import UnauthorizedError
 from kv_storage.model import Storage
 from kv_storage.validation import require_content_type
@@ -60,10 +60,7 @@ async def storage_access_middleware(request: web.Request, handler: Handler) -> w
         if route.content_type is not None:
             require_content_type(request, route.content_type)
         request[_AUTHORISED] = await authorise(
-            request.app[CACHE_ACTOR],
-            request.match_info["storage_id"],
-            secret,
-            index_prefix=request.app[CONFIG].elasticsearch.index_prefix,
+            request.app[CACHE_ACTOR], request.match_info["storage_id"], secret
         )
     return await handler(request)
 

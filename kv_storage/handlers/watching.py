@@ -92,8 +92,5 @@ async def _still_authorised(request: web.Request, storage: Storage) -> None:
     """The checks of the request's arrival, again: deleted, expired or re-keyed meanwhile,
     the storage answers 404 or 401."""
     await authorise(
-        request.app[CACHE_ACTOR],
-        storage.id,
-        request.headers.get(SECRET_KEY_HEADER, ""),
-        index_prefix=request.app[CONFIG].elasticsearch.index_prefix,
+        request.app[CACHE_ACTOR], storage.id, request.headers.get(SECRET_KEY_HEADER, "")
     )
