@@ -20,7 +20,7 @@ from elasticsearch import AsyncElasticsearch
 from kv_storage.actors.batching import BatchLimits
 from kv_storage.actors.cache import CacheActor
 from kv_storage.actors.cache_update import CacheUpdateActor
-from kv_storage.actors.expiry import ExpiryActor, sweep_overlap_s
+from kv_storage.actors.expiry import ExpiryActor, drop_delay_s
 from kv_storage.actors.history_query import HistoryQueryActor
 from kv_storage.actors.key_listing import KeyListingActor
 from kv_storage.actors.lifecycle import LifecycleActor
@@ -28,12 +28,15 @@ from kv_storage.actors.storage import StorageActor
 from kv_storage.actors.watch import WatchActor
 from kv_storage.config import Config
 from kv_storage.es.client import create_client
+from kv_storage.es.cluster_clock import ClusterClock
 from kv_storage.es.data import DataStore, ScanSettings
 from kv_storage.es.history import HistoryStore
 from kv_storage.es.keys import KeyIndex
 from kv_storage.es.lease import Lease, Mark
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
+from kv_storage.es.registry_changes import RegistryChanges
+from kv_storage.es.retirement import StorageIndices
 from kv_storage.es.signing_keys import SigningKeys
 from kv_storage.es.versions import Versions
 from pipeline.actor import HistoryActor
@@ -52,8 +55,13 @@ class Parts:
     config: Config
     request_timeout_s: float
     transport_class: type[AsyncTransport] = AsyncTransport
+    drop_delay_s: float | None = None
+    """How long a deleted storage's indices stay closed before the sweep removes them;
+    ``None``: as long as a late write may come (``actors.expiry.drop_delay_s``). Tests
+    shorten it rather than wait minutes."""
     names: IndexNames = field(init=False)
     _client: AsyncElasticsearch | None = None
+    _clock: ClusterClock | None = None
     _history: HistoryActor | None = None
     _cache: CacheActor | None = None
     _storage: StorageActor | None = None
@@ -70,6 +78,11 @@ class Parts:
     @property
     def client(self) -> AsyncElasticsearch:
         return _started(self._client, "the Elasticsearch client")
+
+    @property
+    def clock(self) -> ClusterClock:
+        """Elasticsearch's time, which TEMP expirations are judged by."""
+        return _started(self._clock, "the Elasticsearch client")
 
     @property
     def history(self) -> HistoryActor:
@@ -143,6 +156,7 @@ async def elasticsearch(parts: Parts) -> AsyncIterator[None]:
         request_timeout_s=parts.request_timeout_s,
         transport_class=parts.transport_class,
     )
+    parts._clock = ClusterClock(parts._client)
     try:
         yield
     finally:
@@ -168,7 +182,11 @@ async def history_pipeline(parts: Parts) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def cache(parts: Parts) -> AsyncIterator[None]:
-    actor = CacheActor(registry=Registry(parts.client, parts.names), config=parts.config.app.cache)
+    actor = CacheActor(
+        registry=Registry(parts.client, parts.names),
+        config=parts.config.app.cache,
+        now_ms=parts.clock.now_ms,
+    )
     actor.start()
     parts._cache = actor
     try:
@@ -249,12 +267,14 @@ async def lifecycle(parts: Parts) -> AsyncIterator[None]:
     command (there is no cache to keep, nor buffered history to discard)."""
     actor = LifecycleActor(
         registry=Registry(parts.client, parts.names),
-        data=DataStore(parts.client, parts.names, parts.scan_settings()),
-        history=HistoryStore(parts.client, parts.names),
+        indices=StorageIndices(parts.client, parts.names),
         cache=parts._cache,
         history_buffer=parts._history,
         retry_for_s=parts.config.app.request_timeout_s,
+        now_ms=parts.clock.now_ms,
     )
+    if parts.clock.due:
+        await parts.clock.sync()  # a command's TEMP expirations start from the cluster's time
     actor.start()
     parts._lifecycle = actor
     try:
@@ -266,13 +286,17 @@ async def lifecycle(parts: Parts) -> AsyncIterator[None]:
 @asynccontextmanager
 async def expiry(parts: Parts) -> AsyncIterator[None]:
     app = parts.config.app
+    client, names = parts.client, parts.names
     job = ExpiryActor(
-        registry=Registry(parts.client, parts.names),
+        registry=Registry(client, names),
+        changes=RegistryChanges(client, names),
+        indices=StorageIndices(client, names),
         lifecycle=parts.lifecycle,
-        lease=Lease(parts.client, parts.names, name="expiry", duration_s=3 * app.expiry_interval_s),
-        swept_until=Mark(parts.client, parts.names, name="expiry-swept-until"),
+        lease=Lease(client, names, name="expiry", duration_s=3 * app.expiry_interval_s),
+        progress=lambda shard: Mark(client, names, name=f"expiry-swept-seq-no-{shard}"),
         interval_s=app.expiry_interval_s,
-        sweep_overlap_s=sweep_overlap_s(app),
+        drop_delay_s=drop_delay_s(app) if parts.drop_delay_s is None else parts.drop_delay_s,
+        now_ms=parts.clock.now_ms,
     )
     job.start()
     parts._expiry = job
@@ -285,10 +309,10 @@ async def expiry(parts: Parts) -> AsyncIterator[None]:
 @asynccontextmanager
 async def registry_poll(parts: Parts) -> AsyncIterator[None]:
     job = CacheUpdateActor(
-        registry=Registry(parts.client, parts.names),
+        changes=RegistryChanges(parts.client, parts.names),
         cache=parts.cache,
         update_time_s=parts.config.app.cache.update_time_s,
-        request_timeout_s=parts.config.app.request_timeout_s,
+        clock=parts.clock,
     )
     job.start()
     parts._registry_poll = job

@@ -4,15 +4,17 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from elasticsearch import AsyncElasticsearch
+import pytest
+from elasticsearch import AsyncElasticsearch, AuthorizationException
 
 from kv_storage import wiring
-from kv_storage.actors.expiry import sweep_overlap_s
+from kv_storage.actors.expiry import drop_delay_s
 from kv_storage.app import create_app
+from kv_storage.app_keys import PARTS
 from kv_storage.config import Config
 from kv_storage.es.lease import Lease
 from kv_storage.es.names import IndexNames
-from kv_storage.es.registry import Registry
+from kv_storage.es.registry_changes import RegistryChanges
 from tests.conftest import PartsStarter, StorageFactory
 from tests.helpers import ClientFactory, get, put
 from tests.waiting import wait_until
@@ -29,7 +31,9 @@ async def test_expired_temp_storages_are_deleted_with_their_data(
     es: AsyncElasticsearch,
     index_prefix: str,
 ) -> None:
-    api = await aiohttp_client(create_app(make_config(KV_STORAGE_APP_EXPIRY_INTERVAL="200ms")))
+    app = create_app(make_config(KV_STORAGE_APP_EXPIRY_INTERVAL="200ms"))
+    app[PARTS].drop_delay_s = 0.0  # not the minutes a late write may take to come
+    api = await aiohttp_client(app)
     expiring = await create_storage("TEMP", expiration_timestamp=int(time.time() * 1000) + 1500)
     lasting = await create_storage("TEMP")
     for storage in (expiring, lasting):
@@ -97,62 +101,87 @@ async def test_two_expiry_actors_never_work_at_once_and_a_dead_owners_lease_is_t
     await wait_until(other_took_over, what="the other actor taking the lease over")
 
 
-async def test_deleted_since_pages_through_every_deletion_once(
+async def test_deletions_are_listed_once_each_in_pages_after_a_position(
     es: AsyncElasticsearch, initialised_config: Config, index_prefix: str
 ) -> None:
     registry_index = f"{index_prefix}storage-registry"
-    # Three deletions at one millisecond, more than a page: a page boundary falls among them.
-    times = {"a": 1000, "b": 1000, "c": 1000, "d": 1001, "e": 1001, "f": 1002, "old": 999}
-    for storage_id, last_updated in times.items():
+    changes = RegistryChanges(es, IndexNames(index_prefix))
+    # Written with clocks all over the place: the order is Elasticsearch's, not theirs.
+    await es.index(index=registry_index, id="before", document={"type": "ACCOUNT", "deleted": True})
+    await es.indices.refresh(index=registry_index)
+    start = await changes.position()
+    for storage_id, last_updated in {"a": 5000, "b": 1, "c": 9_999_999_999_999, "d": 0}.items():
         document = {"type": "ACCOUNT", "deleted": True, "last_updated": last_updated}
         await es.index(index=registry_index, id=storage_id, document=document)
-    live = {"type": "ACCOUNT", "deleted": False, "last_updated": 1000}
-    await es.index(index=registry_index, id="live", document=live, refresh=True)
-    registry = Registry(es, IndexNames(index_prefix))
-    seen = [entry.id async for page in registry.deleted_since(1000, size=2) for entry in page]
-    assert sorted(seen) == ["a", "b", "c", "d", "e", "f"]  # each once, none skipped
+    await es.index(index=registry_index, id="live", document={"type": "ACCOUNT", "deleted": False})
+    pages = [page async for page in changes.deletions(start, page_size=2)]
+    assert [[d.storage_id for d in page] for page in pages] == [["a", "b"], ["c", "d"]]
+    assert sorted(await changes.changed_ids(start, limit=10) or []) == ["a", "b", "c", "d", "live"]
+    assert await changes.changed_ids(start, limit=4) is None  # more than the limit
+    now = await changes.position()
+    assert now.follows(start)
+    assert not start.follows(now)
+    assert [page async for page in changes.deletions(now, page_size=2)] == []
 
 
-def test_the_sweep_overlap_outlasts_every_late_write(make_config: Callable[..., Config]) -> None:
+def test_indices_stay_closed_for_as_long_as_a_late_write_may_come(
+    make_config: Callable[..., Config],
+) -> None:
     app = make_config().app
-    overlap = sweep_overlap_s(app)
+    delay = drop_delay_s(app)
     late_history = (app.history.retry_limit + 1) * app.history.flush_timeout_s  # attempts
-    assert overlap >= app.cache.update_time_s + app.request_timeout_s + late_history
+    assert delay >= app.cache.update_time_s + app.request_timeout_s + late_history
     # Each history attempt may take its bulk request's own bound (30 s), not the API's 3 s:
-    # with the defaults, 6 attempts x (30 s apart + 30 s each) + a minute of polls.
-    assert overlap >= 60 + 3 + 6 * (30 + 30)
+    # with the defaults, 6 attempts x (30 s apart + 30 s each) + a second of polls.
+    assert delay >= 1 + 3 + 6 * (30 + 30)
     small = make_config(
         KV_STORAGE_APP_CACHE_UPDATE_TIME="1s",
         KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT="1s",
         KV_STORAGE_APP_HISTORY_RETRY_LIMIT="2",
     ).app
-    assert sweep_overlap_s(small) >= 1 + 3 + 3 * (1 + 30)  # the bulk bound, not 3 x (1 + 3)
+    assert drop_delay_s(small) >= 1 + 3 + 3 * (1 + 30)  # the bulk bound, not 3 x (1 + 3)
     slow = make_config(KV_STORAGE_APP_CACHE_UPDATE_TIME="10 minutes").app
-    assert sweep_overlap_s(slow) > 10 * 60
+    assert drop_delay_s(slow) > 10 * 60
 
 
-async def test_an_index_recreated_after_the_deletion_is_swept_again(
+def _sweeper(config: Config, drop_delay_s: float) -> wiring.Parts:
+    return wiring.Parts(config, request_timeout_s=3, drop_delay_s=drop_delay_s)
+
+
+async def test_a_deletion_made_elsewhere_is_closed_to_writes_then_removed_after_the_delay(
     make_config: Callable[..., Config],
-    start_parts: PartsStarter,
     es: AsyncElasticsearch,
     initialised_config: Config,
     index_prefix: str,
     create_storage: StorageFactory,
 ) -> None:
-    storage = await create_storage(deleted=True)
-    # Deleted 90 s ago: longer ago than a minute, well within an instance's late writes.
-    registry_index = f"{index_prefix}storage-registry"
-    ninety_s_ago = int(time.time() * 1000) - 90_000
-    await es.update(
-        index=registry_index, id=storage.id, doc={"last_updated": ninety_s_ago}, refresh=True
-    )
+    """The CloudStack plugin marks a storage deleted, its clock an hour behind: the sweep
+    closes its index to writes at once, and removes it once the delay has passed."""
+    storage = await create_storage(history_enabled=True)
     data_index = f"{index_prefix}storage-data-{storage.id}"
-    parts = await start_parts(make_config(KV_STORAGE_APP_EXPIRY_INTERVAL="1 hour"), EXPIRY)
-    for _ in range(2):
-        # A write by an instance that still has the storage cached re-creates its index.
-        await es.index(index=data_index, id="k", document={"value": "v"}, refresh=True)
+    await es.index(index=data_index, id="k", document={"value": "v"}, refresh=True)
+    config = make_config(KV_STORAGE_APP_EXPIRY_INTERVAL="1 hour")
+    parts = _sweeper(config, drop_delay_s=0.5)
+    async with wiring.running(parts, EXPIRY):
+        await parts.expiry.run_now()  # nothing deleted yet
+        an_hour_ago = int(time.time() * 1000) - 3_600_000
+        await es.update(
+            index=f"{index_prefix}storage-registry",
+            id=storage.id,
+            doc={"deleted": True, "last_updated": an_hour_ago},
+        )
         await parts.expiry.run_now()
-        assert not await es.indices.exists(index=data_index)
+        assert parts.expiry.pending_drops == 1
+        with pytest.raises(AuthorizationException):  # 403: the write block
+            await es.index(index=data_index, id="late", document={"value": "v"})
+        assert (await es.get(index=data_index, id="k"))["_source"] == {"value": "v"}
+
+        async def removed() -> bool:
+            await parts.expiry.run_now()
+            return not await es.indices.exists(index=data_index)
+
+        await wait_until(removed, what="the index removed after the delay")
+        assert parts.expiry.pending_drops == 0
 
 
 async def test_a_new_lease_holder_sweeps_on_from_where_the_last_one_got(
@@ -163,20 +192,14 @@ async def test_a_new_lease_holder_sweeps_on_from_where_the_last_one_got(
     create_storage: StorageFactory,
 ) -> None:
     """Not every storage ever deleted on each restart: the first holder visits them all once,
-    the next one only those deleted since (within the overlap)."""
+    the next one only those deleted since."""
     registry_index = f"{index_prefix}storage-registry"
     long_ago = await create_storage(deleted=True)
-    a_day_ago = int(time.time() * 1000) - 86_400_000
-    await es.update(
-        index=registry_index, id=long_ago.id, doc={"last_updated": a_day_ago}, refresh=True
-    )
     old_index = f"{index_prefix}storage-data-{long_ago.id}"
 
     async def sweep_once() -> None:
         """A new instance: it sweeps once, then stops (releasing the lease)."""
-        parts = wiring.Parts(
-            make_config(KV_STORAGE_APP_EXPIRY_INTERVAL="1 hour"), request_timeout_s=3
-        )
+        parts = _sweeper(make_config(KV_STORAGE_APP_EXPIRY_INTERVAL="1 hour"), drop_delay_s=0)
         async with wiring.running(parts, EXPIRY):
             await parts.expiry.run_now()
 
@@ -189,6 +212,6 @@ async def test_a_new_lease_holder_sweeps_on_from_where_the_last_one_got(
     recent_index = f"{index_prefix}storage-data-{recent.id}"
     for index in (old_index, recent_index):
         await es.index(index=index, id="k", document={"value": "v"}, refresh=True)
-    await sweep_once()  # a new holder: from the mark, less the overlap
+    await sweep_once()  # a new holder: from the mark on
     assert not await es.indices.exists(index=recent_index)
-    assert await es.indices.exists(index=old_index)  # a day ago: not visited again
+    assert await es.indices.exists(index=old_index)  # deleted before the mark: not again

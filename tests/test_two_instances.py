@@ -26,6 +26,7 @@ from kv_storage.app_keys import CACHE_ACTOR
 from kv_storage.config import CacheConfig, Config
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
+from kv_storage.es.registry_changes import RegistryChanges
 from kv_storage.model import Storage
 from tests.conftest import StorageFactory, StorageRef
 from tests.helpers import ClientFactory, get
@@ -172,15 +173,6 @@ async def test_a_failed_registry_poll_empties_the_cache_and_polling_goes_on(
     registry_index = f"{index_prefix}storage-registry"
     storage = await create_storage()
     assert (await get(api, storage, "k"))[0] == 404  # cached, with its secret
-    # A new secret written with an old last_updated: no poll would ever report it.
-    rekeyed = StorageRef(storage.id, uuid.uuid4().hex)
-    await es.update(
-        index=registry_index,
-        id=storage.id,
-        doc={"secret_key": rekeyed.secret_key, "last_updated": 1},
-        refresh=True,
-    )
-    assert (await get(api, storage, "k"))[0] == 404  # the cached secret still works
     # A closed index fails every request, the poll's among them.
     await es.indices.close(index=registry_index)
     try:
@@ -193,6 +185,8 @@ async def test_a_failed_registry_poll_empties_the_cache_and_polling_goes_on(
         await es.indices.open(index=registry_index)
         await es.cluster.health(index=registry_index, wait_for_status="yellow", timeout="30s")
     # The next lookup reads the registry again.
+    rekeyed = StorageRef(storage.id, uuid.uuid4().hex)
+    await es.update(index=registry_index, id=storage.id, doc={"secret_key": rekeyed.secret_key})
     assert (await get(api, storage, "k"))[0] == 401
     assert (await get(api, rekeyed, "k"))[0] == 404
     # And polling goes on: a change written now is seen.
@@ -222,12 +216,19 @@ class _CacheFailingOnce(CacheActor):
 
 
 def _poller(
-    es: AsyncElasticsearch, index_prefix: str, cache_type: type[CacheActor], **options: int
+    es: AsyncElasticsearch,
+    index_prefix: str,
+    cache_type: type[CacheActor],
+    *,
+    max_changed_ids: int = 10_000,
 ) -> tuple[Registry, CacheActor, CacheUpdateActor]:
     registry = Registry(es, IndexNames(index_prefix))
     cache = cache_type(registry=registry, config=CacheConfig(100, 3600.0, 0.1))
     update = CacheUpdateActor(
-        registry=registry, cache=cache, update_time_s=0.1, request_timeout_s=1.0, **options
+        changes=RegistryChanges(es, IndexNames(index_prefix)),
+        cache=cache,
+        update_time_s=0.1,
+        max_changed_ids=max_changed_ids,
     )
     return registry, cache, update
 
@@ -271,26 +272,87 @@ async def test_too_many_changes_for_one_poll_empty_the_cache(
     index_prefix: str,
     create_storage: StorageFactory,
 ) -> None:
-    unchanged = await create_storage()
-    await es.update(
-        index=f"{index_prefix}storage-registry",
-        id=unchanged.id,
-        doc={"last_updated": 1},  # changed long ago: no poll reports it
-        refresh=True,
-    )
+    unchanged, *changed = [await create_storage() for _ in range(4)]
     _, cache, update = _poller(es, index_prefix, CacheActor, max_changed_ids=2)
-    changed = [await create_storage() for _ in range(3)]
     cache.start()
+    update.start()
     try:
+        await update.run_now()  # the first poll: a position to compare with
         for storage in [unchanged, *changed]:
             await cache.look_up(storage.id)
         assert await _cache_entries(cache) == 4
-        update.start()  # its first poll finds 3 changes: more than it lists
-
-        async def emptied() -> bool:
-            return await _cache_entries(cache) == 0  # the unchanged storage forgotten too
-
-        await wait_until(emptied, what="the cache emptied")
+        for storage in changed:  # 3 changes: more than the poll lists
+            await es.update(
+                index=f"{index_prefix}storage-registry", id=storage.id, doc={"name": "renamed"}
+            )
+        await update.run_now()
+        assert await _cache_entries(cache) == 0  # the unchanged storage forgotten too
     finally:
         await update.stop()
         await cache.stop()
+
+
+async def test_a_few_changes_are_forgotten_and_nothing_else(
+    es: AsyncElasticsearch,
+    initialised_config: Config,
+    index_prefix: str,
+    create_storage: StorageFactory,
+) -> None:
+    unchanged, *changed = [await create_storage() for _ in range(3)]
+    _, cache, update = _poller(es, index_prefix, CacheActor)
+    cache.start()
+    update.start()
+    try:
+        await update.run_now()
+        for storage in [unchanged, *changed]:
+            await cache.look_up(storage.id)
+        for storage in changed:
+            await es.update(
+                index=f"{index_prefix}storage-registry", id=storage.id, doc={"name": "renamed"}
+            )
+        await update.run_now()
+        assert await _cache_entries(cache) == 1
+        await update.run_now()  # nothing changed since: nothing more forgotten
+        assert await _cache_entries(cache) == 1
+    finally:
+        await update.stop()
+        await cache.stop()
+
+
+async def test_a_change_stamped_by_a_clock_far_behind_is_seen_within_one_period(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+) -> None:
+    """A writer whose clock is an hour behind rotates a secret (the CloudStack plugin, or the
+    command line on another machine): ``last_updated`` says it changed an hour ago. The old
+    secret stops working, and the new one works, within one update period."""
+    api = await aiohttp_client(
+        create_app(
+            make_config(
+                KV_STORAGE_APP_CACHE_UPDATE_TIME=f"{UPDATE_TIME_S}s",
+                KV_STORAGE_APP_CACHE_EXPIRATION_TIME="1 hour",
+            )
+        )
+    )
+    storage = await create_storage()
+    assert (await get(api, storage, "k"))[0] == 404  # cached, with its secret
+    rotated = StorageRef(storage.id, uuid.uuid4().hex)
+    an_hour_ago = int(time.time() * 1000) - 3_600_000
+    await es.update(
+        index=f"{index_prefix}storage-registry",
+        id=storage.id,
+        doc={"secret_key": rotated.secret_key, "last_updated": an_hour_ago},
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def old_secret_refused() -> bool:
+        return (await get(api, storage, "k"))[0] == 401
+
+    await wait_until(old_secret_refused, timeout_s=4 * UPDATE_TIME_S, what="the old secret refused")
+    assert loop.time() - started <= UPDATE_TIME_S + POLL_MARGIN_S
+    assert (await get(api, rotated, "k"))[0] == 404

@@ -4,11 +4,16 @@ Lookups are kept in an aiocache memory cache for ``app.cache.expiration-time``, 
 ``app.cache.max-size`` of them: the least recently used is dropped first (the memory cache
 has no bound of its own). Misses (ids of no live storage) are kept too, in a small cache of
 their own. Concurrent lookups of one uncached storage share a single registry read.
+
+A TEMP storage whose expiration has passed is no live storage: its lookup answers ``None``
+from that moment, judged by Elasticsearch's clock (``kv_storage.es.cluster_clock``), so that
+every instance sees it expire at once whatever its own clock says.
 """
 
 import asyncio
+import time
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
@@ -109,10 +114,23 @@ retries, too few to matter, and apart from the storages that exist, so that requ
 random ids cannot push real storages out of the cache."""
 
 
+def _local_now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class CacheActor(Actor[CacheMessage]):
-    def __init__(self, *, registry: Registry, config: CacheConfig) -> None:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        config: CacheConfig,
+        now_ms: Callable[[], int] = _local_now_ms,
+    ) -> None:
+        """``now_ms``: the time expirations are judged by (the service passes the cluster's
+        clock)."""
         super().__init__(name="storage-cache", max_concurrency=_LOOKUP_CONCURRENCY)
         self._registry = registry
+        self._now_ms = now_ms
         ttl_s = config.expiration_time_s
         self._found = _BoundedCache(max_size=config.max_size, ttl_s=ttl_s)
         self._missing = _BoundedCache(max_size=min(MAX_CACHED_MISSES, config.max_size), ttl_s=ttl_s)
@@ -120,7 +138,10 @@ class CacheActor(Actor[CacheMessage]):
         self._hits = self._misses = 0
 
     async def look_up(self, storage_id: str) -> Storage | None:
-        return await self.ask(LookUp(storage_id))
+        """The live storage of that id: ``None`` when there is none, it was deleted, or it
+        is a TEMP storage past its expiration."""
+        storage = await self.ask(LookUp(storage_id))
+        return None if storage is None or storage.expired(self._now_ms()) else storage
 
     def answer_at_once(self, message: Ask[AnswerT]) -> Awaitable[AnswerT] | None:
         """A lookup is answered from the cache in the caller's task; only a miss (a registry

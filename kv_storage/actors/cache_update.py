@@ -1,19 +1,26 @@
 """The registry poll: asks the registry for storages changed by anyone (another instance,
-the CloudStack plugin) and makes the cache forget them.
+the command line, the CloudStack plugin) and makes the cache forget them.
 
-Every ``app.cache.update-time`` it asks for documents whose ``last_updated`` is at least the
-previous poll's start minus ``app.request-timeout`` (a write in flight at the previous poll
-is not missed); a failed poll empties the whole cache, since anything may have changed. No
-failure ends the polling: a poll that fails is logged and the next comes on time.
+Changes are found by the registry's sequence numbers (``kv_storage.es.registry_changes``),
+which Elasticsearch assigns in the order it applies them, never by ``last_updated``, which
+each writer stamps with its own clock: a writer whose clock is behind cannot hide a change.
+So a rotation, deletion or expiry made anywhere reaches this instance within one
+``app.cache.update-time`` plus the poll's own time (at most ``app.request-timeout``).
+
+The first poll, and one after the registry was re-created, empties the cache: there is no
+earlier position to compare with. A failed poll empties it too, since anything may have
+changed, and the next poll starts again from the last position that was read in full. No
+failure ends the polling: a poll that fails is logged and the next comes on time. The poll
+also keeps the cluster's clock current, which TEMP expirations are judged by.
 """
 
 import logging
 
 from kv_storage.actors.cache import CacheActor, Forget, ForgetAll
 from kv_storage.actors.periodic import PeriodicJob
-from kv_storage.clock import now_ms
+from kv_storage.es.cluster_clock import ClusterClock
 from kv_storage.es.errors import describe
-from kv_storage.es.registry import Registry
+from kv_storage.es.registry_changes import Position, RegistryChanges
 
 logger = logging.getLogger(__name__)
 
@@ -22,35 +29,45 @@ class CacheUpdateActor(PeriodicJob):
     def __init__(
         self,
         *,
-        registry: Registry,
+        changes: RegistryChanges,
         cache: CacheActor,
         update_time_s: float,
-        request_timeout_s: float,
+        clock: ClusterClock | None = None,
         max_changed_ids: int = 10_000,
     ) -> None:
         """``max_changed_ids``: more changed storages than this in one poll are not listed;
         the cache forgets everything instead."""
         super().__init__(name="cache-update", interval_s=update_time_s)
-        self._registry = registry
+        self._changes = changes
         self._cache = cache
+        self._clock = clock
         self._max_changed_ids = max_changed_ids
-        self._overlap_ms = int(request_timeout_s * 1000)
-        self._previous_poll_ms = now_ms()
+        self._position: Position | None = None
+        """Every change up to here has been seen; ``None`` before the first poll."""
 
     async def iteration(self) -> None:
-        started = now_ms()
+        if self._clock is not None and self._clock.due:
+            await self._clock.sync()
         try:
-            await self._poll(self._previous_poll_ms - self._overlap_ms)
+            position = await self._changes.position()
+            await self._forget_changed(position)
         except Exception as error:
             logger.warning(
                 "cache update: polling the registry failed (%s); cache emptied", describe(error)
             )
             await self._forget_all()
-            return  # the next poll starts again from the previous successful one
-        self._previous_poll_ms = started
+            return  # the next poll starts again from the last position read in full
+        self._position = position
 
-    async def _poll(self, since_ms: int) -> None:
-        changed = await self._registry.changed_since(since_ms, limit=self._max_changed_ids)
+    async def _forget_changed(self, position: Position) -> None:
+        """Forgets what changed between the last position and ``position``."""
+        previous = self._position
+        if previous is None or not position.follows(previous):
+            if previous is not None:
+                logger.info("cache update: the registry index was re-created; cache emptied")
+            await self._cache.ask(ForgetAll())
+            return
+        changed = await self._changes.changed_ids(previous, limit=self._max_changed_ids)
         if changed is None:
             logger.info(
                 "cache update: more than %d storages changed; cache emptied", self._max_changed_ids

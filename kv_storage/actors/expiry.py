@@ -1,45 +1,66 @@
 """The expiry sweep: every interval, if it holds the lease, marks expired TEMP storages
 deleted and removes the indices of deleted storages.
 
-Expired TEMP storages already answer 404 as soon as they expire; this work frees their space
-and records the deletion in the registry. Of many instances only the lease holder works; the
-others take over when it stops renewing (it stopped, or died).
+Expired TEMP storages already answer 404 as soon as they expire (by Elasticsearch's clock,
+on every instance); this work frees their space and records the deletion in the registry. Of
+many instances only the lease holder works; the others take over when it stops renewing (it
+stopped, or died).
+
+Deletions are found by the registry's sequence numbers, not by the deleter's clock
+(``kv_storage.es.registry_changes``). A deleted storage's indices were closed to writes at its
+deletion (``kv_storage.es.retirement``); the sweep closes those of deletions made elsewhere
+(the CloudStack plugin), and removes them ``drop_delay_s`` after it first saw the deletion,
+once no late write can come any more: so a late write is refused, never re-creates an
+index, and no write that was answered 200 is removed by a sweep. How far the sweeps got is
+kept in the lock index, per registry shard, so that a new lease holder goes on from there
+instead of visiting every deletion ever.
 """
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kv_storage.actors.lifecycle import ExpireTemp, LifecycleActor
 from kv_storage.actors.periodic import PeriodicJob
-from kv_storage.clock import now_ms
 from kv_storage.config import AppConfig
 from kv_storage.es.errors import describe
 from kv_storage.es.history import BULK_TIMEOUT_S as HISTORY_BULK_TIMEOUT_S
 from kv_storage.es.lease import Lease, Mark
 from kv_storage.es.registry import Registry
+from kv_storage.es.registry_changes import Deletion, Position, RegistryChanges
+from kv_storage.es.retirement import StorageIndices
 
 logger = logging.getLogger(__name__)
 
 _BATCH = 500
-_MIN_SWEEP_OVERLAP_S = 60.0
+_MAX_PER_RUN = 5_000
 
 
-def sweep_overlap_s(app: AppConfig) -> float:
-    """How long after its deletion a storage's indices are removed again, by every sweep.
+def drop_delay_s(app: AppConfig) -> float:
+    """How long after a deletion its indices stay, closed to writes, before they go.
 
-    A deleted storage's index can come back after the deletion removed it: another instance
-    writes through its cached lookup until its next registry poll (``cache.update-time``),
-    a request already under way ends within ``request-timeout``, and a history batch that
-    left before the deletion may be retried ``retry-limit`` times, ``flush-timeout`` apart,
-    each attempt taking up to its own bound (``HISTORY_BULK_TIMEOUT_S``, longer than the API's
-    ``request-timeout``, which may be longer still). The overlap covers all of that, and at
-    least a minute in case an index removal itself failed.
+    Until then a late write may come: another instance writes through its cached lookup until
+    its next registry poll (``cache.update-time``), a request already under way ends within
+    ``request-timeout``, and a history batch that left before the deletion may be retried
+    ``retry-limit`` times, ``flush-timeout`` apart, each attempt taking up to its own bound
+    (``HISTORY_BULK_TIMEOUT_S``, longer than the API's ``request-timeout``, which may be
+    longer still). Every one of them meets the write block; once the indices are gone, one
+    would re-create them.
     """
     history = app.history
     attempt_s = max(HISTORY_BULK_TIMEOUT_S, app.request_timeout_s)
     late_history_s = (history.retry_limit + 1) * (history.flush_timeout_s + attempt_s)
     late_writes_s = app.cache.update_time_s + app.request_timeout_s
-    return max(_MIN_SWEEP_OVERLAP_S, late_writes_s + late_history_s)
+    return late_writes_s + late_history_s
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A deletion whose indices are closed and go at ``due_s`` (monotonic time)."""
+
+    deletion: Deletion
+    due_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,25 +75,39 @@ class ExpiryActor(PeriodicJob):
         self,
         *,
         registry: Registry,
+        changes: RegistryChanges,
+        indices: StorageIndices,
         lifecycle: LifecycleActor,
         lease: Lease,
-        swept_until: Mark,
+        progress: Callable[[int], Mark],
         interval_s: float,
-        sweep_overlap_s: float = _MIN_SWEEP_OVERLAP_S,
+        drop_delay_s: float,
+        now_ms: Callable[[], int],
     ) -> None:
+        """``progress``: the mark of one registry shard, by its number. ``now_ms``: the time
+        expirations are judged by (the cluster's clock)."""
         super().__init__(name="expiry", interval_s=interval_s)
         self._registry = registry
+        self._changes = changes
+        self._indices = indices
         self._lifecycle = lifecycle
         self._lease = lease
-        self._swept_until = swept_until
-        self._sweep_overlap_ms = int(sweep_overlap_s * 1000)
-        self._swept_until_ms: int | None = None
-        """How far the sweeps got; ``None`` until read from the mark the last holder left."""
+        self._progress = progress
+        self._drop_delay_s = drop_delay_s
+        self._now_ms = now_ms
+        self._position: Position | None = None
+        """Deletions up to here were seen; ``None`` until read from the marks."""
+        self._pending: dict[str, _Pending] = {}
         self._runs = self._expired = 0
 
     @property
     def stats(self) -> ExpiryStats:
         return ExpiryStats(self._lease.held, self._runs, self._expired)
+
+    @property
+    def pending_drops(self) -> int:
+        """Deleted storages whose indices are closed and not removed yet."""
+        return len(self._pending)
 
     async def on_stop(self) -> None:
         try:
@@ -83,7 +118,9 @@ class ExpiryActor(PeriodicJob):
     async def iteration(self) -> None:
         try:
             if not await self._lease.acquire():
-                self._swept_until_ms = None  # another holder sweeps on: read its mark later
+                # Another holder sweeps on: read its marks when the lease comes back.
+                self._position = None
+                self._pending.clear()
                 return
             self._runs += 1
             await self._expire()
@@ -94,25 +131,56 @@ class ExpiryActor(PeriodicJob):
             )
 
     async def _expire(self) -> None:
-        now = now_ms()
+        now = self._now_ms()
         for entry in await self._registry.expired_temp(now, size=_BATCH):
             if await self._lifecycle.ask(ExpireTemp(entry.id, now)) is not None:
                 self._expired += 1
                 logger.info("expiry: TEMP storage %s expired and was deleted", entry.id)
 
     async def _sweep(self) -> None:
-        """Removes the indices of storages deleted since the last sweep (less the overlap).
+        current = await self._changes.position()
+        if self._position is None or not current.follows(self._position):
+            self._position = await self._marked(current)
+        self._position = await self._close_new_deletions(self._position, current)
+        now_s = time.monotonic()
+        for storage_id, pending in list(self._pending.items()):
+            if pending.due_s <= now_s:
+                await self._indices.drop(storage_id)
+                del self._pending[storage_id]
+        await self._mark(self._position)
 
-        How far the sweeps got is kept in the lock index, so a new lease holder (after a
-        restart, or a takeover) goes on from there instead of visiting every storage ever
-        deleted; where no mark exists yet, the first sweep visits them all once.
-        """
-        started = now_ms()
-        if self._swept_until_ms is None:
-            self._swept_until_ms = await self._swept_until.read() or 0
-        since = max(0, self._swept_until_ms - self._sweep_overlap_ms)
-        async for page in self._registry.deleted_since(since, size=_BATCH):
-            for entry in page:
-                await self._lifecycle.drop_indices(entry.id)
-        await self._swept_until.set(started)  # only once every page was swept
-        self._swept_until_ms = started
+    async def _close_new_deletions(self, seen: Position, current: Position) -> Position:
+        """Closes the indices of deletions after ``seen``, at most ``_MAX_PER_RUN`` of them
+        (the first sweep after an upgrade visits every deletion ever, a run at a time, well
+        within the lease); answers how far it got."""
+        reached = dict(seen.seq_nos)
+        visited = 0
+        due_s = time.monotonic() + self._drop_delay_s
+        async for page in self._changes.deletions(seen, page_size=_BATCH):
+            for deletion in page:
+                if deletion.storage_id not in self._pending:
+                    # Closed already if deleted through an instance; not if deleted elsewhere.
+                    await self._indices.close_to_writes(deletion.storage_id, create_missing=False)
+                    self._pending[deletion.storage_id] = _Pending(deletion, due_s)
+                reached[deletion.shard] = deletion.seq_no
+                visited += 1
+            if visited >= _MAX_PER_RUN:
+                return Position(current.index_uuid, reached)
+        return current
+
+    async def _marked(self, current: Position) -> Position:
+        """Where the last holder's sweeps got, per shard (-1: nowhere yet; a mark beyond the
+        shard's checkpoint is of an index that was since re-created)."""
+        seq_nos: dict[int, int] = {}
+        for shard, checkpoint in current.seq_nos.items():
+            marked = await self._progress(shard).read()
+            seq_nos[shard] = marked if marked is not None and marked <= checkpoint else -1
+        return Position(current.index_uuid, seq_nos)
+
+    async def _mark(self, current: Position) -> None:
+        """Per shard: every deletion at or below the mark has had its indices removed."""
+        for shard, checkpoint in current.seq_nos.items():
+            waiting = [
+                p.deletion.seq_no for p in self._pending.values() if p.deletion.shard == shard
+            ]
+            await self._progress(shard).set(min(waiting) - 1 if waiting else checkpoint)

@@ -124,7 +124,6 @@ class HistoryQueryActor(Actor[HistoryQueryMessage]):
         storage = await self._cache.look_up(state.storage_id)
         if (
             storage is None
-            or storage.expired(now_ms())
             or not storage.keeps_history
             or state.secret_digest != secret_digest(key, storage.secret_key)
         ):

@@ -22,8 +22,6 @@ from kv_storage.actors.base import Actor, Ask
 from kv_storage.actors.cache import CacheActor, Forget
 from kv_storage.clock import now_ms
 from kv_storage.errors import BadRequestError, ConflictError, NotFoundError
-from kv_storage.es.data import DataStore
-from kv_storage.es.history import HistoryStore
 from kv_storage.es.registry import (
     EntryExistsError,
     EntryPage,
@@ -31,6 +29,7 @@ from kv_storage.es.registry import (
     RegistryEntry,
     StaleEntryError,
 )
+from kv_storage.es.retirement import StorageIndices
 from kv_storage.model import Storage, StorageType, is_storage_id
 from schemas.fields import MAX_LONG, STORAGE_ID_RULE
 
@@ -137,28 +136,31 @@ class LifecycleActor(Actor[LifecycleMessage]):
         self,
         *,
         registry: Registry,
-        data: DataStore,
-        history: HistoryStore,
+        indices: StorageIndices,
         cache: CacheActor | None,
         history_buffer: HistoryBuffer | None = None,
         retry_for_s: float = 10.0,
+        now_ms: Callable[[], int] = now_ms,
     ) -> None:
         """``retry_for_s``: how long a change keeps retrying over concurrent writes of other
-        processes before it answers 409 (the service passes ``app.request-timeout``)."""
+        processes before it answers 409 (the service passes ``app.request-timeout``).
+        ``now_ms``: the time TEMP expirations start from (the cluster's clock)."""
         super().__init__(name="lifecycle", max_concurrency=256)
         self._registry = registry
-        self._data = data
-        self._history = history
+        self._indices = indices
         self._cache = cache
         self._history_buffer = history_buffer
         self._retry_for_s = retry_for_s
+        self._now_ms = now_ms
         self._changing: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def handle(self, message: LifecycleMessage) -> RegistryEntry | EntryPage | None:
         match message:
             case UpdateTtl(storage, ttl_ms):
                 _require_temp(storage)
-                return await self._change(storage.id, lambda entry: _with_ttl(entry, ttl_ms))
+                return await self._change(
+                    storage.id, lambda entry: _with_ttl(entry, ttl_ms, self._now_ms())
+                )
             case DeleteTemp(storage):
                 _require_temp(storage)
                 return await self._delete(storage.id)
@@ -174,11 +176,6 @@ class LifecycleActor(Actor[LifecycleMessage]):
                 return await self._delete(storage_id)
             case RotateSecret(storage_id):
                 return await self._change(storage_id, _with_new_secret)
-
-    async def drop_indices(self, storage_id: str) -> None:
-        """A deleted storage keeps its registry document, but not its data or history."""
-        await self._data.drop(storage_id)
-        await self._history.drop(storage_id)
 
     async def _existing(self, storage_id: str) -> RegistryEntry:
         if not is_storage_id(storage_id):
@@ -239,14 +236,19 @@ class LifecycleActor(Actor[LifecycleMessage]):
 
     async def _delete(self, storage_id: str) -> RegistryEntry:
         entry = await self._change(storage_id, lambda entry: replace(entry, deleted=True))
-        await self._deleted(storage_id)
+        await self._deleted(entry)
         return entry
 
-    async def _deleted(self, storage_id: str) -> None:
-        """After the registry says deleted: nothing buffered may re-create an index."""
+    async def _deleted(self, entry: RegistryEntry) -> None:
+        """After the registry says deleted, before the deletion is answered: no write may
+        land in its indices any more, nor re-create them (``kv_storage.es.retirement``);
+        the expiry sweep removes them later. History buffered here is not even sent."""
         if self._history_buffer is not None:
-            self._history_buffer.discard(storage_id)
-        await self.drop_indices(storage_id)
+            self._history_buffer.discard(entry.id)
+        keeps_history = entry.history_enabled and entry.type is not StorageType.TEMP
+        await self._indices.close_to_writes(
+            entry.id, create_missing=True, keeps_history=keeps_history
+        )
 
     async def _expire(self, storage_id: str, now: int) -> RegistryEntry | None:
         def expire(entry: RegistryEntry) -> RegistryEntry:
@@ -259,7 +261,7 @@ class LifecycleActor(Actor[LifecycleMessage]):
             entry = await self._change(storage_id, expire)
         except (_NotExpiredError, NotFoundError):
             return None  # its TTL was extended meanwhile, or someone deleted it first
-        await self._deleted(storage_id)
+        await self._deleted(entry)
         return entry
 
     async def _create(self, command: CreateStorage) -> RegistryEntry:
@@ -268,7 +270,7 @@ class LifecycleActor(Actor[LifecycleMessage]):
             raise BadRequestError(f"vm: {storage_id!r} cannot name a storage: {STORAGE_ID_RULE}")
         expiration = None
         if command.type is StorageType.TEMP and command.ttl_ms is not None:
-            expiration = _expiration(now_ms(), command.ttl_ms)
+            expiration = _expiration(self._now_ms(), command.ttl_ms)
         entry = RegistryEntry(
             id=storage_id,
             type=command.type,
@@ -298,10 +300,10 @@ def _require_temp(storage: Storage) -> None:
         raise BadRequestError(f"storage {storage.id} is not a TEMP storage")
 
 
-def _with_ttl(entry: RegistryEntry, ttl_ms: int) -> RegistryEntry:
+def _with_ttl(entry: RegistryEntry, ttl_ms: int, now: int) -> RegistryEntry:
     """The original's rule: the expiration moves by the difference of the TTLs."""
     old_ttl = entry.ttl_ms or 0
-    start = (entry.expiration_timestamp_ms or now_ms() + old_ttl) - old_ttl
+    start = (entry.expiration_timestamp_ms or now + old_ttl) - old_ttl
     return replace(entry, ttl_ms=ttl_ms, expiration_timestamp_ms=_expiration(start, ttl_ms))
 
 

@@ -31,7 +31,7 @@ from kv_storage.errors import (
     ServiceUnavailableError,
 )
 from kv_storage.es.batches import Found, ReadOutcome, Reads, WriteOutcome, Writes
-from kv_storage.es.data import DataStore
+from kv_storage.es.data import ClosedStorageError, DataStore
 from kv_storage.es.errors import ItemError
 from kv_storage.logs import request_id
 from kv_storage.model import Condition, Storage, Version
@@ -177,12 +177,13 @@ class StorageActor(Actor[StorageCommand]):
                     if condition is None
                     else self._data.conditional_set(storage.id, key, value, condition)
                 )
-                outcome = self._checked(await self._write(storage.id, writes), key)
+                outcome = self._checked(storage, await self._write(storage.id, writes), key)
                 self._changed(storage, [key])
                 self._record(storage, [(key, value)], Operation.SET, received_ms)
                 return outcome.versions.get(key)
             case SetValues(pairs=pairs, received_ms=received_ms):
-                failed = (await self._write(storage.id, self._data.sets(storage.id, pairs))).failed
+                writes = self._data.sets(storage.id, pairs)
+                failed = _open(storage, await self._write(storage.id, writes)).failed
                 written = [k for k in pairs if k not in failed]
                 self._changed(storage, written)
                 self._record(storage, [(k, pairs[k]) for k in written], Operation.SET, received_ms)
@@ -193,13 +194,13 @@ class StorageActor(Actor[StorageCommand]):
                     if condition is None
                     else self._data.conditional_delete(storage.id, key, condition)
                 )
-                self._checked(await self._write(storage.id, writes), key)
+                self._checked(storage, await self._write(storage.id, writes), key)
                 self._changed(storage, [key])
                 self._record(storage, [(key, None)], Operation.DELETE, received_ms)
                 return None
             case DeleteValues(keys=keys, received_ms=received_ms):
                 deletes = self._data.deletes(storage.id, keys)
-                failed = (await self._write(storage.id, deletes)).failed
+                failed = _open(storage, await self._write(storage.id, deletes)).failed
                 deleted = [key for key in deletes.ids if key not in failed]
                 self._changed(storage, deleted)
                 self._record(storage, [(k, None) for k in deleted], Operation.DELETE, received_ms)
@@ -210,6 +211,8 @@ class StorageActor(Actor[StorageCommand]):
                 self._open_scan()
                 try:
                     cleared = await self._data.clear(storage.id)
+                except ClosedStorageError:
+                    raise _deleted(storage) from None
                 finally:
                     self._open_scans -= 1
                 if cleared.conflicts:
@@ -262,8 +265,10 @@ class StorageActor(Actor[StorageCommand]):
         return outcome
 
     @staticmethod
-    def _checked(outcome: WriteOutcome, key: str) -> WriteOutcome:
-        """A single-key write: its condition did not hold (412) or it failed (500)."""
+    def _checked(storage: Storage, outcome: WriteOutcome, key: str) -> WriteOutcome:
+        """A single-key write: its condition did not hold (412), its storage was deleted
+        meanwhile (404) or it failed (500)."""
+        _open(storage, outcome)
         if key in outcome.refused:
             raise PreconditionFailedError(
                 f"the precondition of {key!r} does not hold (If-Match: the key is at another "
@@ -328,6 +333,18 @@ class StorageActor(Actor[StorageCommand]):
                     for key, value in changes
                 ]
             )
+
+
+def _open(storage: Storage, outcome: WriteOutcome) -> WriteOutcome:
+    """``outcome``, unless its storage's indices were closed to writes: the storage was
+    deleted (through another instance, maybe, whose deletion this one has not seen yet)."""
+    if outcome.closed:
+        raise _deleted(storage)
+    return outcome
+
+
+def _deleted(storage: Storage) -> NotFoundError:
+    return NotFoundError(f"storage {storage.id} does not exist (it was deleted)")
 
 
 class KeyScan:

@@ -297,9 +297,10 @@ PROPERTIES: tuple[Property, ...] = (
     ),
     Property(
         "app.cache.update-time",
-        "1 minute",
+        "1 second",
         _positive_duration,
-        "How often the registry is polled for changed storages.",
+        "How often the registry is polled for changed storages: a rotation, deletion or "
+        "expiry made anywhere takes effect here within this plus app.request-timeout.",
     ),
     Property(
         "app.history.flush-size", 1000, _at_least(1), "History records written in one bulk request."

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from kv_storage.es.errors import ItemError
+from kv_storage.es.retirement import WRITE_BLOCKED
 from kv_storage.model import Condition, Version
 
 _INDEX_NOT_FOUND = "index_not_found_exception"
@@ -191,6 +192,9 @@ class WriteOutcome:
     """The version each carried-out set or delete left its key at (its next ETag)."""
     refused: frozenset[str] = frozenset()
     """Of a conditional part: the ids whose condition did not hold (nothing changed)."""
+    closed: bool = False
+    """An action met its index's write block: the storage was deleted
+    (``kv_storage.es.retirement``)."""
 
 
 def write_outcomes(parts: Sequence[Writes], answer: Mapping[str, Any]) -> list[WriteOutcome]:
@@ -203,6 +207,7 @@ def write_outcomes(parts: Sequence[Writes], answer: Mapping[str, Any]) -> list[W
         failed: dict[str, Mapping[str, Any]] = {}
         versions: dict[str, Version] = {}
         refused: set[str] = set()
+        closed = False
         for key, wrapped in zip(part.ids, items[position : position + len(part.ids)], strict=True):
             item: Mapping[str, Any] = next(iter(wrapped.values()))
             status = item.get("status", 500)
@@ -213,8 +218,9 @@ def write_outcomes(parts: Sequence[Writes], answer: Mapping[str, Any]) -> list[W
                 refused.add(key)
             elif not (part.missing_ok and status == _NOT_FOUND):
                 failed[key] = item
+                closed = closed or _error_type(item.get("error")) == WRITE_BLOCKED
         position += len(part.ids)
-        outcomes.append(WriteOutcome(failed, versions, frozenset(refused)))
+        outcomes.append(WriteOutcome(failed, versions, frozenset(refused), closed))
     return outcomes
 
 

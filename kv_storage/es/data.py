@@ -39,6 +39,7 @@ from kv_storage.es.batches import (
 )
 from kv_storage.es.errors import ItemError
 from kv_storage.es.names import IndexNames
+from kv_storage.es.retirement import WRITE_BLOCKED
 from kv_storage.model import Condition
 
 
@@ -47,6 +48,15 @@ class ScanSettings:
     page_size: int
     keep_alive: str
     """Scroll keep-alive in Elasticsearch's notation, such as ``60000ms``."""
+
+
+class ClosedStorageError(Exception):
+    """The storage's index is closed to writes: the storage was deleted."""
+
+
+def _error_type(item: Mapping[str, Any]) -> object:
+    error = item.get("error")
+    return error.get("type") if isinstance(error, Mapping) else error
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +156,8 @@ class DataStore:
         ]
         failed = await self._failed_items(actions)
         unexpected = [item for item in failed if item.get("status") not in (404, 409)]
+        if any(_error_type(item) == WRITE_BLOCKED for item in unexpected):
+            raise ClosedStorageError(page[0]["_index"])
         if unexpected:
             raise ItemError(unexpected[0])
         conflicts = sum(1 for item in failed if item.get("status") == 409)

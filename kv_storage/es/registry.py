@@ -1,12 +1,14 @@
 """The storage registry, laid out as the original CloudStack plugin wrote it, so that the
 plugin and this service can share a cluster.
 
-Every write sets ``last_updated``: other processes poll for it to drop stale cache entries.
+Every write sets ``last_updated``, as the original did (the administration API shows it);
+changes are found by the registry's sequence numbers instead (``registry_changes``), which no
+writer's clock can misplace.
 Read-modify-write goes through ``if_seq_no``/``if_primary_term``: a concurrent change makes the
 write fail with ``StaleEntryError`` and the caller reads again.
 """
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,7 +19,6 @@ from kv_storage.es.names import IndexNames
 from kv_storage.model import Storage, StorageType
 
 _LOOKUP_FIELDS = ["type", "deleted", "history_enabled", "secret_key", "expiration_timestamp"]
-_MAX_IDS_PER_POLL = 10_000
 
 
 class StaleEntryError(Exception):
@@ -145,62 +146,6 @@ class Registry:
             }
         }
         return (await self._search(query, offset=0, size=size)).entries
-
-    async def deleted_since(
-        self, since_ms: int, *, size: int
-    ) -> AsyncIterator[list[RegistryEntry]]:
-        """Every storage marked deleted at or after ``since_ms``, in pages of at most ``size``,
-        oldest change first, none skipped however many there are.
-
-        Each page starts at the last page's latest ``last_updated`` (inclusive) and excludes
-        the ids already seen at exactly that time, so equal timestamps across a page boundary
-        are neither skipped nor repeated.
-        """
-        cursor = since_ms
-        seen_at_cursor: list[str] = []
-        while True:
-            query: dict[str, Any] = {
-                "bool": {
-                    "filter": [
-                        {"term": {"deleted": True}},
-                        {"range": {"last_updated": {"gte": cursor}}},
-                    ],
-                    "must_not": [{"ids": {"values": seen_at_cursor}}] if seen_at_cursor else [],
-                }
-            }
-            found = await self._client.search(
-                index=self._names.registry,
-                query=query,
-                size=size,
-                sort=[{"last_updated": "asc"}],
-                seq_no_primary_term=True,
-            )
-            hits = found["hits"]["hits"]
-            entries = [_entry(hit["_id"], hit["_source"], hit) for hit in hits]
-            yield [entry for entry in entries if entry is not None]
-            if len(hits) < size:
-                return
-            latest = int(hits[-1]["sort"][0])
-            if latest != cursor:
-                cursor, seen_at_cursor = latest, []
-            seen_at_cursor += [hit["_id"] for hit in hits if int(hit["sort"][0]) == cursor]
-
-    async def changed_since(
-        self, since_ms: int, *, limit: int = _MAX_IDS_PER_POLL
-    ) -> list[str] | None:
-        """Ids written at or after ``since_ms``; ``None`` when there are more than ``limit``."""
-        await self._client.indices.refresh(index=self._names.registry)
-        found = await self._client.search(
-            index=self._names.registry,
-            query={"range": {"last_updated": {"gte": since_ms}}},
-            size=limit,
-            source=False,
-            track_total_hits=True,
-        )
-        hits = found["hits"]
-        if hits["total"]["value"] > len(hits["hits"]):
-            return None
-        return [hit["_id"] for hit in hits["hits"]]
 
     async def _search(
         self,
