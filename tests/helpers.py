@@ -45,3 +45,10 @@ async def route_requests(es: AsyncElasticsearch, *routes: str) -> int:
     node = next(iter(stats["nodes"].values()))
     found = node["http"].get("routes", {})
     return sum(found.get(route, {}).get("requests", {}).get("count", 0) for route in routes)
+
+
+async def closed_to_writes(es: AsyncElasticsearch, index: str) -> bool:
+    """Whether ``index`` exists with Elasticsearch's write block on (a deleted storage's)."""
+    settings = await es.indices.get_settings(index=index, name="index.blocks.write")
+    blocks = settings[index]["settings"].get("index", {}).get("blocks", {})
+    return bool(blocks.get("write") == "true")

@@ -11,7 +11,7 @@ from kv_storage.app import create_app
 from kv_storage.app_keys import HISTORY_ACTOR
 from kv_storage.config import Config
 from tests.conftest import StorageFactory, StorageRef
-from tests.helpers import Client, ClientFactory, get, put
+from tests.helpers import Client, ClientFactory, closed_to_writes, get, put
 from tests.waiting import wait_until
 
 TOKEN = "admin-token-for-tests-0123456789"
@@ -136,7 +136,7 @@ async def test_list_an_accounts_storages_with_paging(admin: Client) -> None:
         assert (await admin.get("/admin/storages", params=params, headers=ADMIN)).status == 400
 
 
-async def test_delete_any_type_and_its_indices(
+async def test_delete_any_type_and_close_its_indices(
     admin: Client, es: AsyncElasticsearch, index_prefix: str
 ) -> None:
     created = await create(admin, type="ACCOUNT", account="acme", name="n", historyEnabled=True)
@@ -146,8 +146,9 @@ async def test_delete_any_type_and_its_indices(
     assert response.status == 200
     assert (await response.json())["deleted"] is True
     assert (await get(admin, storage, "k"))[0] == 404
-    assert not await es.indices.exists(index=f"{index_prefix}storage-data-{storage.id}")
-    assert not await es.indices.exists(index=f"{index_prefix}storage-history-{storage.id}")
+    # Closed to writes until the sweep removes them (tests/test_expiry.py).
+    assert await closed_to_writes(es, f"{index_prefix}storage-data-{storage.id}")
+    assert await closed_to_writes(es, f"{index_prefix}storage-history-{storage.id}")
     shown = await (await admin.get(f"/admin/storages/{storage.id}", headers=ADMIN)).json()
     assert shown["deleted"] is True  # the registry document stays, marked deleted
     assert (await admin.delete(f"/admin/storages/{storage.id}", headers=ADMIN)).status == 404
@@ -189,7 +190,9 @@ async def test_history_still_buffered_does_not_bring_a_deleted_storage_back(
 
     await wait_until(flushed, what="the other storage's history written")
     assert await es.indices.exists(index=f"{index_prefix}storage-history-{other.id}")
-    assert not await es.indices.exists(index=f"{index_prefix}storage-history-{deleted.id}")
+    deleted_history = f"{index_prefix}storage-history-{deleted.id}"
+    assert await closed_to_writes(es, deleted_history)  # made so, empty, by the deletion
+    assert (await es.count(index=deleted_history))["count"] == 0
 
 
 async def test_rotating_the_secret_key(admin: Client) -> None:

@@ -10,7 +10,7 @@ from elasticsearch import AsyncElasticsearch
 from kv_storage.app import create_app
 from kv_storage.config import Config
 from tests.conftest import StorageFactory
-from tests.helpers import Client, ClientFactory, get, put
+from tests.helpers import Client, ClientFactory, closed_to_writes, get, put
 
 
 async def registry_document(
@@ -127,7 +127,7 @@ async def test_a_storage_without_a_secret_accepts_no_secret_key(
     assert await registry_document(es, index_prefix, storage.id) == document  # unchanged
 
 
-async def test_delete_marks_deleted_and_removes_the_data(
+async def test_delete_marks_deleted_and_closes_the_data_to_writes(
     api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
 ) -> None:
     storage = await create_storage("TEMP")
@@ -136,7 +136,7 @@ async def test_delete_marks_deleted_and_removes_the_data(
     assert response.status == 200
     document = await registry_document(es, index_prefix, storage.id)
     assert document["deleted"] is True
-    assert not await es.indices.exists(index=f"{index_prefix}storage-data-{storage.id}")
+    assert await closed_to_writes(es, f"{index_prefix}storage-data-{storage.id}")
     assert (await get(api, storage, "k"))[0] == 404
     again = await api.delete(f"/storage/{storage.id}", headers=storage.headers)
     assert again.status == 404

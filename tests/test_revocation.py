@@ -1,0 +1,146 @@
+"""Revocation reaches every instance within seconds, with the default settings: a rotated
+secret, a deleted storage. And a write that races a deletion through another instance is
+answered 404, never 200 and then lost, nor does it bring the storage's indices back.
+
+Two instances of the service on one node, each with its own cache, as behind a load balancer.
+"""
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from elasticsearch import AsyncElasticsearch
+
+from kv_storage.app import create_app
+from kv_storage.config import Config
+from tests.conftest import StorageRef
+from tests.helpers import Client, ClientFactory, closed_to_writes, get, path
+from tests.waiting import wait_until
+
+TOKEN = "revocation-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+BOUND_S = 1 + 3
+"""The documented bound with the defaults: app.cache.update-time + app.request-timeout."""
+
+
+@pytest.fixture
+async def two(
+    make_config: Callable[..., Config], initialised_config: Config, aiohttp_client: ClientFactory
+) -> tuple[Client, Client]:
+    config = make_config(KV_STORAGE_ADMIN_TOKEN=TOKEN)
+    assert config.app.cache.update_time_s + config.app.request_timeout_s == BOUND_S
+    return await aiohttp_client(create_app(config)), await aiohttp_client(create_app(config))
+
+
+@pytest.fixture
+async def stale(
+    make_config: Callable[..., Config], initialised_config: Config, aiohttp_client: ClientFactory
+) -> tuple[Client, Client]:
+    """Two instances, the second polling the registry only every hour: whatever it cached
+    stays, so that its writes surely race the first one's deletion."""
+    return (
+        await aiohttp_client(create_app(make_config(KV_STORAGE_ADMIN_TOKEN=TOKEN))),
+        await aiohttp_client(
+            create_app(
+                make_config(KV_STORAGE_ADMIN_TOKEN=TOKEN, KV_STORAGE_APP_CACHE_UPDATE_TIME="1 hour")
+            )
+        ),
+    )
+
+
+async def _create(api: Client, **body: Any) -> StorageRef:
+    response = await api.post("/admin/storages", json=body, headers=ADMIN)
+    assert response.status == 201, await response.text()
+    created = await response.json()
+    return StorageRef(created["id"], created["secretKey"])
+
+
+async def _set(api: Client, storage: StorageRef, key: str) -> int:
+    response = await api.put(
+        path("set", storage, key),
+        data=b"v",
+        headers={**storage.headers, "Content-Type": "text/plain"},
+    )
+    return response.status
+
+
+async def test_a_rotated_secret_stops_working_on_every_instance_within_the_bound(
+    two: tuple[Client, Client],
+) -> None:
+    first, second = two
+    storage = await _create(first, type="ACCOUNT", account="a", name="n")
+    assert await _set(second, storage, "k") == 200  # cached on the second instance
+    response = await first.post(f"/admin/storages/{storage.id}/secret-key", headers=ADMIN)
+    rotated = StorageRef(storage.id, (await response.json())["secretKey"])
+    assert (await get(first, storage, "k"))[0] == 401  # at once where it was rotated
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def refused_on_second() -> bool:
+        return (await get(second, storage, "k"))[0] == 401
+
+    await wait_until(refused_on_second, timeout_s=3 * BOUND_S, what="the old secret refused")
+    assert loop.time() - started <= BOUND_S
+    assert await get(second, rotated, "k") == (200, "v")
+
+
+async def test_a_deleted_storage_is_gone_on_every_instance_within_the_bound(
+    two: tuple[Client, Client],
+) -> None:
+    first, second = two
+    storage = await _create(first, type="ACCOUNT", account="a", name="n")
+    assert await _set(second, storage, "k") == 200
+    assert (await first.delete(f"/admin/storages/{storage.id}", headers=ADMIN)).status == 200
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def gone_on_second() -> bool:
+        status, body = await get(second, storage, "k")
+        return status == 404 and "does not exist" in body
+
+    await wait_until(gone_on_second, timeout_s=3 * BOUND_S, what="the storage gone")
+    assert loop.time() - started <= BOUND_S
+
+
+@pytest.mark.parametrize("written_before", [True, False], ids=["written", "never-written"])
+async def test_writes_racing_a_deletion_elsewhere_are_404_and_bring_nothing_back(
+    stale: tuple[Client, Client],
+    es: AsyncElasticsearch,
+    index_prefix: str,
+    written_before: bool,
+) -> None:
+    """The second instance still takes the storage for live when the first deletes it:
+    every write it answers after the deletion was answered is 404, none 200, and the
+    indices stay closed to writes (not re-created open)."""
+    first, second = stale
+    storage = await _create(first, type="VM", vm=f"vm-{index_prefix[2:10]}", historyEnabled=True)
+    if written_before:
+        assert await _set(second, storage, "k") == 200
+    else:
+        assert (await get(second, storage, "k"))[0] == 404  # a live storage without the key
+    response = await first.delete(f"/admin/storages/{storage.id}", headers=ADMIN)
+    assert response.status == 200
+    answers = await asyncio.gather(*(_set(second, storage, f"late{n}") for n in range(50)))
+    assert set(answers) == {404}, answers
+    multi = await second.put(path("set", storage), json={"a": "1"}, headers=storage.headers)
+    assert multi.status == 404
+    data_index = f"{index_prefix}storage-data-{storage.id}"
+    history_index = f"{index_prefix}storage-history-{storage.id}"
+    assert await closed_to_writes(es, data_index)
+    assert await closed_to_writes(es, history_index)
+    await es.indices.refresh(index=data_index)
+    assert (await es.count(index=data_index))["count"] == (1 if written_before else 0)
+
+
+async def test_a_clear_or_delete_racing_a_deletion_elsewhere_is_404(
+    stale: tuple[Client, Client],
+) -> None:
+    first, second = stale
+    storage = await _create(first, type="ACCOUNT", account="a", name="n")
+    assert await _set(second, storage, "k") == 200
+    assert (await first.delete(f"/admin/storages/{storage.id}", headers=ADMIN)).status == 200
+    for operation, method in (("clear", "POST"), ("delete", "DELETE")):
+        url = path(operation, storage, "k" if operation == "delete" else None)
+        response = await second.request(method, url, headers=storage.headers)
+        assert response.status == 404, (operation, await response.text())
