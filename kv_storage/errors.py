@@ -49,6 +49,13 @@ class PayloadTooLargeError(ServiceError):
     status = 413
 
 
+class TooManyRequestsError(ServiceError):
+    """A storage at its share of a pool shared with others: the answer says when to try
+    again (``Retry-After``)."""
+
+    status = 429
+
+
 class ServiceUnavailableError(ServiceError):
     """Busy for now: the answer says when to try again (``Retry-After``)."""
 

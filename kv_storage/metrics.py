@@ -36,6 +36,15 @@ _SNAPSHOT_METRICS = {
         "gauge",
         "Blocking reads waiting for a change (at most app.watch.max-waiters)",
     ),
+    "kv_storage_share_refusals_operations": (
+        "counter",
+        "Operations, lists and clears answered 429: their storage held its share of the keys "
+        "waiting for Elasticsearch or of the open scans",
+    ),
+    "kv_storage_share_refusals_waiters": (
+        "counter",
+        "Blocking reads answered 429: their storage held its share of the waiters",
+    ),
 }
 
 
@@ -79,8 +88,9 @@ class Metrics:
         )
         self.watch_wakeups = Counter(
             "kv_storage_watch_wakeups",
-            "Blocking reads answered, by cause: write (through this instance), poll (changed "
-            "elsewhere), timeout (unchanged: 304), shutdown (304)",
+            "Blocking reads woken, by cause: write (through this instance), poll (changed "
+            "elsewhere), registry (its storage changed: checked again), timeout (unchanged: "
+            "304), shutdown (304)",
             ["cause"],
             registry=self.registry,
         )

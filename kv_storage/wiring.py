@@ -134,6 +134,7 @@ class Parts:
             max_operations=batch.max_operations,
             max_bytes=batch.max_bytes,
             max_in_flight=batch.max_in_flight,
+            max_keys_per_storage=batch.max_keys_per_storage,
         )
 
 
@@ -186,6 +187,7 @@ async def cache(parts: Parts) -> AsyncIterator[None]:
         registry=Registry(parts.client, parts.names),
         config=parts.config.app.cache,
         now_ms=parts.clock.now_ms,
+        listener=parts._watch,
     )
     actor.start()
     parts._cache = actor
@@ -201,6 +203,7 @@ async def watch(parts: Parts) -> AsyncIterator[None]:
     actor = WatchActor(
         versions=Versions(parts.client, parts.names),
         max_waiters=settings.max_waiters,
+        max_waiters_per_storage=settings.max_waiters_per_storage,
         poll_interval_s=settings.poll_interval_s,
     )
     actor.start()
@@ -218,6 +221,7 @@ async def storage(parts: Parts) -> AsyncIterator[None]:
         data=DataStore(parts.client, parts.names, parts.scan_settings()),
         history=parts.history,
         max_open_scans=settings.scroll_max_open,
+        max_open_scans_per_storage=settings.scroll_max_open_per_storage,
         batch_limits=parts.batch_limits(),
         changes=parts._watch,
     )
@@ -235,6 +239,7 @@ async def key_listing(parts: Parts) -> AsyncIterator[None]:
         keys=KeyIndex(parts.client, parts.names),
         data=DataStore(parts.client, parts.names, parts.scan_settings()),
         max_open_scans=parts.config.elasticsearch.scroll_max_open,
+        max_open_scans_per_storage=parts.config.elasticsearch.scroll_max_open_per_storage,
         recheck_s=parts.config.app.cache.update_time_s,
         batch_limits=parts.batch_limits(),
     )
@@ -314,6 +319,7 @@ async def registry_poll(parts: Parts) -> AsyncIterator[None]:
         update_time_s=parts.config.app.cache.update_time_s,
         clock=parts.clock,
     )
+    await job.begin()
     job.start()
     parts._registry_poll = job
     try:
@@ -325,8 +331,8 @@ async def registry_poll(parts: Parts) -> AsyncIterator[None]:
 SERVICE: Sequence[Part] = (
     elasticsearch,
     history_pipeline,
-    cache,
     watch,
+    cache,
     storage,
     key_listing,
     history_query,

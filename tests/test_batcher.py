@@ -7,7 +7,7 @@ LIMITS = BatchLimits(max_operations=10, max_bytes=1000, max_in_flight=1)
 
 
 def op(kind: Kind, *keys: str, size: int = 10, storage: str = "s") -> Pending[str]:
-    return Pending(kind, keys_of(storage, keys), size, f"{kind.value}:{keys}")
+    return Pending(kind, storage, keys_of(storage, keys), size, f"{kind.value}:{keys}")
 
 
 def payloads(batch: Batch[str]) -> list[str]:
@@ -126,3 +126,40 @@ def test_same_key_in_other_storages_does_not_conflict() -> None:
     batcher.add(op(Kind.WRITE, "k", storage="one"))
     batcher.add(op(Kind.READ, "k", storage="two"))
     assert len(batcher.take()) == 2
+
+
+def test_storages_take_turns_so_one_storages_stream_does_not_hold_another_back() -> None:
+    """Storage a has five operations that fill a batch each waiting; storage b's one
+    operation, which arrived after them, goes in the second batch (a's queue was new, so it
+    was first in turn), not the sixth, as it would in arrival order."""
+    batcher = Batcher[str](BatchLimits(max_operations=3, max_bytes=1000, max_in_flight=1))
+    batcher.add(op(Kind.WRITE, "x", "y", "z", storage="a"))
+    (first,) = batcher.take()
+    for n in range(5):
+        batcher.add(op(Kind.WRITE, f"{n}1", f"{n}2", f"{n}3", storage="a"))
+    batcher.add(op(Kind.WRITE, "k", storage="b"))
+    order = []
+    batch = first
+    while True:
+        batcher.done(batch)
+        taken = batcher.take()
+        if not taken:
+            break
+        (batch,) = taken
+        order.append([pending.storage_id for pending in batch.operations])
+    assert order == [["a"], ["b"], ["a"], ["a"], ["a"], ["a"]]
+
+
+def test_a_storages_share_counts_its_keys_waiting_and_in_flight() -> None:
+    batcher = Batcher[str](LIMITS)
+    batcher.add(op(Kind.WRITE, "a", "b", storage="s"))
+    assert batcher.held_by("s") == 2
+    (batch,) = batcher.take()
+    batcher.add(op(Kind.READ, "c", storage="s"))
+    batcher.add(op(Kind.READ, "c", storage="t"))
+    assert (batcher.held_by("s"), batcher.held_by("t")) == (3, 1)
+    batcher.done(batch)
+    assert batcher.held_by("s") == 1
+    (reads,) = batcher.take()
+    batcher.done(reads)
+    assert (batcher.held_by("s"), batcher.held_by("t")) == (0, 0)

@@ -144,3 +144,40 @@ async def test_a_clear_or_delete_racing_a_deletion_elsewhere_is_404(
         url = path(operation, storage, "k" if operation == "delete" else None)
         response = await second.request(method, url, headers=storage.headers)
         assert response.status == 404, (operation, await response.text())
+
+
+async def test_a_blocking_read_ends_when_its_secret_is_rotated_elsewhere(
+    two: tuple[Client, Client],
+) -> None:
+    """A client waits for a change on the second instance; the secret is rotated through the
+    first. The wait does not go on for its minute with a revoked secret: it answers 401
+    within the bound."""
+    first, second = two
+    storage = await _create(first, type="ACCOUNT", account="a", name="n")
+    response = await second.put(
+        path("set", storage, "k"),
+        data=b"v",
+        headers={**storage.headers, "Content-Type": "text/plain"},
+    )
+    tag = response.headers["ETag"]
+    waiting = asyncio.create_task(
+        second.get(
+            path("get", storage, "k"),
+            params={"wait": "60s"},
+            headers={**storage.headers, "If-None-Match": tag},
+        )
+    )
+
+    async def waits() -> bool:
+        metrics = await (await second.get("/metrics")).text()
+        return "kv_storage_watch_waiters 1.0" in metrics
+
+    await wait_until(waits, what="the blocking read waiting")
+    rotated = await first.post(f"/admin/storages/{storage.id}/secret-key", headers=ADMIN)
+    assert rotated.status == 200
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(3 * BOUND_S):
+        answer = await waiting
+    assert answer.status == 401
+    assert loop.time() - started <= BOUND_S

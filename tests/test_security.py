@@ -80,7 +80,10 @@ async def proxied_api(
 ) -> Client:
     """The service talking to the node through a proxy that counts its requests."""
     config = make_config(
-        KV_STORAGE_ELASTICSEARCH_URI=es_proxy.url, KV_STORAGE_ADMIN_TOKEN=ADMIN_TOKEN
+        KV_STORAGE_ELASTICSEARCH_URI=es_proxy.url,
+        KV_STORAGE_ADMIN_TOKEN=ADMIN_TOKEN,
+        # Registry polls would make the cache forget storages created after its start.
+        KV_STORAGE_APP_CACHE_UPDATE_TIME="1 hour",
     )
     return await aiohttp_client(create_app(config))
 

@@ -16,8 +16,13 @@ async def _service(
     aiohttp_client: ClientFactory,
     **environ: str,
 ) -> Client:
+    """The service, counted from its first request on: what it asked at start-up (the
+    cluster's clock, the registry's position) is not counted, nor are registry polls made."""
+    environ = {"KV_STORAGE_APP_CACHE_UPDATE_TIME": "1 hour", **environ}
     config = make_config(KV_STORAGE_ELASTICSEARCH_URI=proxy.url, **environ)
-    return await aiohttp_client(create_app(config))
+    client = await aiohttp_client(create_app(config))
+    proxy.clear()
+    return client
 
 
 async def test_each_operation_on_a_cached_storage_costs_one_request(

@@ -7,19 +7,32 @@ Elasticsearch refuses them for real, for the whole request they travel in.
 """
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from elasticsearch import AsyncElasticsearch, BadRequestError
 
 from kv_storage.actors.batching import BatchLimits
-from kv_storage.actors.storage import GetValue, SetValue, StorageActor
+from kv_storage.actors.storage import (
+    Clear,
+    GetValue,
+    ListKeys,
+    SetValue,
+    SetValues,
+    StorageActor,
+)
+from kv_storage.app import create_app
 from kv_storage.config import Config
+from kv_storage.errors import TooManyRequestsError
 from kv_storage.es.data import DataStore, ScanSettings
 from kv_storage.es.names import IndexNames
 from kv_storage.model import Condition, Storage, StorageType, Version
 from tests.conftest import CountingProxy, StorageFactory, StorageRef
-from tests.helpers import Client, path
+from tests.helpers import Client, ClientFactory, path
+from tests.waiting import wait_until
+
+TEXT = "text/plain"
 
 
 class _NoHistory:
@@ -113,3 +126,142 @@ async def test_forged_conditions_of_one_storage_fail_no_write_of_another(
         *(put(attacker, "x", **{"If-Match": forged[n % 3]}) for n in range(30)),
     )
     assert answers == [200] * 60 + [400] * 30
+
+
+async def test_a_storage_at_its_share_of_open_scans_is_429_while_another_lists(
+    initialised_config: Config,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+) -> None:
+    """Lists hold a scroll each until their last page is sent; storage a holds its share
+    (2 of 4): its next list and clear are 429, storage b still lists and clears."""
+    a, b = await create_storage(), await create_storage()
+    actor = StorageActor(
+        data=DataStore(es, IndexNames(index_prefix), ScanSettings(100, "1m")),
+        history=_NoHistory(),
+        max_open_scans=4,
+        max_open_scans_per_storage=2,
+        batch_limits=BatchLimits(max_operations=1000, max_bytes=1 << 20, max_in_flight=1),
+    )
+    actor.start()
+    try:
+        for ref in (a, b):
+            await actor.ask(SetValues(_storage(ref), {"k": "v"}, 0))
+        held = [await actor.ask(ListKeys(_storage(a))) for _ in range(2)]
+        for refused in (ListKeys(_storage(a)), Clear(_storage(a), 0)):
+            with pytest.raises(TooManyRequestsError) as error:
+                await actor.ask(refused)
+            assert error.value.headers == {"Retry-After": "1"}
+            assert "elasticsearch.scroll.max-open-per-storage" in error.value.message
+        scan = await actor.ask(ListKeys(_storage(b)))
+        assert [key async for page in scan for key in page] == ["k"]
+        await scan.close()
+        await actor.ask(Clear(_storage(b), 0))
+        await held[0].close()
+        scan = await actor.ask(ListKeys(_storage(a)))  # a slot of its share again
+        await scan.close()
+        await held[1].close()
+        assert actor.refused_for_share == 2
+    finally:
+        await actor.stop()
+
+
+async def _metric(api: Client, name: str) -> float:
+    text = await (await api.get("/metrics")).text()
+    (line,) = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+async def test_a_storage_at_its_share_of_waiters_is_429_while_another_waits(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+) -> None:
+    api = await aiohttp_client(
+        create_app(
+            make_config(
+                KV_STORAGE_APP_WATCH_MAX_WAITERS="10",
+                KV_STORAGE_APP_WATCH_MAX_WAITERS_PER_STORAGE="3",
+            )
+        )
+    )
+    a, b = await create_storage(), await create_storage()
+
+    async def set_and_tag(ref: StorageRef, value: str) -> str:
+        response = await api.put(
+            path("set", ref, "k"), data=value, headers={**ref.headers, "Content-Type": TEXT}
+        )
+        return response.headers["ETag"]
+
+    def wait(ref: StorageRef, tag: str) -> Any:
+        return api.get(
+            path("get", ref, "k"),
+            params={"wait": "30s"},
+            headers={**ref.headers, "If-None-Match": tag},
+        )
+
+    tag_a, tag_b = await set_and_tag(a, "1"), await set_and_tag(b, "1")
+    held = [asyncio.create_task(wait(a, tag_a)) for _ in range(3)]
+
+    async def three_wait() -> bool:
+        return await _metric(api, "kv_storage_watch_waiters") == 3
+
+    await wait_until(three_wait, what="a's three waiters")
+    refused = await wait(a, tag_a)
+    assert refused.status == 429
+    assert refused.headers["Retry-After"] == "1"
+    assert "app.watch.max-waiters-per-storage" in (await refused.json())["error"]
+    waiting_b = asyncio.create_task(wait(b, tag_b))
+
+    async def four_wait() -> bool:
+        return await _metric(api, "kv_storage_watch_waiters") == 4
+
+    await wait_until(four_wait, what="b waiting beside a's three")
+    await set_and_tag(b, "2")
+    answer = await waiting_b
+    assert (answer.status, await answer.text()) == (200, "2")
+    await set_and_tag(a, "2")
+    assert [(await task).status for task in held] == [200, 200, 200]
+    assert await _metric(api, "kv_storage_share_refusals_waiters_total") == 1
+
+
+async def test_a_storage_at_its_share_of_batched_keys_is_429_while_another_writes(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+) -> None:
+    """Storage a sends 20 multi-sets of 1,000 keys at once, beyond its share of 1,000 keys
+    waiting for Elasticsearch: those beyond are 429 with Retry-After, the others written;
+    storage b's single sets meanwhile all succeed."""
+    api = await aiohttp_client(
+        create_app(make_config(KV_STORAGE_ELASTICSEARCH_BATCH_MAX_KEYS_PER_STORAGE="1000"))
+    )
+    a, b = await create_storage(), await create_storage()
+
+    async def multi_set(n: int) -> tuple[int, Any]:
+        pairs = {f"m{n}-{k}": "v" for k in range(1000)}
+        response = await api.put(path("set", a), json=pairs, headers=a.headers)
+        return response.status, response.headers.get("Retry-After")
+
+    async def single_set(n: int) -> int:
+        response = await api.put(
+            path("set", b, f"k{n}"), data=b"v", headers={**b.headers, "Content-Type": TEXT}
+        )
+        return response.status
+
+    answers = await asyncio.gather(
+        *(multi_set(n) for n in range(20)), *(single_set(n) for n in range(50))
+    )
+    by_a = answers[:20]
+    assert set(answers[20:]) == {200}
+    assert {status for status, _ in by_a} == {200, 429}, by_a
+    assert all(retry == "1" for status, retry in by_a if status == 429)
+    refusals = sum(1 for status, _ in by_a if status == 429)
+    assert await _metric(api, "kv_storage_share_refusals_operations_total") == refusals
+    written = [n for n, (status, _) in enumerate(by_a) if status == 200]
+    keys = [f"m{n}-0" for n in written]
+    response = await api.post(path("get", a), json=keys, headers=a.headers)
+    assert await response.json() == dict.fromkeys(keys, "v")

@@ -21,11 +21,14 @@ from typing import Generic, TypeVar
 
 from kv_storage.actors.base import ActorStoppedError
 from kv_storage.actors.batching import Batch, Batcher, BatchLimits, Key, Kind, Pending
+from kv_storage.errors import TooManyRequestsError
 from kv_storage.es.errors import refused_for_its_content
 from kv_storage.es.waits import waiting
 
 PartT = TypeVar("PartT")
 OutcomeT = TypeVar("OutcomeT")
+
+_RETRY_AFTER_S = 1
 
 
 @dataclass(eq=False, slots=True)
@@ -47,6 +50,9 @@ class BatchRunner(Generic[PartT, OutcomeT]):
         """``send`` makes one request of a batch's parts and answers one outcome per part,
         in order; if it raises, every operation of the batch fails with that error."""
         self._batcher = Batcher[_Work[PartT, OutcomeT]](limits)
+        self._limits = limits
+        self.refused = 0
+        """Operations refused for their storage's share (counted in ``/metrics``)."""
         self._send = send
         self._name = name
         self._batches: set[asyncio.Task[None]] = set()
@@ -54,6 +60,7 @@ class BatchRunner(Generic[PartT, OutcomeT]):
     async def submit(
         self,
         kind: Kind,
+        storage_id: str,
         keys: frozenset[Key],
         part: PartT,
         *,
@@ -61,9 +68,23 @@ class BatchRunner(Generic[PartT, OutcomeT]):
         weight: int | None = None,
     ) -> OutcomeT:
         """Waits for the outcome of ``part`` among a batch; counted, in the request's context,
-        as a request to Elasticsearch in flight meanwhile (what a timed-out answer names)."""
+        as a request to Elasticsearch in flight meanwhile (what a timed-out answer names).
+
+        A storage that has its share of keys waiting or in flight already
+        (``max_keys_per_storage``) is answered 429 at once: one storage's load may fill the
+        batches only so far, so that the others' operations still find room."""
         outcome: asyncio.Future[OutcomeT] = asyncio.get_running_loop().create_future()
-        self._batcher.add(Pending(kind, keys, size, _Work(part, outcome), weight))
+        pending = Pending(kind, storage_id, keys, size, _Work(part, outcome), weight)
+        held = self._batcher.held_by(storage_id)
+        if held and held + pending.counted > self._limits.max_keys_per_storage:
+            self.refused += 1
+            raise TooManyRequestsError(
+                f"storage {storage_id} has {held} keys waiting for Elasticsearch on this "
+                f"instance, its share (elasticsearch.batch.max-keys-per-storage is "
+                f"{self._limits.max_keys_per_storage}); try again shortly",
+                headers={"Retry-After": str(_RETRY_AFTER_S)},
+            )
+        self._batcher.add(pending)
         self._send_batches()
         with waiting():
             return await outcome

@@ -11,6 +11,9 @@ Reads (one ``_mget``) and writes (one ``_bulk``) are batched apart, each with at
 ``max_bytes`` of body, except that an operation larger than that goes alone (a multi-key
 operation is never split).
 
+Storages take turns (``Batcher.take``): one storage's stream of operations cannot keep
+another's waiting behind it, however large its operations.
+
 Operations on one key keep their arrival order: an operation does not go while an earlier
 one on its key that conflicts with it (a write and anything else) waits or is in flight,
 except that writes of one key may share a batch, where Elasticsearch carries them out in the
@@ -21,7 +24,7 @@ This module holds no I/O: the storage actor feeds it, sends what ``take`` hands 
 reports each batch ``done``.
 """
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -47,11 +50,16 @@ class BatchLimits:
     """Bytes of one batch's request body."""
     max_in_flight: int
     """Batches of one kind (reads, writes) waiting for Elasticsearch at once."""
+    max_keys_per_storage: int = 20_000
+    """A storage's share: keys it may have waiting or in flight at once (one operation
+    alone may hold more)."""
 
 
 @dataclass(eq=False, slots=True)
 class Pending(Generic[PayloadT]):
     kind: Kind
+    storage_id: str
+    """Whose operation it is: storages take turns, each within its share."""
     keys: frozenset[Key]
     size: int
     """Its bytes in the request body."""
@@ -96,26 +104,47 @@ class Batch(Generic[PayloadT]):
 class Batcher(Generic[PayloadT]):
     def __init__(self, limits: BatchLimits) -> None:
         self._limits = limits
-        self._waiting: deque[Pending[PayloadT]] = deque()
+        self._queues: OrderedDict[str, deque[Pending[PayloadT]]] = OrderedDict()
+        """Per storage, its waiting operations in arrival order; storages in their turn."""
+        self._waiting = 0
         self._waiting_of = {Kind.READ: 0, Kind.WRITE: 0}
         self._in_flight: dict[Kind, list[Batch[PayloadT]]] = {Kind.READ: [], Kind.WRITE: []}
+        self._busy: dict[str, dict[Kind, dict[int, frozenset[Key]]]] = {}
+        """Per storage, the keys of its operations in flight, by kind."""
+        self._held: dict[str, int] = {}
+        """Per storage, the keys it has waiting or in flight (what its share bounds)."""
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return self._waiting
 
     def in_flight(self, kind: Kind) -> int:
         return len(self._in_flight[kind])
 
+    def held_by(self, storage_id: str) -> int:
+        """Keys of ``storage_id`` waiting or in flight."""
+        return self._held.get(storage_id, 0)
+
     def add(self, operation: Pending[PayloadT]) -> None:
-        self._waiting.append(operation)
+        queue = self._queues.get(operation.storage_id)
+        if queue is None:
+            queue = self._queues[operation.storage_id] = deque()
+        queue.append(operation)
+        self._waiting += 1
         self._waiting_of[operation.kind] += 1
+        self._held[operation.storage_id] = self.held_by(operation.storage_id) + operation.counted
 
     def take(self) -> list[Batch[PayloadT]]:
         """The batches that may go now, each to be sent as one request and reported ``done``.
 
+        Storages take turns: each in the order of its turn takes what may go of its waiting
+        operations, in their order, and a storage that got some goes to the back of the
+        turns. So one storage's stream of large operations fills at most every other batch,
+        and a storage with one operation waiting is in the next batch or the one after.
+
         Costs nothing while no waiting operation has a free slot; else one pass over the
-        waiting operations, with set operations (in C) per pair of operations, not per key."""
+        waiting operations, with set operations (in C) per pair of operations of a storage,
+        not per key."""
         limits = self._limits
         room = {
             kind: self._waiting_of[kind] > 0 and len(batches) < limits.max_in_flight
@@ -125,10 +154,43 @@ class Batcher(Generic[PayloadT]):
             return []
         filling: dict[Kind, Batch[PayloadT]] = {Kind.READ: Batch(Kind.READ)}
         filling[Kind.WRITE] = Batch(Kind.WRITE)
-        being_read = [pending.keys for b in self._in_flight[Kind.READ] for pending in b.operations]
-        being_written = [
-            pending.keys for b in self._in_flight[Kind.WRITE] for pending in b.operations
-        ]
+        served: list[str] = []
+        for storage_id, queue in list(self._queues.items()):
+            if not (room[Kind.READ] or room[Kind.WRITE]):
+                break  # nothing more can go: the rest stays as it is, in order
+            staying, took = self._take_from(storage_id, queue, filling, room)
+            if staying:
+                self._queues[storage_id] = staying
+            else:
+                del self._queues[storage_id]
+            if took:
+                served.append(storage_id)
+        for storage_id in served:
+            if storage_id in self._queues:
+                self._queues.move_to_end(storage_id)
+        batches = [batch for batch in filling.values() if batch.operations]
+        for batch in batches:
+            self._in_flight[batch.kind].append(batch)
+            self._waiting -= len(batch.operations)
+            self._waiting_of[batch.kind] -= len(batch.operations)
+            for operation in batch.operations:
+                busy = self._busy.setdefault(operation.storage_id, {Kind.READ: {}, Kind.WRITE: {}})
+                busy[batch.kind][id(operation)] = operation.keys
+        return batches
+
+    def _take_from(
+        self,
+        storage_id: str,
+        queue: deque[Pending[PayloadT]],
+        filling: dict[Kind, Batch[PayloadT]],
+        room: dict[Kind, bool],
+    ) -> tuple[deque[Pending[PayloadT]], bool]:
+        """One storage's turn: what of its queue goes into ``filling``, in order; answers
+        what stays, in order, and whether anything went."""
+        limits = self._limits
+        busy = self._busy.get(storage_id)
+        being_read = busy[Kind.READ].values() if busy else ()
+        being_written = busy[Kind.WRITE].values() if busy else ()
         # Key sets, not merged: each operation is checked against each set (isdisjoint, in C),
         # so that an operation staying behind costs one append, whatever its keys.
         unreadable: list[frozenset[Key]] = []
@@ -137,9 +199,9 @@ class Batcher(Generic[PayloadT]):
         """Keys of earlier operations that stay behind or go now in a read: a write of them
         must come after."""
         staying: deque[Pending[PayloadT]] = deque()
-        waiting = self._waiting
-        while waiting:
-            operation = waiting.popleft()
+        took = False
+        while queue:
+            operation = queue.popleft()
             kind = operation.kind
             batch = filling[kind]
             keys = operation.keys
@@ -154,28 +216,35 @@ class Batcher(Generic[PayloadT]):
             )
             if goes:
                 batch.add(operation)
+                took = True
                 (unwritable if kind is Kind.READ else unreadable).append(keys)
                 if batch.full(limits):
                     room[kind] = False
                     if not (room[Kind.READ] or room[Kind.WRITE]):
-                        break  # nothing more can go: the rest stays as it is, in order
+                        break
                 continue
             staying.append(operation)
             unwritable.append(keys)
             if kind is Kind.WRITE:
                 unreadable.append(keys)
-        staying.extend(waiting)
-        self._waiting = staying
-        batches = [batch for batch in filling.values() if batch.operations]
-        for batch in batches:
-            self._in_flight[batch.kind].append(batch)
-            self._waiting_of[batch.kind] -= len(batch.operations)
-        return batches
+        staying.extend(queue)
+        return staying, took
 
     def done(self, batch: Batch[PayloadT]) -> None:
         """``batch`` was answered (or failed): its slot and its keys are free again."""
         self._in_flight[batch.kind].remove(batch)
+        for operation in batch.operations:
+            storage_id = operation.storage_id
+            busy = self._busy[storage_id]
+            del busy[batch.kind][id(operation)]
+            if not (busy[Kind.READ] or busy[Kind.WRITE]):
+                del self._busy[storage_id]
+            held = self._held[storage_id] - operation.counted
+            if held > 0:
+                self._held[storage_id] = held
+            else:
+                del self._held[storage_id]
 
 
-def _free(keys: frozenset[Key], *taken: list[frozenset[Key]]) -> bool:
+def _free(keys: frozenset[Key], *taken: Iterable[frozenset[Key]]) -> bool:
     return all(keys.isdisjoint(held) for sets in taken for held in sets)

@@ -13,9 +13,9 @@ every instance sees it expire at once whatever its own clock says.
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import Protocol, TypeVar, cast
 
 from aiocache import SimpleMemoryCache
 
@@ -118,6 +118,19 @@ def _local_now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class RegistryListener(Protocol):
+    """Who wants to know that storages changed in the registry (the watch actor: blocking
+    reads check their storage again)."""
+
+    def registry_changed(self, storage_ids: Sequence[str]) -> None:
+        """Must not block or raise."""
+
+
+class _NobodyListens:
+    def registry_changed(self, storage_ids: Sequence[str]) -> None:
+        return None
+
+
 class CacheActor(Actor[CacheMessage]):
     def __init__(
         self,
@@ -125,12 +138,14 @@ class CacheActor(Actor[CacheMessage]):
         registry: Registry,
         config: CacheConfig,
         now_ms: Callable[[], int] = _local_now_ms,
+        listener: RegistryListener | None = None,
     ) -> None:
         """``now_ms``: the time expirations are judged by (the service passes the cluster's
-        clock)."""
+        clock). ``listener`` hears of every storage the cache is told to forget."""
         super().__init__(name="storage-cache", max_concurrency=_LOOKUP_CONCURRENCY)
         self._registry = registry
         self._now_ms = now_ms
+        self._listener = listener or _NobodyListens()
         ttl_s = config.expiration_time_s
         self._found = _BoundedCache(max_size=config.max_size, ttl_s=ttl_s)
         self._missing = _BoundedCache(max_size=min(MAX_CACHED_MISSES, config.max_size), ttl_s=ttl_s)
@@ -166,6 +181,7 @@ class CacheActor(Actor[CacheMessage]):
             case Forget(storage_ids):
                 for storage_id in storage_ids:
                     await self._forget(storage_id)
+                self._listener.registry_changed(storage_ids)
             case ForgetAll():
                 self._loading.clear()
                 await self._found.clear()

@@ -7,7 +7,8 @@ each writer stamps with its own clock: a writer whose clock is behind cannot hid
 So a rotation, deletion or expiry made anywhere reaches this instance within one
 ``app.cache.update-time`` plus the poll's own time (at most ``app.request-timeout``).
 
-The first poll, and one after the registry was re-created, empties the cache: there is no
+The position is read once before the service answers (``begin``); a poll without one (that
+read failed), and one after the registry was re-created, empties the cache: there is no
 earlier position to compare with. A failed poll empties it too, since anything may have
 changed, and the next poll starts again from the last position that was read in full. No
 failure ends the polling: a poll that fails is logged and the next comes on time. The poll
@@ -44,6 +45,17 @@ class CacheUpdateActor(PeriodicJob):
         self._max_changed_ids = max_changed_ids
         self._position: Position | None = None
         """Every change up to here has been seen; ``None`` before the first poll."""
+
+    async def begin(self) -> None:
+        """Reads where the registry stands before the service answers anything: the cache
+        is empty, so the first poll need not empty it. A failure is logged; the first poll
+        then empties the cache instead."""
+        try:
+            self._position = await self._changes.position()
+        except Exception as error:
+            logger.warning(
+                "cache update: reading the registry's position failed: %s", describe(error)
+            )
 
     async def iteration(self) -> None:
         if self._clock is not None and self._clock.due:

@@ -10,7 +10,8 @@ A storage whose data may still lack the field (an upgraded deployment before ``k
 init --migrate`` reached it) is answered from a full scan filtered here: the same page,
 slower. The actor owns what it learnt of the migration: a storage found migrated stays so; a
 storage found not migrated is asked about again after ``recheck_s``. Full scans hold a scroll
-context each, so at most ``max_open_scans`` run at once (more answer 503).
+context each, so at most ``max_open_scans`` run at once (more answer 503), and a storage's
+share of them (more answer 429).
 """
 
 import asyncio
@@ -21,7 +22,7 @@ from typing import TypeVar, cast
 from kv_storage.actors.base import Actor, Ask
 from kv_storage.actors.batch_runner import BatchRunner
 from kv_storage.actors.batching import BatchLimits, Kind
-from kv_storage.errors import ServiceUnavailableError
+from kv_storage.actors.shares import PoolNames, SharedPool
 from kv_storage.es.data import DataStore
 from kv_storage.es.errors import ItemError
 from kv_storage.es.keys import (
@@ -36,7 +37,11 @@ from kv_storage.es.keys import (
 )
 from kv_storage.model import Storage
 
-_SCAN_RETRY_AFTER_S = 1
+_FULL_SCAN_POOL = PoolNames(
+    held="key listings of storages not migrated yet",
+    capacity_property="elasticsearch.scroll.max-open",
+    share_property="elasticsearch.scroll.max-open-per-storage",
+)
 
 AnswerT = TypeVar("AnswerT")
 
@@ -58,15 +63,19 @@ class KeyListingActor(Actor[ListKeyPage]):
         max_open_scans: int,
         recheck_s: float,
         batch_limits: BatchLimits,
+        max_open_scans_per_storage: int | None = None,
     ) -> None:
         super().__init__(name="key-listing", max_concurrency=1024)
         self._keys = keys
         self._data = data
-        self._max_open_scans = max_open_scans
         self._recheck_s = recheck_s
         self._migrated: set[str] = set()
         self._not_migrated_until: dict[str, float] = {}
-        self._open_scans = 0
+        self.scans = SharedPool(
+            capacity=max_open_scans,
+            share=max_open_scans_per_storage or max_open_scans,
+            names=_FULL_SCAN_POOL,
+        )
         self._batches = BatchRunner[bytes, KeySearchOutcome](
             batch_limits, self._send, name="key-listing"
         )
@@ -75,14 +84,7 @@ class KeyListingActor(Actor[ListKeyPage]):
         storage_id = message.storage.id
         if await self._is_migrated(storage_id):
             return await self._page(storage_id, message.where, message.limit)
-        if self._open_scans >= self._max_open_scans:
-            raise ServiceUnavailableError(
-                f"{self._open_scans} key listings of storages not migrated yet are scanning "
-                "on this instance, the most it runs at once (elasticsearch.scroll.max-open); "
-                "try again shortly",
-                headers={"Retry-After": str(_SCAN_RETRY_AFTER_S)},
-            )
-        self._open_scans += 1
+        self.scans.take(storage_id)
         try:
             pages = self._data.key_pages(storage_id)
             try:
@@ -90,7 +92,12 @@ class KeyListingActor(Actor[ListKeyPage]):
             finally:
                 await pages.aclose()
         finally:
-            self._open_scans -= 1
+            self.scans.give_back(storage_id)
+
+    @property
+    def refused_for_share(self) -> int:
+        """Pages and scans refused because their storage held its share (429)."""
+        return self._batches.refused + self.scans.refused_for_share
 
     def answer_at_once(self, message: Ask[AnswerT]) -> Awaitable[AnswerT] | None:
         """A page of a storage known to be migrated runs in the caller's task: it only adds
@@ -120,7 +127,12 @@ class KeyListingActor(Actor[ListKeyPage]):
         by; it counts the keys it asks for against the batch's bound."""
         encoded = self._keys.encode(search)
         keys = await self._batches.submit(
-            Kind.READ, frozenset(), encoded, size=len(encoded), weight=search.size
+            Kind.READ,
+            search.storage_id,
+            frozenset(),
+            encoded,
+            size=len(encoded),
+            weight=search.size,
         )
         if isinstance(keys, ItemError):
             raise keys

@@ -16,6 +16,7 @@ answered once Elasticsearch acknowledged the request that carried it.
 
 import asyncio
 import contextlib
+import functools
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,11 +25,11 @@ from typing import Any, Protocol, TypeVar, cast
 from kv_storage.actors.base import Actor, ActorStoppedError, Ask
 from kv_storage.actors.batch_runner import BatchRunner
 from kv_storage.actors.batching import BatchLimits, Kind, keys_of
+from kv_storage.actors.shares import PoolNames, SharedPool
 from kv_storage.errors import (
     ConflictError,
     NotFoundError,
     PreconditionFailedError,
-    ServiceUnavailableError,
 )
 from kv_storage.es.batches import Found, ReadOutcome, Reads, WriteOutcome, Writes
 from kv_storage.es.data import ClosedStorageError, DataStore
@@ -100,6 +101,8 @@ class Clear(_Command, Ask[None]):
 class _ScanEnded:
     """A list's pages were closed: its slot among the open scans is free again."""
 
+    storage_id: str
+
 
 _BATCHED = (GetValue, GetValues, SetValue, SetValues, DeleteValue, DeleteValues)
 
@@ -120,8 +123,11 @@ AnswerT = TypeVar("AnswerT")
 _OPERATION_CONCURRENCY = 4096
 """Commands in progress at once; the Elasticsearch client's connection pool is the real limit."""
 
-_SCAN_RETRY_AFTER_S = 1
-"""What a list or clear refused for want of a free scan slot is told to wait, in seconds."""
+SCAN_POOL = PoolNames(
+    held="lists and clears",
+    capacity_property="elasticsearch.scroll.max-open",
+    share_property="elasticsearch.scroll.max-open-per-storage",
+)
 
 
 class ChangeListener(Protocol):
@@ -147,18 +153,24 @@ class StorageActor(Actor[StorageCommand]):
         max_open_scans: int,
         batch_limits: BatchLimits,
         changes: "ChangeListener | None" = None,
+        max_open_scans_per_storage: int | None = None,
     ) -> None:
+        """``max_open_scans_per_storage``: a storage's share of the open scans (``None``: all
+        of them)."""
         super().__init__(name="storage", max_concurrency=_OPERATION_CONCURRENCY)
         self._data = data
         self._history = history
         self._changes = changes or _NobodyListens()
-        self._max_open_scans = max_open_scans
-        self._open_scans = 0
+        self.scans = SharedPool(
+            capacity=max_open_scans,
+            share=max_open_scans_per_storage or max_open_scans,
+            names=SCAN_POOL,
+        )
         self._batches = BatchRunner[Reads | Writes, Any](batch_limits, self._send, name="storage")
 
     async def handle(self, message: StorageCommand) -> Any:
         if isinstance(message, _ScanEnded):
-            self._open_scans -= 1
+            self.scans.give_back(message.storage_id)
             return None
         storage = message.storage
         match message:
@@ -208,13 +220,13 @@ class StorageActor(Actor[StorageCommand]):
             case ListKeys():
                 return await self._list(storage)
             case Clear(received_ms=received_ms):
-                self._open_scan()
+                self.scans.take(storage.id)
                 try:
                     cleared = await self._data.clear(storage.id)
-                except ClosedStorageError:
-                    raise _deleted(storage) from None
+                except ClosedStorageError as closed:
+                    raise StorageClosedError(storage.id, closed.cause) from None
                 finally:
-                    self._open_scans -= 1
+                    self.scans.give_back(storage.id)
                 if cleared.conflicts:
                     raise ConflictError(
                         f"{cleared.conflicts} keys changed while storage {storage.id} was being "
@@ -285,7 +297,7 @@ class StorageActor(Actor[StorageCommand]):
 
     async def _submit(self, kind: Kind, storage_id: str, part: Reads | Writes) -> Any:
         keys = keys_of(storage_id, part.ids)
-        return await self._batches.submit(kind, keys, part, size=len(part.body))
+        return await self._batches.submit(kind, storage_id, keys, part, size=len(part.body))
 
     async def _send(self, kind: Kind, parts: list[Reads | Writes]) -> Sequence[Any]:
         """One batch as one request: an ``_mget`` of reads, a ``_bulk`` of writes."""
@@ -293,31 +305,26 @@ class StorageActor(Actor[StorageCommand]):
             return await self._data.read([p for p in parts if isinstance(p, Reads)])
         return await self._data.write([p for p in parts if isinstance(p, Writes)])
 
-    def _open_scan(self) -> None:
-        """Takes one of the ``max_open_scans`` slots, or answers 503 when none is free."""
-        if self._open_scans >= self._max_open_scans:
-            raise ServiceUnavailableError(
-                f"{self._open_scans} lists and clears are in progress on this instance, the "
-                "most it runs at once (elasticsearch.scroll.max-open); try again shortly",
-                headers={"Retry-After": str(_SCAN_RETRY_AFTER_S)},
-            )
-        self._open_scans += 1
+    @property
+    def refused_for_share(self) -> int:
+        """Operations and scans refused because their storage held its share (429)."""
+        return self._batches.refused + self.scans.refused_for_share
 
     async def _list(self, storage: Storage) -> "KeyScan":
-        self._open_scan()
+        self.scans.take(storage.id)
         pages = self._data.key_pages(storage.id)
         try:
             # The first page now: a failure surfaces before the answer has begun.
             first = await anext(pages, None)
         except BaseException:
-            self._open_scans -= 1
+            self.scans.give_back(storage.id)
             await pages.aclose()
             raise
-        return KeyScan(first, pages, on_close=self._scan_ended)
+        return KeyScan(first, pages, on_close=functools.partial(self._scan_ended, storage.id))
 
-    def _scan_ended(self) -> None:
+    def _scan_ended(self, storage_id: str) -> None:
         with contextlib.suppress(ActorStoppedError):  # stopping: nobody counts any more
-            self.send(_ScanEnded())
+            self.send(_ScanEnded(storage_id))
 
     def _record(
         self,
@@ -335,16 +342,23 @@ class StorageActor(Actor[StorageCommand]):
             )
 
 
+class StorageClosedError(Exception):
+    """A write met the storage's index closed to writes: the storage was deleted, most
+    likely through another instance whose deletion this one has not seen yet. Whoever
+    authorised the request asks the registry again (``handlers.access``)."""
+
+    def __init__(self, storage_id: str, cause: ItemError) -> None:
+        super().__init__(str(cause))
+        self.storage_id = storage_id
+        self.cause = cause
+
+
 def _open(storage: Storage, outcome: WriteOutcome) -> WriteOutcome:
-    """``outcome``, unless its storage's indices were closed to writes: the storage was
-    deleted (through another instance, maybe, whose deletion this one has not seen yet)."""
+    """``outcome``, unless its storage's indices were closed to writes."""
     if outcome.closed:
-        raise _deleted(storage)
+        failed = next(iter(outcome.failed.values()))
+        raise StorageClosedError(storage.id, ItemError(failed))
     return outcome
-
-
-def _deleted(storage: Storage) -> NotFoundError:
-    return NotFoundError(f"storage {storage.id} does not exist (it was deleted)")
 
 
 class KeyScan:

@@ -15,8 +15,9 @@ instead of a message through the mailbox.
 A change made anywhere else (another instance, another writer) is seen at the next poll:
 every ``poll-interval``, while anyone waits, one request asks Elasticsearch for the versions
 of every watched key together (``VersionReader``), however many waiters there are. At most
-``max-waiters`` wait at once (more are refused: 503). When the service stops, every waiter
-is answered (``WakeAll``) before it goes.
+``max-waiters`` wait at once (more are refused: 503), of them at most
+``max-waiters-per-storage`` for one storage (more of that storage: 429). When the service
+stops, every waiter is answered (``WakeAll``) before it goes.
 """
 
 import asyncio
@@ -28,12 +29,16 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, cast
 
 from kv_storage.actors.base import Actor, ActorStoppedError, Ask
-from kv_storage.errors import ServiceUnavailableError
+from kv_storage.actors.shares import PoolNames, SharedPool
 from kv_storage.model import DocumentKey, Version
 
 logger = logging.getLogger(__name__)
 
-_RETRY_AFTER_S = 1
+_WAITERS = PoolNames(
+    held="requests waiting for changes",
+    capacity_property="app.watch.max-waiters",
+    share_property="app.watch.max-waiters-per-storage",
+)
 
 
 class VersionReader(Protocol):
@@ -42,6 +47,8 @@ class VersionReader(Protocol):
 
 
 SHUTDOWN = "shutdown"
+REGISTRY = "registry"
+"""The cause of a wake-up by a change of the storage in the registry."""
 """What wakes every waiter when the service stops: answer now, as unchanged."""
 
 
@@ -78,7 +85,9 @@ class WatchStats:
     waiters: int
     wakeups: dict[str, int]
     """By cause: ``write`` (through this instance), ``poll`` (seen changed elsewhere),
-    ``shutdown``."""
+    ``registry`` (the storage changed), ``shutdown``."""
+    refused_for_share: int = 0
+    """Waits refused because their storage had its share of the waiters (429)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,17 +114,24 @@ AnswerT = TypeVar("AnswerT")
 
 class WatchActor(Actor[WatchMessage]):
     def __init__(
-        self, *, versions: VersionReader, max_waiters: int, poll_interval_s: float
+        self,
+        *,
+        versions: VersionReader,
+        max_waiters: int,
+        poll_interval_s: float,
+        max_waiters_per_storage: int | None = None,
     ) -> None:
+        """``max_waiters_per_storage``: a storage's share of the waiters (``None``: all)."""
         super().__init__(name="watch")
         self._versions = versions
-        self._max_waiters = max_waiters
+        self._waiters = SharedPool(
+            capacity=max_waiters, share=max_waiters_per_storage or max_waiters, names=_WAITERS
+        )
         self._poll_interval_s = poll_interval_s
         self._waiting: dict[DocumentKey, list[Waiter]] = {}
         self._watched_storages: Counter[str] = Counter()
         """Keys watched per storage: a change of a storage nobody watches costs a lookup, not
         one per key it changed (a multi-set of 1,000 keys, with nobody waiting)."""
-        self._count = 0
         self._wakeups: Counter[str] = Counter()
         self._next_poll: float | None = None
         self._polling: asyncio.Task[None] | None = None
@@ -139,7 +155,9 @@ class WatchActor(Actor[WatchMessage]):
                     for waiter in waiters:
                         self._settle(waiter, SHUTDOWN)
             case GetWatchStats():
-                return WatchStats(self._count, dict(self._wakeups))
+                return WatchStats(
+                    self._waiters.held, dict(self._wakeups), self._waiters.refused_for_share
+                )
         return None
 
     def answer_at_once(self, message: Ask[AnswerT]) -> Awaitable[AnswerT] | None:
@@ -183,18 +201,12 @@ class WatchActor(Actor[WatchMessage]):
             self.send(_Polled(current))
 
     def _watch(self, where: DocumentKey, version: Version | None) -> Waiter:
-        if self._count >= self._max_waiters:
-            raise ServiceUnavailableError(
-                f"{self._count} requests wait for changes on this instance, the most it holds "
-                "(app.watch.max-waiters); try again shortly",
-                headers={"Retry-After": str(_RETRY_AFTER_S)},
-            )
+        self._waiters.take(where.storage_id)
         waiter = Waiter(where, version, asyncio.get_running_loop().create_future())
         waiters = self._waiting.setdefault(where, [])
         if not waiters:
             self._watched_storages[where.storage_id] += 1
         waiters.append(waiter)
-        self._count += 1
         return waiter
 
     def _unwatch(self, waiter: Waiter) -> None:
@@ -202,7 +214,7 @@ class WatchActor(Actor[WatchMessage]):
         if waiters is None or waiter not in waiters:
             return
         waiters.remove(waiter)
-        self._count -= 1
+        self._waiters.give_back(waiter.where.storage_id)
         if not waiters:
             del self._waiting[waiter.where]
             self._watched_storages[waiter.where.storage_id] -= 1
@@ -225,11 +237,25 @@ class WatchActor(Actor[WatchMessage]):
         if storage_id not in self._watched_storages:
             return
         if keys is None:  # a clear: rare, so a pass over every waiter
-            for where, waiters in self._waiting.items():
-                if where.storage_id == storage_id:
-                    for waiter in waiters:
-                        self._settle(waiter, "write")
+            self._wake_storage(storage_id, "write")
             return
         for key in keys:
             for waiter in self._waiting.get(DocumentKey(storage_id, key), ()):
                 self._settle(waiter, "write")
+
+    # As the cache's RegistryListener ----------------------------------------------------------
+
+    def registry_changed(self, storage_ids: Sequence[str]) -> None:
+        """Storages changed in the registry (rotated, deleted, expired, re-configured): their
+        waiters wake, and each handler checks its storage and secret again before it waits
+        on, so a revoked secret ends its blocking reads within the revocation bound too."""
+        for storage_id in storage_ids:
+            if storage_id in self._watched_storages:
+                self._wake_storage(storage_id, REGISTRY)
+
+    def _wake_storage(self, storage_id: str, cause: str) -> None:
+        """Rare (a clear, a registry change): a pass over every waiter."""
+        for where, waiters in self._waiting.items():
+            if where.storage_id == storage_id:
+                for waiter in waiters:
+                    self._settle(waiter, cause)

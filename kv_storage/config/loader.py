@@ -167,12 +167,14 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             scroll_page_size=p["elasticsearch.scroll.page-size"],
             scroll_keep_alive_s=p["elasticsearch.scroll.keep-alive"],
             scroll_max_open=p["elasticsearch.scroll.max-open"],
+            scroll_max_open_per_storage=p["elasticsearch.scroll.max-open-per-storage"],
             key_max_bytes=p["elasticsearch.limit.key.max-size"],
             value_max_bytes=p["elasticsearch.limit.value.max-size"],
             batch=BatchConfig(
                 max_operations=p["elasticsearch.batch.max-operations"],
                 max_bytes=p["elasticsearch.batch.max-bytes"],
                 max_in_flight=p["elasticsearch.batch.max-in-flight"],
+                max_keys_per_storage=p["elasticsearch.batch.max-keys-per-storage"],
             ),
             ca_file=security.ca_file,
             fingerprint=security.fingerprint,
@@ -188,6 +190,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
                 max_wait_s=p["app.watch.max-wait"],
                 poll_interval_s=p["app.watch.poll-interval"],
                 max_waiters=p["app.watch.max-waiters"],
+                max_waiters_per_storage=p["app.watch.max-waiters-per-storage"],
             ),
             cache=CacheConfig(
                 max_size=p["app.cache.max-size"],

@@ -15,6 +15,7 @@ class BatchConfig:
     max_operations: int
     max_bytes: int
     max_in_flight: int
+    max_keys_per_storage: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,8 @@ class ElasticsearchConfig:
     scroll_keep_alive_s: float
     scroll_max_open: int
     """Scans (list, clear) open at once on this instance; each holds a scroll context."""
+    scroll_max_open_per_storage: int
+    """A storage's share of them."""
     key_max_bytes: int
     value_max_bytes: int | None
     """``None`` means values of any size (the original's ``-1``)."""
@@ -52,6 +55,7 @@ class WatchConfig:
     max_wait_s: float
     poll_interval_s: float
     max_waiters: int
+    max_waiters_per_storage: int
 
 
 @dataclass(frozen=True, slots=True)

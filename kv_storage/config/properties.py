@@ -251,6 +251,12 @@ PROPERTIES: tuple[Property, ...] = (
         "Most scrolls (list and clear) this instance keeps open at once; more answer 503.",
     ),
     Property(
+        "elasticsearch.scroll.max-open-per-storage",
+        4,
+        _between(1, 500),
+        "Of those, most for one storage; more of that storage answer 429, others go on.",
+    ),
+    Property(
         "elasticsearch.batch.max-operations",
         1000,
         _at_least(1),
@@ -270,6 +276,13 @@ PROPERTIES: tuple[Property, ...] = (
         _between(1, 64),
         "Batches of reads, and of writes, waiting for Elasticsearch at once; operations "
         "arriving meanwhile wait and go together.",
+    ),
+    Property(
+        "elasticsearch.batch.max-keys-per-storage",
+        20_000,
+        _at_least(1),
+        "Most keys of one storage waiting for Elasticsearch at once (one call alone may "
+        "hold more); more answer 429, other storages' operations go on.",
     ),
     Property(
         "elasticsearch.limit.value.max-size",
@@ -359,6 +372,12 @@ PROPERTIES: tuple[Property, ...] = (
         10_000,
         _at_least(1),
         "Most blocking reads waiting at once on this instance; more answer 503.",
+    ),
+    Property(
+        "app.watch.max-waiters-per-storage",
+        1_000,
+        _at_least(1),
+        "Of those, most for one storage; more of that storage answer 429, others go on.",
     ),
     Property(
         "app.docs.enabled",

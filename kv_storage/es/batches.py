@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from kv_storage.es.errors import ItemError
-from kv_storage.es.retirement import WRITE_BLOCKED
+from kv_storage.es.retirement import refused_by_write_block
 from kv_storage.model import Condition, Version
 
 _INDEX_NOT_FOUND = "index_not_found_exception"
@@ -193,7 +193,7 @@ class WriteOutcome:
     refused: frozenset[str] = frozenset()
     """Of a conditional part: the ids whose condition did not hold (nothing changed)."""
     closed: bool = False
-    """An action met its index's write block: the storage was deleted
+    """An action met its index's write block: the storage was deleted, most likely
     (``kv_storage.es.retirement``)."""
 
 
@@ -218,7 +218,7 @@ def write_outcomes(parts: Sequence[Writes], answer: Mapping[str, Any]) -> list[W
                 refused.add(key)
             elif not (part.missing_ok and status == _NOT_FOUND):
                 failed[key] = item
-                closed = closed or _error_type(item.get("error")) == WRITE_BLOCKED
+                closed = closed or refused_by_write_block(item)
         position += len(part.ids)
         outcomes.append(WriteOutcome(failed, versions, frozenset(refused), closed))
     return outcomes

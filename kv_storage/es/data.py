@@ -39,7 +39,7 @@ from kv_storage.es.batches import (
 )
 from kv_storage.es.errors import ItemError
 from kv_storage.es.names import IndexNames
-from kv_storage.es.retirement import WRITE_BLOCKED
+from kv_storage.es.retirement import refused_by_write_block
 from kv_storage.model import Condition
 
 
@@ -51,12 +51,11 @@ class ScanSettings:
 
 
 class ClosedStorageError(Exception):
-    """The storage's index is closed to writes: the storage was deleted."""
+    """The storage's index is closed to writes: the storage was deleted, most likely."""
 
-
-def _error_type(item: Mapping[str, Any]) -> object:
-    error = item.get("error")
-    return error.get("type") if isinstance(error, Mapping) else error
+    def __init__(self, cause: ItemError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +155,9 @@ class DataStore:
         ]
         failed = await self._failed_items(actions)
         unexpected = [item for item in failed if item.get("status") not in (404, 409)]
-        if any(_error_type(item) == WRITE_BLOCKED for item in unexpected):
-            raise ClosedStorageError(page[0]["_index"])
+        blocked = [item for item in unexpected if refused_by_write_block(item)]
+        if blocked:
+            raise ClosedStorageError(ItemError(blocked[0]))
         if unexpected:
             raise ItemError(unexpected[0])
         conflicts = sum(1 for item in failed if item.get("status") == 409)

@@ -10,6 +10,8 @@ come any more (``kv_storage.actors.expiry``).
 """
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
 
@@ -18,8 +20,22 @@ from kv_storage.es.names import IndexNames
 
 logger = logging.getLogger(__name__)
 
-WRITE_BLOCKED = "cluster_block_exception"
-"""The error type of an item refused by a write block: its storage was deleted."""
+_BLOCKED = "cluster_block_exception"
+_WRITE_BLOCK = "index write (api)"
+"""How Elasticsearch names the write block in a refusal; the disk watermark's block, which
+refuses writes too, is another."""
+
+
+def refused_by_write_block(item: Mapping[str, Any]) -> bool:
+    """Whether a ``_bulk`` item was refused by its index's write block: its storage was
+    deleted, most likely (or an operator closed the index to writes)."""
+    error = item.get("error")
+    return (
+        isinstance(error, Mapping)
+        and error.get("type") == _BLOCKED
+        and _WRITE_BLOCK in str(error.get("reason", ""))
+    )
+
 
 _ALREADY_EXISTS = "resource_already_exists_exception"
 _ATTEMPTS = 3

@@ -21,8 +21,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from kv_storage.actors.access import authorise
+from kv_storage.actors.cache import CacheActor, Forget
+from kv_storage.actors.storage import StorageClosedError
 from kv_storage.app_keys import CACHE_ACTOR
-from kv_storage.errors import UnauthorizedError
+from kv_storage.errors import NotFoundError, UnauthorizedError
 from kv_storage.model import Storage
 from kv_storage.validation import require_content_type
 
@@ -62,7 +64,20 @@ async def storage_access_middleware(request: web.Request, handler: Handler) -> w
         request[_AUTHORISED] = await authorise(
             request.app[CACHE_ACTOR], request.match_info["storage_id"], secret
         )
-    return await handler(request)
+    try:
+        return await handler(request)
+    except StorageClosedError as closed:
+        raise await _closed(request.app[CACHE_ACTOR], closed) from None
+
+
+async def _closed(cache: CacheActor, closed: StorageClosedError) -> Exception:
+    """A write met the storage's index closed to writes: 404 if the registry, asked again,
+    says the storage is gone (deleted through another instance a moment ago); else the
+    refusal (500), for an operator who closed the index."""
+    await cache.ask(Forget((closed.storage_id,)))
+    if await cache.look_up(closed.storage_id) is None:
+        return NotFoundError(f"storage {closed.storage_id} does not exist (it was deleted)")
+    return closed.cause
 
 
 def authorised_storage(request: web.Request) -> Storage:

@@ -6,7 +6,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kv_storage.actors.cache import CacheStats, GetCacheStats
 from kv_storage.actors.watch import GetWatchStats
-from kv_storage.app_keys import CACHE_ACTOR, HISTORY_ACTOR, METRICS, WATCH_ACTOR
+from kv_storage.app_keys import (
+    CACHE_ACTOR,
+    HISTORY_ACTOR,
+    KEY_LISTING_ACTOR,
+    METRICS,
+    STORAGE_ACTOR,
+    WATCH_ACTOR,
+)
 
 
 @docs(
@@ -37,6 +44,9 @@ async def metrics(request: web.Request) -> web.Response:
             "kv_storage_cache_misses": cache.misses,
             "kv_storage_cache_entries": cache.entries,
             "kv_storage_watch_waiters": watch.waiters,
+            "kv_storage_share_refusals_operations": request.app[STORAGE_ACTOR].refused_for_share
+            + request.app[KEY_LISTING_ACTOR].refused_for_share,
+            "kv_storage_share_refusals_waiters": watch.refused_for_share,
         }
     )
     body = generate_latest(collected.registry)
