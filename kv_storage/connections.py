@@ -21,9 +21,12 @@ Refusals and header timeouts are counted in ``/metrics`` and logged at most ever
 This works below the application, where aiohttp offers no hooks but its classes:
 ``GuardedHandler`` is aiohttp's ``RequestHandler`` (the protocol of one connection) with
 overrides of its public methods, and ``ConnectionGuard.protocol_factory`` replaces the factory
-``web.Server`` would be (``serving`` hands it to ``loop.create_server``). One private method
-is overridden (``_ErrorAnswer``); ``tests/test_connections.py`` replays each behaviour
-against a real process, so an aiohttp upgrade that breaks any of it fails there.
+``web.Server`` would be (``serving`` hands it to ``loop.create_server``); the moment a
+request's headers are complete is when aiohttp calls ``web.Server.request_factory``, which
+is wrapped. Beyond aiohttp's public API this relies on one private method, overridden
+(``_ErrorAnswer``), and on the parser's exception classes (``aiohttp.http_exceptions``, to
+name what was malformed). ``tests/test_connections.py`` replays each behaviour against a real
+process, so an aiohttp upgrade that breaks any of it fails there.
 """
 
 import asyncio
