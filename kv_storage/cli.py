@@ -79,12 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(config: Config) -> int:
-    from aiohttp import web
-
     from kv_storage.app import create_app
     from kv_storage.config.tls import server_ssl_context
     from kv_storage.garbage_collection import tune_for_serving
-    from kv_storage.http_logs import RouteAccessLogger
+    from kv_storage.serving import serve
     from kv_storage.startup import check_elasticsearch
 
     ssl_context = None
@@ -97,26 +95,10 @@ def _serve(config: Config) -> int:
         config.server.port,
         ", ".join(config.elasticsearch.hosts),
     )
-    import uvloop
-
     app = create_app(config)
     app.cleanup_ctx.append(check_elasticsearch)
     tune_for_serving(app)
-    web.run_app(
-        app,
-        loop=uvloop.new_event_loop(),
-        host=config.server.host,
-        port=config.server.port,
-        ssl_context=ssl_context,
-        # The route template, never the path (ids, keys) or a header (Secret-Key).
-        access_log_class=RouteAccessLogger,
-        access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
-        shutdown_timeout=config.app.request_timeout_s + 1,
-        # A request whose client went away ends at once (a blocking read stops waiting);
-        # what an actor was doing for it goes on, so no write is left half done.
-        handler_cancellation=True,
-        print=None,
-    )
+    serve(app, ssl_context=ssl_context)
     return 0
 
 

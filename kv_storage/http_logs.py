@@ -24,6 +24,10 @@ _ID_PREFIX = uuid.uuid4().hex[:16]
 """Made ids are 32 hex digits: 16 random per process, then a count (no random bytes to draw
 for every request: a system call each)."""
 _REQUEST_ID = web.RequestKey("request_id", str)
+_ROUTE = web.RequestKey("route", str)
+
+UNMATCHED = "unmatched"
+"""The route of a request no route matched, and of one that never reached the router."""
 
 
 @web.middleware
@@ -33,6 +37,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         given if given and _ACCEPTED_ID.match(given) else f"{_ID_PREFIX}{next(_made_ids):016x}"
     )
     request[_REQUEST_ID] = identifier
+    request[_ROUTE] = route_of(request)
     token = request_id.set(identifier)
     try:
         return await handler(request)
@@ -47,13 +52,24 @@ async def add_request_id_header(request: web.Request, response: web.StreamRespon
         response.headers[REQUEST_ID_HEADER] = identifier
 
 
-def route_of(request: web.BaseRequest) -> str:
+def route_of(request: web.Request) -> str:
     """The route template (``/get/{storage_id}/{key}``): what logs and metrics name, never a
-    path, which holds storage ids and keys."""
-    match_info = getattr(request, "match_info", None)
-    route = match_info.route if match_info is not None else None
-    resource = route.resource if route is not None else None
-    return resource.canonical if resource is not None else "unmatched"
+    path, which holds storage ids and keys.
+
+    Only for requests the application handles (middlewares, handlers): the router has resolved
+    them. The access log takes what ``request_id_middleware`` recorded instead (``logged_route``).
+    """
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED
+
+
+def logged_route(request: web.BaseRequest) -> str:
+    """The route a request that reached the application was given; ``unmatched`` for those
+    aiohttp answered itself (a malformed request line or header: 400), which never reached the
+    router. Their ``match_info`` must not be touched: aiohttp asserts it exists, and each such
+    request logged a traceback instead of its access line."""
+    route = request.get(_ROUTE)
+    return route if isinstance(route, str) else UNMATCHED
 
 
 class RouteAccessLogger(AbstractAccessLogger):
@@ -64,7 +80,7 @@ class RouteAccessLogger(AbstractAccessLogger):
             '%s "%s %s" %d %d %.6f',
             request.remote,
             request.method,
-            route_of(request),
+            logged_route(request),
             response.status,
             response.body_length,
             time,

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from elastic_transport import AsyncTransport
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -92,6 +92,28 @@ class Metrics:
             "elsewhere), registry (its storage changed: checked again), timeout (unchanged: "
             "304), shutdown (304)",
             ["cause"],
+            registry=self.registry,
+        )
+        # The HTTP connections (kv_storage.connections), counted before any request exists.
+        self.open_connections = Gauge(
+            "kv_storage_http_open_connections",
+            "HTTP connections open now (at most server.max-connections)",
+            registry=self.registry,
+        )
+        self.refused_connections = Counter(
+            "kv_storage_http_refused_connections",
+            "HTTP connections refused with 503: server.max-connections were open",
+            registry=self.registry,
+        )
+        self.header_timeouts = Counter(
+            "kv_storage_http_header_timeouts",
+            "HTTP connections closed because a request's headers took longer than "
+            "server.header-timeout",
+            registry=self.registry,
+        )
+        self.malformed_requests = Counter(
+            "kv_storage_http_malformed_requests",
+            "Requests refused with 400 before they reached a route: not valid HTTP",
             registry=self.registry,
         )
         self._snapshot = _Snapshot()

@@ -18,6 +18,7 @@ parsed, so that nobody can make the service parse many megabytes of JSON.
 
 import inspect
 import json
+import math
 import re
 import weakref
 from collections.abc import Callable
@@ -73,14 +74,65 @@ def require_content_type(request: web.Request, expected: str) -> None:
 _LONG_NUMBER = re.compile(rb"\d{19}")
 """Digits enough to pass 2^63: orjson would read such an integer as a float."""
 
+MAX_NUMBER_DIGITS = 4300
+"""The most digits of an integer in a JSON body: Python's own bound on converting between text
+and ``int`` (``sys.int_info.default_max_str_digits``), which keeps either conversion from
+taking quadratic time. The service refuses longer numbers in its own words."""
+
+
+class _NotRead(ValueError):
+    """Syntactically JSON, yet not taken: the message says why, for the client."""
+
+
+def _integer(text: str) -> int:
+    if len(text) - text.startswith("-") > MAX_NUMBER_DIGITS:
+        raise _NotRead(f"a number has more than {MAX_NUMBER_DIGITS} digits")
+    return int(text)
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise _NotRead(f"the number {text[:20]}{'...' if len(text) > 20 else ''} is too large")
+    return number
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise _NotRead(f"{name} is not a JSON value")
+
+
+def _refuse_unpaired_surrogates(document: Any) -> None:
+    """orjson refuses ``"\\ud800"`` (half of a UTF-16 pair, no character); the standard
+    library takes it, and such a string fails later, where it is encoded (an Elasticsearch
+    request failed with 500). Walked without recursion: the document may nest deeply."""
+    pending = [document]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _NotRead(
+                    "a string holds an unpaired surrogate (\\ud800 to \\udfff alone), "
+                    "which is no character"
+                ) from None
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
 
 def parse_json(raw: bytes) -> Any:
     """JSON text as Python values; 400 for anything that is not JSON in UTF-8.
 
     orjson is fast and refuses nesting deeper than 1024 levels. The standard library reads
-    what orjson refuses (to word the error with a position) and bodies with integers that
-    orjson would round (a multi-set value of 20 digits must be stored as written). Both run
-    on at most ``server.max-json-body-size`` bytes.
+    bodies with integers that orjson would round (a multi-set value of 20 digits must be stored
+    as written), and what orjson refuses, to word the error with a position. It is held to
+    what orjson takes (no ``NaN`` or ``Infinity``, no number beyond a double, no unpaired
+    surrogate) and to integers of at most ``MAX_NUMBER_DIGITS``, refused in the service's
+    words: Python's (``use sys.set_int_max_str_digits()``) are no concern of a client. Both
+    run on at most ``server.max-json-body-size`` bytes.
     """
     if not _LONG_NUMBER.search(raw):
         try:
@@ -88,13 +140,20 @@ def parse_json(raw: bytes) -> Any:
         except orjson.JSONDecodeError:
             pass
     try:
-        return json.loads(raw.decode("utf-8"))
+        document = json.loads(
+            raw.decode("utf-8"),
+            parse_int=_integer,
+            parse_float=_finite,
+            parse_constant=_no_constant,
+        )
+        _refuse_unpaired_surrogates(document)
     except UnicodeDecodeError:
         raise BadRequestError("the body is not valid UTF-8") from None
     except RecursionError:
         raise BadRequestError("the body is JSON nested too deeply") from None
-    except ValueError as error:  # JSONDecodeError, or a number of thousands of digits
+    except (json.JSONDecodeError, _NotRead) as error:
         raise BadRequestError(f"the body is not valid JSON: {error}") from None
+    return document
 
 
 async def read_json(request: web.Request) -> Any:

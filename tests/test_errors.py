@@ -173,3 +173,26 @@ async def test_unreachable_elasticsearch_is_500_without_credentials(
     text = await response.text()
     assert json.loads(text)["error"].startswith("Elasticsearch is unreachable")
     assert "never-shown-password" not in text
+
+
+async def test_a_body_the_client_cannot_encode_is_not_logged(
+    make_config: Callable[..., Config],
+    aiohttp_client: ClientFactory,
+    index_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The Elasticsearch client's message for a body it cannot encode holds the whole body: a
+    registry document, for one, holds the storage's secret."""
+
+    async def write_unencodable(request: web.Request) -> web.Response:
+        document = {"secret_key": "never-logged-secret", "name": "\ud800"}
+        await request.app[ES_CLIENT].index(index=f"{index_prefix}any", document=document)
+        return web.Response()
+
+    client = await aiohttp_client(_app_with(make_config(), "/write", write_unencodable))
+    with caplog.at_level(logging.ERROR):
+        response = await client.get("/write")
+    assert response.status == 500
+    assert "could not be encoded as JSON" in caplog.text
+    assert "never-logged-secret" not in caplog.text
+    assert "never-logged-secret" not in await response.text()

@@ -468,6 +468,90 @@ async def test_deeply_nested_json_is_400_everywhere(
         assert "nested too deeply" in (await response.json())["error"]
 
 
+@pytest.mark.parametrize(
+    ("number", "refusal"),
+    [
+        ("9" * 5000, "a number has more than 4300 digits"),
+        ("-" + "9" * 5000, "a number has more than 4300 digits"),
+        ("1e400", "the number 1e400 is too large"),
+        ("NaN", "NaN is not a JSON value"),
+        ("-Infinity", "-Infinity is not a JSON value"),
+    ],
+)
+async def test_json_errors_are_in_the_services_words(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+    number: str,
+    refusal: str,
+) -> None:
+    """Issue 24, finding 8: a 5,000-digit integer was answered with Python's own advice
+    ("use sys.set_int_max_str_digits()"); numbers JSON does not have were taken."""
+    api = await aiohttp_client(create_app(make_config(KV_STORAGE_ADMIN_TOKEN=ADMIN_TOKEN)))
+    storage = await create_storage()
+    # A 20-digit number next to it sends the body through the standard library's parser.
+    multi_set = f'{{"k": {number}, "n": 12345678901234567890}}'.encode()
+    admin_body = f'{{"type": "TEMP", "ttl": {number}}}'.encode()
+    for method, target, headers, body in (
+        ("PUT", f"/set/{storage.id}", storage.headers, multi_set),
+        ("PUT", f"/set/{storage.id}", storage.headers, f'{{"k": {number}}}'.encode()),
+        ("POST", "/admin/storages", {"Authorization": f"Bearer {ADMIN_TOKEN}"}, admin_body),
+    ):
+        response = await api.request(
+            method, target, data=body, headers={**headers, "Content-Type": "application/json"}
+        )
+        assert response.status == 400, (target, await response.text())
+        error = (await response.json())["error"]
+        assert error == f"the body is not valid JSON: {refusal}", (target, error)
+        assert "sys." not in error
+    # What the bound leaves alone is stored as written, as the original did.
+    longest = "9" * 4300
+    response = await api.put(
+        f"/set/{storage.id}",
+        data=f'{{"k": {longest}}}'.encode(),
+        headers={**storage.headers, "Content-Type": "application/json"},
+    )
+    assert (response.status, await response.json()) == (200, {"k": True})
+    response = await api.get(path("get", storage, "k"), headers=storage.headers)
+    assert await response.text() == longest
+
+
+@pytest.mark.parametrize("long_number", [False, True])
+async def test_unpaired_surrogates_are_400_everywhere(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+    long_number: bool,
+) -> None:
+    """``"\\ud800"`` is half of a UTF-16 pair, no character: orjson refuses it, the standard
+    library took it, and an administration call then failed in Elasticsearch's client with
+    500 (logging the registry document it could not encode)."""
+    api = await aiohttp_client(create_app(make_config(KV_STORAGE_ADMIN_TOKEN=ADMIN_TOKEN)))
+    storage = await create_storage()
+    extra = ', "n": 12345678901234567890' if long_number else ""
+    extra_key = ', "12345678901234567890"' if long_number else ""
+    for method, target, headers, body in (
+        ("PUT", f"/set/{storage.id}", storage.headers, f'{{"k": "\\ud800"{extra}}}'),
+        ("POST", f"/get/{storage.id}", storage.headers, f'["\\udc00"{extra_key}]'),
+        (
+            "POST",
+            "/admin/storages",
+            {"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            f'{{"type": "ACCOUNT", "account": "a", "name": "x\\ud800y"{extra}}}',
+        ),
+    ):
+        response = await api.request(
+            method,
+            target,
+            data=body.encode(),
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        assert response.status == 400, (target, await response.text())
+        assert "surrogate" in (await response.json())["error"]
+
+
 # ------------------------------------------------------------------- scans of list and clear
 
 

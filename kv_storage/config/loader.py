@@ -212,6 +212,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             max_keys_per_request=p["server.max-keys-per-request"],
             access_log=p["server.access-log"],
             log_format=p["server.log-format"],
+            header_timeout_s=p["server.header-timeout"],
+            max_connections=p["server.max-connections"],
             tls_cert_file=cert_file,
             tls_key_file=key_file,
         ),

@@ -84,6 +84,10 @@ class ServerConfig:
     max_keys_per_request: int
     access_log: bool
     log_format: str
+    header_timeout_s: float
+    """A request's headers must arrive within this (``kv_storage.connections``)."""
+    max_connections: int
+    """Connections open at once on this instance; beyond, 503."""
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     """With ``tls_cert_file``: the service listens with HTTPS."""

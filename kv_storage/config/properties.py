@@ -443,6 +443,19 @@ PROPERTIES: tuple[Property, ...] = (
         _at_least(1),
         "Most keys in one multi-key call; more are answered with 400.",
     ),
+    Property(
+        "server.header-timeout",
+        "10 seconds",
+        _positive_duration,
+        "Longest time a client may take to send a request's headers (from connecting, or from "
+        "the first byte of a further request on the connection); then it is closed.",
+    ),
+    Property(
+        "server.max-connections",
+        10_000,
+        _at_least(1),
+        "Most HTTP connections open at once on this instance; more are answered with 503.",
+    ),
 )
 
 PROPERTIES_BY_NAME: dict[str, Property] = {prop.name: prop for prop in PROPERTIES}

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from elastic_transport import ConnectionError as TransportConnectionError
-from elastic_transport import ConnectionTimeout, TransportError
+from elastic_transport import ConnectionTimeout, SerializationError, TransportError
 from elasticsearch import ApiError
 
 from kv_storage.es.tls import describe_tls
@@ -99,6 +99,10 @@ def describe(error: BaseException) -> str:
         )
     if isinstance(error, ItemError):
         return str(error)
+    if isinstance(error, SerializationError):
+        # Its message holds the whole body it could not encode: a registry document holds
+        # the storage's secret.
+        return "a request body could not be encoded as JSON (not logged: it may hold secrets)"
     if isinstance(error, TransportError):
         return f"Elasticsearch request failed: {error.message}"
     return repr(error)  # not a failure of Elasticsearch: what it is, for the log
