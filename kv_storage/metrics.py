@@ -29,6 +29,10 @@ _SNAPSHOT_METRICS = {
         "History records lost after retry-limit or at shutdown",
     ),
     "kv_storage_history_dropped_records": ("counter", "History records dropped: buffer full"),
+    "kv_storage_history_discarded_records": (
+        "counter",
+        "History records of deleted storages dropped unwritten (their index refuses writes)",
+    ),
     "kv_storage_cache_hits": ("counter", "Storage lookups answered by the cache"),
     "kv_storage_cache_misses": ("counter", "Storage lookups that read the registry"),
     "kv_storage_cache_entries": ("gauge", "Storages in the cache (at most app.cache.max-size)"),

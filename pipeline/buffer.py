@@ -21,6 +21,7 @@ from itertools import count
 
 from pipeline.config import HistoryConfig
 from pipeline.records import HistoryRecord
+from pipeline.writer import WriteResult
 
 _ids = count()
 
@@ -42,6 +43,8 @@ class Outcome:
     retried: int
     lost: list[Entry] = field(default_factory=list)
     """Failed for the last time allowed (``retry-limit`` retries after the first attempt)."""
+    gone: list[Entry] = field(default_factory=list)
+    """Refused because their storage was deleted: dropped at once, never retried."""
 
 
 class HistoryBuffer:
@@ -106,14 +109,18 @@ class HistoryBuffer:
         self._in_flight = batch
         return batch
 
-    def settle(self, failed: set[str], now: float) -> Outcome:
-        """Books the batch in flight: written, to retry ``flush-timeout`` from now, or lost."""
+    def settle(self, result: WriteResult, now: float) -> Outcome:
+        """Books the batch in flight: written, to retry ``flush-timeout`` from now, lost, or
+        gone with its storage."""
         batch, self._in_flight = self._in_flight, []
         written = retried = 0
         lost: list[Entry] = []
+        gone: list[Entry] = []
         due_at = now + self._config.flush_timeout_s
         for entry in batch:
-            if entry.id not in failed:
+            if entry.id in result.gone:
+                gone.append(entry)
+            elif entry.id not in result.retry:
                 written += 1
             elif entry.attempts > self._config.retry_limit:  # the first attempt, then retries
                 lost.append(entry)
@@ -122,11 +129,11 @@ class HistoryBuffer:
                 self._retries.append(entry)
                 retried += 1
         self.examined += len(batch)
-        return Outcome(written, retried, lost)
+        return Outcome(written, retried, lost, gone)
 
     def fail_in_flight(self, now: float) -> Outcome:
         """The batch in flight failed as a whole."""
-        return self.settle({entry.id for entry in self._in_flight}, now)
+        return self.settle(WriteResult(retry=frozenset(e.id for e in self._in_flight)), now)
 
     def discard(self, storage_id: str) -> int:
         """Drops a deleted storage's entries (waiting and to retry) and keeps those in flight

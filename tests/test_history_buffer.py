@@ -1,10 +1,13 @@
 """The history buffer's rules, without a clock or a writer: time is a number passed in."""
 
+from collections.abc import Iterable
+
 import pytest
 
 from pipeline.buffer import HistoryBuffer
 from pipeline.config import HistoryConfig
 from pipeline.records import HistoryRecord, Operation
+from pipeline.writer import WriteResult
 
 TIMEOUT_S = 30.0
 
@@ -17,6 +20,11 @@ def buffer(*, flush_size: int = 3, retry_limit: int = 2, buffer_size: int = 100)
         buffer_size=buffer_size,
     )
     return HistoryBuffer(config, prefix="p-")
+
+
+def failed(ids: Iterable[str]) -> WriteResult:
+    """The writer's answer when these records were refused, to be retried."""
+    return WriteResult(retry=frozenset(ids))
 
 
 def records(count: int, storage: str = "s", start: int = 0) -> list[HistoryRecord]:
@@ -46,7 +54,7 @@ def test_failed_records_go_again_after_flush_timeout_then_are_lost() -> None:
     held.add(records(2), now=0.0)
     batch = held.take(now=0.0)
     ids = {entry.id for entry in batch}
-    outcome = held.settle(ids, now=5.0)
+    outcome = held.settle(failed(ids), now=5.0)
     assert (outcome.written, outcome.retried, outcome.lost) == (0, 2, [])
     assert held.next_due() == 5.0 + TIMEOUT_S
     assert not held.ready(now=5.0 + TIMEOUT_S - 1)
@@ -55,7 +63,7 @@ def test_failed_records_go_again_after_flush_timeout_then_are_lost() -> None:
         now = 5.0 + attempt * TIMEOUT_S
         batch = held.take(now=now)
         assert [entry.attempts for entry in batch] == [attempt, attempt]
-        outcome = held.settle(ids, now=now)
+        outcome = held.settle(failed(ids), now=now)
     assert (outcome.retried, keys(outcome.lost)) == (0, ["k0", "k1"])  # 1 + 2 retries
     assert len(held) == 0
 
@@ -64,7 +72,7 @@ def test_retries_that_are_due_go_before_fresh_records() -> None:
     held = buffer(flush_size=3)
     held.add(records(3), now=0.0)
     first = held.take(now=0.0)
-    held.settle({first[0].id}, now=0.0)
+    held.settle(failed({first[0].id}), now=0.0)
     held.add(records(3, start=3), now=TIMEOUT_S)
     assert keys(held.take(now=TIMEOUT_S)) == ["k0", "k3", "k4"]
 
@@ -82,7 +90,7 @@ def test_discard_drops_a_storages_records_and_keeps_its_batch_from_retrying() ->
     held.add(records(2, storage="gone") + records(2, storage="kept"), now=0.0)
     batch = held.take(now=0.0)  # the two of "gone"
     assert held.discard("gone") == 2  # in flight: not retried
-    outcome = held.settle({entry.id for entry in batch}, now=1.0)
+    outcome = held.settle(failed(entry.id for entry in batch), now=1.0)
     assert (outcome.written, outcome.retried) == (0, 0)
     assert keys(held.empty_out()) == ["k0", "k1"]  # of "kept"
 
@@ -91,7 +99,7 @@ def test_the_shutdown_takes_retries_that_are_not_due() -> None:
     held = buffer(flush_size=5)
     held.add(records(2), now=0.0)
     batch = held.take(now=0.0)
-    held.settle({entry.id for entry in batch}, now=0.0)
+    held.settle(failed(entry.id for entry in batch), now=0.0)
     assert held.take(now=1.0) == []
     assert keys(held.take(now=1.0, everything_due=True)) == ["k0", "k1"]
 
@@ -111,7 +119,7 @@ def test_a_message_costs_the_same_however_much_waits(waiting: int) -> None:
     held = buffer(flush_size=1000, buffer_size=waiting + 10_000)
     held.add(records(waiting), now=0.0)
     while len(held) and (batch := held.take(now=TIMEOUT_S)):  # all fail once: now retries
-        held.settle({entry.id for entry in batch}, now=TIMEOUT_S)
+        held.settle(failed(entry.id for entry in batch), now=TIMEOUT_S)
     assert len(held) == waiting
     before = held.examined
     held.add(records(1, start=waiting), now=TIMEOUT_S + 1)
@@ -120,6 +128,17 @@ def test_a_message_costs_the_same_however_much_waits(waiting: int) -> None:
     assert held.examined - before <= 10
     before = held.examined
     batch = held.take(now=3 * TIMEOUT_S)  # a flush: what it sends, and no more
-    held.settle(set(), now=3 * TIMEOUT_S)
+    held.settle(WriteResult(), now=3 * TIMEOUT_S)
     assert len(batch) == 1000
     assert held.examined - before <= 2 * len(batch) + 10
+
+
+def test_records_of_a_deleted_storage_are_dropped_at_once() -> None:
+    held = buffer(flush_size=10)
+    held.add(records(2, storage="deleted") + records(1, storage="kept"), now=0.0)
+    batch = held.take(now=0.0)
+    gone = frozenset(entry.id for entry in batch if entry.record.storage_id == "deleted")
+    outcome = held.settle(WriteResult(gone=gone), now=0.0)
+    assert (outcome.written, outcome.retried, outcome.lost) == (1, 0, [])
+    assert keys(outcome.gone) == ["k0", "k1"]
+    assert len(held) == 0
