@@ -16,9 +16,10 @@ growing without end. Storage requests never wait for any of this: ``record`` onl
 and the buffer (``pipeline.buffer``) takes a record in O(1) however much it holds.
 
 Records the writer says are gone with their storage (deleted: its index refuses writes for
-good) are dropped at once, counted as discarded, not lost. Refusals and discards can come by
-the thousand each second: they are logged through ``pipeline.reports``, at most one line of a
-kind every ``report_interval_s``, each with the counts since the last line.
+good) are dropped at once, counted as discarded, not lost. Refusals, drops and discards can
+come by the thousand each second: they are logged through ``pipeline.reports``, at most one
+line of a kind every ``report_interval_s``, each with the count since the last line and,
+for drops, the running count and a final line when records are taken again.
 
 One task runs the loop: it waits for a message or for the next deadline, whichever comes
 first, and starts a flush when one is due. Only that task touches the buffer and the counts;
@@ -29,26 +30,26 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.buffer import Entry, HistoryBuffer, Outcome
 from pipeline.config import HistoryConfig
 from pipeline.records import HistoryRecord
-from pipeline.reports import Tally, ThrottledLine
+from pipeline.reports import Drops, Tally, ThrottledLine
 from pipeline.writer import HistoryWriter, WriteFailedError, WriteResult
 
 logger = logging.getLogger(__name__)
 
 REPORT_INTERVAL_S = 10.0
-"""Most one line of each kind (refusals, discards) is logged this often."""
-_OVERFLOW_LOG_INTERVAL_S = 10.0
+"""Most one line of each kind (refusals, drops, discards) is logged this often."""
 _DRAIN_BACKOFF_S = 0.2
 _NAMED = 10
 """Storages (and causes) named in a line, the busiest first; the rest are counted."""
+_WHOLE_BUFFER = ""
+"""The key of the one episode of a full buffer."""
 
 
 class HistoryStoppedError(RuntimeError):
@@ -127,10 +128,10 @@ class HistoryActor:
         self._paused_until = 0.0
         self._written = self._retried = self._lost = self._dropped = self._flushes = 0
         self._discarded = 0
-        self._last_overflow_log = float("-inf")
-        self._report_interval_s = report_interval_s
-        self._refusals = ThrottledLine(report_interval_s, self._log_refusals)
-        self._gone = ThrottledLine(report_interval_s, self._log_gone)
+        self._report_interval_s = interval = report_interval_s
+        self._refusals = ThrottledLine(interval, self._log_refusals)
+        self._gone = ThrottledLine(interval, self._log_gone)
+        self._full = Drops(interval, dropping=self._log_full, ended=self._log_full_ended)
 
     # What the rest of the service calls -------------------------------------------------------
 
@@ -210,7 +211,11 @@ class HistoryActor:
     def _wake_at(self, now: float) -> float | None:
         """When the loop must act without a message: the next flush (none while one is in
         flight: its end comes as a message) or the next log line due, whichever is first."""
-        times = [at for at in (self._refusals.due_at(), self._gone.due_at()) if at is not None]
+        times = [
+            at
+            for at in (self._refusals.due_at(), self._gone.due_at(), self._full.due_at(now))
+            if at is not None
+        ]
         if self._flush is None:
             due = now if self._buffer.full else self._buffer.next_due()
             if due is not None:
@@ -218,17 +223,19 @@ class HistoryActor:
         return min(times) if times else None
 
     def _report(self, now: float) -> None:
-        """Writes the log lines that are due."""
+        """Writes the log lines that are due, and ends the drop episode if it is over."""
         self._refusals.tick(now)
         self._gone.tick(now)
+        self._full.tick(now, lambda _: len(self._buffer) < self._config.buffer_size)
 
     async def _handle(self, message: _Message) -> None:
         loop = asyncio.get_running_loop()
         match message:
             case _Record(records):
-                dropped = self._buffer.add(records, loop.time())
+                now = loop.time()
+                dropped = self._buffer.add(records, now)
                 if dropped:
-                    self._overflow(dropped)
+                    self._overflow(dropped, now)
             case _FlushDone(task):
                 if task is self._flush:
                     self._flush = None
@@ -304,18 +311,9 @@ class HistoryActor:
                 outcome.lost, f"after {limit + 1} attempts (1 + retry-limit {limit} retries)"
             )
 
-    def _overflow(self, dropped: list[HistoryRecord]) -> None:
+    def _overflow(self, dropped: list[HistoryRecord], now: float) -> None:
         self._dropped += len(dropped)
-        now = time.monotonic()
-        if now - self._last_overflow_log >= _OVERFLOW_LOG_INTERVAL_S:
-            self._last_overflow_log = now
-            logger.error(
-                "history: buffer full (%d records waiting, Elasticsearch is not taking them); "
-                "dropping new records, %d so far (latest storage: %s)",
-                len(self._buffer),
-                self._dropped,
-                dropped[-1].storage_id,
-            )
+        self._full.add(_WHOLE_BUFFER, Counter(record.storage_id for record in dropped), now)
 
     # The log lines of pipeline.reports ---------------------------------------------------------
 
@@ -337,6 +335,24 @@ class HistoryActor:
             "writes (storages: %s)",
             told.records,
             _counts(told.storages),
+        )
+
+    def _log_full(self, told: Tally, running: Mapping[str, int]) -> None:
+        logger.error(
+            "history: buffer full (%d records waiting, Elasticsearch is not taking them); "
+            "dropping new records, %d so far, %d since the last line (storages: %s)",
+            len(self._buffer),
+            running.get(_WHOLE_BUFFER, 0),
+            told.records,
+            _counts(told.storages),
+        )
+
+    def _log_full_ended(self, _: str, total: int, storages: Counter[str]) -> None:
+        logger.warning(
+            "history: buffer taking records again; %d were dropped while it was full "
+            "(storages: %s)",
+            total,
+            _counts(storages),
         )
 
     def _lose(self, entries: Sequence[Entry], why: str) -> None:
@@ -374,7 +390,7 @@ class HistoryActor:
             self._flush = None
         if unwritten := self._buffer.empty_out():
             self._lose(unwritten, f"at shutdown, not written within {timeout_s:g} s")
-        self._report(math.inf)  # every count untold so far
+        self._report(math.inf)  # every count untold so far, and the end of every episode
         logger.info(
             "history: shutdown flush wrote %d records, %d could not be written",
             self._written - written_before,
