@@ -12,8 +12,10 @@ own CPU spent on batches bound to fail), and each record's retries are spread ov
 
 Memory is bounded by ``buffer-size`` records: when Elasticsearch refuses writes for longer
 than the buffer lasts, new records are dropped (counted and logged) rather than the process
-growing without end. Storage requests never wait for any of this: ``record`` only enqueues,
-and the buffer (``pipeline.buffer``) takes a record in O(1) however much it holds.
+growing without end. One storage holds at most ``buffer-share-per-storage`` of them, so its
+flood has its own records dropped, not the others'. Storage requests never wait for any of
+this: ``record`` only enqueues, and the buffer (``pipeline.buffer``) takes a record in O(1)
+however much it holds.
 
 Records the writer says are gone with their storage (deleted: its index refuses writes for
 good) are dropped at once, counted as discarded, not lost. Refusals, drops and discards can
@@ -35,7 +37,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.buffer import Entry, HistoryBuffer, Outcome
+from pipeline.buffer import Dropped, Entry, HistoryBuffer, Outcome
 from pipeline.config import HistoryConfig
 from pipeline.records import HistoryRecord
 from pipeline.reports import Drops, Tally, ThrottledLine
@@ -49,7 +51,7 @@ _DRAIN_BACKOFF_S = 0.2
 _NAMED = 10
 """Storages (and causes) named in a line, the busiest first; the rest are counted."""
 _WHOLE_BUFFER = ""
-"""The key of the one episode of a full buffer."""
+"""The key of the one episode of a full buffer (those of a storage's share are its id)."""
 
 
 class HistoryStoppedError(RuntimeError):
@@ -65,6 +67,8 @@ class HistoryStats:
     """Dropped after ``retry-limit`` retries, or still unwritten when the shutdown ended."""
     dropped: int
     """Refused because the buffer was full."""
+    dropped_at_share: int
+    """Refused because their storage held its share of the buffer already."""
     discarded: int
     """Of deleted storages: refused by their index for good, or discarded at the deletion."""
     flushes: int
@@ -126,12 +130,15 @@ class HistoryActor:
         self._accepting = False
         self._flush: asyncio.Task[WriteResult] | None = None
         self._paused_until = 0.0
-        self._written = self._retried = self._lost = self._dropped = self._flushes = 0
-        self._discarded = 0
+        self._written = self._retried = self._lost = self._flushes = 0
+        self._dropped = self._dropped_at_share = self._discarded = 0
         self._report_interval_s = interval = report_interval_s
         self._refusals = ThrottledLine(interval, self._log_refusals)
         self._gone = ThrottledLine(interval, self._log_gone)
         self._full = Drops(interval, dropping=self._log_full, ended=self._log_full_ended)
+        self._over_share = Drops(
+            interval, dropping=self._log_over_share, ended=self._log_over_share_ended
+        )
 
     # What the rest of the service calls -------------------------------------------------------
 
@@ -213,7 +220,12 @@ class HistoryActor:
         flight: its end comes as a message) or the next log line due, whichever is first."""
         times = [
             at
-            for at in (self._refusals.due_at(), self._gone.due_at(), self._full.due_at(now))
+            for at in (
+                self._refusals.due_at(),
+                self._gone.due_at(),
+                self._full.due_at(now),
+                self._over_share.due_at(now),
+            )
             if at is not None
         ]
         if self._flush is None:
@@ -223,10 +235,12 @@ class HistoryActor:
         return min(times) if times else None
 
     def _report(self, now: float) -> None:
-        """Writes the log lines that are due, and ends the drop episode if it is over."""
+        """Writes the log lines that are due, and ends the drop episodes that are over."""
+        share = self._config.buffer_share_per_storage
         self._refusals.tick(now)
         self._gone.tick(now)
         self._full.tick(now, lambda _: len(self._buffer) < self._config.buffer_size)
+        self._over_share.tick(now, lambda storage_id: self._buffer.held(storage_id) < share)
 
     async def _handle(self, message: _Message) -> None:
         loop = asyncio.get_running_loop()
@@ -311,9 +325,16 @@ class HistoryActor:
                 outcome.lost, f"after {limit + 1} attempts (1 + retry-limit {limit} retries)"
             )
 
-    def _overflow(self, dropped: list[HistoryRecord], now: float) -> None:
-        self._dropped += len(dropped)
-        self._full.add(_WHOLE_BUFFER, Counter(record.storage_id for record in dropped), now)
+    def _overflow(self, dropped: Dropped, now: float) -> None:
+        if dropped.over_share:
+            self._dropped_at_share += len(dropped.over_share)
+            by_storage = Counter(record.storage_id for record in dropped.over_share)
+            for storage_id, count in by_storage.items():
+                self._over_share.add(storage_id, {storage_id: count}, now)
+        if dropped.buffer_full:
+            self._dropped += len(dropped.buffer_full)
+            by_storage = Counter(record.storage_id for record in dropped.buffer_full)
+            self._full.add(_WHOLE_BUFFER, by_storage, now)
 
     # The log lines of pipeline.reports ---------------------------------------------------------
 
@@ -353,6 +374,30 @@ class HistoryActor:
             "(storages: %s)",
             total,
             _counts(storages),
+        )
+
+    def _log_over_share(self, told: Tally, running: Mapping[str, int]) -> None:
+        named = [storage_id for storage_id, _ in told.storages.most_common(_NAMED)]
+        logger.error(
+            "history: %s at %s share of the buffer (%d records); dropping %s new records: %s",
+            "storage" if len(told.storages) == 1 else "storages",
+            "its" if len(told.storages) == 1 else "their",
+            self._config.buffer_share_per_storage,
+            "its" if len(told.storages) == 1 else "their",
+            ", ".join(
+                f"{storage_id} {running.get(storage_id, 0)} so far, "
+                f"{told.storages[storage_id]} since the last line"
+                for storage_id in named
+            )
+            + _more(len(told.storages) - len(named)),
+        )
+
+    def _log_over_share_ended(self, storage_id: str, total: int, _: Counter[str]) -> None:
+        logger.warning(
+            "history: storage %s below its share of the buffer again; %d of its records were "
+            "dropped while it was at its share",
+            storage_id,
+            total,
         )
 
     def _lose(self, entries: Sequence[Entry], why: str) -> None:
@@ -404,6 +449,7 @@ class HistoryActor:
             retried=self._retried,
             lost=self._lost,
             dropped=self._dropped,
+            dropped_at_share=self._dropped_at_share,
             discarded=self._discarded,
             flushes=self._flushes,
         )

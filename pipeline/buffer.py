@@ -2,12 +2,15 @@
 
 No clock, no I/O: the caller passes the time in, and the actor around it (``pipeline.actor``)
 owns the timing and the writer. So the rules (flush on size or age, retries spaced by
-``flush-timeout``, a retry limit, a bounded buffer) are tested without waiting, and every
-operation costs what it touches, not what is buffered:
+``flush-timeout``, a retry limit, a bounded buffer, a share of it per storage) are tested
+without waiting, and every operation costs what it touches, not what is buffered:
 
 - fresh records wait in arrival order, so the oldest is the head;
 - records to retry wait in the order they failed, each due ``flush-timeout`` after its
   failure, so they are in due order too and the next due is the head;
+- a count per storage of what it holds keeps it within its share of the buffer
+  (``buffer-share-per-storage``): one storage at its share has its new records dropped while
+  the others' are still taken;
 - a flush takes from the heads only, and booking its outcome touches only what it sent.
 
 With 100,000 records waiting during an outage, a new record still costs O(1), which is what
@@ -47,6 +50,19 @@ class Outcome:
     """Refused because their storage was deleted: dropped at once, never retried."""
 
 
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """Records ``add`` could not take, by why."""
+
+    buffer_full: list[HistoryRecord] = field(default_factory=list)
+    over_share: list[HistoryRecord] = field(default_factory=list)
+    """Records the buffer had room for, but whose storage held its share of it
+    (``buffer-share-per-storage``) already."""
+
+    def __bool__(self) -> bool:
+        return bool(self.buffer_full or self.over_share)
+
+
 class HistoryBuffer:
     def __init__(self, config: HistoryConfig, *, prefix: str) -> None:
         """``prefix`` makes record ids unique across processes (an id is written as the
@@ -56,20 +72,39 @@ class HistoryBuffer:
         self._fresh: deque[Entry] = deque()
         self._retries: deque[Entry] = deque()
         self._in_flight: list[Entry] = []
+        self._held: dict[str, int] = {}
+        """Entries (fresh, to retry, in flight) of each storage that has any."""
         self.examined = 0
         """Entries looked at so far: what the complexity test counts."""
 
     def __len__(self) -> int:
         return len(self._fresh) + len(self._retries) + len(self._in_flight)
 
-    def add(self, records: Sequence[HistoryRecord], now: float) -> list[HistoryRecord]:
-        """Takes records in; answers those dropped for want of room."""
-        room = max(0, self._config.buffer_size - len(self))
+    def held(self, storage_id: str) -> int:
+        """Entries of one storage, against its share."""
+        return self._held.get(storage_id, 0)
+
+    def add(self, records: Sequence[HistoryRecord], now: float) -> Dropped:
+        """Takes records in; answers those dropped for want of room (the buffer's, or their
+        storage's share)."""
+        dropped = Dropped()
         due_at = now + self._config.flush_timeout_s
-        for record in records[:room]:
+        share = self._config.buffer_share_per_storage
+        room = self._config.buffer_size - len(self)
+        for record in records:
+            storage_id = record.storage_id
+            held = self._held.get(storage_id, 0)
+            if room <= 0:
+                dropped.buffer_full.append(record)
+                continue
+            if held >= share:
+                dropped.over_share.append(record)
+                continue
+            room -= 1
+            self._held[storage_id] = held + 1
             self._fresh.append(Entry(f"{self._prefix}{next(_ids):x}", record, due_at))
-        self.examined += min(room, len(records))
-        return list(records[room:])
+        self.examined += len(records)
+        return dropped
 
     @property
     def full(self) -> bool:
@@ -128,8 +163,17 @@ class HistoryBuffer:
                 entry.due_at = due_at
                 self._retries.append(entry)
                 retried += 1
+                continue
+            self._release(entry.record.storage_id)
         self.examined += len(batch)
         return Outcome(written, retried, lost, gone)
+
+    def _release(self, storage_id: str) -> None:
+        held = self._held[storage_id] - 1
+        if held:
+            self._held[storage_id] = held
+        else:
+            del self._held[storage_id]
 
     def fail_in_flight(self, now: float) -> Outcome:
         """The batch in flight failed as a whole."""
@@ -147,6 +191,7 @@ class HistoryBuffer:
         self._fresh = deque(others(self._fresh))
         self._retries = deque(others(self._retries))
         self._in_flight = others(self._in_flight)
+        self._held.pop(storage_id, None)
         return before - len(self)
 
     def empty_out(self) -> list[Entry]:
@@ -155,4 +200,5 @@ class HistoryBuffer:
         self._in_flight = []
         self._retries.clear()
         self._fresh.clear()
+        self._held.clear()
         return leftovers

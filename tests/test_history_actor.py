@@ -54,6 +54,7 @@ def actor(writer: FakeWriter, **settings: float) -> HistoryActor:
         flush_timeout_s=settings.get("flush_timeout_s", 3600.0),
         retry_limit=int(settings.get("retry_limit", 3)),
         buffer_size=int(settings.get("buffer_size", 1000)),
+        buffer_share_per_storage=int(settings.get("share", settings.get("buffer_size", 1000))),
     )
     history = HistoryActor(
         writer=writer, config=config, shutdown_timeout_s=settings.get("shutdown_s", 1.0)

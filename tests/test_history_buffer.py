@@ -12,12 +12,15 @@ from pipeline.writer import WriteResult
 TIMEOUT_S = 30.0
 
 
-def buffer(*, flush_size: int = 3, retry_limit: int = 2, buffer_size: int = 100) -> HistoryBuffer:
+def buffer(
+    *, flush_size: int = 3, retry_limit: int = 2, buffer_size: int = 100, share: int | None = None
+) -> HistoryBuffer:
     config = HistoryConfig(
         flush_size=flush_size,
         flush_timeout_s=TIMEOUT_S,
         retry_limit=retry_limit,
         buffer_size=buffer_size,
+        buffer_share_per_storage=buffer_size if share is None else share,
     )
     return HistoryBuffer(config, prefix="p-")
 
@@ -79,9 +82,10 @@ def test_retries_that_are_due_go_before_fresh_records() -> None:
 
 def test_a_full_buffer_drops_what_does_not_fit() -> None:
     held = buffer(buffer_size=5)
-    assert held.add(records(3), now=0.0) == []
+    assert not held.add(records(3), now=0.0)
     dropped = held.add(records(4, start=3), now=0.0)
-    assert [record.key for record in dropped] == ["k5", "k6"]
+    assert [record.key for record in dropped.buffer_full] == ["k5", "k6"]
+    assert dropped.over_share == []
     assert len(held) == 5
 
 
@@ -133,8 +137,35 @@ def test_a_message_costs_the_same_however_much_waits(waiting: int) -> None:
     assert held.examined - before <= 2 * len(batch) + 10
 
 
-def test_records_of_a_deleted_storage_are_dropped_at_once() -> None:
-    held = buffer(flush_size=10)
+def test_a_storage_at_its_share_has_its_records_dropped_while_others_are_taken() -> None:
+    held = buffer(flush_size=10, buffer_size=10, share=3)
+    dropped = held.add(records(5, storage="flood"), now=0.0)
+    assert [record.key for record in dropped.over_share] == ["k3", "k4"]
+    assert dropped.buffer_full == []
+    assert not held.add(records(3, storage="calm"), now=0.0)
+    assert (held.held("flood"), held.held("calm"), len(held)) == (3, 3, 6)
+
+
+def test_a_share_counts_what_waits_to_retry_and_is_in_flight_until_it_is_settled() -> None:
+    held = buffer(flush_size=10, buffer_size=10, share=2)
+    held.add(records(2, storage="a"), now=0.0)
+    batch = held.take(now=0.0)
+    assert held.add(records(1, storage="a", start=2), now=0.0).over_share  # in flight: held
+    held.settle(failed({batch[0].id}), now=0.0)  # one written, one to retry
+    assert held.held("a") == 1
+    assert not held.add(records(1, storage="a", start=3), now=0.0)
+    assert held.add(records(1, storage="a", start=4), now=0.0).over_share
+
+
+def test_records_the_buffer_has_no_room_for_are_dropped_as_buffer_full() -> None:
+    held = buffer(flush_size=10, buffer_size=4, share=2)
+    held.add(records(2, storage="a") + records(2, storage="b"), now=0.0)
+    dropped = held.add(records(1, storage="a", start=2) + records(1, storage="c"), now=0.0)
+    assert (len(dropped.buffer_full), dropped.over_share) == (2, [])
+
+
+def test_records_of_a_deleted_storage_are_dropped_at_once_and_free_its_share() -> None:
+    held = buffer(flush_size=10, share=2)
     held.add(records(2, storage="deleted") + records(1, storage="kept"), now=0.0)
     batch = held.take(now=0.0)
     gone = frozenset(entry.id for entry in batch if entry.record.storage_id == "deleted")
@@ -142,3 +173,4 @@ def test_records_of_a_deleted_storage_are_dropped_at_once() -> None:
     assert (outcome.written, outcome.retried, outcome.lost) == (1, 0, [])
     assert keys(outcome.gone) == ["k0", "k1"]
     assert len(held) == 0
+    assert held.held("deleted") == 0
