@@ -91,12 +91,14 @@ def test_a_full_buffer_drops_what_does_not_fit() -> None:
 
 def test_discard_drops_a_storages_records_and_keeps_its_batch_from_retrying() -> None:
     held = buffer(flush_size=2)
-    held.add(records(2, storage="gone") + records(2, storage="kept"), now=0.0)
+    held.add(records(2, storage="gone"), now=0.0)
     batch = held.take(now=0.0)  # the two of "gone"
-    assert held.discard("gone") == 2  # in flight: not retried
+    held.add(records(1, storage="gone", start=2) + records(2, storage="kept"), now=0.0)
+    assert held.discard("gone") == 3  # in flight: not retried
     outcome = held.settle(failed(entry.id for entry in batch), now=1.0)
     assert (outcome.written, outcome.retried) == (0, 0)
     assert keys(held.empty_out()) == ["k0", "k1"]  # of "kept"
+    assert held.held("gone") == held.held("kept") == 0
 
 
 def test_the_shutdown_takes_retries_that_are_not_due() -> None:
@@ -174,3 +176,45 @@ def test_records_of_a_deleted_storage_are_dropped_at_once_and_free_its_share() -
     assert keys(outcome.gone) == ["k0", "k1"]
     assert len(held) == 0
     assert held.held("deleted") == 0
+
+
+def test_a_batch_takes_from_each_storage_in_turn() -> None:
+    """One storage's flood does not fill the batches while another's records wait."""
+    held = buffer(flush_size=4, buffer_size=100)
+    held.add(records(20, storage="flood"), now=0.0)
+    held.add(records(2, storage="calm", start=100), now=1.0)
+    batch = held.take(now=TIMEOUT_S)
+    assert [(e.record.storage_id, e.record.key) for e in batch] == [
+        ("flood", "k0"),
+        ("calm", "k100"),
+        ("flood", "k1"),
+        ("calm", "k101"),
+    ]
+    assert held.next_due() == TIMEOUT_S  # the flood's oldest still waits: it is due
+
+
+def test_retries_take_at_most_half_a_batch_while_fresh_records_wait() -> None:
+    held = buffer(flush_size=4, buffer_size=100)
+    held.add(records(4, storage="refused"), now=0.0)
+    batch = held.take(now=0.0)
+    held.settle(failed(entry.id for entry in batch), now=0.0)
+    held.add(records(3, storage="fresh", start=10), now=0.0)
+    batch = held.take(now=TIMEOUT_S)
+    assert keys(batch) == ["k0", "k1", "k10", "k11"]
+    held.settle(WriteResult(), now=TIMEOUT_S)
+    assert keys(held.take(now=TIMEOUT_S)) == ["k2", "k3", "k12"]  # none fresh: all theirs
+
+
+def test_taking_in_turn_costs_what_the_batch_holds() -> None:
+    """100,000 records of one storage ahead of another's: a batch still costs O(its size)."""
+    held = buffer(flush_size=1000, buffer_size=200_000)
+    held.add(records(100_000, storage="flood"), now=0.0)
+    held.add(records(1, storage="calm"), now=0.0)
+    before = held.examined
+    batch = held.take(now=0.0)
+    held.settle(WriteResult(), now=0.0)
+    assert "calm" in {entry.record.storage_id for entry in batch}
+    assert held.examined - before <= 3 * len(batch) + 10
+    before = held.examined
+    held.ready(now=0.0)
+    assert held.examined - before <= 10
