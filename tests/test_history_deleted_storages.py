@@ -21,6 +21,8 @@ from tests.conftest import StorageFactory
 from tests.helpers import ClientFactory, path, put
 from tests.waiting import wait_until
 
+TOKEN = "admin-token-for-tests-0123456789"
+
 
 async def test_records_refused_by_a_deleted_storages_write_block_are_discarded_at_once(
     make_config: Callable[..., Config],
@@ -80,6 +82,50 @@ async def test_records_refused_by_a_deleted_storages_write_block_are_discarded_a
     assert "Elasticsearch refused" not in caplog.text  # not a fault: nothing to warn about
     text = await (await api.get("/metrics")).text()
     assert "kv_storage_history_discarded_records_total 5.0" in text
+
+
+async def test_history_buffered_by_another_instance_is_discarded_when_the_storage_is_deleted(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The deletion through one instance closes the indices; the history another instance
+    still holds for the storage meets the block, and is dropped, not retried to its limit."""
+    buffering = await aiohttp_client(
+        create_app(
+            make_config(
+                KV_STORAGE_APP_HISTORY_FLUSH_SIZE="3",
+                KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT="1 hour",
+            )
+        )
+    )
+    deleting = await aiohttp_client(create_app(make_config(KV_STORAGE_ADMIN_TOKEN=TOKEN)))
+    deleted = await create_storage(history_enabled=True)
+    other = await create_storage(history_enabled=True)
+    history = buffering.app[HISTORY_ACTOR]
+    await put(buffering, deleted, "k", "v")
+    assert (await history.stats()).buffered == 1
+    response = await deleting.delete(
+        f"/admin/storages/{deleted.id}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert response.status == 200
+    with caplog.at_level(logging.INFO, logger="pipeline.actor"):
+        await put(buffering, other, "k", "1")
+        await put(buffering, other, "k", "2")  # a batch of three: the deleted storage's first
+
+        async def settled() -> bool:
+            stats = await history.stats()
+            return stats.flushes == 1 and stats.buffered == 0
+
+        await wait_until(settled, what="the batch settled")
+    stats = await history.stats()
+    assert (stats.written, stats.discarded, stats.retried, stats.lost) == (2, 1, 0, 0)
+    assert (
+        f"history: 1 records of deleted storages discarded, their history indices refuse "
+        f"writes (storages: {deleted.id} 1)"
+    ) in caplog.text
 
 
 async def test_the_cause_of_a_refused_record_is_logged_without_its_value(

@@ -16,6 +16,7 @@ from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError
 from kv_storage.es.batches import BULK_ANSWER, as_sent
 from kv_storage.es.errors import describe, is_elasticsearch_error
 from kv_storage.es.names import IndexNames
+from kv_storage.es.retirement import WRITE_BLOCKED
 from kv_storage.model import HistoryQuery
 from pipeline.records import HistoryRecord
 from pipeline.writer import WriteFailedError, WriteResult
@@ -51,10 +52,12 @@ _CAUSE_MAX_CHARS = 200
 def _is_deleted_storage(status: object, error: Mapping[str, Any]) -> bool:
     """Whether an item was refused by a write block on its index: deleting a storage puts one
     on its indices (and creates a missing history index with one), so that no late write
-    re-creates them. Other blocks (read-only, a full disk) may be lifted: not this kind."""
+    re-creates them (``kv_storage.es.retirement``). Other blocks of the same error type
+    (``FORBIDDEN/5/index read-only``, a full disk's ``read_only_allow_delete``) are lifted
+    again: their records are retried."""
     return (
         status == 403
-        and error.get("type") == "cluster_block_exception"
+        and error.get("type") == WRITE_BLOCKED
         and "index write" in str(error.get("reason", ""))
     )
 
