@@ -19,7 +19,8 @@ from kv_storage.http_logs import route_of
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-# name -> (kind, help): the counts the actors hand over at scrape time.
+# name -> (kind, help): the counts the actors hand over at scrape time; a value is a number,
+# or, for a metric with a label, the number of each label value.
 _SNAPSHOT_METRICS = {
     "kv_storage_history_buffered_records": ("gauge", "History records waiting to be written"),
     "kv_storage_history_written_records": ("counter", "History records written"),
@@ -28,7 +29,15 @@ _SNAPSHOT_METRICS = {
         "counter",
         "History records lost after retry-limit or at shutdown",
     ),
-    "kv_storage_history_dropped_records": ("counter", "History records dropped: buffer full"),
+    "kv_storage_history_dropped_records": (
+        "counter",
+        "History records dropped, by reason: buffer_full (Elasticsearch is not taking them), "
+        "storage_share (their storage held app.history.buffer-share-per-storage already)",
+    ),
+    "kv_storage_history_discarded_records": (
+        "counter",
+        "History records of deleted storages dropped unwritten (their index refuses writes)",
+    ),
     "kv_storage_cache_hits": ("counter", "Storage lookups answered by the cache"),
     "kv_storage_cache_misses": ("counter", "Storage lookups that read the registry"),
     "kv_storage_cache_entries": ("gauge", "Storages in the cache (at most app.cache.max-size)"),
@@ -48,19 +57,30 @@ _SNAPSHOT_METRICS = {
 }
 
 
+_SNAPSHOT_LABELS = {"kv_storage_history_dropped_records": "reason"}
+"""The one label of a labelled snapshot metric (never a storage id: one series per storage
+would grow without bound)."""
+
+SnapshotValue = float | Mapping[str, float]
+
+
 class _Snapshot(Collector):
     def __init__(self) -> None:
-        self.values: dict[str, float] = {}
+        self.values: dict[str, SnapshotValue] = {}
 
     def collect(self) -> Iterable[Metric]:
         for name, (kind, text) in _SNAPSHOT_METRICS.items():
             if name not in self.values:
                 continue
             value = self.values[name]
-            if kind == "counter":
-                yield CounterMetricFamily(name, text, value=value)
+            family_type = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            if isinstance(value, Mapping):
+                family = family_type(name, text, labels=[_SNAPSHOT_LABELS[name]])
+                for label, number in value.items():
+                    family.add_metric([label], number)
+                yield family
             else:
-                yield GaugeMetricFamily(name, text, value=value)
+                yield family_type(name, text, value=value)
 
 
 class Metrics:
@@ -119,7 +139,7 @@ class Metrics:
         self._snapshot = _Snapshot()
         self.registry.register(self._snapshot)
 
-    def update(self, values: Mapping[str, float]) -> None:
+    def update(self, values: Mapping[str, SnapshotValue]) -> None:
         self._snapshot.values = dict(values)
 
     def middleware(self) -> Middleware:

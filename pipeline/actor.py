@@ -12,8 +12,16 @@ own CPU spent on batches bound to fail), and each record's retries are spread ov
 
 Memory is bounded by ``buffer-size`` records: when Elasticsearch refuses writes for longer
 than the buffer lasts, new records are dropped (counted and logged) rather than the process
-growing without end. Storage requests never wait for any of this: ``record`` only enqueues,
-and the buffer (``pipeline.buffer``) takes a record in O(1) however much it holds.
+growing without end. One storage holds at most ``buffer-share-per-storage`` of them, so its
+flood has its own records dropped, not the others'. Storage requests never wait for any of
+this: ``record`` only enqueues, and the buffer (``pipeline.buffer``) takes a record in O(1)
+however much it holds.
+
+Records the writer says are gone with their storage (deleted: its index refuses writes for
+good) are dropped at once, counted as discarded, not lost. Refusals, drops and discards can
+come by the thousand each second: they are logged through ``pipeline.reports``, at most one
+line of a kind every ``report_interval_s``, each with the count since the last line and,
+for drops, the running count and a final line when records are taken again.
 
 One task runs the loop: it waits for a message or for the next deadline, whichever comes
 first, and starts a flush when one is due. Only that task touches the buffer and the counts;
@@ -23,20 +31,27 @@ everyone else sends messages (frozen dataclasses).
 import asyncio
 import contextlib
 import logging
-import time
+import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.buffer import Entry, HistoryBuffer, Outcome
+from pipeline.buffer import Dropped, Entry, HistoryBuffer, Outcome
 from pipeline.config import HistoryConfig
 from pipeline.records import HistoryRecord
-from pipeline.writer import HistoryWriter, WriteFailedError
+from pipeline.reports import Drops, Tally, ThrottledLine
+from pipeline.writer import HistoryWriter, WriteFailedError, WriteResult
 
 logger = logging.getLogger(__name__)
 
-_OVERFLOW_LOG_INTERVAL_S = 10.0
+REPORT_INTERVAL_S = 10.0
+"""Most one line of each kind (refusals, drops, discards) is logged this often."""
 _DRAIN_BACKOFF_S = 0.2
+_NAMED = 10
+"""Storages (and causes) named in a line, the busiest first; the rest are counted."""
+_WHOLE_BUFFER = ""
+"""The key of the one episode of a full buffer (those of a storage's share are its id)."""
 
 
 class HistoryStoppedError(RuntimeError):
@@ -52,6 +67,10 @@ class HistoryStats:
     """Dropped after ``retry-limit`` retries, or still unwritten when the shutdown ended."""
     dropped: int
     """Refused because the buffer was full."""
+    dropped_at_share: int
+    """Refused because their storage held its share of the buffer already."""
+    discarded: int
+    """Of deleted storages: refused by their index for good, or discarded at the deletion."""
     flushes: int
 
 
@@ -81,7 +100,7 @@ class _Drain:
 
 @dataclass(frozen=True, slots=True)
 class _FlushDone:
-    task: "asyncio.Task[set[str]]" = field(repr=False)
+    task: "asyncio.Task[WriteResult]" = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +118,9 @@ class HistoryActor:
         writer: HistoryWriter,
         config: HistoryConfig,
         shutdown_timeout_s: float = 10.0,
+        report_interval_s: float = REPORT_INTERVAL_S,
     ) -> None:
+        """``report_interval_s``: the least time between two log lines of a kind."""
         self._writer = writer
         self._config = config
         self._shutdown_timeout_s = shutdown_timeout_s
@@ -107,10 +128,17 @@ class HistoryActor:
         self._mailbox: asyncio.Queue[_Message] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
-        self._flush: asyncio.Task[set[str]] | None = None
+        self._flush: asyncio.Task[WriteResult] | None = None
         self._paused_until = 0.0
-        self._written = self._retried = self._lost = self._dropped = self._flushes = 0
-        self._last_overflow_log = float("-inf")
+        self._written = self._retried = self._lost = self._flushes = 0
+        self._dropped = self._dropped_at_share = self._discarded = 0
+        self._report_interval_s = interval = report_interval_s
+        self._refusals = ThrottledLine(interval, self._log_refusals)
+        self._gone = ThrottledLine(interval, self._log_gone)
+        self._full = Drops(interval, dropping=self._log_full, ended=self._log_full_ended)
+        self._over_share = Drops(
+            interval, dropping=self._log_over_share, ended=self._log_over_share_ended
+        )
 
     # What the rest of the service calls -------------------------------------------------------
 
@@ -182,25 +210,46 @@ class HistoryActor:
                     await self._handle(message)
                     message = None if self._mailbox.empty() else self._mailbox.get_nowait()
                 self._maybe_flush(loop.time())
+                self._report(loop.time())
         finally:
             if self._flush is not None:
                 self._flush.cancel()
 
     def _wake_at(self, now: float) -> float | None:
-        """When the loop must act without a message: the next deadline, or never while a
-        flush is in flight (its end comes as a message)."""
-        if self._flush is not None:
-            return None
-        due = now if self._buffer.full else self._buffer.next_due()
-        return None if due is None else max(due, self._paused_until)
+        """When the loop must act without a message: the next flush (none while one is in
+        flight: its end comes as a message) or the next log line due, whichever is first."""
+        times = [
+            at
+            for at in (
+                self._refusals.due_at(),
+                self._gone.due_at(),
+                self._full.due_at(now),
+                self._over_share.due_at(now),
+            )
+            if at is not None
+        ]
+        if self._flush is None:
+            due = now if self._buffer.full else self._buffer.next_due()
+            if due is not None:
+                times.append(max(due, self._paused_until))
+        return min(times) if times else None
+
+    def _report(self, now: float) -> None:
+        """Writes the log lines that are due, and ends the drop episodes that are over."""
+        share = self._config.buffer_share_per_storage
+        self._refusals.tick(now)
+        self._gone.tick(now)
+        self._full.tick(now, lambda _: len(self._buffer) < self._config.buffer_size)
+        self._over_share.tick(now, lambda storage_id: self._buffer.held(storage_id) < share)
 
     async def _handle(self, message: _Message) -> None:
         loop = asyncio.get_running_loop()
         match message:
             case _Record(records):
-                dropped = self._buffer.add(records, loop.time())
+                now = loop.time()
+                dropped = self._buffer.add(records, now)
                 if dropped:
-                    self._overflow(dropped)
+                    self._overflow(dropped, now)
             case _FlushDone(task):
                 if task is self._flush:
                     self._flush = None
@@ -214,6 +263,7 @@ class HistoryActor:
                     reply.set_result(self._stats())
             case _Discard(storage_id):
                 if discarded := self._buffer.discard(storage_id):
+                    self._discarded += discarded
                     logger.info(
                         "history: %d records of deleted storage %s discarded", discarded, storage_id
                     )
@@ -228,15 +278,15 @@ class HistoryActor:
         self._flush = asyncio.create_task(self._write(batch), name="history-flush")
         self._flush.add_done_callback(self._report_flush)
 
-    async def _write(self, batch: list[Entry]) -> set[str]:
+    async def _write(self, batch: list[Entry]) -> WriteResult:
         return await self._writer.write([(entry.id, entry.record) for entry in batch])
 
-    def _report_flush(self, task: "asyncio.Task[set[str]]") -> None:
+    def _report_flush(self, task: "asyncio.Task[WriteResult]") -> None:
         if self._task is not None and not self._task.done():
             self._mailbox.put_nowait(_FlushDone(task))
 
-    def _settle(self, task: "asyncio.Task[set[str]]", now: float) -> None:
-        """Books the outcome of the batch in flight: written, to retry, or lost."""
+    def _settle(self, task: "asyncio.Task[WriteResult]", now: float) -> None:
+        """Books the outcome of the batch in flight: written, to retry, lost, or gone."""
         if task.cancelled():
             outcome = self._buffer.fail_in_flight(now)
         elif (error := task.exception()) is not None:
@@ -251,35 +301,104 @@ class HistoryActor:
             )
             outcome = self._buffer.fail_in_flight(now)
         else:
-            failed = task.result()
-            if failed and len(failed) >= len(self._buffer.in_flight):
-                # Every record refused (a write block, a full disk): as good as a failed
+            result = task.result()
+            in_flight = self._buffer.in_flight
+            if result.retry and len(result.retry) + len(result.gone) >= len(in_flight):
+                # Every record refused (a read-only index, a full disk): as good as a failed
                 # request. Sending the next batch at once would only be refused again.
                 self._paused_until = now + self._config.flush_timeout_s
-            outcome = self._buffer.settle(failed, now)
-        self._book(outcome)
+            if result.retry:
+                refused = Counter(e.record.storage_id for e in in_flight if e.id in result.retry)
+                self._refusals.add(now, refused, result.causes)
+            outcome = self._buffer.settle(result, now)
+        self._book(outcome, now)
 
-    def _book(self, outcome: Outcome) -> None:
+    def _book(self, outcome: Outcome, now: float) -> None:
         self._written += outcome.written
         self._retried += outcome.retried
+        if outcome.gone:
+            self._discarded += len(outcome.gone)
+            self._gone.add(now, Counter(entry.record.storage_id for entry in outcome.gone))
         if outcome.lost:
             limit = self._config.retry_limit
             self._lose(
                 outcome.lost, f"after {limit + 1} attempts (1 + retry-limit {limit} retries)"
             )
 
-    def _overflow(self, dropped: list[HistoryRecord]) -> None:
-        self._dropped += len(dropped)
-        now = time.monotonic()
-        if now - self._last_overflow_log >= _OVERFLOW_LOG_INTERVAL_S:
-            self._last_overflow_log = now
-            logger.error(
-                "history: buffer full (%d records waiting, Elasticsearch is not taking them); "
-                "dropping new records, %d so far (latest storage: %s)",
-                len(self._buffer),
-                self._dropped,
-                dropped[-1].storage_id,
+    def _overflow(self, dropped: Dropped, now: float) -> None:
+        if dropped.over_share:
+            self._dropped_at_share += len(dropped.over_share)
+            by_storage = Counter(record.storage_id for record in dropped.over_share)
+            for storage_id, count in by_storage.items():
+                self._over_share.add(storage_id, {storage_id: count}, now)
+        if dropped.buffer_full:
+            self._dropped += len(dropped.buffer_full)
+            by_storage = Counter(record.storage_id for record in dropped.buffer_full)
+            self._full.add(_WHOLE_BUFFER, by_storage, now)
+
+    # The log lines of pipeline.reports ---------------------------------------------------------
+
+    def _log_refusals(self, told: Tally) -> None:
+        logger.warning(
+            "history: Elasticsearch refused %d records (%s); they go again, %g s apart, up to "
+            "retry-limit %d retries (storages: %s; at most one such line every %g s)",
+            told.records,
+            _causes(told.causes),
+            self._config.flush_timeout_s,
+            self._config.retry_limit,
+            _counts(told.storages),
+            self._report_interval_s,
+        )
+
+    def _log_gone(self, told: Tally) -> None:
+        logger.info(
+            "history: %d records of deleted storages discarded, their history indices refuse "
+            "writes (storages: %s)",
+            told.records,
+            _counts(told.storages),
+        )
+
+    def _log_full(self, told: Tally, running: Mapping[str, int]) -> None:
+        logger.error(
+            "history: buffer full (%d records waiting, Elasticsearch is not taking them); "
+            "dropping new records, %d so far, %d since the last line (storages: %s)",
+            len(self._buffer),
+            running.get(_WHOLE_BUFFER, 0),
+            told.records,
+            _counts(told.storages),
+        )
+
+    def _log_full_ended(self, _: str, total: int, storages: Counter[str]) -> None:
+        logger.warning(
+            "history: buffer taking records again; %d were dropped while it was full "
+            "(storages: %s)",
+            total,
+            _counts(storages),
+        )
+
+    def _log_over_share(self, told: Tally, running: Mapping[str, int]) -> None:
+        named = [storage_id for storage_id, _ in told.storages.most_common(_NAMED)]
+        logger.error(
+            "history: %s at %s share of the buffer (%d records); dropping %s new records: %s",
+            "storage" if len(told.storages) == 1 else "storages",
+            "its" if len(told.storages) == 1 else "their",
+            self._config.buffer_share_per_storage,
+            "its" if len(told.storages) == 1 else "their",
+            ", ".join(
+                f"{storage_id} {running.get(storage_id, 0)} so far, "
+                f"{told.storages[storage_id]} since the last line"
+                for storage_id in named
             )
+            + _more(len(told.storages) - len(named)),
+        )
+
+    def _log_over_share_ended(self, storage_id: str, total: int, _: Counter[str]) -> None:
+        logger.warning(
+            "history: storage %s below its share of the buffer again; %d of its records were "
+            "dropped while it was at its share",
+            storage_id,
+            total,
+        )
 
     def _lose(self, entries: Sequence[Entry], why: str) -> None:
         self._lost += len(entries)
@@ -316,6 +435,7 @@ class HistoryActor:
             self._flush = None
         if unwritten := self._buffer.empty_out():
             self._lose(unwritten, f"at shutdown, not written within {timeout_s:g} s")
+        self._report(math.inf)  # every count untold so far, and the end of every episode
         logger.info(
             "history: shutdown flush wrote %d records, %d could not be written",
             self._written - written_before,
@@ -329,6 +449,8 @@ class HistoryActor:
             retried=self._retried,
             lost=self._lost,
             dropped=self._dropped,
+            dropped_at_share=self._dropped_at_share,
+            discarded=self._discarded,
             flushes=self._flushes,
         )
 
@@ -357,6 +479,24 @@ def _requests(records: Sequence[HistoryRecord]) -> str:
     return (
         named if len(ids) <= _REQUESTS_NAMED else f"{named} and {len(ids) - _REQUESTS_NAMED} more"
     )
+
+
+def _counts(counts: Counter[str]) -> str:
+    """Records by storage, ``a 300, b 40 and 3 more``: the busiest first."""
+    named = counts.most_common(_NAMED)
+    text = ", ".join(f"{name} {count}" for name, count in named) or "none"
+    return text + _more(len(counts) - len(named))
+
+
+def _causes(counts: Counter[str]) -> str:
+    """Records by cause, ``cluster_block_exception (403): ...: 300 records; ...``."""
+    named = counts.most_common(_NAMED)
+    text = "; ".join(f"{cause}: {count} records" for cause, count in named) or "no cause given"
+    return text + _more(len(counts) - len(named))
+
+
+def _more(count: int) -> str:
+    return f" and {count} more" if count > 0 else ""
 
 
 def _describe(error: BaseException) -> str:

@@ -214,11 +214,43 @@ def test_every_property_has_its_environment_variable() -> None:
         ("KV_STORAGE_SERVER_MAX_KEYS_PER_REQUEST", "x", r"max-keys-per-request: expected"),
         ("KV_STORAGE_ELASTICSEARCH_SCROLL_MAX_OPEN", "501", r"scroll\.max-open: must be between"),
         ("KV_STORAGE_APP_DOCS_ENABLED", "yes", r"app\.docs\.enabled: expected true or false"),
+        (
+            "KV_STORAGE_APP_HISTORY_BUFFER_SHARE_PER_STORAGE",
+            "-1",
+            r"app\.history\.buffer-share-per-storage: must be at least 0",
+        ),
+        (
+            "KV_STORAGE_APP_HISTORY_BUFFER_SHARE_PER_STORAGE",
+            "100001",
+            r"app\.history\.buffer-share-per-storage: must be at most "
+            r"app\.history\.buffer-size \(100000\), got 100001",
+        ),
     ],
 )
 def test_bad_values_name_the_property(variable: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(environ={**URI, variable: value})
+
+
+@pytest.mark.parametrize(
+    ("buffer_size", "share", "expected"),
+    [
+        (None, None, 10_000),  # a tenth of the default 100,000
+        ("500", None, 50),  # a tenth of whatever the buffer holds
+        ("5", None, 1),  # at least one record
+        ("500", "500", 500),  # the whole buffer: no share at all
+        ("500", "7", 7),
+    ],
+)
+def test_a_storages_share_of_the_history_buffer(
+    buffer_size: str | None, share: str | None, expected: int
+) -> None:
+    environ = dict(URI)
+    if buffer_size is not None:
+        environ["KV_STORAGE_APP_HISTORY_BUFFER_SIZE"] = buffer_size
+    if share is not None:
+        environ["KV_STORAGE_APP_HISTORY_BUFFER_SHARE_PER_STORAGE"] = share
+    assert load_config(environ=environ).app.history.buffer_share_per_storage == expected
 
 
 def test_all_problems_are_reported_together() -> None:

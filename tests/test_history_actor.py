@@ -15,7 +15,7 @@ import pytest
 from pipeline.actor import _DRAIN_BACKOFF_S, HistoryActor
 from pipeline.config import HistoryConfig
 from pipeline.records import HistoryRecord, Operation
-from pipeline.writer import WriteFailedError
+from pipeline.writer import WriteFailedError, WriteResult
 from tests.waiting import wait_until
 
 
@@ -29,7 +29,7 @@ class FakeWriter:
         self.written: list[HistoryRecord] = []
         self.times: list[float] = []
 
-    async def write(self, batch: Sequence[tuple[str, HistoryRecord]]) -> set[str]:
+    async def write(self, batch: Sequence[tuple[str, HistoryRecord]]) -> WriteResult:
         self.batches.append([record for _, record in batch])
         self.times.append(asyncio.get_running_loop().time())
         if self.hanging:
@@ -37,9 +37,11 @@ class FakeWriter:
         if self.failing:
             raise WriteFailedError("Elasticsearch is unreachable: test")
         if self.refusing:
-            return {record_id for record_id, _ in batch}
+            return WriteResult(
+                retry=frozenset(record_id for record_id, _ in batch), causes={"test": len(batch)}
+            )
         self.written += [record for _, record in batch]
-        return set()
+        return WriteResult()
 
 
 def record(n: int, storage: str = "s1", request_id: str | None = None) -> HistoryRecord:
@@ -52,6 +54,7 @@ def actor(writer: FakeWriter, **settings: float) -> HistoryActor:
         flush_timeout_s=settings.get("flush_timeout_s", 3600.0),
         retry_limit=int(settings.get("retry_limit", 3)),
         buffer_size=int(settings.get("buffer_size", 1000)),
+        buffer_share_per_storage=int(settings.get("share", settings.get("buffer_size", 1000))),
     )
     history = HistoryActor(
         writer=writer, config=config, shutdown_timeout_s=settings.get("shutdown_s", 1.0)

@@ -4,10 +4,12 @@ happens when Elasticsearch refuses the writes."""
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,7 @@ from kv_storage.es.history import HistoryStore
 from kv_storage.es.names import IndexNames
 from pipeline.actor import HistoryStats
 from pipeline.records import HistoryRecord, Operation
-from pipeline.writer import WriteFailedError
+from pipeline.writer import WriteFailedError, WriteResult
 from tests.conftest import CountingProxy, StorageFactory, StorageRef
 from tests.helpers import Client, ClientFactory, path, put
 from tests.waiting import wait_until
@@ -179,14 +181,38 @@ async def test_what_is_recorded(
     assert await records(es, index_prefix, without) == []
 
 
-async def test_records_survive_a_write_block_and_are_written_once_it_ends(
+@asynccontextmanager
+async def read_only(es: AsyncElasticsearch, index: str) -> AsyncIterator[None]:
+    """A read-only block on an index, as an operator (or a full disk) puts one: unlike the
+    write block of a deleted storage, it is lifted again, so its records go again. Lifted on
+    the way out whatever happens: a read-only index cannot even be deleted by the cleanup."""
+    await es.indices.add_block(index=index, block="read_only")
+    try:
+        yield
+    finally:
+        await es.indices.put_settings(index=index, settings={"index.blocks.read_only": False})
+
+
+def refusal_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        line
+        for line in caplog.records
+        if line.name == "pipeline.actor" and "Elasticsearch refused" in line.getMessage()
+    ]
+
+
+async def test_records_survive_a_read_only_block_and_are_written_once_it_ends(
     make_config: Callable[..., Config],
     initialised_config: Config,
     aiohttp_client: ClientFactory,
     create_storage: StorageFactory,
     es: AsyncElasticsearch,
     index_prefix: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Finding 9: with the history index blocked under load, records refused one by one were
+    retried without a word in the log. Now a warning names the cause, the count and the
+    storage, at a bounded rate (one line for many refused batches), and no value."""
     api = await service(
         make_config,
         aiohttp_client,
@@ -198,12 +224,25 @@ async def test_records_survive_a_write_block_and_are_written_once_it_ends(
     await put(api, storage, "first", "v")
     await wait_for_stats(api, "the first record written", lambda s: s.written == 1)
     index = f"{index_prefix}storage-history-{storage.id}"
-    await es.indices.add_block(index=index, block="write")
-    for n in range(5):
-        await put(api, storage, f"during-{n}", "v")
-    await wait_for_stats(api, "refused records retried", lambda s: s.retried >= 10)
-    assert len(await records(es, index_prefix, storage)) == 1
-    await es.indices.put_settings(index=index, settings={"index.blocks.write": False})
+    with caplog.at_level(logging.WARNING, logger="pipeline.actor"):
+        async with read_only(es, index):
+            for n in range(5):
+                await put(api, storage, f"during-{n}", f"value-never-logged-{n}")
+            await wait_for_stats(api, "refused records retried", lambda s: s.retried >= 10)
+            assert len(await records(es, index_prefix, storage)) == 1
+    lines = refusal_lines(caplog)
+    assert lines, "no warning of the refused history writes"
+    assert len(lines) < (await stats(api)).retried  # rate-limited: not a line per refusal
+    first = lines[0].getMessage()
+    assert lines[0].levelno == logging.WARNING
+    assert re.search(
+        rf"Elasticsearch refused \d+ records \(cluster_block_exception \(403\): "
+        rf"index \[{re.escape(index)}\] blocked by: \[FORBIDDEN/5/index read-only \(api\)\];: "
+        rf"\d+ records\)",
+        first,
+    ), first
+    assert f"storages: {storage.id} " in first
+    assert "value-never-logged" not in caplog.text
     await wait_for_stats(
         api, "the block's records written", lambda s: s.written == 6 and s.buffered == 0
     )
@@ -216,7 +255,8 @@ async def test_records_survive_a_write_block_and_are_written_once_it_ends(
         "during-4",
         "first",
     ]
-    assert (await stats(api)).lost == 0
+    current = await stats(api)
+    assert (current.lost, current.discarded) == (0, 0)
 
 
 async def test_a_record_that_keeps_failing_is_dropped_after_the_retry_limit(
@@ -239,15 +279,19 @@ async def test_a_record_that_keeps_failing_is_dropped_after_the_retry_limit(
     await put(api, storage, "first", "v")
     await wait_for_stats(api, "the first record written", lambda s: s.written == 1)
     index = f"{index_prefix}storage-history-{storage.id}"
-    await es.indices.add_block(index=index, block="write")
     with caplog.at_level(logging.ERROR, logger="pipeline.actor"):
-        response = await api.put(
-            path("set", storage, "doomed"),
-            data=b"secret-value-never-logged",
-            headers={**storage.headers, "Content-Type": "text/plain", "X-Request-ID": "doomed-1"},
-        )
-        assert response.status == 200
-        await wait_for_stats(api, "the record dropped", lambda s: s.lost == 1)
+        async with read_only(es, index):
+            response = await api.put(
+                path("set", storage, "doomed"),
+                data=b"secret-value-never-logged",
+                headers={
+                    **storage.headers,
+                    "Content-Type": "text/plain",
+                    "X-Request-ID": "doomed-1",
+                },
+            )
+            assert response.status == 200
+            await wait_for_stats(api, "the record dropped", lambda s: s.lost == 1)
     current = await stats(api)
     # retry-limit counts retries, as the original did: the first attempt and 3 retries.
     assert (current.retried, current.buffered) == (3, 0)
@@ -257,7 +301,6 @@ async def test_a_record_that_keeps_failing_is_dropped_after_the_retry_limit(
     )
     assert lost in caplog.text
     assert "secret-value-never-logged" not in caplog.text
-    await es.indices.put_settings(index=index, settings={"index.blocks.write": False})
 
 
 async def test_buffered_records_are_written_when_the_process_gets_sigterm(
@@ -338,7 +381,7 @@ async def test_a_batch_goes_in_bulk_requests_of_at_most_the_byte_cap(
     values = ["small"] * 10 + ["x" * 20_000] + ["small"] * 10
     async with AsyncElasticsearch(es_proxy.url) as client:
         store = HistoryStore(client, IndexNames(index_prefix), max_bulk_bytes=4096)
-        assert await store.write(history_batch(storage, values)) == set()
+        assert await store.write(history_batch(storage, values)) == WriteResult()
     assert es_proxy.count("PUT", "/_bulk") + es_proxy.count("POST", "/_bulk") == 3
     found = await records(es, index_prefix, storage)
     assert [r["value"] for r in found] == values
@@ -395,7 +438,12 @@ async def test_a_request_refused_as_a_whole_fails_only_its_own_records(
     batch = history_batch(storage, ["a", "b", "x" * 20_000, "c"])
     async with AsyncElasticsearch(size_limited_es.url) as client:
         store = HistoryStore(client, IndexNames(index_prefix), max_bulk_bytes=4096)
-        assert await store.write(batch) == {"r2"}
+        result = await store.write(batch)
+        assert (result.retry, result.gone) == (frozenset({"r2"}), frozenset())
+        assert list(result.causes) == [
+            "the bulk request refused: the request is larger than Elasticsearch accepts (its "
+            "http.max_content_length); JSON escaping can make a value several times its own size"
+        ]
         with pytest.raises(WriteFailedError):  # every request refused: a failure as a whole
             await store.write(batch[2:3])
     assert [r["value"] for r in await records(es, index_prefix, storage)] == ["a", "b", "c"]
@@ -416,6 +464,6 @@ async def test_history_bulk_requests_have_a_timeout_of_their_own(
         with pytest.raises(WriteFailedError):
             await short.write(history_batch(storage, ["a"]))
         store = HistoryStore(client, names, bulk_timeout_s=5.0)  # the client's 0.3 s: no matter
-        assert await store.write(history_batch(storage, ["b"])) == set()
+        assert await store.write(history_batch(storage, ["b"])) == WriteResult()
     written = [r["value"] for r in await records(es, index_prefix, storage)]
     assert "b" in written  # ("a" may arrive too: the proxy forwards it after the client gave up)

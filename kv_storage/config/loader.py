@@ -148,6 +148,25 @@ def _parse_all(values: Mapping[str, object], sources: Mapping[str, str]) -> dict
     return parsed
 
 
+HISTORY_SHARE_OF_BUFFER = 10
+"""By default one storage may hold a tenth of the history buffer: ten storages flooding at
+once still leave room, and one storage's flood of 10,000-key multi-sets stays its own loss."""
+
+
+def history_share(p: Mapping[str, Any]) -> int:
+    """``app.history.buffer-share-per-storage``, its default (0) made a tenth of the buffer."""
+    buffer_size: int = p["app.history.buffer-size"]
+    share: int = p["app.history.buffer-share-per-storage"]
+    if share == 0:
+        return max(1, buffer_size // HISTORY_SHARE_OF_BUFFER)
+    if share > buffer_size:
+        raise ConfigError(
+            f"app.history.buffer-share-per-storage: must be at most app.history.buffer-size "
+            f"({buffer_size}), got {share}"
+        )
+    return share
+
+
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """The one configuration object of a process, built once at start-up."""
     layers = resolve_layers(path, os.environ if environ is None else environ)
@@ -202,6 +221,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
                 flush_timeout_s=p["app.history.flush-timeout"],
                 retry_limit=p["app.history.retry-limit"],
                 buffer_size=p["app.history.buffer-size"],
+                buffer_share_per_storage=history_share(p),
             ),
         ),
         server=ServerConfig(

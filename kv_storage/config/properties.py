@@ -338,6 +338,14 @@ PROPERTIES: tuple[Property, ...] = (
         "Most history records held while Elasticsearch is not taking them; more are dropped.",
     ),
     Property(
+        "app.history.buffer-share-per-storage",
+        0,
+        _at_least(0),
+        "Most of those records one storage may hold (0: a tenth of app.history.buffer-size); "
+        "its further records are dropped while other storages' are still taken. At most "
+        "app.history.buffer-size.",
+    ),
+    Property(
         "app.expiry.interval",
         "1 minute",
         _positive_duration,

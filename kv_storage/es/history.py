@@ -4,8 +4,9 @@ Written by the history actor in bulk; searched, paged and scrolled by the histor
 """
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -15,9 +16,10 @@ from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError
 from kv_storage.es.batches import BULK_ANSWER, as_sent
 from kv_storage.es.errors import describe, is_elasticsearch_error
 from kv_storage.es.names import IndexNames
+from kv_storage.es.retirement import WRITE_BLOCKED
 from kv_storage.model import HistoryQuery
 from pipeline.records import HistoryRecord
-from pipeline.writer import WriteFailedError
+from pipeline.writer import WriteFailedError, WriteResult
 
 logger = logging.getLogger(__name__)
 
@@ -44,20 +46,73 @@ _STARTING_SHARD_ATTEMPTS = 4
 _WRITTEN = frozenset({200, 201, 409})
 """Statuses of a written record; 409 is a create of a record id that exists: an earlier
 attempt of this write landed."""
+_CAUSE_MAX_CHARS = 200
 
 
-def _failed_ids(ids: Sequence[str], answer: Mapping[str, Any]) -> list[str]:
-    """The records of one bulk request that are not written: failed, and not already there."""
-    if not answer.get("errors"):
-        return []
-    items = answer.get("items") or []
-    if len(items) != len(ids):  # an answer that cannot be matched: every record goes again
-        return list(ids)
-    return [
-        record_id
-        for record_id, wrapped in zip(ids, items, strict=True)
-        if next(iter(wrapped.values())).get("status", 500) not in _WRITTEN
-    ]
+def _is_deleted_storage(status: object, error: Mapping[str, Any]) -> bool:
+    """Whether an item was refused by a write block on its index: deleting a storage puts one
+    on its indices (and creates a missing history index with one), so that no late write
+    re-creates them (``kv_storage.es.retirement``). Other blocks of the same error type
+    (``FORBIDDEN/5/index read-only``, a full disk's ``read_only_allow_delete``) are lifted
+    again: their records are retried."""
+    return (
+        status == 403
+        and error.get("type") == WRITE_BLOCKED
+        and "index write" in str(error.get("reason", ""))
+    )
+
+
+def without_values(text: str) -> str:
+    """An Elasticsearch reason fit for the log: Elasticsearch quotes values and document ids
+    in single quotes (``Preview of field's value: '...'``, ``the first immense term is:
+    '...'``) and names indices and fields in brackets, so the text is cut at the first quote,
+    and kept short."""
+    kept = text.split("'", 1)[0].rstrip()
+    if len(kept) > _CAUSE_MAX_CHARS:
+        return kept[: _CAUSE_MAX_CHARS - 3] + "..."
+    return kept + ("..." if len(kept) < len(text) else "")
+
+
+def _item_cause(status: object, error: object) -> str:
+    if not isinstance(error, Mapping):
+        return f"refused ({status})"
+    reason = without_values(str(error.get("reason") or ""))
+    return f"{error.get('type', 'refused')} ({status})" + (f": {reason}" if reason else "")
+
+
+@dataclass(slots=True)
+class _Sorted:
+    """The refused records of a write, sorted as they are built up, chunk by chunk."""
+
+    retry: set[str] = field(default_factory=set)
+    gone: set[str] = field(default_factory=set)
+    causes: Counter[str] = field(default_factory=Counter)
+
+    def refused(self, ids: Sequence[str], cause: str) -> None:
+        self.retry.update(ids)
+        self.causes[cause] += len(ids)
+
+    def answered(self, ids: Sequence[str], answer: Mapping[str, Any]) -> None:
+        """The records of one bulk request that are not written: to retry, or gone."""
+        if not answer.get("errors"):
+            return
+        items = answer.get("items") or []
+        if len(items) != len(ids):  # an answer that cannot be matched: every record goes again
+            self.refused(ids, "a bulk answer whose items do not match the request")
+            return
+        for record_id, wrapped in zip(ids, items, strict=True):
+            item = next(iter(wrapped.values()))
+            status = item.get("status", 500)
+            if status in _WRITTEN:
+                continue
+            error = item.get("error") or {}
+            if isinstance(error, Mapping) and _is_deleted_storage(status, error):
+                self.gone.add(record_id)
+            else:
+                self.refused([record_id], _item_cause(status, error))
+
+    def result(self) -> WriteResult:
+        return WriteResult(frozenset(self.retry), frozenset(self.gone), dict(self.causes))
 
 
 def _query(where: HistoryQuery) -> dict[str, Any]:
@@ -110,8 +165,8 @@ class HistoryStore:
         self._max_bulk_bytes = max_bulk_bytes
         self._bulk_timeout_s = bulk_timeout_s
 
-    async def write(self, batch: Sequence[tuple[str, HistoryRecord]]) -> set[str]:
-        """Writes records of any storages; answers the ids that failed.
+    async def write(self, batch: Sequence[tuple[str, HistoryRecord]]) -> WriteResult:
+        """Writes records of any storages; answers which were refused, and of what kind.
 
         The batch goes in as few bulk requests as fit ``max_bulk_bytes`` each, their bodies
         built as NDJSON bytes: two values of many megabytes in one request could pass
@@ -120,35 +175,32 @@ class HistoryStore:
         its own records; only when every record was refused that way, or Elasticsearch gave
         no answer, is the write a failure as a whole (``WriteFailedError``), which pauses the
         writer.
+
+        A record refused by a write block belongs to a deleted storage (``gone``: never
+        retried); any other refusal may pass (``retry``), and its cause goes to the log.
         """
         if not batch:
-            return set()
+            return WriteResult()
         # Its own timeout: a request of max_bulk_bytes to a busy node may take longer than the
         # API's requests, and nobody waits for it.
         client = self._client.options(request_timeout=self._bulk_timeout_s)
-        failed: set[str] = set()
+        outcome = _Sorted()
         refused: list[ApiError] = []
         for ids, body in self._chunks(batch):
             try:
                 answer = await client.bulk(operations=as_sent(body), filter_path=BULK_ANSWER)
             except ApiError as error:  # this request refused as a whole (too large, overloaded)
                 refused.append(error)
-                failed.update(ids)
+                outcome.refused(ids, f"the bulk request refused: {without_values(describe(error))}")
                 continue
             except Exception as error:  # no answer at all (unreachable, timed out)
                 if is_elasticsearch_error(error):
                     raise WriteFailedError(describe(error)) from error
                 raise
-            failed.update(_failed_ids(ids, answer.body))
-        if refused and len(failed) == len(batch):
+            outcome.answered(ids, answer.body)
+        if refused and len(outcome.retry) == len(batch):
             raise WriteFailedError(describe(refused[0])) from refused[0]
-        if refused:
-            logger.warning(
-                "history: %d bulk requests were refused as a whole (%s); their records go again",
-                len(refused),
-                describe(refused[0]),
-            )
-        return failed
+        return outcome.result()
 
     def _chunks(
         self, batch: Sequence[tuple[str, HistoryRecord]]

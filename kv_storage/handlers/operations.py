@@ -21,7 +21,8 @@ from kv_storage.app_keys import (
     summary="Metrics in the Prometheus text format",
     description=(
         "Requests by route template and status with latency histograms, Elasticsearch "
-        "requests by outcome, the history pipeline (buffered, written, retried, lost, dropped) "
+        "requests by outcome, the history pipeline (buffered, written, retried, lost, dropped by "
+        "reason, discarded) "
         "the storage cache (hits, misses, entries) and blocking reads (waiters, wake-ups by "
         "cause). No label holds a storage id or key."
     ),
@@ -39,7 +40,11 @@ async def metrics(request: web.Request) -> web.Response:
             "kv_storage_history_written_records": history.written,
             "kv_storage_history_retried_records": history.retried,
             "kv_storage_history_lost_records": history.lost,
-            "kv_storage_history_dropped_records": history.dropped,
+            "kv_storage_history_dropped_records": {
+                "buffer_full": history.dropped,
+                "storage_share": history.dropped_at_share,
+            },
+            "kv_storage_history_discarded_records": history.discarded,
             "kv_storage_cache_hits": cache.hits,
             "kv_storage_cache_misses": cache.misses,
             "kv_storage_cache_entries": cache.entries,
