@@ -16,7 +16,7 @@ from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError
 from kv_storage.es.batches import BULK_ANSWER, as_sent
 from kv_storage.es.errors import describe, is_elasticsearch_error
 from kv_storage.es.names import IndexNames
-from kv_storage.es.retirement import WRITE_BLOCKED
+from kv_storage.es.retirement import refused_by_write_block
 from kv_storage.model import HistoryQuery
 from pipeline.records import HistoryRecord
 from pipeline.writer import WriteFailedError, WriteResult
@@ -47,19 +47,6 @@ _WRITTEN = frozenset({200, 201, 409})
 """Statuses of a written record; 409 is a create of a record id that exists: an earlier
 attempt of this write landed."""
 _CAUSE_MAX_CHARS = 200
-
-
-def _is_deleted_storage(status: object, error: Mapping[str, Any]) -> bool:
-    """Whether an item was refused by a write block on its index: deleting a storage puts one
-    on its indices (and creates a missing history index with one), so that no late write
-    re-creates them (``kv_storage.es.retirement``). Other blocks of the same error type
-    (``FORBIDDEN/5/index read-only``, a full disk's ``read_only_allow_delete``) are lifted
-    again: their records are retried."""
-    return (
-        status == 403
-        and error.get("type") == WRITE_BLOCKED
-        and "index write" in str(error.get("reason", ""))
-    )
 
 
 def without_values(text: str) -> str:
@@ -106,7 +93,9 @@ class _Sorted:
             if status in _WRITTEN:
                 continue
             error = item.get("error") or {}
-            if isinstance(error, Mapping) and _is_deleted_storage(status, error):
+            # The deletion's write block (``kv_storage.es.retirement``); other blocks, such
+            # as a full disk's, are lifted again: their records are retried.
+            if refused_by_write_block(item):
                 self.gone.add(record_id)
             else:
                 self.refused([record_id], _item_cause(status, error))
