@@ -6,15 +6,20 @@ Two instances of the service on one node, each with its own cache, as behind a l
 """
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from elasticsearch import AsyncElasticsearch
 
+from kv_storage.actors.cache import CacheActor
 from kv_storage.app import create_app
-from kv_storage.config import Config
-from tests.conftest import StorageRef
+from kv_storage.config import CacheConfig, Config
+from kv_storage.es import cluster_clock
+from kv_storage.es.names import IndexNames
+from kv_storage.es.registry import Registry
+from tests.conftest import StorageFactory, StorageRef
 from tests.helpers import Client, ClientFactory, closed_to_writes, get, path
 from tests.waiting import wait_until
 
@@ -181,3 +186,47 @@ async def test_a_blocking_read_ends_when_its_secret_is_rotated_elsewhere(
         answer = await waiting
     assert answer.status == 401
     assert loop.time() - started <= BOUND_S
+
+
+class _ClockAnHourBehind:
+    """This machine's wall clock an hour behind; its monotonic clock as it is."""
+
+    monotonic = staticmethod(time.monotonic)
+
+    @staticmethod
+    def time_ns() -> int:
+        return time.time_ns() - 3_600 * 10**9
+
+
+async def test_expiry_is_judged_by_elasticsearchs_clock_not_this_machines(
+    es: AsyncElasticsearch,
+    initialised_config: Config,
+    index_prefix: str,
+    create_storage: StorageFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A TEMP storage that expired ten seconds ago is gone for an instance whose clock is an
+    hour behind (it would have served it for another hour by its own clock)."""
+    monkeypatch.setattr(cluster_clock, "time", _ClockAnHourBehind)
+    clock = cluster_clock.ClusterClock(es)
+    expired = await create_storage("TEMP", expiration_timestamp=int(time.time() * 1000) - 10_000)
+    assert abs(clock.now_ms() - (time.time() * 1000 - 3_600_000)) < 1_000  # no reading yet
+    await clock.sync()
+    assert abs(clock.now_ms() - time.time() * 1000) < 1_000  # the node runs on this host
+    registry = Registry(es, IndexNames(index_prefix))
+    cache = CacheActor(registry=registry, config=CacheConfig(10, 3600.0, 1.0), now_ms=clock.now_ms)
+    cache.start()
+    try:
+        assert await cache.look_up(expired.id) is None
+        skewed = CacheActor(
+            registry=registry,
+            config=CacheConfig(10, 3600.0, 1.0),
+            now_ms=lambda: _ClockAnHourBehind.time_ns() // 1_000_000,
+        )
+        skewed.start()
+        try:  # what the machine's own clock would say
+            assert await skewed.look_up(expired.id) is not None
+        finally:
+            await skewed.stop()
+    finally:
+        await cache.stop()

@@ -26,7 +26,8 @@ class ClusterClock:
         self._client = client
         self._cluster_ms: float | None = None
         self._read_at_s = 0.0
-        """``time.monotonic()`` at the middle of the request that read ``_cluster_ms``."""
+        """``time.monotonic()`` when the answer that gave ``_cluster_ms`` came."""
+        self._tried_at_s = float("-inf")
 
     def now_ms(self) -> int:
         if self._cluster_ms is None:
@@ -35,12 +36,13 @@ class ClusterClock:
 
     @property
     def due(self) -> bool:
-        """No reading yet, or the last is older than ``RESYNC_S``."""
-        return self._cluster_ms is None or time.monotonic() - self._read_at_s >= RESYNC_S
+        """The last reading (or failed attempt: a credential without the ``monitor``
+        privilege is warned of every ``RESYNC_S``, not every poll) is ``RESYNC_S`` old."""
+        return time.monotonic() - self._tried_at_s >= RESYNC_S
 
     async def sync(self) -> None:
         """Reads a node's clock; a failure is logged and leaves the last reading in use."""
-        sent = time.monotonic()
+        sent = self._tried_at_s = time.monotonic()
         try:
             stats = await self._client.nodes.stats(
                 node_id="_local", metric="jvm", filter_path=["nodes.*.timestamp"]
