@@ -22,6 +22,7 @@ from aiocache import SimpleMemoryCache
 from kv_storage.actors.base import Actor, Ask
 from kv_storage.config import CacheConfig
 from kv_storage.es.registry import Registry
+from kv_storage.es.waits import waiting
 from kv_storage.model import Storage
 
 
@@ -170,7 +171,11 @@ class CacheActor(Actor[CacheMessage]):
             message.storage_id
         )
         if entry is None:
-            return await self.ask_in_turn(message)
+            # A registry read (this request's, or another's it shares): waiting for
+            # Elasticsearch, in the caller's task, until the answer is back here (what a
+            # request that runs out of time meanwhile names as the cause).
+            with waiting():
+                return await self.ask_in_turn(message)
         self._hits += 1
         return entry.storage
 
