@@ -3,8 +3,8 @@
 Handlers send it typed commands about a storage whose holder the caller proved to be (the
 handlers' access check, before any body is read). It does the Elasticsearch work through the
 data access layer and hands every successful change to the history sink, without waiting
-for history. It also bounds the scans (list, clear) in progress: each holds a scroll context
-in Elasticsearch, which allows only a few hundred per node.
+for history. It also bounds the scans (list, clear) in progress, and each storage's share of
+them: each holds a scroll context in Elasticsearch, which allows only a few hundred per node.
 
 Gets, sets and deletes, single and multi, of any storages, go in batches
 (``kv_storage.actors.batching`` decides which go together and when): the batches in flight
