@@ -121,7 +121,11 @@ async def _initialise(config: Config, wait_s: float = 0.0, *, migrate: bool = Fa
     async with wiring.running(parts, [wiring.elasticsearch]):
         while True:
             try:
-                steps = await initialise(parts.client, config.elasticsearch.index_prefix)
+                steps = await initialise(
+                    parts.client,
+                    config.elasticsearch.index_prefix,
+                    shared_shards=config.elasticsearch.shared_shards,
+                )
                 break
             except Exception as error:
                 if not is_elasticsearch_error(error):

@@ -50,6 +50,15 @@ _SNAPSHOT_METRICS = {
         "Operations, lists and clears answered 429: their storage held its share of the keys "
         "waiting for Elasticsearch or of the open scans",
     ),
+    "kv_storage_sweep_pending_storages": (
+        "gauge",
+        "Deleted storages whose data the sweep removes once no late write can come (on the "
+        "instance that holds the expiry lease)",
+    ),
+    "kv_storage_sweep_purged_documents": (
+        "counter",
+        "Documents of deleted shared-layout storages removed from the shared indices",
+    ),
     "kv_storage_share_refusals_waiters": (
         "counter",
         "Blocking reads answered 429: their storage held its share of the waiters",

@@ -14,6 +14,26 @@ class StorageType(StrEnum):
     TEMP = "TEMP"
 
 
+class Layout(StrEnum):
+    """Where a storage's keys and history live in Elasticsearch."""
+
+    PER_STORAGE = "per-storage"
+    """Indices of its own (``storage-data-<id>``, ``storage-history-<id>``): the original's
+    layout, and that of every registry document without a layout field (written by the
+    original or the CloudStack plugin)."""
+    SHARED = "shared"
+    """In the shared indices of every such storage, routed by its id: one shard holds all of
+    a storage, and a deployment's shard count does not grow with its storages."""
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A storage as the Elasticsearch access layer needs it: which, and in which layout."""
+
+    storage_id: str
+    layout: Layout = Layout.PER_STORAGE
+
+
 @dataclass(frozen=True, slots=True)
 class Storage:
     id: str
@@ -21,6 +41,11 @@ class Storage:
     history_enabled: bool
     secret_key: str = field(repr=False)
     expiration_timestamp_ms: int | None = None
+    layout: Layout = Layout.PER_STORAGE
+
+    @property
+    def location(self) -> Location:
+        return Location(self.id, self.layout)
 
     def accepts(self, secret_key: str) -> bool:
         """Constant-time comparison: the answer time says nothing about the secret.
@@ -116,7 +141,9 @@ class Condition:
 
 @dataclass(frozen=True, slots=True)
 class DocumentKey:
-    """A key of a storage: one document of its data index."""
+    """A key of a storage: one document of its data index. Its layout says where that
+    document is; it is no part of which key it is (equality and hash)."""
 
     storage_id: str
     key: str
+    layout: Layout = field(default=Layout.PER_STORAGE, compare=False)

@@ -22,3 +22,6 @@ class HistoryRecord:
     """When the request that caused the operation arrived, in epoch milliseconds."""
     request_id: str | None = None
     """The request that caused it, for the log lines about the record (never stored)."""
+    layout: str = "per-storage"
+    """Where its storage's history lives: ``per-storage`` (an index of its own) or ``shared``
+    (``kv_storage.model.Layout``)."""

@@ -72,6 +72,13 @@ class StorageSchema(Schema):
         allow_none=True, metadata={"description": "TEMP: expiry, epoch ms"}
     )
     lastUpdated = fields.Integer(allow_none=True, metadata={"description": "epoch ms"})
+    layout = fields.String(
+        validate=validate.OneOf(["shared", "per-storage"]),
+        metadata={
+            "description": "Where its keys and history live: the shared indices, or indices "
+            "of its own (the original's layout)"
+        },
+    )
 
 
 class CreatedStorageSchema(StorageSchema):

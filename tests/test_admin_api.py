@@ -57,6 +57,7 @@ async def test_create_an_account_storage_and_use_it(
         "name": "settings",
         "description": "d",
         "last_updated": created["lastUpdated"],
+        "layout": created["layout"],
     }
     storage = StorageRef(created["id"], created["secretKey"])
     await put(admin, storage, "k", "v")

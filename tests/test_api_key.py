@@ -118,7 +118,7 @@ async def test_init_sh_sends_the_api_key_read_from_standard_input(
         init_sh, "-c", str(endpoint.ca_file), "-k", endpoint.url, stdin=f"{key}\n"
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count(" created") == 6  # three indices, two templates, the key
+    assert result.stdout.count(" created") == 8  # five indices, two templates, the key
     assert set(endpoint.authorizations) == {f"ApiKey {ENCODED}"}
     assert KEY_SECRET not in result.stdout + result.stderr
 

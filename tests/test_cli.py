@@ -99,6 +99,8 @@ def test_init_creates_then_reports_existing(service_env: dict[str, str], index_p
     assert first.stdout.splitlines() == [
         f"index {index_prefix}storage-registry-lock created",
         f"index {index_prefix}storage-registry created",
+        f"index {index_prefix}storage-shared-data created",
+        f"index {index_prefix}storage-shared-history created",
         f"index {index_prefix}storage-signing-keys created",
         f"template {index_prefix}storage-data created",
         f"indices {index_prefix}storage-data-* up to date (0 indices)",
@@ -110,7 +112,7 @@ def test_init_creates_then_reports_existing(service_env: dict[str, str], index_p
     second = run(["init"], service_env)
     assert second.returncode == 0, second.stderr
     assert all(" up to date" in line for line in second.stdout.splitlines())
-    assert len(second.stdout.splitlines()) == 9
+    assert len(second.stdout.splitlines()) == 11
 
 
 def test_init_against_unreachable_elasticsearch_fails_cleanly(
@@ -178,7 +180,7 @@ def test_init_with_credentials_against_a_secured_node(
     env["KV_STORAGE_ELASTICSEARCH_AUTH_PASSWORD"] = secured_es.password  # type: ignore[attr-defined]
     accepted = run(["init"], env)
     assert accepted.returncode == 0, accepted.stderr
-    assert accepted.stdout.count(" created") == 6
+    assert accepted.stdout.count(" created") == 8
     assert secured_es.password not in accepted.stdout + accepted.stderr  # type: ignore[attr-defined]
 
 
@@ -229,7 +231,7 @@ async def test_init_wait_succeeds_once_elasticsearch_answers(
     finally:
         await session.close()
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count(" created") == 6
+    assert result.stdout.count(" created") == 8
     assert answered[:2] == [503, 503]
 
 

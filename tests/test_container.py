@@ -193,7 +193,7 @@ async def test_image_initialises_and_serves_against_a_secured_node(
         podman, "run", "--rm", *run_args, image, "kv-storage", "init", timeout_s=180, check=False
     )
     assert init.returncode == 0, init.stderr
-    assert init.stdout.count(" created") == 6, init.stdout
+    assert init.stdout.count(" created") == 8, init.stdout
 
     base = f"http://127.0.0.1:{unused_tcp_port}"
     with container(image, *run_args) as name:
@@ -325,7 +325,7 @@ async def test_compose_quick_start_runs_under_podman_compose(unused_tcp_port: in
 
         async def init_reported() -> bool:
             init = await asyncio.to_thread(podman, "logs", f"{project}_init_1")
-            return init.stdout.count(" created") == 6
+            return init.stdout.count(" created") == 8
 
         await wait_until(init_reported, timeout_s=60, interval_s=1, what="init's report")
 

@@ -17,7 +17,13 @@ from tests.conftest import SecuredElasticsearch
 DEFINITIONS = Path(__file__).parents[1] / "elasticsearch"
 INIT_SH = DEFINITIONS / "init.sh"
 
-INDICES = ("storage-registry", "storage-registry-lock", "storage-signing-keys")
+INDICES = (
+    "storage-registry",
+    "storage-registry-lock",
+    "storage-shared-data",
+    "storage-shared-history",
+    "storage-signing-keys",
+)
 TEMPLATES = ("storage-data", "storage-history")
 
 

@@ -13,13 +13,20 @@ from kv_storage.es.provisioning import Outcome, initialise
 
 INIT_SH = Path(__file__).parents[1] / "elasticsearch" / "init.sh"
 
+INDICES = (
+    "storage-registry",
+    "storage-registry-lock",
+    "storage-shared-data",
+    "storage-shared-history",
+    "storage-signing-keys",
+)
 _VOLATILE_SETTINGS = {"uuid", "creation_date", "provided_name", "version", "routing"}
 
 
 async def _state(es: AsyncElasticsearch, prefix: str) -> dict[str, Any]:
     """Indices and templates of one prefix, with the prefix and volatile fields taken out."""
     state: dict[str, Any] = {}
-    for name in ("storage-registry", "storage-registry-lock", "storage-signing-keys"):
+    for name in INDICES:
         index = (await es.indices.get(index=prefix + name))[prefix + name]
         settings = {
             k: v for k, v in index["settings"]["index"].items() if k not in _VOLATILE_SETTINGS
@@ -39,6 +46,8 @@ def _created(prefix: str) -> list[tuple[str, str, Outcome]]:
     return [
         ("index", f"{prefix}storage-registry-lock", Outcome.CREATED),
         ("index", f"{prefix}storage-registry", Outcome.CREATED),
+        ("index", f"{prefix}storage-shared-data", Outcome.CREATED),
+        ("index", f"{prefix}storage-shared-history", Outcome.CREATED),
         ("index", f"{prefix}storage-signing-keys", Outcome.CREATED),
         ("template", f"{prefix}storage-data", Outcome.CREATED),
         ("indices", f"{prefix}storage-data-*", Outcome.UP_TO_DATE),
@@ -56,7 +65,7 @@ async def test_initialise_creates_then_reports_up_to_date(
     assert [(step.kind, step.name, step.outcome) for step in first] == _created(index_prefix)
     before = await _state(es, index_prefix)
     second = await initialise(es, index_prefix)
-    assert [step.outcome for step in second] == [Outcome.UP_TO_DATE] * 9
+    assert [step.outcome for step in second] == [Outcome.UP_TO_DATE] * 11
     assert await _state(es, index_prefix) == before
 
 
@@ -85,7 +94,9 @@ async def test_initialise_upgrades_an_older_layout_in_place_and_keeps_the_data(
     steps = await initialise(es, index_prefix)
     assert [str(step) for step in steps] == [
         f"index {index_prefix}storage-registry-lock upgraded from version 0 to 1",
-        f"index {index_prefix}storage-registry upgraded from version 0 to 1",
+        f"index {index_prefix}storage-registry upgraded from version 0 to 2",
+        f"index {index_prefix}storage-shared-data upgraded from version 0 to 1",
+        f"index {index_prefix}storage-shared-history upgraded from version 0 to 1",
         f"index {index_prefix}storage-signing-keys upgraded from version 0 to 1",
         f"template {index_prefix}storage-data upgraded from version 0 to 2",
         f"indices {index_prefix}storage-data-* upgraded from version 0 to 2 (1 indices)",

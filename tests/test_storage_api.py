@@ -14,6 +14,7 @@ from yarl import URL
 from kv_storage.app import create_app
 from kv_storage.config import Config
 from kv_storage.es.data import DataStore
+from kv_storage.model import Location
 from tests.conftest import StorageFactory, StorageRef
 from tests.helpers import Client, ClientFactory, get, path, put
 from tests.waiting import wait_until
@@ -775,8 +776,8 @@ async def test_a_list_that_times_out_midway_is_cut_off_not_answered_twice(
     )
     original = DataStore.key_pages
 
-    async def first_page_then_silence(self: DataStore, storage_id: str) -> Any:
-        async for page in original(self, storage_id):
+    async def first_page_then_silence(self: DataStore, where: Location) -> Any:
+        async for page in original(self, where):
             yield page
             await asyncio.Event().wait()
 

@@ -88,7 +88,7 @@ async def test_init_then_serve_over_https(
         secured_env["KV_STORAGE_ELASTICSEARCH_TLS_FINGERPRINT"] = secured_es.fingerprint
     init = await asyncio.to_thread(run, ["init"], secured_env)
     assert init.returncode == 0, init.stderr
-    assert init.stdout.count(" created") == 6
+    assert init.stdout.count(" created") == 8
     async with (
         service_process(secured_env, unused_tcp_port) as (process, base),
         aiohttp.ClientSession() as session,

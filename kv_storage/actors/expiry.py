@@ -30,6 +30,7 @@ from kv_storage.es.lease import Lease, Mark
 from kv_storage.es.registry import Registry
 from kv_storage.es.registry_changes import Deletion, Position, RegistryChanges
 from kv_storage.es.retirement import StorageIndices
+from kv_storage.model import Layout
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,10 @@ class ExpiryStats:
     holds_lease: bool
     runs: int
     expired: int
+    pending: int = 0
+    """Deleted storages whose data waits to be removed (the drop delay)."""
+    purged: int = 0
+    """Documents of shared-layout storages removed so far."""
 
 
 class ExpiryActor(PeriodicJob):
@@ -98,11 +103,13 @@ class ExpiryActor(PeriodicJob):
         self._position: Position | None = None
         """Deletions up to here were seen; ``None`` until read from the marks."""
         self._pending: dict[str, _Pending] = {}
-        self._runs = self._expired = 0
+        self._runs = self._expired = self._purged = 0
 
     @property
     def stats(self) -> ExpiryStats:
-        return ExpiryStats(self._lease.held, self._runs, self._expired)
+        return ExpiryStats(
+            self._lease.held, self._runs, self._expired, len(self._pending), self._purged
+        )
 
     @property
     def pending_drops(self) -> int:
@@ -145,9 +152,24 @@ class ExpiryActor(PeriodicJob):
         now_s = time.monotonic()
         for storage_id, pending in list(self._pending.items()):
             if pending.due_s <= now_s:
-                await self._indices.drop(storage_id)
+                await self._remove(pending.deletion)
                 del self._pending[storage_id]
         await self._mark(self._position)
+
+    async def _remove(self, deletion: Deletion) -> None:
+        """A deleted storage's data, once no late write can come: its own indices, or its
+        documents in the shared ones (purged page by page; a purge cut short is done over by
+        the next run, since the storage stays pending and its mark below it)."""
+        if deletion.layout is Layout.PER_STORAGE:
+            await self._indices.drop(deletion.storage_id)
+            return
+        purged = await self._indices.purge(deletion.storage_id, page_size=_BATCH)
+        self._purged += purged
+        logger.info(
+            "expiry: storage %s purged from the shared indices (%d documents)",
+            deletion.storage_id,
+            purged,
+        )
 
     async def _close_new_deletions(self, seen: Position, current: Position) -> Position:
         """Closes the indices of deletions after ``seen``, at most ``_MAX_PER_RUN`` of them
@@ -159,8 +181,11 @@ class ExpiryActor(PeriodicJob):
         async for page in self._changes.deletions(seen, page_size=_BATCH):
             for deletion in page:
                 if deletion.storage_id not in self._pending:
-                    # Closed already if deleted through an instance; not if deleted elsewhere.
-                    await self._indices.close_to_writes(deletion.storage_id, create_missing=False)
+                    if deletion.layout is Layout.PER_STORAGE:
+                        # Closed already if deleted through an instance; not if elsewhere.
+                        await self._indices.close_to_writes(
+                            deletion.storage_id, create_missing=False
+                        )
                     self._pending[deletion.storage_id] = _Pending(deletion, due_s)
                 reached[deletion.shard] = deletion.seq_no
                 visited += 1

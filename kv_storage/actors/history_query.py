@@ -88,7 +88,7 @@ class HistoryQueryActor(Actor[HistoryQueryMessage]):
         if search.scroll_ms is None:
             try:
                 found = await self._store.search(
-                    storage.id,
+                    storage.location,
                     search.query,
                     offset=(search.page - 1) * search.size,
                     size=search.size,
@@ -100,7 +100,7 @@ class HistoryQueryActor(Actor[HistoryQueryMessage]):
                 ) from None
             return HistoryAnswer(total=found.total, items=found.items, page=search.page)
         key = await self._signing_key()
-        batch = await self._store.first_batch(storage.id, search.query, size=search.size)
+        batch = await self._store.first_batch(storage.location, search.query, size=search.size)
         begun = ScrollState(
             storage_id=storage.id,
             secret_digest=secret_digest(key, storage.secret_key),
@@ -131,7 +131,7 @@ class HistoryQueryActor(Actor[HistoryQueryMessage]):
         if state.finished or state.after is None or state.seq_no_bound is None:
             return HistoryAnswer(total=state.total, items=[], scroll_id=token)
         batch = await self._store.next_batch(
-            storage.id,
+            storage.location,
             state.query,
             size=state.size,
             after=state.after,

@@ -35,7 +35,7 @@ from kv_storage.es.keys import (
     page_of,
     page_size,
 )
-from kv_storage.model import Storage
+from kv_storage.model import Layout, Location, Storage
 
 _FULL_SCAN_POOL = PoolNames(
     held="key listings of storages not migrated yet",
@@ -81,12 +81,13 @@ class KeyListingActor(Actor[ListKeyPage]):
         )
 
     async def handle(self, message: ListKeyPage) -> KeyPage:
-        storage_id = message.storage.id
-        if await self._is_migrated(storage_id):
-            return await self._page(storage_id, message.where, message.limit)
+        location = message.storage.location
+        storage_id = location.storage_id
+        if location.layout is Layout.SHARED or await self._is_migrated(storage_id):
+            return await self._page(location, message.where, message.limit)
         self.scans.take(storage_id)
         try:
-            pages = self._data.key_pages(storage_id)
+            pages = self._data.key_pages(location)
             try:
                 return await filtered(pages, message.where, limit=message.limit)
             finally:
@@ -102,8 +103,10 @@ class KeyListingActor(Actor[ListKeyPage]):
     def answer_at_once(self, message: Ask[AnswerT]) -> Awaitable[AnswerT] | None:
         """A page of a storage known to be migrated runs in the caller's task: it only adds
         its search to the batches (without awaiting) and waits for the outcome."""
-        if isinstance(message, ListKeyPage) and message.storage.id in self._migrated:
-            page = self._page(message.storage.id, message.where, message.limit)
+        if isinstance(message, ListKeyPage) and (
+            message.storage.layout is Layout.SHARED or message.storage.id in self._migrated
+        ):  # a shared index's documents all carry the key field
+            page = self._page(message.storage.location, message.where, message.limit)
             return cast(Awaitable[AnswerT], page)
         return None
 
@@ -114,11 +117,11 @@ class KeyListingActor(Actor[ListKeyPage]):
         await super().stop(timeout_s)
         await self._batches.drain(deadline)
 
-    async def _page(self, storage_id: str, where: KeyRange, limit: int) -> KeyPage:
-        keys = await self._search(KeySearch(storage_id, where, page_size(limit)))
+    async def _page(self, location: Location, where: KeyRange, limit: int) -> KeyPage:
+        keys = await self._search(KeySearch(location, where, page_size(limit)))
         page = page_of(keys, limit)
         if page is None:  # as many keys as one search answers: does any follow?
-            following = await self._search(KeySearch(storage_id, replace(where, after=keys[-1]), 1))
+            following = await self._search(KeySearch(location, replace(where, after=keys[-1]), 1))
             page = KeyPage(keys, more=bool(following))
         return page
 
@@ -128,7 +131,7 @@ class KeyListingActor(Actor[ListKeyPage]):
         encoded = self._keys.encode(search)
         keys = await self._batches.submit(
             Kind.READ,
-            search.storage_id,
+            search.location.storage_id,
             frozenset(),
             encoded,
             size=len(encoded),

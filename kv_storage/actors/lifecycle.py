@@ -30,7 +30,7 @@ from kv_storage.es.registry import (
     StaleEntryError,
 )
 from kv_storage.es.retirement import StorageIndices
-from kv_storage.model import Storage, StorageType, is_storage_id
+from kv_storage.model import Layout, Storage, StorageType, is_storage_id
 from schemas.fields import MAX_LONG, STORAGE_ID_RULE
 
 _FIRST_BACKOFF_S = 0.005
@@ -141,10 +141,15 @@ class LifecycleActor(Actor[LifecycleMessage]):
         history_buffer: HistoryBuffer | None = None,
         retry_for_s: float = 10.0,
         now_ms: Callable[[], int] = now_ms,
+        layout: Layout = Layout.PER_STORAGE,
+        revocation_s: float = 0.0,
     ) -> None:
         """``retry_for_s``: how long a change keeps retrying over concurrent writes of other
         processes before it answers 409 (the service passes ``app.request-timeout``).
-        ``now_ms``: the time TEMP expirations start from (the cluster's clock)."""
+        ``now_ms``: the time TEMP expirations start from (the cluster's clock). ``layout``:
+        that of the storages it creates (``elasticsearch.layout``). ``revocation_s``: how long
+        a change of the registry takes to reach every instance, which the deletion of a
+        shared-layout storage waits for (``revocation_s`` of the configuration)."""
         super().__init__(name="lifecycle", max_concurrency=256)
         self._registry = registry
         self._indices = indices
@@ -152,6 +157,8 @@ class LifecycleActor(Actor[LifecycleMessage]):
         self._history_buffer = history_buffer
         self._retry_for_s = retry_for_s
         self._now_ms = now_ms
+        self._layout = layout
+        self._revocation_s = revocation_s
         self._changing: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def handle(self, message: LifecycleMessage) -> RegistryEntry | EntryPage | None:
@@ -240,11 +247,21 @@ class LifecycleActor(Actor[LifecycleMessage]):
         return entry
 
     async def _deleted(self, entry: RegistryEntry) -> None:
-        """After the registry says deleted, before the deletion is answered: no write may
-        land in its indices any more, nor re-create them (``kv_storage.es.retirement``);
-        the expiry sweep removes them later. History buffered here is not even sent."""
+        """After the registry says deleted, before the deletion is answered, no write may
+        succeed any more, on any instance (the expiry sweep removes the data later). History
+        buffered here is not even sent.
+
+        Per-storage indices are closed to writes, so a late write is refused
+        (``kv_storage.es.retirement``). A shared index cannot be closed for one storage: the
+        answer waits instead until every instance has seen the deletion (``revocation_s``:
+        one registry poll and its own time) and every write they had under way has landed,
+        so that no write is answered 200 after the deletion was; what landed before goes with
+        the purge."""
         if self._history_buffer is not None:
             self._history_buffer.discard(entry.id)
+        if entry.layout is Layout.SHARED:
+            await asyncio.sleep(self._revocation_s)
+            return
         keeps_history = entry.history_enabled and entry.type is not StorageType.TEMP
         await self._indices.close_to_writes(
             entry.id, create_missing=True, keeps_history=keeps_history
@@ -282,6 +299,7 @@ class LifecycleActor(Actor[LifecycleMessage]):
             description=command.description,
             ttl_ms=command.ttl_ms if command.type is StorageType.TEMP else None,
             expiration_timestamp_ms=expiration,
+            layout=self._layout,
         )
         try:
             created = await self._registry.create(entry)

@@ -175,26 +175,26 @@ class StorageActor(Actor[StorageCommand]):
         storage = message.storage
         match message:
             case GetValue(key=key):
-                (found,) = await self._read(storage.id, (key,))
+                (found,) = await self._read(storage, (key,))
                 if found is None or found.value is None:
                     raise NotFoundError(f"storage {storage.id} has no key {key!r}")
                 return found
             case GetValues(keys=keys):
-                part = self._data.reads(storage.id, keys)
+                part = self._data.reads(storage.location, keys)
                 values = cast(list[str | None], await self._read_part(storage.id, part))
                 return dict(zip(part.ids, values, strict=True))
             case SetValue(key=key, value=value, received_ms=received_ms, condition=condition):
                 writes = (
-                    self._data.sets(storage.id, {key: value}, versioned=True)
+                    self._data.sets(storage.location, {key: value}, versioned=True)
                     if condition is None
-                    else self._data.conditional_set(storage.id, key, value, condition)
+                    else self._data.conditional_set(storage.location, key, value, condition)
                 )
                 outcome = self._checked(storage, await self._write(storage.id, writes), key)
                 self._changed(storage, [key])
                 self._record(storage, [(key, value)], Operation.SET, received_ms)
                 return outcome.versions.get(key)
             case SetValues(pairs=pairs, received_ms=received_ms):
-                writes = self._data.sets(storage.id, pairs)
+                writes = self._data.sets(storage.location, pairs)
                 failed = _open(storage, await self._write(storage.id, writes)).failed
                 written = [k for k in pairs if k not in failed]
                 self._changed(storage, written)
@@ -202,16 +202,16 @@ class StorageActor(Actor[StorageCommand]):
                 return set(written)
             case DeleteValue(key=key, received_ms=received_ms, condition=condition):
                 writes = (
-                    self._data.deletes(storage.id, (key,))
+                    self._data.deletes(storage.location, (key,))
                     if condition is None
-                    else self._data.conditional_delete(storage.id, key, condition)
+                    else self._data.conditional_delete(storage.location, key, condition)
                 )
                 self._checked(storage, await self._write(storage.id, writes), key)
                 self._changed(storage, [key])
                 self._record(storage, [(key, None)], Operation.DELETE, received_ms)
                 return None
             case DeleteValues(keys=keys, received_ms=received_ms):
-                deletes = self._data.deletes(storage.id, keys)
+                deletes = self._data.deletes(storage.location, keys)
                 failed = _open(storage, await self._write(storage.id, deletes)).failed
                 deleted = [key for key in deletes.ids if key not in failed]
                 self._changed(storage, deleted)
@@ -222,7 +222,7 @@ class StorageActor(Actor[StorageCommand]):
             case Clear(received_ms=received_ms):
                 self.scans.take(storage.id)
                 try:
-                    cleared = await self._data.clear(storage.id)
+                    cleared = await self._data.clear(storage.location)
                 except ClosedStorageError as closed:
                     raise StorageClosedError(storage.id, closed.cause) from None
                 finally:
@@ -253,10 +253,10 @@ class StorageActor(Actor[StorageCommand]):
 
     # Batches ----------------------------------------------------------------------------------
 
-    async def _read(self, storage_id: str, keys: tuple[str, ...]) -> list[Found | None]:
+    async def _read(self, storage: Storage, keys: tuple[str, ...]) -> list[Found | None]:
         """Values with their versions (what a single get answers: the value and its ETag)."""
-        part = self._data.reads(storage_id, keys, versioned=True)
-        return cast(list[Found | None], await self._read_part(storage_id, part))
+        part = self._data.reads(storage.location, keys, versioned=True)
+        return cast(list[Found | None], await self._read_part(storage.id, part))
 
     async def _read_part(
         self, storage_id: str, part: Reads
@@ -312,7 +312,7 @@ class StorageActor(Actor[StorageCommand]):
 
     async def _list(self, storage: Storage) -> "KeyScan":
         self.scans.take(storage.id)
-        pages = self._data.key_pages(storage.id)
+        pages = self._data.key_pages(storage.location)
         try:
             # The first page now: a failure surfaces before the answer has begun.
             first = await anext(pages, None)
@@ -336,7 +336,15 @@ class StorageActor(Actor[StorageCommand]):
         if storage.keeps_history and changes:
             self._history.record(
                 [
-                    HistoryRecord(storage.id, key, value, operation, received_ms, request_id.get())
+                    HistoryRecord(
+                        storage.id,
+                        key,
+                        value,
+                        operation,
+                        received_ms,
+                        request_id.get(),
+                        storage.layout.value,
+                    )
                     for key, value in changes
                 ]
             )

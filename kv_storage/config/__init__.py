@@ -8,6 +8,7 @@ from kv_storage.config.model import (
     Config,
     ElasticsearchConfig,
     ServerConfig,
+    revocation_s,
 )
 from kv_storage.config.properties import PROPERTIES, Property
 from pipeline.config import HistoryConfig
@@ -25,4 +26,5 @@ __all__ = [
     "Property",
     "ServerConfig",
     "load_config",
+    "revocation_s",
 ]

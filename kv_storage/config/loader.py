@@ -24,6 +24,7 @@ from kv_storage.config.model import (
 from kv_storage.config.properties import PROPERTIES, PROPERTIES_BY_NAME
 from kv_storage.config.secrets import read_secret_files
 from kv_storage.config.tls import elasticsearch_security, server_tls
+from kv_storage.model import Layout
 from pipeline.config import HistoryConfig
 
 CONFIG_PATH_ENV = "KV_STORAGE_CONFIG"
@@ -195,6 +196,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
                 max_in_flight=p["elasticsearch.batch.max-in-flight"],
                 max_keys_per_storage=p["elasticsearch.batch.max-keys-per-storage"],
             ),
+            layout=Layout(p["elasticsearch.layout"]),
+            shared_shards=p["elasticsearch.shared.shards"],
             ca_file=security.ca_file,
             fingerprint=security.fingerprint,
             verify_certs=security.verify_certs,

@@ -5,6 +5,7 @@ Each component receives only the section it needs; durations carry their unit in
 
 from dataclasses import dataclass, field
 
+from kv_storage.model import Layout
 from pipeline.config import HistoryConfig
 
 
@@ -34,6 +35,10 @@ class ElasticsearchConfig:
     value_max_bytes: int | None
     """``None`` means values of any size (the original's ``-1``)."""
     batch: BatchConfig
+    layout: Layout = Layout.SHARED
+    """Of storages created from now on; existing ones keep theirs (the registry says)."""
+    shared_shards: int = 1
+    """Primary shards of each shared index, when ``init`` creates it."""
     ca_file: str | None = None
     """PEM file of the CA(s) to trust for https:// addresses; ``None``: the system's."""
     fingerprint: str | None = None
@@ -67,6 +72,14 @@ class AppConfig:
     watch: WatchConfig
     cache: CacheConfig
     history: HistoryConfig
+
+
+def revocation_s(app: AppConfig) -> float:
+    """How long a change of the registry (a rotation, a deletion, an expiry) may take to reach
+    every instance: one registry poll (``app.cache.update-time``) and the poll's own time,
+    bounded by ``app.request-timeout`` (a poll that takes longer fails and empties the cache),
+    which also bounds every request under way when the change was made."""
+    return app.cache.update_time_s + app.request_timeout_s
 
 
 @dataclass(frozen=True, slots=True)

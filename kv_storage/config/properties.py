@@ -233,6 +233,21 @@ PROPERTIES: tuple[Property, ...] = (
         "Put in front of every index and template name; lets deployments share a cluster.",
     ),
     Property(
+        "elasticsearch.layout",
+        "per-storage",
+        _one_of("shared", "per-storage"),
+        "Layout of storages created from now on: shared (keys and history in two shared "
+        "indices, routed by storage) or per-storage (two indices each, as the original; "
+        "Elasticsearch's shard limit then bounds the number of storages).",
+    ),
+    Property(
+        "elasticsearch.shared.shards",
+        1,
+        _between(1, 1024),
+        "Primary shards of each shared index, set when kv-storage init creates it (aim at "
+        "10 to 50 GB per shard).",
+    ),
+    Property(
         "elasticsearch.scroll.page-size",
         1000,
         _between(1, MAX_SCROLL_PAGE_SIZE),

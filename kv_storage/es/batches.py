@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from kv_storage.es.errors import ItemError
-from kv_storage.es.retirement import refused_by_write_block
+from kv_storage.es.errors import ItemError, refused_by_write_block
+from kv_storage.es.placement import Placement
 from kv_storage.model import Condition, Version
 
 _INDEX_NOT_FOUND = "index_not_found_exception"
@@ -74,18 +74,34 @@ class Writes:
     versions of a multi-key write, which nobody reads, are neither asked for nor parsed."""
 
 
-def encode_reads(index: str, keys: Iterable[str], *, versioned: bool = False) -> Reads:
+def encode_reads(where: Placement, keys: Iterable[str], *, versioned: bool = False) -> Reads:
     ids = tuple(dict.fromkeys(keys))
-    specs = orjson.dumps([{"_index": index, "_id": key} for key in ids])
+    specs = orjson.dumps([_target(where, key) for key in ids])
     return Reads(ids, specs[1:-1], versioned)
 
 
-def encode_sets(index: str, pairs: Mapping[str, str], *, versioned: bool = False) -> Writes:
+def encode_sets(where: Placement, pairs: Mapping[str, str], *, versioned: bool = False) -> Writes:
     """One index action per pair: ``{"index":{...}}`` and ``{"key":...,"value":...}``, each a
     line. The key goes in a field of its own too (layout version 2): listing by prefix sorts
-    and searches it, which ``_id`` does not allow."""
-    head = b'{"index":{"_index":' + orjson.dumps(index) + b',"_id":'
+    and searches it, which ``_id`` does not allow. In the shared layout the document names
+    its storage too, and the action carries its routing."""
     dumps = orjson.dumps
+    if where.shared:
+        return Writes(
+            tuple(pairs),
+            b"".join(
+                [
+                    dumps({"index": _target(where, key)})
+                    + b"\n"
+                    + dumps(where.tagged({"key": key, "value": value}))
+                    + b"\n"
+                    for key, value in pairs.items()
+                ]
+            ),
+            missing_ok=False,
+            versioned=versioned,
+        )
+    head = b'{"index":{"_index":' + dumps(where.data_index) + b',"_id":'
     body = b"".join(
         [
             head
@@ -101,27 +117,34 @@ def encode_sets(index: str, pairs: Mapping[str, str], *, versioned: bool = False
     return Writes(tuple(pairs), body, missing_ok=False, versioned=versioned)
 
 
-def encode_deletes(index: str, keys: Iterable[str]) -> Writes:
+def encode_deletes(where: Placement, keys: Iterable[str]) -> Writes:
     ids = tuple(dict.fromkeys(keys))
-    head = b'{"delete":{"_index":' + orjson.dumps(index) + b',"_id":'
     dumps = orjson.dumps
-    body = b"".join([head + dumps(key) + b"}}\n" for key in ids])
+    body = b"".join([dumps({"delete": _target(where, key)}) + b"\n" for key in ids])
     return Writes(ids, body, missing_ok=True)
 
 
-def encode_conditional_set(index: str, key: str, value: str, condition: Condition) -> Writes:
+def encode_conditional_set(where: Placement, key: str, value: str, condition: Condition) -> Writes:
     """One set that Elasticsearch carries out only if the key is at ``condition.version``
     (``if_seq_no``/``if_primary_term``), or does not exist (``create``)."""
-    action: dict[str, object] = {"_index": index, "_id": key, **_checks(condition)}
+    action = {**_target(where, key), **_checks(condition)}
     operation = "create" if condition.absent else "index"
-    body = orjson.dumps({operation: action}) + b"\n" + orjson.dumps({"key": key, "value": value})
+    source = where.tagged({"key": key, "value": value})
+    body = orjson.dumps({operation: action}) + b"\n" + orjson.dumps(source)
     return Writes((key,), body + b"\n", missing_ok=False, conditional=True, versioned=True)
 
 
-def encode_conditional_delete(index: str, key: str, condition: Condition) -> Writes:
+def encode_conditional_delete(where: Placement, key: str, condition: Condition) -> Writes:
     """One delete that Elasticsearch carries out only if the key is at ``condition.version``."""
-    action = {"_index": index, "_id": key, **_checks(condition)}
+    action = {**_target(where, key), **_checks(condition)}
     return Writes((key,), orjson.dumps({"delete": action}) + b"\n", False, conditional=True)
+
+
+def _target(where: Placement, key: str) -> dict[str, object]:
+    """The document of ``key``, as an ``_mget`` spec or a ``_bulk`` action names it."""
+    if where.routing is None:
+        return {"_index": where.data_index, "_id": key}
+    return {"_index": where.data_index, "_id": where.data_id(key), "routing": where.routing}
 
 
 def _checks(condition: Condition) -> dict[str, int]:

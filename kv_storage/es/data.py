@@ -1,4 +1,5 @@
-"""Keys and values of storages: one ``storage-data-<id>`` index per storage, ``_id`` = key.
+"""Keys and values of storages: one ``storage-data-<id>`` index per storage, ``_id`` = key,
+or the shared data index, routed by storage (``kv_storage.es.placement``).
 
 Documents carry the key in a ``key`` field too (layout version 2): ``_id`` cannot be sorted
 or prefix-searched, the field can (``kv_storage.es.keys``).
@@ -37,10 +38,10 @@ from kv_storage.es.batches import (
     read_outcomes,
     write_outcomes,
 )
-from kv_storage.es.errors import ItemError
+from kv_storage.es.errors import ItemError, refused_by_write_block
 from kv_storage.es.names import IndexNames
-from kv_storage.es.retirement import refused_by_write_block
-from kv_storage.model import Condition
+from kv_storage.es.placement import Placement, place
+from kv_storage.model import Condition, Location
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,25 +74,25 @@ class DataStore:
 
     # Operations, encoded when they arrive; batches of them, sent as one request each.
 
-    def reads(self, storage_id: str, keys: Iterable[str], *, versioned: bool = False) -> Reads:
+    def reads(self, where: Location, keys: Iterable[str], *, versioned: bool = False) -> Reads:
         """``versioned``: the outcome carries each value's version (an ETag to answer)."""
-        return encode_reads(self._names.data(storage_id), keys, versioned=versioned)
+        return encode_reads(place(self._names, where), keys, versioned=versioned)
 
-    def sets(self, storage_id: str, pairs: Mapping[str, str], *, versioned: bool = False) -> Writes:
+    def sets(self, where: Location, pairs: Mapping[str, str], *, versioned: bool = False) -> Writes:
         """``versioned``: the outcome carries the versions written (an ETag to answer)."""
-        return encode_sets(self._names.data(storage_id), pairs, versioned=versioned)
+        return encode_sets(place(self._names, where), pairs, versioned=versioned)
 
-    def deletes(self, storage_id: str, keys: Iterable[str]) -> Writes:
+    def deletes(self, where: Location, keys: Iterable[str]) -> Writes:
         """Deleting a key that is not there succeeds: deletion is idempotent."""
-        return encode_deletes(self._names.data(storage_id), keys)
+        return encode_deletes(place(self._names, where), keys)
 
     def conditional_set(
-        self, storage_id: str, key: str, value: str, condition: Condition
+        self, where: Location, key: str, value: str, condition: Condition
     ) -> Writes:
-        return encode_conditional_set(self._names.data(storage_id), key, value, condition)
+        return encode_conditional_set(place(self._names, where), key, value, condition)
 
-    def conditional_delete(self, storage_id: str, key: str, condition: Condition) -> Writes:
-        return encode_conditional_delete(self._names.data(storage_id), key, condition)
+    def conditional_delete(self, where: Location, key: str, condition: Condition) -> Writes:
+        return encode_conditional_delete(place(self._names, where), key, condition)
 
     async def read(self, parts: Sequence[Reads]) -> list[ReadOutcome]:
         """One ``_mget`` of every part (real-time: it sees every acknowledged write). A key
@@ -112,37 +113,41 @@ class DataStore:
         answer = await self._client.bulk(operations=bulk_body(parts), filter_path=wanted)
         return write_outcomes(parts, answer.body)
 
-    async def drop(self, storage_id: str) -> None:
-        await self._client.indices.delete(
-            index=self._names.data(storage_id), ignore_unavailable=True
-        )
-
-    async def key_pages(self, storage_id: str) -> AsyncGenerator[list[str], None]:
+    async def key_pages(self, where: Location) -> AsyncGenerator[list[str], None]:
         """Every key, a page at a time; memory holds one page, whatever the storage's size.
 
-        Closing it early releases the scroll in Elasticsearch at once.
+        Closing it early releases the scroll in Elasticsearch at once. A per-storage index's
+        keys are its documents' ids (documents written before layout version 2 have no key
+        field); a shared index's are their key fields.
         """
-        async with contextlib.aclosing(self._pages(storage_id, with_versions=False)) as pages:
+        placement = place(self._names, where)
+        pages = self._pages(placement, with_versions=False)
+        async with contextlib.aclosing(pages):
             async for page in pages:
-                yield [hit["_id"] for hit in page]
+                if placement.shared:
+                    yield [hit["fields"]["key"][0] for hit in page]
+                else:
+                    yield [hit["_id"] for hit in page]
 
-    async def clear(self, storage_id: str) -> ClearOutcome:
+    async def clear(self, where: Location) -> ClearOutcome:
         """Deletes every key that has not changed since it was read (core APIs only).
 
         Each page of a scan becomes one bulk of deletes conditional on the ``_seq_no`` and
         ``_primary_term`` the scan saw: a key written in between is not deleted and is
         counted as a conflict.
         """
+        placement = place(self._names, where)
         deleted = conflicts = 0
-        async with contextlib.aclosing(self._pages(storage_id, with_versions=True)) as pages:
+        async with contextlib.aclosing(self._pages(placement, with_versions=True)) as pages:
             async for page in pages:
-                deleted_here, conflicts_here = await self._delete_unchanged(page)
+                deleted_here, conflicts_here = await self._delete_unchanged(placement, page)
                 deleted += deleted_here
                 conflicts += conflicts_here
         return ClearOutcome(deleted=deleted, conflicts=conflicts)
 
-    async def _delete_unchanged(self, page: list[Any]) -> tuple[int, int]:
+    async def _delete_unchanged(self, placement: Placement, page: list[Any]) -> tuple[int, int]:
         """Deletes a page of keys unless they changed since they were read: (deleted, kept)."""
+        routing = {"routing": placement.routing} if placement.shared else {}
         actions = [
             {
                 "_op_type": "delete",
@@ -150,6 +155,7 @@ class DataStore:
                 "_id": hit["_id"],
                 "if_seq_no": hit["_seq_no"],
                 "if_primary_term": hit["_primary_term"],
+                **routing,
             }
             for hit in page
         ]
@@ -164,26 +170,28 @@ class DataStore:
         return len(actions) - len(failed), conflicts
 
     async def _pages(
-        self, storage_id: str, *, with_versions: bool
+        self, placement: Placement, *, with_versions: bool
     ) -> AsyncGenerator[list[Any], None]:
-        index = self._names.data(storage_id)
+        index = placement.data_index
         try:
             await self._client.indices.refresh(index=index)
         except NotFoundError:
             return  # never written: no keys
         page: list[Any] = []
+        # The keys of a shared index's documents are in their key field (doc values).
+        keys = {"docvalue_fields": ["key"]} if placement.shared else {}
         # An async generator, typed as an iterable: closing it releases the scroll.
         hits = cast(
             AsyncGenerator[dict[str, Any], None],
             async_scan(
                 self._client,
-                index=index,
-                query={"query": {"match_all": {}}, "sort": ["_doc"]},
+                query={"query": placement.query(), "sort": ["_doc"], **keys},
                 size=self._scan.page_size,
                 scroll=self._scan.keep_alive,
                 _source=False,
                 seq_no_primary_term=with_versions,
                 clear_scroll=True,
+                **placement.search_options(index),
             ),
         )
         try:

@@ -28,6 +28,24 @@ class ItemError(Exception):
         super().__init__(f"Elasticsearch refused a {what}{status}: {reason}")
 
 
+_BLOCKED = "cluster_block_exception"
+_WRITE_BLOCK = "index write (api)"
+"""How Elasticsearch names the write block in a refusal; the disk watermark's block, which
+refuses writes too, is another."""
+
+
+def refused_by_write_block(item: Mapping[str, Any]) -> bool:
+    """Whether a ``_bulk`` item was refused by its index's write block: its storage was
+    deleted, most likely (``kv_storage.es.retirement``; or an operator closed the index to
+    writes)."""
+    error = item.get("error")
+    return (
+        isinstance(error, Mapping)
+        and error.get("type") == _BLOCKED
+        and _WRITE_BLOCK in str(error.get("reason", ""))
+    )
+
+
 def is_elasticsearch_error(error: BaseException) -> bool:
     return isinstance(error, ApiError | TransportError | ItemError)
 

@@ -14,10 +14,10 @@ from elastic_transport import ObjectApiResponse
 from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError
 
 from kv_storage.es.batches import BULK_ANSWER, as_sent
-from kv_storage.es.errors import describe, is_elasticsearch_error
+from kv_storage.es.errors import describe, is_elasticsearch_error, refused_by_write_block
 from kv_storage.es.names import IndexNames
-from kv_storage.es.retirement import refused_by_write_block
-from kv_storage.model import HistoryQuery
+from kv_storage.es.placement import place
+from kv_storage.model import HistoryQuery, Layout, Location
 from pipeline.records import HistoryRecord
 from pipeline.writer import WriteFailedError, WriteResult
 
@@ -104,7 +104,7 @@ class _Sorted:
         return WriteResult(frozenset(self.retry), frozenset(self.gone), dict(self.causes))
 
 
-def _query(where: HistoryQuery) -> dict[str, Any]:
+def _clauses(where: HistoryQuery) -> list[dict[str, Any]]:
     clauses: list[dict[str, Any]] = []
     if where.keys:
         clauses.append({"terms": {"key": list(where.keys)}})
@@ -113,7 +113,7 @@ def _query(where: HistoryQuery) -> dict[str, Any]:
     bounds = {"gte": where.start_ms, "lte": where.end_ms}
     if any(bound is not None for bound in bounds.values()):
         clauses.append({"range": {"timestamp": {k: v for k, v in bounds.items() if v is not None}}})
-    return {"bool": {"filter": clauses}}
+    return clauses
 
 
 def _sort(where: HistoryQuery) -> list[dict[str, Any]]:
@@ -202,16 +202,20 @@ class HistoryStore:
         lines: list[bytes] = []
         size = 0
         for record_id, record in batch:
-            action = orjson.dumps(
-                {"create": {"_index": self._names.history(record.storage_id), "_id": record_id}}
-            )
+            placement = place(self._names, Location(record.storage_id, Layout(record.layout)))
+            target = {"_index": placement.history_index, "_id": record_id}
+            if placement.routing is not None:
+                target["routing"] = placement.routing
+            action = orjson.dumps({"create": target})
             source = orjson.dumps(
-                {
-                    "key": record.key,
-                    "value": record.value,
-                    "operation": record.operation.value,
-                    "timestamp": record.timestamp_ms,
-                }
+                placement.tagged(
+                    {
+                        "key": record.key,
+                        "value": record.value,
+                        "operation": record.operation.value,
+                        "timestamp": record.timestamp_ms,
+                    }
+                )
             )
             length = len(action) + len(source) + 2
             if ids and size + length > self._max_bulk_bytes:
@@ -223,38 +227,29 @@ class HistoryStore:
         if ids:
             yield ids, b"".join(lines)
 
-    async def drop(self, storage_id: str) -> None:
-        await self._client.indices.delete(
-            index=self._names.history(storage_id), ignore_unavailable=True
-        )
-
     async def search(
-        self, storage_id: str, where: HistoryQuery, *, offset: int, size: int
+        self, storage: Location, where: HistoryQuery, *, offset: int, size: int
     ) -> HistoryPage:
         """A page of ``size`` records from ``offset`` (at most 10,000 records deep)."""
         try:
-            return await self._search(
-                storage_id, _query(where), _sort(where), size=size, from_=offset
-            )
+            return await self._search(storage, where, size=size, from_=offset)
         except BadRequestError as error:
             window = _result_window(error)
             if window is None:
                 raise
             raise BeyondResultWindowError(window) from None
 
-    async def first_batch(self, storage_id: str, where: HistoryQuery, *, size: int) -> HistoryPage:
+    async def first_batch(
+        self, storage: Location, where: HistoryQuery, *, size: int
+    ) -> HistoryPage:
         """The first batch of a scroll, with the bound that keeps later records out of it."""
         return await self._search(
-            storage_id,
-            _query(where),
-            _sort(where),
-            size=size,
-            aggs={"seq_no_bound": {"max": {"field": "_seq_no"}}},
+            storage, where, size=size, aggs={"seq_no_bound": {"max": {"field": "_seq_no"}}}
         )
 
     async def next_batch(
         self,
-        storage_id: str,
+        storage: Location,
         where: HistoryQuery,
         *,
         size: int,
@@ -262,13 +257,12 @@ class HistoryStore:
         seq_no_bound: int,
     ) -> HistoryPage:
         """The batch after the record whose sort values are ``after``; nothing newer than the
-        scroll's beginning. No context is held in Elasticsearch between batches."""
-        query = _query(where)
-        query["bool"]["filter"].append({"range": {"_seq_no": {"lte": seq_no_bound}}})
+        scroll's beginning. No context is held in Elasticsearch between batches. (``_seq_no``
+        is a shard's: a storage's records are all on one shard, in either layout.)"""
         return await self._search(
-            storage_id,
-            query,
-            _sort(where),
+            storage,
+            where,
+            {"range": {"_seq_no": {"lte": seq_no_bound}}},
             size=size,
             search_after=after,
             track_total_hits=False,
@@ -276,22 +270,22 @@ class HistoryStore:
 
     async def _search(
         self,
-        storage_id: str,
-        query: dict[str, Any],
-        sort: list[dict[str, Any]],
-        *,
+        storage: Location,
+        where: HistoryQuery,
+        *clauses: Mapping[str, Any],
         size: int,
         **options: Any,
     ) -> HistoryPage:
-        index = self._names.history(storage_id)
+        placement = place(self._names, storage)
+        index = placement.history_index
         answer = await self._when_started(
             index,
             lambda: self._client.search(
-                index=index,
-                query=query,
-                sort=sort,
+                query=placement.query(*_clauses(where), *clauses),
+                sort=_sort(where),
                 size=size,
                 ignore_unavailable=True,
+                **placement.search_options(index),
                 **{"track_total_hits": True, **options},
             ),
         )

@@ -23,6 +23,8 @@ from kv_storage.es.batches import as_sent
 from kv_storage.es.errors import ItemError
 from kv_storage.es.migration import migrated
 from kv_storage.es.names import IndexNames
+from kv_storage.es.placement import place
+from kv_storage.model import Location
 
 MAX_WINDOW = 10_000
 """Elasticsearch's default ``index.max_result_window``: the most one search answers."""
@@ -51,7 +53,7 @@ class KeyRange:
 class KeySearch:
     """One search of a storage's keys: at most ``size`` keys of ``where``, in order."""
 
-    storage_id: str
+    location: Location
     where: KeyRange
     size: int
 
@@ -115,8 +117,9 @@ class KeyIndex:
         matching = (
             {"prefix": {"key": where.prefix}} if where.prefix else {"exists": {"field": "key"}}
         )
+        placement = place(self._names, search.location)
         query: dict[str, Any] = {
-            "query": {"bool": {"filter": [matching]}},
+            "query": placement.query(matching),
             "sort": [{"key": {"order": "asc", "unmapped_type": "keyword"}}],
             "size": search.size,
             # The keys come back as the hits' sort values, which the query phase already read
@@ -127,7 +130,7 @@ class KeyIndex:
         }
         if where.after is not None:
             query["search_after"] = [where.after]
-        return {"index": self._names.data(search.storage_id)}, query
+        return placement.search_options(placement.data_index), query
 
     async def migrated(self, storage_id: str) -> bool:
         """Whether every data document of the storage carries the key field."""

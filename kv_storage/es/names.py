@@ -7,6 +7,10 @@ REGISTRY_LOCK = "storage-registry-lock"
 SIGNING_KEYS = "storage-signing-keys"
 DATA_TEMPLATE = "storage-data"
 HISTORY_TEMPLATE = "storage-history"
+SHARED_DATA = "storage-shared-data"
+SHARED_HISTORY = "storage-shared-history"
+"""The indices of every storage in the shared layout: names the per-storage templates'
+patterns (``storage-data-*``, ``storage-history-*``) do not match."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,14 @@ class IndexNames:
     @property
     def history_template(self) -> str:
         return f"{self.prefix}{HISTORY_TEMPLATE}"
+
+    @property
+    def shared_data(self) -> str:
+        return f"{self.prefix}{SHARED_DATA}"
+
+    @property
+    def shared_history(self) -> str:
+        return f"{self.prefix}{SHARED_HISTORY}"
 
     def data(self, storage_id: str) -> str:
         return f"{self.prefix}{DATA_TEMPLATE}-{storage_id}"

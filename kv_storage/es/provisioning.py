@@ -21,7 +21,7 @@ from elasticsearch import AsyncElasticsearch, BadRequestError, NotFoundError
 
 from kv_storage.es.definitions import Definition, index_definitions, template_definitions
 from kv_storage.es.migration import needs_migration
-from kv_storage.es.names import IndexNames
+from kv_storage.es.names import SHARED_DATA, SHARED_HISTORY, IndexNames
 from kv_storage.es.signing_keys import HISTORY_SCROLL, SigningKeys
 
 _MAPPING_BATCH = 50
@@ -72,8 +72,18 @@ def mapping_version(mappings: Mapping[str, Any]) -> int:
     return int(meta.get("version") or 0)
 
 
-async def initialise(client: AsyncElasticsearch, prefix: str) -> list[Step]:
-    steps = [await _ensure_index(client, prefix, d) for d in index_definitions(prefix)]
+SHARED_INDICES = frozenset({SHARED_DATA, SHARED_HISTORY})
+
+
+async def initialise(
+    client: AsyncElasticsearch, prefix: str, *, shared_shards: int = 1
+) -> list[Step]:
+    """``shared_shards``: the primary shards of the shared indices, if they are made now (an
+    existing index keeps its own: a shard count changes only by reindexing)."""
+    steps = [
+        await _ensure_index(client, prefix, _with_shards(d, shared_shards))
+        for d in index_definitions(prefix)
+    ]
     for definition in template_definitions(prefix):
         steps.append(await _ensure_template(client, prefix, definition))
         steps.append(await _extend_storage_indices(client, prefix, definition))
@@ -86,6 +96,18 @@ async def initialise(client: AsyncElasticsearch, prefix: str) -> list[Step]:
         Step("key field", "of stored data", Outcome.TO_MIGRATE if missing else Outcome.UP_TO_DATE)
     )
     return steps
+
+
+def _with_shards(definition: Definition, shared_shards: int) -> Definition:
+    if definition.base_name not in SHARED_INDICES:
+        return definition
+    body = {
+        **definition.body,
+        "settings": {
+            "index": {**definition.body["settings"]["index"], "number_of_shards": shared_shards}
+        },
+    }
+    return Definition(definition.base_name, body)
 
 
 async def _ensure_index(client: AsyncElasticsearch, prefix: str, definition: Definition) -> Step:

@@ -16,9 +16,16 @@ from elasticsearch import AsyncElasticsearch, ConflictError, NotFoundError
 
 from kv_storage.clock import now_ms
 from kv_storage.es.names import IndexNames
-from kv_storage.model import Storage, StorageType
+from kv_storage.model import Layout, Storage, StorageType
 
-_LOOKUP_FIELDS = ["type", "deleted", "history_enabled", "secret_key", "expiration_timestamp"]
+_LOOKUP_FIELDS = [
+    "type",
+    "deleted",
+    "history_enabled",
+    "secret_key",
+    "expiration_timestamp",
+    "layout",
+]
 
 
 class StaleEntryError(Exception):
@@ -42,6 +49,7 @@ class RegistryEntry:
     ttl_ms: int | None = None
     expiration_timestamp_ms: int | None = None
     last_updated_ms: int | None = None
+    layout: Layout = Layout.PER_STORAGE
     seq_no: int | None = None
     primary_term: int | None = None
 
@@ -57,6 +65,7 @@ class RegistryEntry:
             "ttl": self.ttl_ms,
             "expiration_timestamp": self.expiration_timestamp_ms,
             "last_updated": self.last_updated_ms,
+            "layout": self.layout.value,
         }
         return {name: value for name, value in fields.items() if value is not None}
 
@@ -82,7 +91,8 @@ class Registry:
             return None
         source = document["_source"]
         storage_type = _storage_type(source)
-        if source.get("deleted", False) or storage_type is None:
+        layout = _layout(source)
+        if source.get("deleted", False) or storage_type is None or layout is None:
             return None
         expiration = source.get("expiration_timestamp")
         return Storage(
@@ -91,6 +101,7 @@ class Registry:
             history_enabled=bool(source.get("history_enabled", False)),
             secret_key=str(source.get("secret_key") or ""),
             expiration_timestamp_ms=int(expiration) if expiration is not None else None,
+            layout=layout,
         )
 
     async def read(self, storage_id: str) -> RegistryEntry | None:
@@ -176,11 +187,24 @@ def _storage_type(source: Mapping[str, Any]) -> StorageType | None:
         return None
 
 
+def _layout(source: Mapping[str, Any]) -> Layout | None:
+    """A document without the field is in the original's layout; one whose field this
+    version does not know (a newer one's) names no storage it could serve."""
+    value = source.get("layout")
+    if value is None:
+        return Layout.PER_STORAGE
+    try:
+        return Layout(str(value))
+    except ValueError:
+        return None
+
+
 def _entry(
     storage_id: str, source: Mapping[str, Any], meta: Mapping[str, Any]
 ) -> RegistryEntry | None:
     storage_type = _storage_type(source)
-    if storage_type is None:
+    layout = _layout(source)
+    if storage_type is None or layout is None:
         return None
 
     def optional_int(name: str) -> int | None:
@@ -199,6 +223,7 @@ def _entry(
         ttl_ms=optional_int("ttl"),
         expiration_timestamp_ms=optional_int("expiration_timestamp"),
         last_updated_ms=optional_int("last_updated"),
+        layout=layout,
         seq_no=meta.get("_seq_no"),
         primary_term=meta.get("_primary_term"),
     )
@@ -218,4 +243,5 @@ def storage_view(entry: RegistryEntry) -> dict[str, Any]:
         "ttl": entry.ttl_ms,
         "expirationTimestamp": entry.expiration_timestamp_ms,
         "lastUpdated": entry.last_updated_ms,
+        "layout": entry.layout.value,
     }

@@ -24,6 +24,7 @@ from typing import Any
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.es.names import IndexNames
+from kv_storage.model import Layout
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,8 @@ class Deletion:
     storage_id: str
     shard: int
     seq_no: int
+    layout: Layout = Layout.PER_STORAGE
+    """Where its data was: what the sweep removes differs."""
 
 
 class RegistryChanges:
@@ -121,12 +124,23 @@ class RegistryChanges:
                     sort=[{"_seq_no": "asc"}],
                     search_after=search_after,
                     size=page_size,
-                    source=False,
-                    filter_path=["hits.hits._id", "hits.hits.sort"],
+                    source_includes=["layout"],
+                    filter_path=["hits.hits._id", "hits.hits.sort", "hits.hits._source"],
                 )
                 hits = found.body.get("hits", {}).get("hits", [])
                 if hits:
-                    yield [Deletion(str(h["_id"]), shard, int(h["sort"][0])) for h in hits]
+                    yield [_deletion(hit, shard) for hit in hits]
                 if len(hits) < page_size:
                     break
                 search_after = hits[-1]["sort"]
+
+
+def _deletion(hit: Mapping[str, Any], shard: int) -> Deletion:
+    layout = (hit.get("_source") or {}).get("layout")
+    shared = layout == Layout.SHARED.value
+    return Deletion(
+        str(hit["_id"]),
+        shard,
+        int(hit["sort"][0]),
+        Layout.SHARED if shared else Layout.PER_STORAGE,
+    )

@@ -9,33 +9,22 @@ item by item, and answered 404. The expiry sweep removes the indices once no lat
 come any more (``kv_storage.actors.expiry``).
 """
 
+import contextlib
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
+import orjson
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
+from elasticsearch.helpers import async_scan
 
-from kv_storage.es.errors import describe
+from kv_storage.es.batches import BULK_ANSWER, as_sent
+from kv_storage.es.errors import ItemError, describe
 from kv_storage.es.names import IndexNames
+from kv_storage.es.placement import place
+from kv_storage.model import Layout, Location
 
 logger = logging.getLogger(__name__)
-
-_BLOCKED = "cluster_block_exception"
-_WRITE_BLOCK = "index write (api)"
-"""How Elasticsearch names the write block in a refusal; the disk watermark's block, which
-refuses writes too, is another."""
-
-
-def refused_by_write_block(item: Mapping[str, Any]) -> bool:
-    """Whether a ``_bulk`` item was refused by its index's write block: its storage was
-    deleted, most likely (or an operator closed the index to writes)."""
-    error = item.get("error")
-    return (
-        isinstance(error, Mapping)
-        and error.get("type") == _BLOCKED
-        and _WRITE_BLOCK in str(error.get("reason", ""))
-    )
-
 
 _ALREADY_EXISTS = "resource_already_exists_exception"
 _ATTEMPTS = 3
@@ -65,6 +54,52 @@ class StorageIndices:
     async def drop(self, storage_id: str) -> None:
         indices = [self._names.data(storage_id), self._names.history(storage_id)]
         await self._client.indices.delete(index=",".join(indices), ignore_unavailable=True)
+
+    async def purge(self, storage_id: str, *, page_size: int) -> int:
+        """Deletes every document of a shared-layout storage, its keys and its history: a
+        scan of its shard (routing) for its documents, and a ``_bulk`` of deletes per page,
+        core APIs only (no delete-by-query). Answers how many went. Safe to run again: an
+        interrupted purge is done over by the next sweep."""
+        placement = place(self._names, Location(storage_id, Layout.SHARED))
+        purged = 0
+        for index in (placement.data_index, placement.history_index):
+            await self._client.indices.refresh(index=index, ignore_unavailable=True)
+            hits = cast(
+                AsyncGenerator[dict[str, Any], None],
+                async_scan(
+                    self._client,
+                    query={"query": placement.query(), "sort": ["_doc"]},
+                    size=page_size,
+                    _source=False,
+                    clear_scroll=True,
+                    ignore_unavailable=True,
+                    **placement.search_options(index),
+                ),
+            )
+            page: list[str] = []
+            async with contextlib.aclosing(hits):
+                async for hit in hits:
+                    page.append(hit["_id"])
+                    if len(page) >= page_size:
+                        purged += await self._delete(index, placement.routing, page)
+                        page = []
+            if page:
+                purged += await self._delete(index, placement.routing, page)
+        return purged
+
+    async def _delete(self, index: str, routing: str | None, ids: list[str]) -> int:
+        lines = [
+            orjson.dumps({"delete": {"_index": index, "_id": doc_id, "routing": routing}})
+            for doc_id in ids
+        ]
+        answer = await self._client.bulk(
+            operations=as_sent(b"\n".join(lines) + b"\n"), filter_path=BULK_ANSWER
+        )
+        items = (next(iter(wrapped.values())) for wrapped in answer.body.get("items", []))
+        failed = [item for item in items if item.get("status", 500) not in (200, 404)]
+        if failed:
+            raise ItemError(failed[0])
+        return len(ids)
 
     async def _close(self, index: str, *, create_missing: bool) -> None:
         for _ in range(_ATTEMPTS):

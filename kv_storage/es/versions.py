@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.es.names import IndexNames
-from kv_storage.model import DocumentKey, Version
+from kv_storage.es.placement import place
+from kv_storage.model import DocumentKey, Location, Version
 
 
 class Versions:
@@ -17,22 +18,23 @@ class Versions:
     async def versions(self, keys: Sequence[DocumentKey]) -> dict[DocumentKey, Version | None]:
         if not keys:
             return {}
-        by_document = {(self._names.data(k.storage_id), k.key): k for k in keys}
+        specs = []
+        for where in keys:
+            placement = place(self._names, Location(where.storage_id, where.layout))
+            spec = {"_index": placement.data_index, "_id": placement.data_id(where.key)}
+            if placement.routing is not None:
+                spec["routing"] = placement.routing
+            specs.append(spec)
         answer = await self._client.mget(
-            docs=[{"_index": index, "_id": key} for index, key in by_document],
+            docs=specs,
             source=False,
-            filter_path=[
-                "docs._index",
-                "docs._id",
-                "docs.found",
-                "docs._seq_no",
-                "docs._primary_term",
-            ],
+            # _id keeps every document in the answer, in its place.
+            filter_path=["docs._id", "docs.found", "docs._seq_no", "docs._primary_term"],
         )
         found: dict[DocumentKey, Version | None] = dict.fromkeys(keys)
-        for document in answer.get("docs", []):
-            # A missing index answers its items with an error and no "found": no such key.
-            where = by_document.get((document.get("_index"), document.get("_id")))
-            if where is not None and document.get("found"):
+        # The answer keeps the order of the documents asked for; a missing index answers its
+        # items with an error and no "found": no such key.
+        for where, document in zip(keys, answer.get("docs", []), strict=True):
+            if document.get("found"):
                 found[where] = Version(document["_primary_term"], document["_seq_no"])
         return found

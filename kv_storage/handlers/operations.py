@@ -11,6 +11,7 @@ from kv_storage.app_keys import (
     HISTORY_ACTOR,
     KEY_LISTING_ACTOR,
     METRICS,
+    PARTS,
     STORAGE_ACTOR,
     WATCH_ACTOR,
 )
@@ -33,6 +34,7 @@ async def metrics(request: web.Request) -> web.Response:
     history = await request.app[HISTORY_ACTOR].stats()
     cache: CacheStats = await request.app[CACHE_ACTOR].ask(GetCacheStats())
     watch = await request.app[WATCH_ACTOR].ask(GetWatchStats())
+    sweep = request.app[PARTS].expiry.stats
     collected = request.app[METRICS]
     collected.update(
         {
@@ -52,6 +54,8 @@ async def metrics(request: web.Request) -> web.Response:
             "kv_storage_share_refusals_operations": request.app[STORAGE_ACTOR].refused_for_share
             + request.app[KEY_LISTING_ACTOR].refused_for_share,
             "kv_storage_share_refusals_waiters": watch.refused_for_share,
+            "kv_storage_sweep_pending_storages": sweep.pending,
+            "kv_storage_sweep_purged_documents": sweep.purged,
         }
     )
     body = generate_latest(collected.registry)

@@ -61,7 +61,7 @@ async def _until_changed(
     extend_deadline(request, wait_s + app[CONFIG].app.request_timeout_s)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
-    where = DocumentKey(storage.id, key)
+    where = DocumentKey(storage.id, key, storage.layout)
     wakeups = app[METRICS].watch_wakeups
     while True:
         waiter = await app[WATCH_ACTOR].ask(Watch(where, known))
