@@ -290,8 +290,22 @@ async def es(es_url: str) -> AsyncIterator[AsyncElasticsearch]:
 # --------------------------------------------------------------------------------- The service
 
 
+LAYOUTS = ("per-storage", "shared")
+BOTH_LAYOUTS = pytest.mark.parametrize("storage_layout", LAYOUTS, indirect=True)
+"""For a module or a test whose storages must behave the same in either layout:
+``pytestmark = BOTH_LAYOUTS`` runs each test once per layout."""
+
+
 @pytest.fixture
-def make_config(es_url: str, index_prefix: str) -> Callable[..., Config]:
+def storage_layout(request: pytest.FixtureRequest) -> str:
+    """The layout of the storages a test makes (``create_storage``, and the service's
+    ``elasticsearch.layout``): the default's, unless the test runs in ``BOTH_LAYOUTS``."""
+    layout: str = getattr(request, "param", "per-storage")
+    return layout
+
+
+@pytest.fixture
+def make_config(es_url: str, index_prefix: str, storage_layout: str) -> Callable[..., Config]:
     """A configuration for this test's prefix; keyword arguments are KV_STORAGE_* variables."""
 
     def make(**environ: str) -> Config:
@@ -299,6 +313,7 @@ def make_config(es_url: str, index_prefix: str) -> Callable[..., Config]:
             environ={
                 "KV_STORAGE_ELASTICSEARCH_URI": es_url,
                 "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": index_prefix,
+                "KV_STORAGE_ELASTICSEARCH_LAYOUT": storage_layout,
                 **environ,
             }
         )
@@ -329,8 +344,11 @@ StorageFactory = Callable[..., Awaitable[StorageRef]]
 
 
 @pytest.fixture
-def create_storage(es: AsyncElasticsearch, index_prefix: str) -> StorageFactory:
-    """Writes a registry document directly, as the original CloudStack plugin did."""
+def create_storage(
+    es: AsyncElasticsearch, index_prefix: str, storage_layout: str
+) -> StorageFactory:
+    """Writes a registry document directly, as the original CloudStack plugin did (a
+    per-storage one without the layout field, as the plugin writes it)."""
 
     async def create(
         storage_type: str = "ACCOUNT",
@@ -348,6 +366,8 @@ def create_storage(es: AsyncElasticsearch, index_prefix: str) -> StorageFactory:
             "secret_key": ref.secret_key,
             "last_updated": int(time.time() * 1000),
         }
+        if storage_layout != "per-storage":
+            document["layout"] = storage_layout
         if storage_type == "TEMP":
             document["ttl"] = 3_600_000
             document["expiration_timestamp"] = (

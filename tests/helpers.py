@@ -4,11 +4,15 @@ original API in one line each."""
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
 from yarl import URL
 
+from kv_storage.es.names import IndexNames
+from kv_storage.es.placement import Placement, place
+from kv_storage.model import Layout, Location
 from tests.conftest import StorageRef
 
 Client = TestClient[web.Request, web.Application]
@@ -52,3 +56,15 @@ async def closed_to_writes(es: AsyncElasticsearch, index: str) -> bool:
     settings = await es.indices.get_settings(index=index, name="index.blocks.write")
     blocks = settings[index]["settings"].get("index", {}).get("blocks", {})
     return bool(blocks.get("write") == "true")
+
+
+def placed(index_prefix: str, storage_id: str, layout: str) -> Placement:
+    """Where the service keeps a storage's documents (for tests that write or read them
+    directly, as another writer would)."""
+    return place(IndexNames(index_prefix), Location(storage_id, Layout(layout)))
+
+
+def per_storage_only(layout: str, why: str) -> None:
+    """For a test of what exists in the per-storage layout alone (a storage's own index)."""
+    if layout != "per-storage":
+        pytest.skip(f"per-storage layout only: {why}")

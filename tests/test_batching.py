@@ -15,8 +15,10 @@ from kv_storage.config import Config
 from kv_storage.es.data import DataStore, ScanSettings
 from kv_storage.es.names import IndexNames
 from kv_storage.model import Storage, StorageType
-from tests.conftest import CountingProxy, StorageFactory, StorageRef
-from tests.helpers import Client, ClientFactory, get, path, route_requests
+from tests.conftest import BOTH_LAYOUTS, CountingProxy, StorageFactory, StorageRef
+from tests.helpers import Client, ClientFactory, get, path, per_storage_only, route_requests
+
+pytestmark = BOTH_LAYOUTS
 
 TEXT = "text/plain"
 
@@ -88,10 +90,15 @@ async def test_concurrent_operations_of_several_storages_are_answered_right_in_f
 
 
 async def test_one_refused_document_fails_only_its_own_request(
-    api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
+    api: Client,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+    storage_layout: str,
 ) -> None:
     """A storage whose index refuses writes (a write block, as a full disk sets it): its sets
     fail, the sets of other storages in the same batches succeed."""
+    per_storage_only(storage_layout, "a storage's own index, closed to writes")
     blocked, healthy = await create_storage(), await create_storage()
     for storage in (blocked, healthy):
         assert await set_value(api, storage, "seed", "v") == 200
@@ -118,10 +125,15 @@ async def test_one_refused_document_fails_only_its_own_request(
 
 
 async def test_one_unreadable_document_fails_only_its_own_request(
-    api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
+    api: Client,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+    storage_layout: str,
 ) -> None:
     """A storage whose index is closed: its documents come back from the _mget as errors;
     the gets of other storages in the same batches are answered."""
+    per_storage_only(storage_layout, "a storage's own index, closed")
     closed, open_ = await create_storage(), await create_storage()
     for storage in (closed, open_):
         assert await set_value(api, storage, "k", "v") == 200

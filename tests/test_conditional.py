@@ -8,9 +8,11 @@ import pytest
 
 from kv_storage.app import create_app
 from kv_storage.config import Config
-from tests.conftest import StorageFactory, StorageRef
+from tests.conftest import BOTH_LAYOUTS, StorageFactory, StorageRef
 from tests.helpers import Client, ClientFactory, path
 from tests.waiting import wait_until
+
+pytestmark = BOTH_LAYOUTS
 
 
 async def _get(api: Client, storage: StorageRef, key: str) -> tuple[int, str, str | None]:

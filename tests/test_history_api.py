@@ -14,9 +14,11 @@ from jsonschema import Draft4Validator  # type: ignore[import-untyped]
 from kv_storage.app import create_app
 from kv_storage.config import Config
 from schemas.fields import MAX_KEEP_ALIVE_MS, MAX_LONG
-from tests.conftest import CountingProxy, StorageFactory, StorageRef
-from tests.helpers import Client, put
+from tests.conftest import BOTH_LAYOUTS, CountingProxy, StorageFactory, StorageRef
+from tests.helpers import Client, placed, put
 from tests.waiting import wait_until
+
+pytestmark = BOTH_LAYOUTS
 
 RECORDS: list[dict[str, Any]] = [
     {"key": "a", "value": "1", "operation": "set", "timestamp": 1000},
@@ -29,14 +31,15 @@ RECORDS: list[dict[str, Any]] = [
 
 @pytest.fixture
 async def history(
-    create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
+    create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str, storage_layout: str
 ) -> StorageRef:
-    """A storage whose history was written in the original layout, straight into its index."""
+    """A storage whose history was written straight into Elasticsearch: as the original
+    wrote it into its own index, or into the shared one as the service does."""
     storage = await create_storage(history_enabled=True)
-    index = f"{index_prefix}storage-history-{storage.id}"
+    where = placed(index_prefix, storage.id, storage_layout)
     for record in RECORDS:
-        await es.index(index=index, document=record)
-    await es.indices.refresh(index=index)
+        await es.index(**where.search_options(where.history_index), document=where.tagged(record))
+    await es.indices.refresh(index=where.history_index)
     return storage
 
 
@@ -418,12 +421,12 @@ async def test_the_services_own_history_is_searchable(
 
 
 async def test_an_index_with_a_smaller_result_window_answers_400(
-    api: Client, history: StorageRef, es: AsyncElasticsearch, index_prefix: str
+    api: Client, history: StorageRef, es: AsyncElasticsearch, index_prefix: str, storage_layout: str
 ) -> None:
     """An operator may lower ``index.max_result_window``: Elasticsearch's refusal of a page
     beyond it is the client's 400 naming ``page``, not a failure of Elasticsearch."""
     await es.indices.put_settings(
-        index=f"{index_prefix}storage-history-{history.id}",
+        index=placed(index_prefix, history.id, storage_layout).history_index,
         settings={"index.max_result_window": 3},
     )
     status, body = await search(api, history, page=2, size=2)

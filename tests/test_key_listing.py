@@ -17,8 +17,10 @@ from kv_storage.app import create_app
 from kv_storage.config import Config
 from kv_storage.es.migration import KeyFieldMigration, Progress
 from kv_storage.es.names import IndexNames
-from tests.conftest import StorageFactory, StorageRef
-from tests.helpers import Client, ClientFactory, path, route_requests
+from tests.conftest import BOTH_LAYOUTS, StorageFactory, StorageRef
+from tests.helpers import Client, ClientFactory, path, per_storage_only, route_requests
+
+pytestmark = BOTH_LAYOUTS
 
 SPECIAL_KEYS = [
     "a/b/c",
@@ -75,7 +77,7 @@ async def test_pages_by_prefix_hold_every_key_once_in_byte_order(
         f"{rng.choice(['app/a/', 'app/b/', 'app/', 'other/', ''])}{n:05d}" for n in range(25_000)
     ]
     await _set_all(api, storage, keys)
-    await es.indices.refresh(index=f"{index_prefix}storage-data-{storage.id}")
+    await es.indices.refresh(index=f"{index_prefix}storage-*")
     for prefix, limit in (("app/a/", 1000), ("app/", 3333), ("", 10_000), ("none/", 5)):
         pages = await _pages(api, storage, {"prefix": prefix, "limit": str(limit)})
         seen = [key for page, _ in pages for key in page]
@@ -98,7 +100,7 @@ async def test_keys_with_any_character_page_in_utf8_byte_order(
 ) -> None:
     storage = await create_storage()
     await _set_all(api, storage, [*SPECIAL_KEYS, "b/other"])
-    await es.indices.refresh(index=f"{index_prefix}storage-data-{storage.id}")
+    await es.indices.refresh(index=f"{index_prefix}storage-*")
     pages = await _pages(api, storage, {"prefix": "a/", "limit": "3"})
     assert [key for page, _ in pages for key in page] == _byte_order(SPECIAL_KEYS)
     after = await _pages(api, storage, {"prefix": "a/", "after": "a/z", "limit": "10"})
@@ -114,7 +116,7 @@ async def test_concurrent_pages_share_searches_and_each_gets_its_own_keys(
     never_written = await create_storage()
     for storage in storages:
         await _set_all(api, storage, [f"{storage.id}/{n:03d}" for n in range(200)])
-        await es.indices.refresh(index=f"{index_prefix}storage-data-{storage.id}")
+        await es.indices.refresh(index=f"{index_prefix}storage-*")
     asks = [
         (storage, f"{storage.id}/{digit}", str(limit))
         for storage in storages
@@ -144,14 +146,19 @@ async def test_concurrent_pages_share_searches_and_each_gets_its_own_keys(
 
 
 async def test_a_page_elasticsearch_refuses_fails_alone(
-    api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
+    api: Client,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+    storage_layout: str,
 ) -> None:
     """A storage whose index is closed: its searches come back from the _msearch as errors;
     the pages of another storage in the same batches are answered."""
+    per_storage_only(storage_layout, "a storage's own index, closed")
     closed, open_ = await create_storage(), await create_storage()
     for storage in (closed, open_):
         await _set_all(api, storage, ["a/1", "a/2"])
-        await es.indices.refresh(index=f"{index_prefix}storage-data-{storage.id}")
+        await es.indices.refresh(index=f"{index_prefix}storage-*")
         assert (
             await api.get(str(path("list", storage)) + "?limit=1", headers=storage.headers)
         ).status == 200
@@ -169,12 +176,17 @@ async def test_a_page_elasticsearch_refuses_fails_alone(
 
 
 async def test_pages_leave_out_a_document_without_the_key_field(
-    api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
+    api: Client,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+    storage_layout: str,
 ) -> None:
     """A document written without the key field into a migrated storage (by an instance not
     upgraded yet, against the documented order of the upgrade) has no place in the byte order:
     pages, with a prefix or without, hold the other keys exactly once and in order, never a
     null in its place; the full listing still holds it."""
+    per_storage_only(storage_layout, "documents written before layout version 2")
     storage = await create_storage()
     keys = [f"k{n}" for n in range(10)]
     await _set_all(api, storage, keys)
@@ -223,7 +235,9 @@ async def test_a_storage_not_migrated_yet_pages_from_a_full_scan(
     create_storage: StorageFactory,
     es: AsyncElasticsearch,
     index_prefix: str,
+    storage_layout: str,
 ) -> None:
+    per_storage_only(storage_layout, "documents written before layout version 2")
     storage = await create_storage()
     keys = await _written_before(es, index_prefix, storage, 250)
     api = await aiohttp_client(create_app(make_config()))
@@ -240,10 +254,12 @@ async def test_the_migration_runs_while_writes_go_on_and_loses_none(
     create_storage: StorageFactory,
     es: AsyncElasticsearch,
     index_prefix: str,
+    storage_layout: str,
 ) -> None:
     """Interrupted after its first page, then run again to the end, while a client rewrites
     and deletes keys: every value is the last one written, no deleted key comes back, every
     document carries its key, and the storage then pages by search."""
+    per_storage_only(storage_layout, "documents written before layout version 2")
     storage = await create_storage()
     keys = await _written_before(es, index_prefix, storage, 3000)
     api = await aiohttp_client(create_app(make_config()))
@@ -303,7 +319,9 @@ async def test_init_migrate_fills_in_the_key_field_and_says_so(
     create_storage: StorageFactory,
     es: AsyncElasticsearch,
     index_prefix: str,
+    storage_layout: str,
 ) -> None:
+    per_storage_only(storage_layout, "documents written before layout version 2")
     service_env = {
         **os.environ,
         "KV_STORAGE_ELASTICSEARCH_URI": es_url,

@@ -15,9 +15,11 @@ from kv_storage.app import create_app
 from kv_storage.config import Config
 from kv_storage.es.data import DataStore
 from kv_storage.model import Location
-from tests.conftest import StorageFactory, StorageRef
-from tests.helpers import Client, ClientFactory, get, path, put
+from tests.conftest import BOTH_LAYOUTS, StorageFactory, StorageRef
+from tests.helpers import Client, ClientFactory, get, path, per_storage_only, placed, put
 from tests.waiting import wait_until
+
+pytestmark = BOTH_LAYOUTS
 
 # --- get and set ---------------------------------------------------------------------------
 
@@ -307,8 +309,13 @@ async def test_a_temp_storage_answers_404_as_soon_as_it_expires(
 
 
 async def test_plugin_written_storage_and_original_data_are_served(
-    api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
+    api: Client,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+    storage_layout: str,
 ) -> None:
+    per_storage_only(storage_layout, "the plugin's storages have indices of their own")
     storage = await create_storage()  # written into the registry while the service runs
     await es.index(
         index=f"{index_prefix}storage-data-{storage.id}",
@@ -583,6 +590,7 @@ async def test_clear_answers_409_and_keeps_a_key_written_while_it_ran(
     es: AsyncElasticsearch,
     index_prefix: str,
     monkeypatch: pytest.MonkeyPatch,
+    storage_layout: str,
 ) -> None:
     """A writer changes a key after the clear read it and before it deleted it.
 
@@ -600,8 +608,11 @@ async def test_clear_answers_409_and_keeps_a_key_written_while_it_ran(
         nonlocal written
         if not written and actions and actions[0]["_op_type"] == "delete":
             written = True
+            where = placed(index_prefix, storage.id, storage_layout)
             await es.index(
-                index=f"{index_prefix}storage-data-{storage.id}", id="k3", document={"value": "new"}
+                **where.search_options(where.data_index),
+                id=where.data_id("k3"),
+                document=where.tagged({"key": "k3", "value": "new"}),
             )
         return await original(self, actions)
 

@@ -18,10 +18,12 @@ import pytest
 
 from kv_storage.app import create_app
 from kv_storage.config import Config
-from tests.conftest import CountingProxy, StorageFactory, StorageRef
+from tests.conftest import BOTH_LAYOUTS, CountingProxy, StorageFactory, StorageRef
 from tests.helpers import Client, ClientFactory, path
 from tests.processes import service_process
 from tests.waiting import wait_until
+
+pytestmark = BOTH_LAYOUTS
 
 BUSY_MACHINE_MARGIN_S = 0.4
 """Added to every deadline: the suite shares two cores with Elasticsearch and other runs."""
