@@ -26,7 +26,7 @@ from kv_storage.actors.key_listing import KeyListingActor
 from kv_storage.actors.lifecycle import LifecycleActor
 from kv_storage.actors.storage import StorageActor
 from kv_storage.actors.watch import WatchActor
-from kv_storage.config import Config, revocation_s
+from kv_storage.config import Config
 from kv_storage.es.client import create_client
 from kv_storage.es.cluster_clock import ClusterClock
 from kv_storage.es.data import DataStore, ScanSettings
@@ -278,7 +278,6 @@ async def lifecycle(parts: Parts) -> AsyncIterator[None]:
         retry_for_s=parts.config.app.request_timeout_s,
         now_ms=parts.clock.now_ms,
         layout=parts.config.elasticsearch.layout,
-        revocation_s=revocation_s(parts.config.app),
     )
     if parts.clock.due:
         await parts.clock.sync()  # a command's TEMP expirations start from the cluster's time

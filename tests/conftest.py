@@ -357,7 +357,9 @@ def create_storage(
         deleted: bool = False,
         expiration_timestamp: int | None = None,
         storage_id: str | None = None,
+        layout: str | None = None,
     ) -> StorageRef:
+        """``layout``: this storage's, rather than the test's (``storage_layout``)."""
         ref = StorageRef(storage_id or str(uuid.uuid4()), uuid.uuid4().hex)
         document: dict[str, object] = {
             "type": storage_type,
@@ -366,8 +368,8 @@ def create_storage(
             "secret_key": ref.secret_key,
             "last_updated": int(time.time() * 1000),
         }
-        if storage_layout != "per-storage":
-            document["layout"] = storage_layout
+        if (layout or storage_layout) != "per-storage":
+            document["layout"] = layout or storage_layout
         if storage_type == "TEMP":
             document["ttl"] = 3_600_000
             document["expiration_timestamp"] = (

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from kv_storage.actors.lifecycle import ExpireTemp, LifecycleActor
 from kv_storage.actors.periodic import PeriodicJob
-from kv_storage.config import AppConfig
+from kv_storage.config import AppConfig, revocation_s
 from kv_storage.es.errors import describe
 from kv_storage.es.history import BULK_TIMEOUT_S as HISTORY_BULK_TIMEOUT_S
 from kv_storage.es.lease import Lease, Mark
@@ -52,7 +52,7 @@ def drop_delay_s(app: AppConfig) -> float:
     history = app.history
     attempt_s = max(HISTORY_BULK_TIMEOUT_S, app.request_timeout_s)
     late_history_s = (history.retry_limit + 1) * (history.flush_timeout_s + attempt_s)
-    late_writes_s = app.cache.update_time_s + app.request_timeout_s
+    late_writes_s = revocation_s(app)
     return late_writes_s + late_history_s
 
 

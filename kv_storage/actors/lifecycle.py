@@ -142,14 +142,11 @@ class LifecycleActor(Actor[LifecycleMessage]):
         retry_for_s: float = 10.0,
         now_ms: Callable[[], int] = now_ms,
         layout: Layout = Layout.PER_STORAGE,
-        revocation_s: float = 0.0,
     ) -> None:
         """``retry_for_s``: how long a change keeps retrying over concurrent writes of other
         processes before it answers 409 (the service passes ``app.request-timeout``).
         ``now_ms``: the time TEMP expirations start from (the cluster's clock). ``layout``:
-        that of the storages it creates (``elasticsearch.layout``). ``revocation_s``: how long
-        a change of the registry takes to reach every instance, which the deletion of a
-        shared-layout storage waits for (``revocation_s`` of the configuration)."""
+        that of the storages it creates (``elasticsearch.layout``)."""
         super().__init__(name="lifecycle", max_concurrency=256)
         self._registry = registry
         self._indices = indices
@@ -158,7 +155,6 @@ class LifecycleActor(Actor[LifecycleMessage]):
         self._retry_for_s = retry_for_s
         self._now_ms = now_ms
         self._layout = layout
-        self._revocation_s = revocation_s
         self._changing: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def handle(self, message: LifecycleMessage) -> RegistryEntry | EntryPage | None:
@@ -247,20 +243,16 @@ class LifecycleActor(Actor[LifecycleMessage]):
         return entry
 
     async def _deleted(self, entry: RegistryEntry) -> None:
-        """After the registry says deleted, before the deletion is answered, no write may
-        succeed any more, on any instance (the expiry sweep removes the data later). History
-        buffered here is not even sent.
+        """After the registry says deleted, before the deletion is answered (the expiry sweep
+        removes the data later). History buffered here is not even sent.
 
-        Per-storage indices are closed to writes, so a late write is refused
-        (``kv_storage.es.retirement``). A shared index cannot be closed for one storage: the
-        answer waits instead until every instance has seen the deletion (``revocation_s``:
-        one registry poll and its own time) and every write they had under way has landed,
-        so that no write is answered 200 after the deletion was; what landed before goes with
-        the purge."""
+        Per-storage indices are closed to writes, so a write through an instance that has
+        not seen the deletion yet is refused (``kv_storage.es.retirement``). A shared index
+        cannot be closed for one storage: such a write (within the revocation bound) lands,
+        and goes with the purge, which waits until no late write can come."""
         if self._history_buffer is not None:
             self._history_buffer.discard(entry.id)
         if entry.layout is Layout.SHARED:
-            await asyncio.sleep(self._revocation_s)
             return
         keeps_history = entry.history_enabled and entry.type is not StorageType.TEMP
         await self._indices.close_to_writes(

@@ -234,7 +234,7 @@ PROPERTIES: tuple[Property, ...] = (
     ),
     Property(
         "elasticsearch.layout",
-        "per-storage",
+        "shared",
         _one_of("shared", "per-storage"),
         "Layout of storages created from now on: shared (keys and history in two shared "
         "indices, routed by storage) or per-storage (two indices each, as the original; "

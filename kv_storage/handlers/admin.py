@@ -21,7 +21,7 @@ from kv_storage.actors.lifecycle import (
 from kv_storage.app_keys import LIFECYCLE_ACTOR
 from kv_storage.errors import ForbiddenError, UnauthorizedError
 from kv_storage.es.registry import EntryPage, RegistryEntry, storage_view
-from kv_storage.handlers.management import CONCURRENT_CHANGES, time_for_a_deletion
+from kv_storage.handlers.management import CONCURRENT_CHANGES
 from kv_storage.handlers.spec import storage_id_parameter
 from kv_storage.validation import validated
 from schemas.errors import ErrorSchema
@@ -167,7 +167,6 @@ async def list_storages(request: web.Request) -> web.Response:
     },
 )
 async def delete_storage(request: web.Request) -> web.Response:
-    time_for_a_deletion(request)
     entry = await request.app[LIFECYCLE_ACTOR].ask(DeleteStorage(request.match_info["storage_id"]))
     return web.json_response(_storage.dump(storage_view(entry)))
 

@@ -7,12 +7,10 @@ from aiohttp import web
 from aiohttp_apispec import docs, querystring_schema
 
 from kv_storage.actors.lifecycle import DeleteTemp, UpdateTtl
-from kv_storage.app_keys import CONFIG, LIFECYCLE_ACTOR
-from kv_storage.config import revocation_s
+from kv_storage.app_keys import LIFECYCLE_ACTOR
 from kv_storage.handlers.access import authorised_storage, storage_route
 from kv_storage.handlers.requests import EMPTY_OK_TYPES, empty_ok
 from kv_storage.handlers.spec import SECRET_KEY_PARAMETER, storage_id_parameter
-from kv_storage.middlewares import extend_deadline
 from kv_storage.validation import validated
 from schemas.errors import ErrorSchema
 from schemas.management import TtlQuerySchema
@@ -70,16 +68,8 @@ async def update_ttl(request: web.Request) -> web.Response:
 )
 @storage_route()
 async def delete_temp(request: web.Request) -> web.Response:
-    time_for_a_deletion(request)
     await request.app[LIFECYCLE_ACTOR].ask(DeleteTemp(authorised_storage(request)))
     return empty_ok()
-
-
-def time_for_a_deletion(request: web.Request) -> None:
-    """A deletion of a shared-layout storage is answered once every instance has seen it
-    (``LifecycleActor``): that long more than other requests."""
-    app = request.app[CONFIG].app
-    extend_deadline(request, revocation_s(app) + app.request_timeout_s)
 
 
 def add_routes(app: web.Application) -> None:
