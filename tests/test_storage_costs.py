@@ -159,3 +159,28 @@ async def test_list_and_clear_costs(
     # The same scan, plus one bulk of conditional deletes per page: 6 + ceil(25/10) = 9.
     assert es_proxy.count(path_part="/_bulk") == 3
     assert len(es_proxy.requests) == 9
+
+
+async def test_concurrent_misses_of_many_storages_share_registry_reads(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    es_proxy: CountingProxy,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+) -> None:
+    """Many active storages missing the cache at once (after a restart, or a cache smaller
+    than them): their lookups go to the registry as a few _mget, not one request each."""
+    api = await _service(make_config, es_proxy, aiohttp_client)
+    storages = [await create_storage() for _ in range(60)]
+    es_proxy.clear()
+    answers = await asyncio.gather(
+        *(api.get(path("get", storage, "k"), headers=storage.headers) for storage in storages)
+    )
+    assert [answer.status for answer in answers] == [404] * 60  # live storages, no such key
+    reads = es_proxy.count(path_part="storage-registry")
+    assert reads == es_proxy.count(path_part="storage-registry/_mget")
+    assert 0 < reads < 60 / 4, reads
+    for storage in storages:  # every one of them in one of those reads
+        assert (
+            es_proxy.count(path_part="storage-registry/_mget", body_part=storage.id.encode()) == 1
+        )

@@ -3,7 +3,10 @@
 Lookups are kept in an aiocache memory cache for ``app.cache.expiration-time``, at most
 ``app.cache.max-size`` of them: the least recently used is dropped first (the memory cache
 has no bound of its own). Misses (ids of no live storage) are kept too, in a small cache of
-their own. Concurrent lookups of one uncached storage share a single registry read.
+their own. Concurrent lookups of one uncached storage share a single registry read, and
+concurrent lookups of different ones go to the registry together, as one ``_mget`` (the
+group commit of the key/value operations: ``actors.batch_runner``), so that many active
+storages missing the cache at once cost a few requests, not one each.
 
 A TEMP storage whose expiration has passed is no live storage: its lookup answers ``None``
 from that moment, judged by Elasticsearch's clock (``kv_storage.es.cluster_clock``), so that
@@ -20,6 +23,8 @@ from typing import Protocol, TypeVar, cast
 from aiocache import SimpleMemoryCache
 
 from kv_storage.actors.base import Actor, Ask
+from kv_storage.actors.batch_runner import BatchRunner
+from kv_storage.actors.batching import BatchLimits, Kind
 from kv_storage.config import CacheConfig
 from kv_storage.es.registry import Registry
 from kv_storage.es.waits import waiting
@@ -109,6 +114,11 @@ class _BoundedCache:
 AnswerT = TypeVar("AnswerT")
 
 _LOOKUP_CONCURRENCY = 1024
+_REGISTRY_READS = BatchLimits(
+    max_operations=1000, max_bytes=1 << 20, max_in_flight=1, max_keys_per_storage=1 << 30
+)
+"""One ``_mget`` of the registry at a time, of up to 1,000 storages: those that missed the
+cache meanwhile go in the next one."""
 MAX_CACHED_MISSES = 256
 """Unknown storage ids remembered at once: enough to spare the registry a client that
 retries, too few to matter, and apart from the storages that exist, so that requests for
@@ -151,6 +161,9 @@ class CacheActor(Actor[CacheMessage]):
         self._found = _BoundedCache(max_size=config.max_size, ttl_s=ttl_s)
         self._missing = _BoundedCache(max_size=min(MAX_CACHED_MISSES, config.max_size), ttl_s=ttl_s)
         self._loading: dict[str, asyncio.Future[Storage | None]] = {}
+        self._reads = BatchRunner[str, Storage | None](
+            _REGISTRY_READS, self._read_many, name="storage-cache"
+        )
         self._hits = self._misses = 0
 
     async def look_up(self, storage_id: str) -> Storage | None:
@@ -208,7 +221,9 @@ class CacheActor(Actor[CacheMessage]):
         loading = asyncio.get_running_loop().create_future()
         self._loading[storage_id] = loading
         try:
-            storage = await self._registry.find(storage_id)
+            storage = await self._reads.submit(
+                Kind.READ, storage_id, frozenset(), storage_id, size=len(storage_id)
+            )
         except BaseException as error:
             if self._loading.get(storage_id) is loading:
                 del self._loading[storage_id]
@@ -222,6 +237,14 @@ class CacheActor(Actor[CacheMessage]):
             await kept_in.put(storage_id, _Entry(storage))
         loading.set_result(storage)
         return storage
+
+    async def _read_many(self, kind: Kind, storage_ids: list[str]) -> list[Storage | None]:
+        return await self._registry.find_many(storage_ids)
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        await super().stop(timeout_s)
+        await self._reads.drain(deadline)
 
     async def _forget(self, storage_id: str) -> None:
         self._loading.pop(storage_id, None)
