@@ -56,6 +56,13 @@ class TooManyRequestsError(ServiceError):
     status = 429
 
 
+class InsufficientStorageError(ServiceError):
+    """Elasticsearch cannot hold what was asked for (its shard limit): no use trying again
+    before an operator changes something."""
+
+    status = 507
+
+
 class ServiceUnavailableError(ServiceError):
     """Busy for now: the answer says when to try again (``Retry-After``)."""
 

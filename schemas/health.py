@@ -16,13 +16,21 @@ class HealthCheckSchema(Schema):
     name = fields.String(
         required=True,
         validate=validate.OneOf(
-            ["STORAGE_REGISTRY", "STORAGE_DATA_TEMPLATE", "STORAGE_HISTORY_TEMPLATE"]
+            [
+                "STORAGE_REGISTRY",
+                "STORAGE_DATA_TEMPLATE",
+                "STORAGE_HISTORY_TEMPLATE",
+                "SHARD_BUDGET",
+            ]
         ),
     )
     status = fields.String(required=True, validate=validate.OneOf(["HEALTHY", "UNHEALTHY"]))
     message = fields.String(
         required=True,
-        metadata={"description": "OK, Not found, or the Elasticsearch error"},
+        metadata={
+            "description": "OK, Not found, or the Elasticsearch error; SHARD_BUDGET, there "
+            "only from 90% of the cluster's shard limit on, says how many are in use"
+        },
     )
 
 

@@ -357,3 +357,57 @@ async def test_more_storages_than_a_nodes_shard_budget_allows_per_storage(
     await wait_until(history_written, timeout_s=60, what="the history of 300 storages")
     await es.indices.refresh(index=where.data_index)
     assert (await es.count(index=where.data_index))["count"] == 1500
+
+
+async def test_a_per_storage_storage_the_shard_limit_cannot_hold_is_refused_at_creation(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+) -> None:
+    """The node's shard limit lowered to what it holds plus one: a per-storage storage with
+    history (two indices) is refused at creation with 507 naming the limit, and nothing of it
+    stays; the detailed health warns; a shared storage is created and written all the same."""
+    per_storage = await aiohttp_client(
+        create_app(
+            make_config(KV_STORAGE_ELASTICSEARCH_LAYOUT="per-storage", KV_STORAGE_ADMIN_TOKEN=TOKEN)
+        )
+    )
+    shared = await aiohttp_client(
+        create_app(
+            make_config(KV_STORAGE_ELASTICSEARCH_LAYOUT="shared", KV_STORAGE_ADMIN_TOKEN=TOKEN)
+        )
+    )
+    health = await per_storage.get("/health", params={"detailed": "true"})
+    assert [check["name"] for check in (await health.json())["checks"]] == [
+        "STORAGE_REGISTRY",
+        "STORAGE_DATA_TEMPLATE",
+        "STORAGE_HISTORY_TEMPLATE",
+    ]  # the original's three while the budget is far from used
+    used = (await es.cluster.health())["active_shards"]
+    await es.cluster.put_settings(persistent={"cluster.max_shards_per_node": used + 1})
+    try:
+        before = await _indices(es, index_prefix)
+        response = await per_storage.post(
+            "/admin/storages",
+            json={"type": "ACCOUNT", "account": "a", "name": "n", "historyEnabled": True},
+            headers=ADMIN,
+        )
+        answer = await response.json()
+        assert response.status == 507, answer
+        assert "cluster.max_shards_per_node" in answer["error"]
+        assert await _indices(es, index_prefix) == before  # its first index went again
+        listed = await per_storage.get("/admin/storages", params={"account": "a"}, headers=ADMIN)
+        assert (await listed.json())["total"] == 0
+        health = await per_storage.get("/health", params={"detailed": "true"})
+        assert health.status == 200
+        checks = (await health.json())["checks"]
+        assert checks[-1]["name"] == "SHARD_BUDGET"
+        assert checks[-1]["status"] == "HEALTHY"
+        assert f"of {used + 1} shards in use" in checks[-1]["message"]
+        storage = await _create(shared, type="ACCOUNT", account="a", name="s", historyEnabled=True)
+        await put(shared, storage, "k", "v")
+        assert await get(shared, storage, "k") == (200, "v")
+    finally:
+        await es.cluster.put_settings(persistent={"cluster.max_shards_per_node": None})

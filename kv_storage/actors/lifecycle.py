@@ -21,7 +21,12 @@ from typing import Any, Protocol
 from kv_storage.actors.base import Actor, Ask
 from kv_storage.actors.cache import CacheActor, Forget
 from kv_storage.clock import now_ms
-from kv_storage.errors import BadRequestError, ConflictError, NotFoundError
+from kv_storage.errors import (
+    BadRequestError,
+    ConflictError,
+    InsufficientStorageError,
+    NotFoundError,
+)
 from kv_storage.es.registry import (
     EntryExistsError,
     EntryPage,
@@ -29,7 +34,7 @@ from kv_storage.es.registry import (
     RegistryEntry,
     StaleEntryError,
 )
-from kv_storage.es.retirement import StorageIndices
+from kv_storage.es.retirement import ShardLimitError, StorageIndices
 from kv_storage.model import Layout, Storage, StorageType, is_storage_id
 from schemas.fields import MAX_LONG, STORAGE_ID_RULE
 
@@ -293,12 +298,29 @@ class LifecycleActor(Actor[LifecycleMessage]):
             expiration_timestamp_ms=expiration,
             layout=self._layout,
         )
+        if entry.layout is Layout.PER_STORAGE:
+            await self._make_indices(entry)
         try:
             created = await self._registry.create(entry)
         except EntryExistsError:
             raise ConflictError(f"storage {storage_id} exists already") from None
         await self._forget(storage_id)  # a cached miss must not hide the new storage
         return created
+
+    async def _make_indices(self, entry: RegistryEntry) -> None:
+        """A per-storage storage's indices, before its registry document: a cluster at its
+        shard limit refuses the storage now (507), not its first write later."""
+        if await self._registry.read(entry.id) is not None:
+            raise ConflictError(f"storage {entry.id} exists already")
+        try:
+            await self._indices.make(entry.id, keeps_history=entry.history_enabled)
+        except ShardLimitError as error:
+            raise InsufficientStorageError(
+                "Elasticsearch holds no more shards (cluster.max_shards_per_node per data "
+                f"node): {error.reason}. A storage in the per-storage layout needs an index of "
+                "its own, two with history; storages in the shared layout need none "
+                '(elasticsearch.layout = "shared")'
+            ) from None
 
     async def _forget(self, storage_id: str) -> None:
         if self._cache is not None:

@@ -14,6 +14,7 @@ from elasticsearch import AsyncElasticsearch
 from kv_storage.es.errors import classify, describe, is_elasticsearch_error
 from kv_storage.es.names import DATA_TEMPLATE, HISTORY_TEMPLATE, IndexNames
 from kv_storage.es.provisioning import template_version, template_versions
+from kv_storage.es.shard_budget import ShardBudget
 
 logger = logging.getLogger(__name__)
 
@@ -69,18 +70,43 @@ async def check_components(
             )
         return _OK
 
-    return list(
-        await asyncio.gather(
-            _run_check("STORAGE_REGISTRY", registry, timeout_s),
-            _run_check(
-                "STORAGE_DATA_TEMPLATE",
-                lambda: template(names.data_template, DATA_TEMPLATE),
-                timeout_s,
-            ),
-            _run_check(
-                "STORAGE_HISTORY_TEMPLATE",
-                lambda: template(names.history_template, HISTORY_TEMPLATE),
-                timeout_s,
-            ),
-        )
+    *checks, warning = await asyncio.gather(
+        _run_check("STORAGE_REGISTRY", registry, timeout_s),
+        _run_check(
+            "STORAGE_DATA_TEMPLATE",
+            lambda: template(names.data_template, DATA_TEMPLATE),
+            timeout_s,
+        ),
+        _run_check(
+            "STORAGE_HISTORY_TEMPLATE",
+            lambda: template(names.history_template, HISTORY_TEMPLATE),
+            timeout_s,
+        ),
+        _shard_budget_warning(client, timeout_s),
+    )
+    return checks if warning is None else [*checks, warning]
+
+
+SHARD_BUDGET_WARNING = 0.9
+"""The share of the cluster's shard limit from which the detailed health warns."""
+
+
+async def _shard_budget_warning(client: AsyncElasticsearch, timeout_s: float) -> Check | None:
+    """A fourth check, ``SHARD_BUDGET``, only while 90% or more of the cluster's shards are in
+    use: a warning (still ``HEALTHY``: the service serves), before per-storage storages are
+    refused. Absent otherwise, so the answer stays the original's three checks."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            usage = await ShardBudget(client).usage()
+    except Exception as error:  # the three checks above say what is wrong with Elasticsearch
+        logger.debug("health: the shard budget could not be read: %s", describe(error))
+        return None
+    if usage.share < SHARD_BUDGET_WARNING:
+        return None
+    return Check(
+        "SHARD_BUDGET",
+        HEALTHY,
+        f"{usage.used} of {usage.limit} shards in use ({usage.share:.0%}; "
+        "cluster.max_shards_per_node per data node): new storages in the per-storage layout "
+        "will soon be refused; the shared layout needs no more shards",
     )

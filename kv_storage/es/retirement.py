@@ -1,4 +1,9 @@
-"""The indices of a deleted storage: closed to writes at its deletion, removed later.
+"""The indices of a storage in the per-storage layout (made with it, closed to writes at its
+deletion, removed later), and the purge of a deleted storage's documents from the shared ones.
+
+A per-storage storage's indices are made when it is created, not by its first write: the
+cluster's shard limit then refuses the creation, naming the limit, rather than a write long
+after (``ShardLimitError``).
 
 Another instance may still take the storage for live until its next registry poll, and a
 history batch may still be on its way. Were the indices removed at the deletion, such a late
@@ -30,10 +35,44 @@ _ALREADY_EXISTS = "resource_already_exists_exception"
 _ATTEMPTS = 3
 
 
+class ShardLimitError(Exception):
+    """The cluster would have more shards open than ``cluster.max_shards_per_node`` allows."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_SHARD_LIMIT = "maximum normal shards open"
+"""How Elasticsearch words a refusal for the shard limit."""
+
+
 class StorageIndices:
     def __init__(self, client: AsyncElasticsearch, names: IndexNames) -> None:
         self._client = client
         self._names = names
+
+    async def make(self, storage_id: str, *, keeps_history: bool) -> None:
+        """The indices of a new per-storage storage (an index there already is kept: the
+        CloudStack plugin makes its own). The shard limit raises ``ShardLimitError``, and
+        what this call made of them is removed again."""
+        indices = [self._names.data(storage_id)]
+        if keeps_history:
+            indices.append(self._names.history(storage_id))
+        made: list[str] = []
+        for index in indices:
+            try:
+                await self._client.indices.create(index=index)
+            except ApiError as error:
+                if error.error == _ALREADY_EXISTS:
+                    continue
+                if made:
+                    await self._client.indices.delete(index=",".join(made), ignore_unavailable=True)
+                reason = _reason(error)
+                if _SHARD_LIMIT in reason:
+                    raise ShardLimitError(reason) from None
+                raise
+            made.append(index)
 
     async def close_to_writes(
         self, storage_id: str, *, create_missing: bool, keeps_history: bool = False
@@ -128,3 +167,9 @@ class StorageIndices:
             # refused (it would make the index, which the sweep removes).
             logger.warning("creating %s closed to writes failed: %s", index, describe(error))
         return True
+
+
+def _reason(error: ApiError) -> str:
+    body = error.body if isinstance(error.body, dict) else {}
+    detail = body.get("error")
+    return str(detail.get("reason", "")) if isinstance(detail, dict) else str(detail or "")
