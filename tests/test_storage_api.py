@@ -305,7 +305,8 @@ async def test_a_temp_storage_answers_404_as_soon_as_it_expires(
         return (await get(api, storage, "k"))[0] == 404
 
     await wait_until(gone, what="expiry")
-    assert time.time() * 1000 >= expires_at
+    # Not before it expired, by the cluster's clock: this host's, estimated within a few ms.
+    assert time.time() * 1000 >= expires_at - 50
 
 
 async def test_plugin_written_storage_and_original_data_are_served(
