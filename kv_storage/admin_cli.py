@@ -1,4 +1,4 @@
-"""``kv-storage storage create|show|list|delete|rotate-key``: the administration API's work
+"""``kv-storage storage create|show|list|delete|rotate-key|move``: the administration API's work
 from the command line, through the same lifecycle actor (not through HTTP), with the
 configuration ``serve`` uses."""
 
@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # the work itself loads the Elasticsearch client: only when i
     from kv_storage.actors.base import Ask
     from kv_storage.config import Config
     from kv_storage.es.registry import EntryPage, RegistryEntry
+    from kv_storage.wiring import Parts
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -40,6 +41,16 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         action = actions.add_parser(name, help=text)
         action.add_argument("storage_id", metavar="ID")
         config_anywhere.append(action)
+    move = actions.add_parser(
+        "move",
+        help="move a storage (or --all) from indices of its own into the shared ones, while "
+        "the service serves it; prints a report per storage",
+    )
+    move.add_argument("storage_id", metavar="ID", nargs="?")
+    move.add_argument(
+        "--all", action="store_true", help="every storage not in the shared layout yet"
+    )
+    config_anywhere.append(move)
     listing = actions.add_parser("list", help="list an account's storages")
     config_anywhere.append(listing)
     listing.add_argument("--account", required=True)
@@ -120,6 +131,64 @@ def _render(
     return storage_view(result)
 
 
+async def _move(config: "Config", args: argparse.Namespace) -> int:
+    """One JSON line per storage, as each move ends (a move takes seconds at least: it waits
+    for every instance to see each change of the registry)."""
+    from kv_storage.es.registry import Registry
+    from kv_storage.wiring import COMMAND, COMMAND_REQUEST_TIMEOUT_S, Parts, running
+
+    if (args.storage_id is None) == (not args.all):
+        print("kv-storage storage move: give a storage ID or --all", file=sys.stderr)
+        return EXIT_USAGE
+    parts = Parts(config, request_timeout_s=COMMAND_REQUEST_TIMEOUT_S)
+    failed = 0
+    tried: set[str] = set()
+    async with running(parts, COMMAND):
+        registry = Registry(parts.client, parts.names)
+
+        async def next_ids() -> list[str]:
+            """Up to 10,000 at a time: those moved leave the registry's answer."""
+            if args.storage_id is not None:
+                return [] if tried else [args.storage_id]
+            return [i for i in await registry.not_shared() if i not in tried]
+
+        while ids := await next_ids():
+            for storage_id in ids:
+                tried.add(storage_id)
+                failed += not await _move_one(parts, storage_id)
+    return EXIT_FAILURE if failed else 0
+
+
+async def _move_one(parts: "Parts", storage_id: str) -> bool:
+    from kv_storage.actors.lifecycle import MoveReport, MoveStorage
+    from kv_storage.errors import ServiceError
+    from kv_storage.es.errors import describe, is_elasticsearch_error
+
+    try:
+        report: MoveReport = await parts.lifecycle.ask(MoveStorage(storage_id))
+    except ServiceError as error:
+        print(json.dumps({"id": storage_id, "error": error.message}), flush=True)
+        return False
+    except Exception as error:
+        if not is_elasticsearch_error(error):
+            raise
+        print(json.dumps({"id": storage_id, "error": describe(error)}), flush=True)
+        return False
+    print(
+        json.dumps(
+            {
+                "id": report.storage_id,
+                "outcome": report.outcome,
+                "keys": report.keys,
+                "records": report.records,
+                "seconds": report.seconds,
+            }
+        ),
+        flush=True,
+    )
+    return True
+
+
 async def run(config: "Config", args: argparse.Namespace) -> int:
     from marshmallow import ValidationError
 
@@ -128,6 +197,9 @@ async def run(config: "Config", args: argparse.Namespace) -> int:
     from kv_storage.middlewares import describe_validation_error
     from kv_storage.wiring import COMMAND, COMMAND_REQUEST_TIMEOUT_S, Parts, running
 
+    if args.action == "move":
+        logging.getLogger("elastic_transport").setLevel(logging.ERROR)
+        return await _move(config, args)
     try:
         message = _message(args)
     except ValidationError as error:

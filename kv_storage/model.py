@@ -42,6 +42,8 @@ class Storage:
     secret_key: str = field(repr=False)
     expiration_timestamp_ms: int | None = None
     layout: Layout = Layout.PER_STORAGE
+    moving: bool = False
+    """Being moved into the shared layout: read as usual, written not (503) until done."""
 
     @property
     def location(self) -> Location:

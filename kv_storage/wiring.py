@@ -26,13 +26,14 @@ from kv_storage.actors.key_listing import KeyListingActor
 from kv_storage.actors.lifecycle import LifecycleActor
 from kv_storage.actors.storage import StorageActor
 from kv_storage.actors.watch import WatchActor
-from kv_storage.config import Config
+from kv_storage.config import Config, revocation_s
 from kv_storage.es.client import create_client
 from kv_storage.es.cluster_clock import ClusterClock
 from kv_storage.es.data import DataStore, ScanSettings
 from kv_storage.es.history import HistoryStore
 from kv_storage.es.keys import KeyIndex
 from kv_storage.es.lease import Lease, Mark
+from kv_storage.es.moving import StorageCopy
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
 from kv_storage.es.registry_changes import RegistryChanges
@@ -41,6 +42,7 @@ from kv_storage.es.signing_keys import SigningKeys
 from kv_storage.es.versions import Versions
 from pipeline.actor import HistoryActor
 
+_MOVE_PAGE_SIZE = 1000
 HISTORY_SHUTDOWN_TIMEOUT_S = 10.0
 """How long the history pipeline may take to write what it holds when the service stops."""
 COMMAND_REQUEST_TIMEOUT_S = 30.0
@@ -278,6 +280,8 @@ async def lifecycle(parts: Parts) -> AsyncIterator[None]:
         retry_for_s=parts.config.app.request_timeout_s,
         now_ms=parts.clock.now_ms,
         layout=parts.config.elasticsearch.layout,
+        copy=StorageCopy(parts.client, parts.names, page_size=_MOVE_PAGE_SIZE),
+        revocation_s=revocation_s(parts.config.app),
     )
     if parts.clock.due:
         await parts.clock.sync()  # a command's TEMP expirations start from the cluster's time

@@ -94,7 +94,7 @@ async def test_initialise_upgrades_an_older_layout_in_place_and_keeps_the_data(
     steps = await initialise(es, index_prefix)
     assert [str(step) for step in steps] == [
         f"index {index_prefix}storage-registry-lock upgraded from version 0 to 1",
-        f"index {index_prefix}storage-registry upgraded from version 0 to 2",
+        f"index {index_prefix}storage-registry upgraded from version 0 to 3",
         f"index {index_prefix}storage-shared-data upgraded from version 0 to 1",
         f"index {index_prefix}storage-shared-history upgraded from version 0 to 1",
         f"index {index_prefix}storage-signing-keys upgraded from version 0 to 1",

@@ -27,6 +27,7 @@ from kv_storage.errors import (
     InsufficientStorageError,
     NotFoundError,
 )
+from kv_storage.es.moving import StorageCopy
 from kv_storage.es.registry import (
     EntryExistsError,
     EntryPage,
@@ -38,6 +39,7 @@ from kv_storage.es.retirement import ShardLimitError, StorageIndices
 from kv_storage.model import Layout, Storage, StorageType, is_storage_id
 from schemas.fields import MAX_LONG, STORAGE_ID_RULE
 
+_MOVE_PAGE = 500
 _FIRST_BACKOFF_S = 0.005
 _MAX_BACKOFF_S = 0.2
 
@@ -117,6 +119,24 @@ class RotateSecret(Ask[RegistryEntry]):
     storage_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class MoveStorage(Ask["MoveReport"]):
+    """Moves a storage from its own indices into the shared ones (``kv-storage storage
+    move``)."""
+
+    storage_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MoveReport:
+    storage_id: str
+    outcome: str
+    """``moved``, or ``shared already``."""
+    keys: int = 0
+    records: int = 0
+    seconds: float = 0.0
+
+
 class HistoryBuffer(Protocol):
     """The history pipeline, as the lifecycle actor needs it: a deleted storage's records
     still waiting there must not be written (they would re-create its history index)."""
@@ -133,6 +153,7 @@ LifecycleMessage = (
     | ListStorages
     | DeleteStorage
     | RotateSecret
+    | MoveStorage
 )
 
 
@@ -147,11 +168,15 @@ class LifecycleActor(Actor[LifecycleMessage]):
         retry_for_s: float = 10.0,
         now_ms: Callable[[], int] = now_ms,
         layout: Layout = Layout.PER_STORAGE,
+        copy: StorageCopy | None = None,
+        revocation_s: float = 0.0,
     ) -> None:
         """``retry_for_s``: how long a change keeps retrying over concurrent writes of other
         processes before it answers 409 (the service passes ``app.request-timeout``).
         ``now_ms``: the time TEMP expirations start from (the cluster's clock). ``layout``:
-        that of the storages it creates (``elasticsearch.layout``)."""
+        that of the storages it creates (``elasticsearch.layout``). ``copy`` moves storages
+        into the shared layout; ``revocation_s`` is how long a registry change takes to reach
+        every instance (``config.revocation_s``), which a move waits for, twice."""
         super().__init__(name="lifecycle", max_concurrency=256)
         self._registry = registry
         self._indices = indices
@@ -160,9 +185,13 @@ class LifecycleActor(Actor[LifecycleMessage]):
         self._retry_for_s = retry_for_s
         self._now_ms = now_ms
         self._layout = layout
+        self._copy = copy
+        self._revocation_s = revocation_s
         self._changing: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    async def handle(self, message: LifecycleMessage) -> RegistryEntry | EntryPage | None:
+    async def handle(
+        self, message: LifecycleMessage
+    ) -> "RegistryEntry | EntryPage | MoveReport | None":
         match message:
             case UpdateTtl(storage, ttl_ms):
                 _require_temp(storage)
@@ -184,6 +213,8 @@ class LifecycleActor(Actor[LifecycleMessage]):
                 return await self._delete(storage_id)
             case RotateSecret(storage_id):
                 return await self._change(storage_id, _with_new_secret)
+            case MoveStorage(storage_id):
+                return await self._move(storage_id)
 
     async def _existing(self, storage_id: str) -> RegistryEntry:
         if not is_storage_id(storage_id):
@@ -321,6 +352,45 @@ class LifecycleActor(Actor[LifecycleMessage]):
                 "its own, two with history; storages in the shared layout need none "
                 '(elasticsearch.layout = "shared")'
             ) from None
+
+    async def _move(self, storage_id: str) -> "MoveReport":
+        """Into the shared layout, while the service serves it:
+
+        1. the registry marks it ``moving`` (still in its own indices): every instance, once
+           it has seen that (``revocation_s``), answers its writes 503 and its reads as ever,
+           and the writes it had under way have landed by then;
+        2. its keys and history are copied into the shared indices (idempotent);
+        3. the registry names the shared layout, without ``moving``: reads and writes go
+           there, on every instance within ``revocation_s``, during which the old indices
+           still answer the reads of those that have not seen it (they hold the same);
+        4. then the old indices go.
+
+        Cut short anywhere, running it again goes on from where it stopped (a storage marked
+        ``moving`` is copied again, over what was copied). A copy that fails rolls back: the
+        storage stays in its own indices, written again, and what was copied is purged."""
+        if self._copy is None:
+            raise RuntimeError("this lifecycle actor was made without a copier")
+        started = asyncio.get_running_loop().time()
+        entry = await self._existing(storage_id)
+        if entry.deleted:
+            raise NotFoundError(f"storage {storage_id} does not exist")
+        if entry.layout is Layout.SHARED and not entry.moving:
+            return MoveReport(storage_id, "shared already")
+        if not entry.moving:
+            await self._change(storage_id, lambda e: replace(e, moving=True))
+            await asyncio.sleep(self._revocation_s)
+        try:
+            copied = await self._copy.into_shared(storage_id)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._change(storage_id, lambda e: replace(e, moving=False))
+                await self._indices.purge(storage_id, page_size=_MOVE_PAGE)
+            raise
+        await self._change(storage_id, lambda e: replace(e, layout=Layout.SHARED, moving=False))
+        await asyncio.sleep(self._revocation_s)
+        await self._indices.drop(storage_id)
+        seconds = asyncio.get_running_loop().time() - started
+        return MoveReport(storage_id, "moved", copied.keys, copied.records, round(seconds, 3))
 
     async def _forget(self, storage_id: str) -> None:
         if self._cache is not None:

@@ -30,6 +30,7 @@ from kv_storage.errors import (
     ConflictError,
     NotFoundError,
     PreconditionFailedError,
+    ServiceUnavailableError,
 )
 from kv_storage.es.batches import Found, ReadOutcome, Reads, WriteOutcome, Writes
 from kv_storage.es.data import ClosedStorageError, DataStore
@@ -105,6 +106,8 @@ class _ScanEnded:
 
 
 _BATCHED = (GetValue, GetValues, SetValue, SetValues, DeleteValue, DeleteValues)
+_WRITES = (SetValue, SetValues, DeleteValue, DeleteValues, Clear)
+_MOVING_RETRY_AFTER_S = 2
 
 StorageCommand = (
     GetValue
@@ -173,6 +176,12 @@ class StorageActor(Actor[StorageCommand]):
             self.scans.give_back(message.storage_id)
             return None
         storage = message.storage
+        if storage.moving and isinstance(message, _WRITES):
+            raise ServiceUnavailableError(
+                f"storage {storage.id} is being moved into the shared indices; it is read as "
+                "usual, and written again once the move is done",
+                headers={"Retry-After": str(_MOVING_RETRY_AFTER_S)},
+            )
         match message:
             case GetValue(key=key):
                 (found,) = await self._read(storage, (key,))

@@ -26,6 +26,7 @@ _LOOKUP_FIELDS = [
     "secret_key",
     "expiration_timestamp",
     "layout",
+    "moving",
 ]
 
 
@@ -51,6 +52,8 @@ class RegistryEntry:
     expiration_timestamp_ms: int | None = None
     last_updated_ms: int | None = None
     layout: Layout = Layout.PER_STORAGE
+    moving: bool = False
+    """A move into the shared layout is under way (``kv-storage storage move``)."""
     seq_no: int | None = None
     primary_term: int | None = None
 
@@ -67,6 +70,7 @@ class RegistryEntry:
             "expiration_timestamp": self.expiration_timestamp_ms,
             "last_updated": self.last_updated_ms,
             "layout": self.layout.value,
+            "moving": True if self.moving else None,
         }
         return {name: value for name, value in fields.items() if value is not None}
 
@@ -145,6 +149,27 @@ class Registry:
         except (ConflictError, NotFoundError):
             raise StaleEntryError(entry.id) from None
         return replace(entry, seq_no=written["_seq_no"], primary_term=written["_primary_term"])
+
+    async def not_shared(self) -> list[str]:
+        """Ids of the live storages in the per-storage layout (their documents without a
+        ``layout`` field included), or moving: what ``storage move --all`` moves."""
+        found = await self._client.search(
+            index=self._names.registry,
+            query={
+                "bool": {
+                    "filter": [{"term": {"deleted": False}}],
+                    "should": [
+                        {"term": {"moving": True}},
+                        {"bool": {"must_not": [{"term": {"layout": Layout.SHARED.value}}]}},
+                    ],
+                    "minimum_should_match": 1,
+                }
+            },
+            size=10_000,
+            source=False,
+            sort=["_doc"],
+        )
+        return [hit["_id"] for hit in found["hits"]["hits"]]
 
     async def of_account(self, account: str, *, offset: int, size: int) -> EntryPage:
         return await self._search(
@@ -232,6 +257,7 @@ def _entry(
         expiration_timestamp_ms=optional_int("expiration_timestamp"),
         last_updated_ms=optional_int("last_updated"),
         layout=layout,
+        moving=bool(source.get("moving", False)),
         seq_no=meta.get("_seq_no"),
         primary_term=meta.get("_primary_term"),
     )
@@ -270,4 +296,5 @@ def _storage(storage_id: str, source: Mapping[str, Any]) -> Storage | None:
         secret_key=str(source.get("secret_key") or ""),
         expiration_timestamp_ms=int(expiration) if expiration is not None else None,
         layout=layout,
+        moving=bool(source.get("moving", False)),
     )
