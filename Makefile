@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help setup run test lint typecheck pytest es-start es-stop clean bench docs
+.PHONY: help setup run test lint typecheck pytest es-start es-stop clean bench bench-scale docs
 
 help:
 	@echo "make run        set up, start a local Elasticsearch unless one is configured (then with a"
@@ -11,6 +11,8 @@ help:
 	@echo "make test       set up and run lint, type checks and the whole test suite"
 	@echo "make bench      benchmarks against plain Elasticsearch: writes docs/benchmarks-latest.md"
 	@echo "                (and .json) and docs/benchmarks.png; docs/benchmarks.md explains them"
+	@echo "make bench-scale the layouts at scale (100,000 storages; about 15 minutes): writes"
+	@echo "                docs/benchmarks-scale.md (and .json)"
 	@echo "make docs       rewrite the property table of docs/configuration.md from the code"
 	@echo "make es-start   start the local development Elasticsearch (prints its URL)"
 	@echo "make es-stop    stop every local Elasticsearch node this project started"
@@ -51,6 +53,10 @@ clean:
 bench: setup
 	scripts/setup.sh --bench-tools
 	$(BIN)/python bench/run.py
+
+bench-scale: setup
+	scripts/setup.sh --bench-tools
+	$(BIN)/python bench/scale.py
 
 docs: setup
 	$(BIN)/python -m kv_storage.config.reference

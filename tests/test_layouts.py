@@ -15,6 +15,7 @@ from kv_storage.app import create_app
 from kv_storage.app_keys import PARTS
 from kv_storage.config import Config
 from kv_storage.es.provisioning import initialise
+from kv_storage.es.shard_budget import ShardBudget
 from tests.conftest import CountingProxy, StorageFactory, StorageRef
 from tests.helpers import Client, ClientFactory, get, path, placed, put
 from tests.waiting import wait_until
@@ -366,9 +367,9 @@ async def test_a_per_storage_storage_the_shard_limit_cannot_hold_is_refused_at_c
     es: AsyncElasticsearch,
     index_prefix: str,
 ) -> None:
-    """The node's shard limit lowered to what it holds plus one: a per-storage storage with
-    history (two indices) is refused at creation with 507 naming the limit, and nothing of it
-    stays; the detailed health warns; a shared storage is created and written all the same."""
+    """The node's shard limit lowered to what it holds: a per-storage storage with history
+    (two indices) is refused at creation with 507 naming the limit, and nothing of it stays;
+    the detailed health warns; a shared storage is created and written all the same."""
     per_storage = await aiohttp_client(
         create_app(
             make_config(KV_STORAGE_ELASTICSEARCH_LAYOUT="per-storage", KV_STORAGE_ADMIN_TOKEN=TOKEN)
@@ -385,8 +386,9 @@ async def test_a_per_storage_storage_the_shard_limit_cannot_hold_is_refused_at_c
         "STORAGE_DATA_TEMPLATE",
         "STORAGE_HISTORY_TEMPLATE",
     ]  # the original's three while the budget is far from used
-    used = (await es.cluster.health())["active_shards"]
-    await es.cluster.put_settings(persistent={"cluster.max_shards_per_node": used + 1})
+    # The limit at what the node holds: nothing more fits, and the budget is all used.
+    used = (await ShardBudget(es).usage()).used
+    await es.cluster.put_settings(persistent={"cluster.max_shards_per_node": used})
     try:
         before = await _indices(es, index_prefix)
         response = await per_storage.post(
@@ -405,7 +407,7 @@ async def test_a_per_storage_storage_the_shard_limit_cannot_hold_is_refused_at_c
         checks = (await health.json())["checks"]
         assert checks[-1]["name"] == "SHARD_BUDGET"
         assert checks[-1]["status"] == "HEALTHY"
-        assert f"of {used + 1} shards in use" in checks[-1]["message"]
+        assert f"of {used} shards in use" in checks[-1]["message"]
         storage = await _create(shared, type="ACCOUNT", account="a", name="s", historyEnabled=True)
         await put(shared, storage, "k", "v")
         assert await get(shared, storage, "k") == (200, "v")

@@ -1,11 +1,9 @@
 """GET /metrics: the Prometheus text format, with route templates and never a storage id."""
 
-import uuid
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import StorageFactory
-from tests.helpers import Client, get, put
+from tests.helpers import Client, get, path, put
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -52,12 +50,16 @@ async def test_metrics_count_requests_elasticsearch_history_and_cache(
     assert found[("kv_storage_cache_entries", ())] == 1
 
 
-async def test_elasticsearch_failures_are_counted(api: Client) -> None:
-    # The registry has no such storage: a 404 from Elasticsearch, an answer, not a failure.
-    response = await api.get(f"/get/{uuid.uuid4()}/k", headers={"Secret-Key": "s"})
-    assert response.status == 404
+async def test_elasticsearch_failures_are_counted(
+    api: Client, create_storage: StorageFactory
+) -> None:
+    # A storage never written has no index (per-storage layout): list's refresh of it is a
+    # 404 from Elasticsearch, an answer, not a failure; the list is empty.
+    storage = await create_storage()
+    response = await api.get(path("list", storage), headers=storage.headers)
+    assert (response.status, await response.json()) == (200, [])
     found = samples(await (await api.get("/metrics")).text())
     assert (
-        found[("kv_storage_elasticsearch_requests_total", (("method", "GET"), ("outcome", "4xx")))]
+        found[("kv_storage_elasticsearch_requests_total", (("method", "POST"), ("outcome", "4xx")))]
         == 1
     )
