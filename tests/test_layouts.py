@@ -413,3 +413,38 @@ async def test_a_per_storage_storage_the_shard_limit_cannot_hold_is_refused_at_c
         assert await get(shared, storage, "k") == (200, "v")
     finally:
         await es.cluster.put_settings(persistent={"cluster.max_shards_per_node": None})
+
+
+async def test_operations_of_both_layouts_share_batches_and_each_gets_its_own_answer(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    es_proxy: CountingProxy,
+    create_storage: StorageFactory,
+) -> None:
+    """Gets and sets of storages in either layout at once: they go as shared _mget and _bulk
+    requests (fewer than the operations), and every answer is its own."""
+    api = await aiohttp_client(create_app(make_config(KV_STORAGE_ELASTICSEARCH_URI=es_proxy.url)))
+    storages = [await create_storage(layout=layout) for layout in ("per-storage", "shared") * 3]
+    for storage in storages:  # lookups cached, per-storage indices there
+        await put(api, storage, "seed", "s")
+    es_proxy.clear()
+    await asyncio.gather(  # each put asserts its 200
+        *(
+            put(api, storage, f"k{n}", f"{storage.id}-{n}")
+            for n in range(20)
+            for storage in storages
+        )
+    )
+    gets = await asyncio.gather(
+        *(get(api, storage, f"k{n}") for n in range(20) for storage in storages)
+    )
+    assert gets == [(200, f"{storage.id}-{n}") for n in range(20) for storage in storages]
+    batches = es_proxy.count(path_part="/_bulk") + es_proxy.count(path_part="/_mget")
+    assert 0 < batches < 240 / 2, batches
+    mixed = [
+        body
+        for (_, route), body in zip(es_proxy.requests, es_proxy.bodies, strict=True)
+        if route.startswith("/_bulk") and b'"routing"' in body and b"storage-data-" in body
+    ]
+    assert mixed  # a _bulk held items of both layouts
