@@ -15,14 +15,15 @@ from kv_storage.config import Config
 from kv_storage.es.lease import Lease
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry_changes import RegistryChanges
-from tests.conftest import PartsStarter, StorageFactory
-from tests.helpers import ClientFactory, get, put
+from tests.conftest import BOTH_LAYOUTS, PartsStarter, StorageFactory
+from tests.helpers import ClientFactory, get, placed, put
 from tests.waiting import wait_until
 
 EXPIRY = (wiring.elasticsearch, wiring.lifecycle, wiring.expiry)
 """An instance that does nothing but the expiry sweep."""
 
 
+@BOTH_LAYOUTS
 async def test_expired_temp_storages_are_deleted_with_their_data(
     make_config: Callable[..., Config],
     initialised_config: Config,
@@ -30,7 +31,9 @@ async def test_expired_temp_storages_are_deleted_with_their_data(
     create_storage: StorageFactory,
     es: AsyncElasticsearch,
     index_prefix: str,
+    storage_layout: str,
 ) -> None:
+    """Per-storage: its index removed; shared: its documents purged from the shared index."""
     app = create_app(make_config(KV_STORAGE_APP_EXPIRY_INTERVAL="200ms"))
     app[PARTS].drop_delay_s = 0.0  # not the minutes a late write may take to come
     api = await aiohttp_client(app)
@@ -38,14 +41,20 @@ async def test_expired_temp_storages_are_deleted_with_their_data(
     lasting = await create_storage("TEMP")
     for storage in (expiring, lasting):
         await put(api, storage, "k", "v")
-    data_index = f"{index_prefix}storage-data-{expiring.id}"
-    assert await es.indices.exists(index=data_index)
+    where = placed(index_prefix, expiring.id, storage_layout)
+
+    async def data_left() -> int:
+        if not where.shared:
+            return int(bool(await es.indices.exists(index=where.data_index)))
+        await es.indices.refresh(index=where.data_index)
+        counted = await es.count(index=where.data_index, routing=where.routing, query=where.query())
+        return int(counted["count"])
+
+    assert await data_left() == 1
 
     async def expired_and_removed() -> bool:
         document = await es.get(index=f"{index_prefix}storage-registry", id=expiring.id)
-        return bool(document["_source"]["deleted"]) and not await es.indices.exists(
-            index=data_index
-        )
+        return bool(document["_source"]["deleted"]) and await data_left() == 0
 
     await wait_until(expired_and_removed, what="the expired storage deleted and its index removed")
     assert (await get(api, expiring, "k"))[0] == 404

@@ -9,7 +9,7 @@ from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
 from kv_storage.config import Config
-from tests.conftest import StorageFactory
+from tests.conftest import BOTH_LAYOUTS, StorageFactory
 from tests.helpers import Client, ClientFactory, closed_to_writes, get, put
 
 
@@ -20,6 +20,7 @@ async def registry_document(
     return dict(found["_source"])
 
 
+@BOTH_LAYOUTS
 async def test_ttl_update_moves_the_expiration_by_the_difference(
     api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
 ) -> None:
@@ -36,6 +37,7 @@ async def test_ttl_update_moves_the_expiration_by_the_difference(
     assert int(document["last_updated"]) >= before  # type: ignore[call-overload]
 
 
+@BOTH_LAYOUTS
 async def test_a_shorter_ttl_ends_the_storage(api: Client, create_storage: StorageFactory) -> None:
     storage = await create_storage("TEMP", expiration_timestamp=int(time.time() * 1000) + 3_600_000)
     await put(api, storage, "k", "v")
@@ -127,22 +129,35 @@ async def test_a_storage_without_a_secret_accepts_no_secret_key(
     assert await registry_document(es, index_prefix, storage.id) == document  # unchanged
 
 
+@BOTH_LAYOUTS
 async def test_delete_marks_deleted_and_closes_the_data_to_writes(
-    api: Client, create_storage: StorageFactory, es: AsyncElasticsearch, index_prefix: str
+    api: Client,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+    storage_layout: str,
 ) -> None:
+    """Per-storage: its index carries the write block; shared: its purge is the sweep's
+    (``test_layouts``). Either way it is gone for reads and writes at once."""
     storage = await create_storage("TEMP")
     await put(api, storage, "k", "v")
     response = await api.delete(f"/storage/{storage.id}", headers=storage.headers)
     assert response.status == 200
     document = await registry_document(es, index_prefix, storage.id)
     assert document["deleted"] is True
-    assert await closed_to_writes(es, f"{index_prefix}storage-data-{storage.id}")
+    if storage_layout == "per-storage":
+        assert await closed_to_writes(es, f"{index_prefix}storage-data-{storage.id}")
     assert (await get(api, storage, "k"))[0] == 404
+    written = await api.put(
+        f"/set/{storage.id}/k", data=b"w", headers={**storage.headers, "Content-Type": "text/plain"}
+    )
+    assert written.status == 404
     again = await api.delete(f"/storage/{storage.id}", headers=storage.headers)
     assert again.status == 404
 
 
 @pytest.mark.parametrize("instances", [1, 2])
+@BOTH_LAYOUTS
 async def test_concurrent_ttl_updates_lose_nothing(
     api: Client,
     create_storage: StorageFactory,
