@@ -11,7 +11,7 @@ help:
 	@echo "make test       set up and run lint, type checks and the whole test suite"
 	@echo "make bench      benchmarks against plain Elasticsearch: writes docs/benchmarks-latest.md"
 	@echo "                (and .json) and docs/benchmarks.png; docs/benchmarks.md explains them"
-	@echo "make bench-scale the layouts at scale (100,000 storages; about 15 minutes): writes"
+	@echo "make bench-scale the layouts at scale (100,000 storages; about 10 minutes): writes"
 	@echo "                docs/benchmarks-scale.md (and .json)"
 	@echo "make docs       rewrite the property table of docs/configuration.md from the code"
 	@echo "make es-start   start the local development Elasticsearch (prints its URL)"

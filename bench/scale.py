@@ -1,4 +1,4 @@
-"""Benchmarks of the layouts at cloud scale (``make bench-scale``; about 15 minutes here).
+"""Benchmarks of the layouts at cloud scale (``make bench-scale``; about 10 minutes here).
 
     .venv/bin/python bench/scale.py [--storages 100000] [--duration 10] [--rounds 3]
 
