@@ -16,7 +16,7 @@ from kv_storage.app_keys import PARTS
 from kv_storage.config import Config
 from kv_storage.es.provisioning import initialise
 from kv_storage.es.shard_budget import ShardBudget
-from tests.conftest import CountingProxy, StorageFactory, StorageRef
+from tests.conftest import BOTH_LAYOUTS, CountingProxy, StorageFactory, StorageRef
 from tests.helpers import Client, ClientFactory, get, path, placed, put
 from tests.waiting import wait_until
 
@@ -448,3 +448,39 @@ async def test_operations_of_both_layouts_share_batches_and_each_gets_its_own_an
         if route.startswith("/_bulk") and b'"routing"' in body and b"storage-data-" in body
     ]
     assert mixed  # a _bulk held items of both layouts
+
+
+@BOTH_LAYOUTS
+async def test_lists_at_once_share_refreshes_and_each_sees_the_writes_before_it(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    es_proxy: CountingProxy,
+    create_storage: StorageFactory,
+    storage_layout: str,
+) -> None:
+    """12 storages listed at once (within elasticsearch.scroll.max-open), each right after its
+    write: every list has its new key, and in the shared layout (one index) they share a few
+    refreshes rather than sending 12 (one storage listing in a loop cannot have everyone's
+    index refreshed as fast as it asks)."""
+    api = await aiohttp_client(create_app(make_config(KV_STORAGE_ELASTICSEARCH_URI=es_proxy.url)))
+    storages = [await create_storage() for _ in range(12)]
+    for storage in storages:
+        await put(api, storage, "old", "o")
+
+    async def write_then_list(storage: StorageRef) -> list[str]:
+        await put(api, storage, "new", "n")
+        listed = await api.get(path("list", storage), headers=storage.headers)
+        assert listed.status == 200, await listed.text()
+        return sorted(await listed.json())
+
+    es_proxy.clear()
+    lists = await asyncio.gather(*(write_then_list(storage) for storage in storages))
+    assert lists == [["new", "old"]] * 12
+    refreshes = sum(  # of data indices (the registry's poll refreshes it meanwhile)
+        1 for _, route in es_proxy.requests if "/_refresh" in route and "-data" in route
+    )
+    if storage_layout == "shared":
+        assert refreshes <= 12 / 2, refreshes
+    else:
+        assert refreshes == 12  # an index each: nothing to share

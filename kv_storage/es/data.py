@@ -6,7 +6,8 @@ or prefix-searched, the field can (``kv_storage.es.keys``).
 
 Writes do not refresh: ``get`` and ``mget`` are real-time in Elasticsearch, so the next read
 sees a write as soon as it is acknowledged. Scans (list, clear) refresh the index first, so
-they see every write acknowledged before they began.
+they see every write acknowledged before they began; scans at once share refreshes
+(``kv_storage.es.refreshes``).
 """
 
 import contextlib
@@ -41,6 +42,7 @@ from kv_storage.es.batches import (
 from kv_storage.es.errors import ItemError, refused_by_write_block
 from kv_storage.es.names import IndexNames
 from kv_storage.es.placement import Placement, place
+from kv_storage.es.refreshes import Refreshes
 from kv_storage.model import Condition, Location
 
 
@@ -71,6 +73,7 @@ class DataStore:
         self._client = client
         self._names = names
         self._scan = scan
+        self._refreshes = Refreshes(lambda index: client.indices.refresh(index=index))
 
     # Operations, encoded when they arrive; batches of them, sent as one request each.
 
@@ -174,7 +177,7 @@ class DataStore:
     ) -> AsyncGenerator[list[Any], None]:
         index = placement.data_index
         try:
-            await self._client.indices.refresh(index=index)
+            await self._refreshes.refresh(index)
         except NotFoundError:
             return  # never written: no keys
         page: list[Any] = []
