@@ -24,6 +24,7 @@ from kv_storage.actors.expiry import ExpiryActor, drop_delay_s
 from kv_storage.actors.history_query import HistoryQueryActor
 from kv_storage.actors.key_listing import KeyListingActor
 from kv_storage.actors.lifecycle import LifecycleActor
+from kv_storage.actors.shares import SCANS, SharedPool
 from kv_storage.actors.storage import StorageActor
 from kv_storage.actors.watch import WatchActor
 from kv_storage.config import Config, revocation_s
@@ -62,7 +63,10 @@ class Parts:
     ``None``: as long as a late write may come (``actors.expiry.drop_delay_s``). Tests
     shorten it rather than wait minutes."""
     names: IndexNames = field(init=False)
+    scans: SharedPool = field(init=False)
+    """The instance's open scans (scroll contexts), whichever actor opens them."""
     _client: AsyncElasticsearch | None = None
+    _data: DataStore | None = None
     _clock: ClusterClock | None = None
     _history: HistoryActor | None = None
     _cache: CacheActor | None = None
@@ -75,11 +79,23 @@ class Parts:
     _registry_poll: CacheUpdateActor | None = None
 
     def __post_init__(self) -> None:
-        self.names = IndexNames(self.config.elasticsearch.index_prefix)
+        settings = self.config.elasticsearch
+        self.names = IndexNames(settings.index_prefix)
+        self.scans = SharedPool(
+            capacity=settings.scroll_max_open,
+            share=settings.scroll_max_open_per_storage,
+            names=SCANS,
+        )
 
     @property
     def client(self) -> AsyncElasticsearch:
         return _started(self._client, "the Elasticsearch client")
+
+    @property
+    def data(self) -> DataStore:
+        """The keys and values in Elasticsearch: one for the actors that read and scan them,
+        so that scans at once share refreshes (``es.refreshes``)."""
+        return _started(self._data, "the Elasticsearch client")
 
     @property
     def clock(self) -> ClusterClock:
@@ -160,6 +176,7 @@ async def elasticsearch(parts: Parts) -> AsyncIterator[None]:
         transport_class=parts.transport_class,
     )
     parts._clock = ClusterClock(parts._client)
+    parts._data = DataStore(parts._client, parts.names, parts.scan_settings())
     try:
         yield
     finally:
@@ -218,12 +235,10 @@ async def watch(parts: Parts) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def storage(parts: Parts) -> AsyncIterator[None]:
-    settings = parts.config.elasticsearch
     actor = StorageActor(
-        data=DataStore(parts.client, parts.names, parts.scan_settings()),
+        data=parts.data,
         history=parts.history,
-        max_open_scans=settings.scroll_max_open,
-        max_open_scans_per_storage=settings.scroll_max_open_per_storage,
+        scans=parts.scans,
         batch_limits=parts.batch_limits(),
         changes=parts._watch,
     )
@@ -239,9 +254,8 @@ async def storage(parts: Parts) -> AsyncIterator[None]:
 async def key_listing(parts: Parts) -> AsyncIterator[None]:
     actor = KeyListingActor(
         keys=KeyIndex(parts.client, parts.names),
-        data=DataStore(parts.client, parts.names, parts.scan_settings()),
-        max_open_scans=parts.config.elasticsearch.scroll_max_open,
-        max_open_scans_per_storage=parts.config.elasticsearch.scroll_max_open_per_storage,
+        data=parts.data,
+        scans=parts.scans,
         recheck_s=parts.config.app.cache.update_time_s,
         batch_limits=parts.batch_limits(),
     )

@@ -9,6 +9,7 @@ from typing import Any
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.actors.batching import BatchLimits
+from kv_storage.actors.shares import SCANS, SharedPool
 from kv_storage.actors.storage import GetValue, SetValue, StorageActor
 from kv_storage.app import create_app
 from kv_storage.config import Config
@@ -174,7 +175,7 @@ def _actor(client: AsyncElasticsearch, prefix: str, **limits: int) -> StorageAct
     return StorageActor(
         data=DataStore(client, IndexNames(prefix), ScanSettings(100, "1m")),
         history=NoHistory(),
-        max_open_scans=4,
+        scans=SharedPool(capacity=4, share=4, names=SCANS),
         batch_limits=BatchLimits(
             **{"max_operations": 1000, "max_bytes": 1 << 20, "max_in_flight": 1, **limits}
         ),

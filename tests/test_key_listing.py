@@ -14,6 +14,7 @@ import pytest
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
+from kv_storage.app_keys import PARTS
 from kv_storage.config import Config
 from kv_storage.es.migration import KeyFieldMigration, Progress
 from kv_storage.es.names import IndexNames
@@ -245,6 +246,39 @@ async def test_a_storage_not_migrated_yet_pages_from_a_full_scan(
     assert [key for page, _ in pages for key in page] == [
         k for k in keys if k.startswith("old/001")
     ]
+
+
+async def test_full_scans_of_key_listing_and_lists_draw_on_one_pool_of_open_scans(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: ClientFactory,
+    create_storage: StorageFactory,
+    es: AsyncElasticsearch,
+    index_prefix: str,
+    storage_layout: str,
+) -> None:
+    """With ``elasticsearch.scroll.max-open = 1`` and its one slot held (as by a list read
+    slowly), a page of a storage not migrated yet (a full scan) answers 503 like a list: an
+    instance holds at most the configured scroll contexts, whichever actor opens them (each
+    had a pool of its own, so an instance could hold twice as many)."""
+    per_storage_only(storage_layout, "documents written before layout version 2")
+    storage = await create_storage()
+    await _written_before(es, index_prefix, storage, 20)
+    app = create_app(make_config(KV_STORAGE_ELASTICSEARCH_SCROLL_MAX_OPEN="1"))
+    api = await aiohttp_client(app)
+    page = str(path("list", storage)) + "?prefix=old/&limit=5"
+    scans = app[PARTS].scans
+    scans.take("some-other-storage")
+    try:
+        for url in (page, str(path("list", storage))):
+            refused = await api.get(url, headers=storage.headers)
+            assert refused.status == 503, url
+            assert "elasticsearch.scroll.max-open" in (await refused.json())["error"]
+    finally:
+        scans.give_back("some-other-storage")
+    answered = await api.get(page, headers=storage.headers)
+    assert answered.status == 200
+    assert len(await answered.json()) == 5
 
 
 async def test_the_migration_runs_while_writes_go_on_and_loses_none(

@@ -14,6 +14,7 @@ import pytest
 from elasticsearch import AsyncElasticsearch, BadRequestError
 
 from kv_storage.actors.batching import BatchLimits
+from kv_storage.actors.shares import SCANS, SharedPool
 from kv_storage.actors.storage import (
     Clear,
     GetValue,
@@ -67,7 +68,7 @@ async def test_a_batch_refused_as_a_whole_fails_only_the_operation_at_fault(
         actor = StorageActor(
             data=DataStore(client, IndexNames(index_prefix), ScanSettings(100, "1m")),
             history=_NoHistory(),
-            max_open_scans=4,
+            scans=SharedPool(capacity=4, share=4, names=SCANS),
             batch_limits=BatchLimits(max_operations=1000, max_bytes=1 << 20, max_in_flight=1),
         )
         actor.start()
@@ -140,8 +141,7 @@ async def test_a_storage_at_its_share_of_open_scans_is_429_while_another_lists(
     actor = StorageActor(
         data=DataStore(es, IndexNames(index_prefix), ScanSettings(100, "1m")),
         history=_NoHistory(),
-        max_open_scans=4,
-        max_open_scans_per_storage=2,
+        scans=SharedPool(capacity=4, share=2, names=SCANS),
         batch_limits=BatchLimits(max_operations=1000, max_bytes=1 << 20, max_in_flight=1),
     )
     actor.start()

@@ -10,8 +10,8 @@ A storage whose data may still lack the field (an upgraded deployment before ``k
 init --migrate`` reached it) is answered from a full scan filtered here: the same page,
 slower. The actor owns what it learnt of the migration: a storage found migrated stays so; a
 storage found not migrated is asked about again after ``recheck_s``. Full scans hold a scroll
-context each, so at most ``max_open_scans`` run at once (more answer 503), and a storage's
-share of them (more answer 429).
+context each: they take slots of the instance's pool of open scans, which lists and clears
+share (more than it holds answer 503, more than a storage's share 429).
 """
 
 import asyncio
@@ -22,7 +22,7 @@ from typing import TypeVar, cast
 from kv_storage.actors.base import Actor, Ask
 from kv_storage.actors.batch_runner import BatchRunner
 from kv_storage.actors.batching import BatchLimits, Kind
-from kv_storage.actors.shares import PoolNames, SharedPool
+from kv_storage.actors.shares import SharedPool
 from kv_storage.es.data import DataStore
 from kv_storage.es.errors import ItemError
 from kv_storage.es.keys import (
@@ -36,12 +36,6 @@ from kv_storage.es.keys import (
     page_size,
 )
 from kv_storage.model import Layout, Location, Storage
-
-_FULL_SCAN_POOL = PoolNames(
-    held="key listings of storages not migrated yet",
-    capacity_property="elasticsearch.scroll.max-open",
-    share_property="elasticsearch.scroll.max-open-per-storage",
-)
 
 AnswerT = TypeVar("AnswerT")
 
@@ -60,22 +54,19 @@ class KeyListingActor(Actor[ListKeyPage]):
         *,
         keys: KeyIndex,
         data: DataStore,
-        max_open_scans: int,
+        scans: SharedPool,
         recheck_s: float,
         batch_limits: BatchLimits,
-        max_open_scans_per_storage: int | None = None,
     ) -> None:
+        """``scans``: the instance's pool of open scans, the storage actor's too (its
+        refusals are counted there)."""
         super().__init__(name="key-listing", max_concurrency=1024)
         self._keys = keys
         self._data = data
         self._recheck_s = recheck_s
         self._migrated: set[str] = set()
         self._not_migrated_until: dict[str, float] = {}
-        self.scans = SharedPool(
-            capacity=max_open_scans,
-            share=max_open_scans_per_storage or max_open_scans,
-            names=_FULL_SCAN_POOL,
-        )
+        self._scans = scans
         self._batches = BatchRunner[bytes, KeySearchOutcome](
             batch_limits, self._send, name="key-listing"
         )
@@ -85,7 +76,7 @@ class KeyListingActor(Actor[ListKeyPage]):
         storage_id = location.storage_id
         if location.layout is Layout.SHARED or await self._is_migrated(storage_id):
             return await self._page(location, message.where, message.limit)
-        self.scans.take(storage_id)
+        self._scans.take(storage_id)
         try:
             pages = self._data.key_pages(location)
             try:
@@ -93,12 +84,13 @@ class KeyListingActor(Actor[ListKeyPage]):
             finally:
                 await pages.aclose()
         finally:
-            self.scans.give_back(storage_id)
+            self._scans.give_back(storage_id)
 
     @property
     def refused_for_share(self) -> int:
-        """Pages and scans refused because their storage held its share (429)."""
-        return self._batches.refused + self.scans.refused_for_share
+        """Pages refused because their storage held its share (429); the scans' refusals
+        are the storage actor's count (one pool)."""
+        return self._batches.refused
 
     def answer_at_once(self, message: Ask[AnswerT]) -> Awaitable[AnswerT] | None:
         """A page of a storage known to be migrated runs in the caller's task: it only adds

@@ -5,8 +5,13 @@ A pool bounds what one instance holds at once (scroll contexts in Elasticsearch,
 memory). Were it first come, first served, one storage could take every slot and every other
 storage would be refused. So each storage may hold at most its share of the pool: one at its
 share is answered 429, with ``Retry-After``, while the others still find slots; only a pool
-that is full for everyone answers 503. The pool is its actor's state, touched only by that
-actor's code on the event loop.
+that is full for everyone answers 503.
+
+A pool is one per instance for what it bounds: the open scans' pool is handed to both actors
+that open scans (the storage actor's lists and clears, the key listing's full scans), so that
+an instance holds at most ``elasticsearch.scroll.max-open`` of them, as the setting says. Its
+``take`` and ``give_back`` are synchronous: the event loop runs each whole, so the actors that
+share it need no mailbox for it.
 """
 
 from dataclasses import dataclass
@@ -22,6 +27,14 @@ class PoolNames:
     """Plural, such as ``lists and clears``."""
     capacity_property: str
     share_property: str
+
+
+SCANS = PoolNames(
+    held="lists and clears",
+    capacity_property="elasticsearch.scroll.max-open",
+    share_property="elasticsearch.scroll.max-open-per-storage",
+)
+"""The open scans' pool: each holds a scroll context in Elasticsearch."""
 
 
 class SharedPool:

@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar, cast
 from kv_storage.actors.base import Actor, ActorStoppedError, Ask
 from kv_storage.actors.batch_runner import BatchRunner
 from kv_storage.actors.batching import BatchLimits, Kind, keys_of
-from kv_storage.actors.shares import PoolNames, SharedPool
+from kv_storage.actors.shares import SharedPool
 from kv_storage.errors import (
     ConflictError,
     NotFoundError,
@@ -126,12 +126,6 @@ AnswerT = TypeVar("AnswerT")
 _OPERATION_CONCURRENCY = 4096
 """Commands in progress at once; the Elasticsearch client's connection pool is the real limit."""
 
-SCAN_POOL = PoolNames(
-    held="lists and clears",
-    capacity_property="elasticsearch.scroll.max-open",
-    share_property="elasticsearch.scroll.max-open-per-storage",
-)
-
 
 class ChangeListener(Protocol):
     """Who wants to know at once that keys changed through this instance (the watch actor:
@@ -153,22 +147,17 @@ class StorageActor(Actor[StorageCommand]):
         *,
         data: DataStore,
         history: HistorySink,
-        max_open_scans: int,
+        scans: SharedPool,
         batch_limits: BatchLimits,
         changes: "ChangeListener | None" = None,
-        max_open_scans_per_storage: int | None = None,
     ) -> None:
-        """``max_open_scans_per_storage``: a storage's share of the open scans (``None``: all
-        of them)."""
+        """``scans``: the instance's pool of open scans (``shares.SCANS``), which the key
+        listing's full scans draw from too."""
         super().__init__(name="storage", max_concurrency=_OPERATION_CONCURRENCY)
         self._data = data
         self._history = history
         self._changes = changes or _NobodyListens()
-        self.scans = SharedPool(
-            capacity=max_open_scans,
-            share=max_open_scans_per_storage or max_open_scans,
-            names=SCAN_POOL,
-        )
+        self.scans = scans
         self._batches = BatchRunner[Reads | Writes, Any](batch_limits, self._send, name="storage")
 
     async def handle(self, message: StorageCommand) -> Any:
