@@ -53,13 +53,13 @@ from aiohttp.web_protocol import RequestHandler
 from prometheus_client import Counter
 
 from kv_storage.answers import JSON
+from kv_storage.errors import RETRY_SOON_S
 from kv_storage.headers import API_SECURITY_HEADERS
 from kv_storage.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
 _LOG_INTERVAL_S = 10.0
-RETRY_AFTER_S = 1
 _REFUSAL_LINGER_S = 1.0
 """How long a refused connection is kept after its 503, its request read and dropped: closing
 a socket with unread data resets it, and a reset can overtake the 503 on its way."""
@@ -340,7 +340,7 @@ _REFUSAL_BODY = json.dumps(
 _REFUSAL_HEADERS = {
     hdrs.CONTENT_TYPE: JSON,
     hdrs.CONTENT_LENGTH: str(len(_REFUSAL_BODY)),
-    hdrs.RETRY_AFTER: str(RETRY_AFTER_S),
+    hdrs.RETRY_AFTER: str(RETRY_SOON_S),
     hdrs.CONNECTION: "close",
     **API_SECURITY_HEADERS,
 }

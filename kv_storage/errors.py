@@ -7,15 +7,31 @@ repeats the mapping from failure to status code.
 from collections.abc import Mapping
 from typing import ClassVar
 
+RETRY_SOON_S = 1
+"""The ``Retry-After`` of every answer that says "busy for now" (a storage at its share, a
+pool or the connections full): what frees a slot is a request ending, which takes about as
+long as a request may (under a second, mostly). One value, so that clients back off alike."""
+
 
 class ServiceError(Exception):
     """A failure with a message that is safe to show to the client."""
 
     status: ClassVar[int] = 500
+    retry_after_s: ClassVar[int | None] = None
+    """``Retry-After`` of every answer of this class, unless the error names its own."""
 
-    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
+        retry = retry_after_s if retry_after_s is not None else self.retry_after_s
+        if retry is not None:
+            headers = {**(headers or {}), "Retry-After": str(retry)}
         self.headers = headers
 
 
@@ -54,6 +70,7 @@ class TooManyRequestsError(ServiceError):
     again (``Retry-After``)."""
 
     status = 429
+    retry_after_s = RETRY_SOON_S
 
 
 class InsufficientStorageError(ServiceError):
@@ -67,3 +84,4 @@ class ServiceUnavailableError(ServiceError):
     """Busy for now: the answer says when to try again (``Retry-After``)."""
 
     status = 503
+    retry_after_s = RETRY_SOON_S

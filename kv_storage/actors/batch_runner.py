@@ -28,8 +28,6 @@ from kv_storage.es.waits import waiting
 PartT = TypeVar("PartT")
 OutcomeT = TypeVar("OutcomeT")
 
-_RETRY_AFTER_S = 1
-
 
 @dataclass(eq=False, slots=True)
 class _Work(Generic[PartT, OutcomeT]):
@@ -81,8 +79,7 @@ class BatchRunner(Generic[PartT, OutcomeT]):
             raise TooManyRequestsError(
                 f"storage {storage_id} has {held} keys waiting for Elasticsearch on this "
                 f"instance, its share (elasticsearch.batch.max-keys-per-storage is "
-                f"{self._limits.max_keys_per_storage}); try again shortly",
-                headers={"Retry-After": str(_RETRY_AFTER_S)},
+                f"{self._limits.max_keys_per_storage}); try again shortly"
             )
         self._batcher.add(pending)
         self._send_batches()

@@ -38,13 +38,10 @@ SCANS = PoolNames(
 
 
 class SharedPool:
-    def __init__(
-        self, *, capacity: int, share: int, names: PoolNames, retry_after_s: int = 1
-    ) -> None:
+    def __init__(self, *, capacity: int, share: int, names: PoolNames) -> None:
         self._capacity = capacity
         self._share = min(share, capacity)
         self._names = names
-        self._retry_after = {"Retry-After": str(retry_after_s)}
         self._held = 0
         self._held_by: dict[str, int] = {}
         self.refused_for_share = 0
@@ -61,15 +58,13 @@ class SharedPool:
         if self._held >= self._capacity:
             raise ServiceUnavailableError(
                 f"{self._held} {names.held} are in progress on this instance, the most it "
-                f"runs at once ({names.capacity_property}); try again shortly",
-                headers=self._retry_after,
+                f"runs at once ({names.capacity_property}); try again shortly"
             )
         if mine >= self._share:
             self.refused_for_share += 1
             raise TooManyRequestsError(
                 f"storage {storage_id} has {mine} {names.held} in progress on this instance, "
-                f"its share ({names.share_property}); try again shortly",
-                headers=self._retry_after,
+                f"its share ({names.share_property}); try again shortly"
             )
         self._held += 1
         self._held_by[storage_id] = mine + 1

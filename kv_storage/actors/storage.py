@@ -108,6 +108,8 @@ class _ScanEnded:
 _BATCHED = (GetValue, GetValues, SetValue, SetValues, DeleteValue, DeleteValues)
 _WRITES = (SetValue, SetValues, DeleteValue, DeleteValues, Clear)
 _MOVING_RETRY_AFTER_S = 2
+"""A move's writes wait longer than ``errors.RETRY_SOON_S``: a move takes seconds, not a
+request's time."""
 
 StorageCommand = (
     GetValue
@@ -169,7 +171,7 @@ class StorageActor(Actor[StorageCommand]):
             raise ServiceUnavailableError(
                 f"storage {storage.id} is being moved into the shared indices; it is read as "
                 "usual, and written again once the move is done",
-                headers={"Retry-After": str(_MOVING_RETRY_AFTER_S)},
+                retry_after_s=_MOVING_RETRY_AFTER_S,
             )
         match message:
             case GetValue(key=key):
