@@ -19,11 +19,11 @@ from elasticsearch import AsyncElasticsearch
 
 from kv_storage.actors.batching import BatchLimits
 from kv_storage.actors.cache import CacheActor
-from kv_storage.actors.cache_update import CacheUpdateActor
 from kv_storage.actors.expiry import ExpiryActor, drop_delay_s
 from kv_storage.actors.history_query import HistoryQueryActor
 from kv_storage.actors.key_listing import KeyListingActor
 from kv_storage.actors.lifecycle import LifecycleActor
+from kv_storage.actors.registry_poll import RegistryPoll
 from kv_storage.actors.shares import SCANS, SharedPool
 from kv_storage.actors.storage import StorageActor
 from kv_storage.actors.watch import WatchActor
@@ -76,7 +76,7 @@ class Parts:
     _key_listing: KeyListingActor | None = None
     _watch: WatchActor | None = None
     _expiry: ExpiryActor | None = None
-    _registry_poll: CacheUpdateActor | None = None
+    _registry_poll: RegistryPoll | None = None
 
     def __post_init__(self) -> None:
         settings = self.config.elasticsearch
@@ -135,7 +135,7 @@ class Parts:
         return _started(self._expiry, "the expiry sweep")
 
     @property
-    def registry_poll(self) -> CacheUpdateActor:
+    def registry_poll(self) -> RegistryPoll:
         return _started(self._registry_poll, "the registry poll")
 
     def scan_settings(self) -> ScanSettings:
@@ -332,7 +332,7 @@ async def expiry(parts: Parts) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def registry_poll(parts: Parts) -> AsyncIterator[None]:
-    job = CacheUpdateActor(
+    job = RegistryPoll(
         changes=RegistryChanges(parts.client, parts.names),
         cache=parts.cache,
         update_time_s=parts.config.app.cache.update_time_s,

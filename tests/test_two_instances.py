@@ -20,7 +20,7 @@ from kv_storage.actors.cache import (
     ForgetAll,
     GetCacheStats,
 )
-from kv_storage.actors.cache_update import CacheUpdateActor
+from kv_storage.actors.registry_poll import RegistryPoll
 from kv_storage.app import create_app
 from kv_storage.app_keys import CACHE_ACTOR
 from kv_storage.config import CacheConfig, Config
@@ -221,10 +221,10 @@ def _poller(
     cache_type: type[CacheActor],
     *,
     max_changed_ids: int = 10_000,
-) -> tuple[Registry, CacheActor, CacheUpdateActor]:
+) -> tuple[Registry, CacheActor, RegistryPoll]:
     registry = Registry(es, IndexNames(index_prefix))
     cache = cache_type(registry=registry, config=CacheConfig(100, 3600.0, 0.1))
-    update = CacheUpdateActor(
+    update = RegistryPoll(
         changes=RegistryChanges(es, IndexNames(index_prefix)),
         cache=cache,
         update_time_s=0.1,

@@ -20,8 +20,9 @@ except that writes of one key may share a batch, where Elasticsearch carries the
 order sent. So a read sees every write of its key that arrived before it, and a later write
 of a key is never overtaken by an earlier one.
 
-This module holds no I/O: the storage actor feeds it, sends what ``take`` hands out, and
-reports each batch ``done``.
+This module holds no I/O: ``actors.batch_runner`` feeds it (for the storage actor, the key
+listing and the cache's registry reads), sends what ``take`` hands out, and reports each
+batch ``done``.
 """
 
 from collections import OrderedDict, deque

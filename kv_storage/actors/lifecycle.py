@@ -137,7 +137,7 @@ class MoveReport:
     seconds: float = 0.0
 
 
-class HistoryBuffer(Protocol):
+class HistoryDiscards(Protocol):
     """The history pipeline, as the lifecycle actor needs it: a deleted storage's records
     still waiting there must not be written (they would re-create its history index)."""
 
@@ -164,7 +164,7 @@ class LifecycleActor(Actor[LifecycleMessage]):
         registry: Registry,
         indices: StorageIndices,
         cache: CacheActor | None,
-        history_buffer: HistoryBuffer | None = None,
+        history_buffer: HistoryDiscards | None = None,
         retry_for_s: float = 10.0,
         now_ms: Callable[[], int] = now_ms,
         layout: Layout = Layout.PER_STORAGE,

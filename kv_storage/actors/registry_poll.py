@@ -26,7 +26,7 @@ from kv_storage.es.registry_changes import Position, RegistryChanges
 logger = logging.getLogger(__name__)
 
 
-class CacheUpdateActor(PeriodicJob):
+class RegistryPoll(PeriodicJob):
     def __init__(
         self,
         *,
@@ -38,7 +38,7 @@ class CacheUpdateActor(PeriodicJob):
     ) -> None:
         """``max_changed_ids``: more changed storages than this in one poll are not listed;
         the cache forgets everything instead."""
-        super().__init__(name="cache-update", interval_s=update_time_s)
+        super().__init__(name="registry-poll", interval_s=update_time_s)
         self._changes = changes
         self._cache = cache
         self._clock = clock
