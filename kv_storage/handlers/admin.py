@@ -5,7 +5,6 @@ answers 403. Registry documents keep the layout the CloudStack plugin wrote.
 """
 
 import hmac
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -22,9 +21,8 @@ from kv_storage.app_keys import LIFECYCLE_ACTOR
 from kv_storage.errors import ForbiddenError, UnauthorizedError
 from kv_storage.es.registry import EntryPage, RegistryEntry, storage_view
 from kv_storage.handlers.management import CONCURRENT_CHANGES
-from kv_storage.handlers.spec import storage_id_parameter
+from kv_storage.handlers.spec import ADMIN_ERRORS, error_answers, storage_id_parameter
 from kv_storage.validation import validated
-from schemas.errors import ErrorSchema
 from schemas.management import (
     CreatedStorageSchema,
     CreateStorageSchema,
@@ -49,18 +47,6 @@ _storage = StorageSchema()
 _created = CreatedStorageSchema()
 _secret = SecretKeySchema()
 _list = StorageListSchema()
-
-
-def _answers(**extra: tuple[int, str]) -> dict[int, dict[str, Any]]:
-    answers = {
-        401: "The bearer token is missing or wrong",
-        403: "The administration API is disabled (no admin.token)",
-        500: "Elasticsearch or the service failed",
-    }
-    answers.update(dict(extra.values()))
-    return {
-        status: {"description": text, "schema": ErrorSchema} for status, text in answers.items()
-    }
 
 
 ADMIN_PREFIX = "/admin/"
@@ -103,9 +89,10 @@ def admin_guard(token: str | None) -> Middleware:
     security=_SECURITY,
     responses={
         201: {"description": "Created", "schema": CreatedStorageSchema},
-        **_answers(
-            bad=(400, "Invalid body (also a TEMP ttl whose expiration is beyond 2^63-1 ms)"),
-            exists=(409, "The VM has a storage already"),
+        **error_answers(
+            ADMIN_ERRORS,
+            (400, "Invalid body (also a TEMP ttl whose expiration is beyond 2^63-1 ms)"),
+            (409, "The VM has a storage already"),
         ),
     },
 )
@@ -124,7 +111,7 @@ async def create_storage(request: web.Request) -> web.Response:
     parameters=[_STORAGE_ID],
     responses={
         200: {"description": "The metadata (never the secret)", "schema": StorageSchema},
-        **_answers(missing=(404, "No such storage")),
+        **error_answers(ADMIN_ERRORS, (404, "No such storage")),
     },
 )
 async def show_storage(request: web.Request) -> web.Response:
@@ -139,7 +126,7 @@ async def show_storage(request: web.Request) -> web.Response:
     security=_SECURITY,
     responses={
         200: {"description": "A page of storages", "schema": StorageListSchema},
-        **_answers(bad=(400, "Invalid parameters")),
+        **error_answers(ADMIN_ERRORS, (400, "Invalid parameters")),
     },
 )
 @querystring_schema(StorageListQuerySchema)
@@ -160,9 +147,10 @@ async def list_storages(request: web.Request) -> web.Response:
     parameters=[_STORAGE_ID],
     responses={
         200: {"description": "Deleted; the answer is its metadata", "schema": StorageSchema},
-        **_answers(
-            missing=(404, "No such storage, or deleted already"),
-            busy=(409, CONCURRENT_CHANGES),
+        **error_answers(
+            ADMIN_ERRORS,
+            (404, "No such storage, or deleted already"),
+            (409, CONCURRENT_CHANGES),
         ),
     },
 )
@@ -180,7 +168,7 @@ async def delete_storage(request: web.Request) -> web.Response:
     parameters=[_STORAGE_ID],
     responses={
         200: {"description": "The new secret key", "schema": SecretKeySchema},
-        **_answers(missing=(404, "No such storage"), busy=(409, CONCURRENT_CHANGES)),
+        **error_answers(ADMIN_ERRORS, (404, "No such storage"), (409, CONCURRENT_CHANGES)),
     },
 )
 async def rotate_secret(request: web.Request) -> web.Response:

@@ -1,18 +1,20 @@
 """The history endpoints of the original service: search with paging or scrolling, and the
 continuation of a scroll."""
 
-from typing import Any
-
 from aiohttp import web
 from aiohttp_apispec import docs, querystring_schema, request_schema
 
 from kv_storage.actors.history_query import ContinueHistory, HistoryAnswer, SearchHistory
 from kv_storage.app_keys import CONFIG, HISTORY_QUERY_ACTOR
 from kv_storage.handlers.access import authorised_storage, storage_route
-from kv_storage.handlers.spec import SECRET_KEY_PARAMETER, storage_id_parameter
+from kv_storage.handlers.spec import (
+    SECRET_KEY_ERRORS,
+    SECRET_KEY_PARAMETER,
+    error_answers,
+    storage_id_parameter,
+)
 from kv_storage.model import HistoryQuery
 from kv_storage.validation import validated
-from schemas.errors import ErrorSchema
 from schemas.history import (
     HistoryPageSchema,
     HistoryQuerySchema,
@@ -25,10 +27,6 @@ from schemas.history import (
 _TAGS = ["storage history"]
 _page_schema = HistoryPageSchema()
 _scroll_schema = HistoryScrollSchema()
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "schema": ErrorSchema}
 
 
 @docs(
@@ -47,13 +45,14 @@ def _error(description: str) -> dict[str, Any]:
             "first batch of a scroll (with `scrollId`, without `page`)",
             "schema": HistorySearchAnswerSchema,
         },
-        400: _error(
-            "Invalid parameters (named in the message; a page beyond the first 10000 records "
-            "names `page`), or the storage keeps no history (TEMP, or disabled)"
+        **error_answers(
+            SECRET_KEY_ERRORS,
+            (
+                400,
+                "Invalid parameters (named in the message; a page beyond the first 10000 "
+                "records names `page`), or the storage keeps no history (TEMP, or disabled)",
+            ),
         ),
-        401: _error("The Secret-Key header is missing or wrong"),
-        404: _error("The storage does not exist"),
-        500: _error("Elasticsearch or the service failed"),
     },
 )
 @querystring_schema(HistoryQuerySchema)
@@ -96,11 +95,15 @@ async def search_history(request: web.Request) -> web.Response:
             "description": "The next batch (no items after the last)",
             "schema": HistoryScrollSchema,
         },
-        400: _error(
-            "Invalid body (`timeout` at most 24 h); the scroll id is unknown, altered or "
-            "expired; or its storage was deleted, stopped keeping history or got a new secret"
+        **error_answers(
+            None,
+            (
+                400,
+                "Invalid body (`timeout` at most 24 h); the scroll id is unknown, altered or "
+                "expired; or its storage was deleted, stopped keeping history or got a new "
+                "secret",
+            ),
         ),
-        500: _error("Elasticsearch or the service failed"),
     },
 )
 @request_schema(ScrollRequestSchema, required=True)

@@ -10,9 +10,13 @@ from kv_storage.actors.lifecycle import DeleteTemp, UpdateTtl
 from kv_storage.app_keys import LIFECYCLE_ACTOR
 from kv_storage.handlers.access import authorised_storage, storage_route
 from kv_storage.handlers.requests import EMPTY_OK_TYPES, empty_ok
-from kv_storage.handlers.spec import SECRET_KEY_PARAMETER, storage_id_parameter
+from kv_storage.handlers.spec import (
+    SECRET_KEY_ERRORS,
+    SECRET_KEY_PARAMETER,
+    error_answers,
+    storage_id_parameter,
+)
 from kv_storage.validation import validated
-from schemas.errors import ErrorSchema
 from schemas.management import TtlQuerySchema
 
 CONCURRENT_CHANGES = (
@@ -24,13 +28,10 @@ _PARAMETERS = [SECRET_KEY_PARAMETER, storage_id_parameter("The TEMP storage's id
 
 
 def _responses(done: str, bad: str) -> dict[int, dict[str, Any]]:
+    """Both operations answer alike but for what they do and refuse."""
     return {
         200: {"description": done},
-        400: {"description": bad, "schema": ErrorSchema},
-        401: {"description": "The Secret-Key header is missing or wrong", "schema": ErrorSchema},
-        404: {"description": "The storage does not exist", "schema": ErrorSchema},
-        409: {"description": CONCURRENT_CHANGES, "schema": ErrorSchema},
-        500: {"description": "Elasticsearch or the service failed", "schema": ErrorSchema},
+        **error_answers(SECRET_KEY_ERRORS, (400, bad), (409, CONCURRENT_CHANGES)),
     }
 
 

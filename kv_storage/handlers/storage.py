@@ -26,7 +26,13 @@ from kv_storage.es.keys import KeyRange
 from kv_storage.handlers.access import authorised_storage, storage_route
 from kv_storage.handlers.conditions import known_version, write_condition
 from kv_storage.handlers.requests import EMPTY_OK_TYPES, empty_ok, json_answer, received_ms
-from kv_storage.handlers.spec import SECRET_KEY_PARAMETER, raw_response, storage_id_parameter
+from kv_storage.handlers.spec import (
+    SECRET_KEY_ERRORS,
+    SECRET_KEY_PARAMETER,
+    error_answers,
+    raw_response,
+    storage_id_parameter,
+)
 from kv_storage.handlers.watching import get_answer
 from kv_storage.middlewares import extend_deadline, start_streaming
 from kv_storage.model import Storage
@@ -111,18 +117,6 @@ _BUSY = (
 )
 
 
-def _errors(*extra: tuple[int, str]) -> dict[int, dict[str, Any]]:
-    answers = {
-        401: "The Secret-Key header is missing or wrong",
-        404: "The storage does not exist",
-        500: "Elasticsearch or the service failed; the message names the cause",
-        **dict(extra),
-    }
-    return {
-        status: {"description": text, "schema": ErrorSchema} for status, text in answers.items()
-    }
-
-
 def _body(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"in": "body", "name": name, "required": True, "schema": schema}
 
@@ -151,7 +145,8 @@ def _body(name: str, schema: dict[str, Any]) -> dict[str, Any]:
             "description": "The key, the wait or the If-None-Match tag is invalid",
             "schema": ErrorSchema,
         },
-        **_errors(
+        **error_answers(
+            SECRET_KEY_ERRORS,
             (404, "The storage does not exist or has no such key"),
             (503, "app.watch.max-waiters blocking reads wait already; try again later"),
         ),
@@ -179,7 +174,7 @@ async def get_value(request: web.Request) -> web.Response:
             "schema": ErrorSchema,
         },
         413: _TOO_LARGE,
-        **_errors(),
+        **error_answers(SECRET_KEY_ERRORS),
     },
 )
 @storage_route(content_type="application/json")
@@ -213,7 +208,7 @@ async def get_values(request: web.Request) -> web.Response:
         },
         412: _PRECONDITION_FAILED,
         413: _TOO_LARGE,
-        **_errors(),
+        **error_answers(SECRET_KEY_ERRORS),
     },
 )
 @storage_route(content_type="text/plain")
@@ -248,7 +243,7 @@ async def set_value(request: web.Request) -> web.Response:
             "schema": ErrorSchema,
         },
         413: _TOO_LARGE,
-        **_errors(),
+        **error_answers(SECRET_KEY_ERRORS),
     },
 )
 @storage_route(content_type="application/json")
@@ -274,7 +269,7 @@ async def set_values(request: web.Request) -> web.Response:
         200: {"description": "The key is gone"},
         400: {"description": "The key or the If-Match tag is invalid", "schema": ErrorSchema},
         412: _PRECONDITION_FAILED,
-        **_errors(),
+        **error_answers(SECRET_KEY_ERRORS),
     },
 )
 @storage_route()
@@ -304,7 +299,7 @@ async def delete_value(request: web.Request) -> web.Response:
             "schema": ErrorSchema,
         },
         413: _TOO_LARGE,
-        **_errors(),
+        **error_answers(SECRET_KEY_ERRORS),
     },
 )
 @storage_route(content_type="application/json")
@@ -340,7 +335,7 @@ async def delete_values(request: web.Request) -> web.Response:
             },
         },
         400: {"description": "A parameter is invalid", "schema": ErrorSchema},
-        **_errors(_BUSY),
+        **error_answers(SECRET_KEY_ERRORS, _BUSY),
     },
 )
 @querystring_schema(KeyListQuerySchema)
@@ -408,7 +403,8 @@ async def _stream_keys(request: web.Request, scan: AsyncIterable[list[str]]) -> 
     parameters=[_SECRET, _STORAGE_ID],
     responses={
         200: {"description": "The storage is empty"},
-        **_errors(
+        **error_answers(
+            SECRET_KEY_ERRORS,
             (409, "Keys changed during the clear; the storage may be cleared partially"),
             _BUSY,
         ),
