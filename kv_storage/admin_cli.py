@@ -134,7 +134,6 @@ def _render(
 async def _move(config: "Config", args: argparse.Namespace) -> int:
     """One JSON line per storage, as each move ends (a move takes seconds at least: it waits
     for every instance to see each change of the registry)."""
-    from kv_storage.es.registry import Registry
     from kv_storage.wiring import COMMAND, COMMAND_REQUEST_TIMEOUT_S, Parts, running
 
     if (args.storage_id is None) == (not args.all):
@@ -144,7 +143,7 @@ async def _move(config: "Config", args: argparse.Namespace) -> int:
     failed = 0
     tried: set[str] = set()
     async with running(parts, COMMAND):
-        registry = Registry(parts.client, parts.names)
+        registry = parts.registry
 
         async def next_ids() -> list[str]:
             """Up to 10,000 at a time: those moved leave the registry's answer."""

@@ -27,7 +27,6 @@ from kv_storage.app_keys import (
     WATCH_ACTOR,
 )
 from kv_storage.config import Config
-from kv_storage.es.names import IndexNames
 from kv_storage.handlers import admin, docs, health, history, management, operations, storage
 from kv_storage.handlers.access import storage_access_middleware
 from kv_storage.handlers.spec import finish_spec
@@ -87,12 +86,12 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.append(as_the_original_answered)
     app.on_response_prepare.append(add_security_headers)
     app[METRICS] = metrics
-    app[INDEX_NAMES] = IndexNames(config.elasticsearch.index_prefix)
     app[PARTS] = Parts(
         config,
         request_timeout_s=config.app.request_timeout_s,
         transport_class=metrics.transport_class(),
     )
+    app[INDEX_NAMES] = app[PARTS].names
     for part in wiring.SERVICE:  # one cleanup_ctx per part: stopped in reverse, each of them
         app.cleanup_ctx.append(_cleanup_ctx(part))
     app.cleanup_ctx.append(_publish)

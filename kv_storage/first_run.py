@@ -25,7 +25,7 @@ from pathlib import Path
 from kv_storage.actors.lifecycle import CreateStorage
 from kv_storage.config import Config, ConfigError, load_config
 from kv_storage.es.errors import describe, is_elasticsearch_error
-from kv_storage.es.registry import Registry, RegistryEntry
+from kv_storage.es.registry import RegistryEntry
 from kv_storage.handlers.docs import UI_PATH as SWAGGER_UI_PATH
 from kv_storage.model import StorageType
 from kv_storage.wiring import COMMAND, COMMAND_REQUEST_TIMEOUT_S, Parts, running
@@ -68,7 +68,7 @@ async def demo_storage(config: Config, state: Path) -> RegistryEntry:
     ) as parts:
         remembered = _remembered_id(state)
         if remembered is not None:
-            entry = await Registry(parts.client, parts.names).read(remembered)
+            entry = await parts.registry.read(remembered)
             if entry is not None and not entry.deleted:
                 return entry
         created = await parts.lifecycle.ask(DEMO)

@@ -67,6 +67,7 @@ class Parts:
     """The instance's open scans (scroll contexts), whichever actor opens them."""
     _client: AsyncElasticsearch | None = None
     _data: DataStore | None = None
+    _registry: Registry | None = None
     _clock: ClusterClock | None = None
     _history: HistoryActor | None = None
     _cache: CacheActor | None = None
@@ -96,6 +97,10 @@ class Parts:
         """The keys and values in Elasticsearch: one for the actors that read and scan them,
         so that scans at once share refreshes (``es.refreshes``)."""
         return _started(self._data, "the Elasticsearch client")
+
+    @property
+    def registry(self) -> Registry:
+        return _started(self._registry, "the Elasticsearch client")
 
     @property
     def clock(self) -> ClusterClock:
@@ -177,6 +182,7 @@ async def elasticsearch(parts: Parts) -> AsyncIterator[None]:
     )
     parts._clock = ClusterClock(parts._client)
     parts._data = DataStore(parts._client, parts.names, parts.scan_settings())
+    parts._registry = Registry(parts._client, parts.names)
     try:
         yield
     finally:
@@ -203,7 +209,7 @@ async def history_pipeline(parts: Parts) -> AsyncIterator[None]:
 @asynccontextmanager
 async def cache(parts: Parts) -> AsyncIterator[None]:
     actor = CacheActor(
-        registry=Registry(parts.client, parts.names),
+        registry=parts.registry,
         config=parts.config.app.cache,
         now_ms=parts.clock.now_ms,
         listener=parts._watch,
@@ -287,7 +293,7 @@ async def lifecycle(parts: Parts) -> AsyncIterator[None]:
     """With the cache and the history pipeline when they run (the service), without them in a
     command (there is no cache to keep, nor buffered history to discard)."""
     actor = LifecycleActor(
-        registry=Registry(parts.client, parts.names),
+        registry=parts.registry,
         indices=StorageIndices(parts.client, parts.names),
         cache=parts._cache,
         history_buffer=parts._history,
@@ -312,7 +318,7 @@ async def expiry(parts: Parts) -> AsyncIterator[None]:
     app = parts.config.app
     client, names = parts.client, parts.names
     job = ExpiryActor(
-        registry=Registry(client, names),
+        registry=parts.registry,
         changes=RegistryChanges(client, names),
         indices=StorageIndices(client, names),
         lifecycle=parts.lifecycle,
