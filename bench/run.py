@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +45,10 @@ PREFIX = "bench-"
 LUA = ROOT / "bench" / "wrk" / "request.lua"
 DOCS = ROOT / "docs"
 HISTORY_DRAIN_DEADLINE_S = 300
-BUFFER_SIZE = 100_000
-"""The service's app.history.buffer-size (its default): the fault scenario fills it."""
+BUFFER_SHARE = 100_000 // 10
+"""Of the service's app.history.buffer-size (100,000 by default), one storage's share (a
+tenth by default): the fault scenario's storage fills it, then its further records are
+dropped while the sets are measured."""
 
 
 @dataclass
@@ -151,15 +153,24 @@ def wrk(
 
 
 @contextmanager
-def service(es_url: str, port: int, checkout: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
-    """``kv-storage serve`` of ``checkout`` (its own code; this Python environment)."""
+def service(
+    es_url: str,
+    port: int,
+    checkout: Path = ROOT,
+    *,
+    prefix: str = PREFIX,
+    settings: Mapping[str, str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``kv-storage serve`` of ``checkout`` (its own code; this Python environment) on
+    ``prefix``; ``settings``: more ``KV_STORAGE_*`` variables."""
     environment = {
         **os.environ,
         "KV_STORAGE_ELASTICSEARCH_URI": es_url,
-        "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": PREFIX,
+        "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": prefix,
         "KV_STORAGE_SERVER_HOST": "127.0.0.1",
         "KV_STORAGE_SERVER_PORT": str(port),
         "KV_STORAGE_APP_REQUEST_TIMEOUT": "30 seconds",
+        **(settings or {}),
     }
     log_file = open(ROOT / ".cache" / f"bench-service-{port}.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
@@ -186,6 +197,31 @@ def service(es_url: str, port: int, checkout: Path = ROOT) -> Iterator[subproces
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
         log_file.close()
+
+
+@contextmanager
+def bare_handler(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """``bench/bare.py``: a bare aiohttp handler on uvloop, the yardstick of the service's
+    CPU per request."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "bare.py"), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError as error:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the bare handler did not start") from error
+                time.sleep(0.2)
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
 
 
 def rss_kb(pid: int, field: str) -> int:
@@ -357,6 +393,29 @@ async def run(args: argparse.Namespace) -> list[Row]:
         process = stack.enter_context(service(es_url, port))
         session = await stack.enter_async_context(aiohttp.ClientSession())
 
+        bare_port = free_port()
+        bare = stack.enter_context(bare_handler(bare_port))
+
+        def through_bare(scenario: str, **request: Any) -> Run:
+            """wrk on the bare handler, with its CPU time per request."""
+            cpu_before = cpu_s(bare.pid)
+            measured = wrk(scenario, "bare aiohttp", f"http://127.0.0.1:{bare_port}", **request)
+            measured.cpu_us_per_op = (cpu_s(bare.pid) - cpu_before) * 1e6 / measured.requests
+            log(f"{'':<22} {'bare aiohttp':<14} {measured.cpu_us_per_op:9.0f} us CPU per op")
+            return measured
+
+        def against_bare(scenario: str, bare_run: Run, measured: Run) -> Row:
+            """The service's request against the bare handler's: the CPU ratio is issue 26's
+            target (get <= 2.5x, set <= 3x)."""
+            service_us, bare_us = measured.cpu_us_per_op or 0.0, bare_run.cpu_us_per_op or 1.0
+            return Row(
+                f"{scenario}, against a bare aiohttp handler",
+                bare_run,
+                measured,
+                f"reference: a bare aiohttp handler on uvloop, {bare_us:.0f} µs CPU per "
+                f"request; service / bare CPU per request: {service_us / bare_us:.1f}x",
+            )
+
         async def through_service(scenario: str, **request: Any) -> Run:
             """wrk on the service, with what it cost the service: its CPU time and the
             Elasticsearch requests it sent, per operation."""
@@ -424,6 +483,11 @@ async def run(args: argparse.Namespace) -> list[Row]:
                     f"node: {gets:.2f} documents read per op",
                 )
             )
+            if main:
+                bare_get = through_bare(
+                    "get", method="GET", path=f"/get/{plain_id}/key-{{k}}", **options
+                )
+                rows.append(against_bare("single get", bare_get, measured))
 
             reference = wrk(
                 "set",
@@ -456,6 +520,15 @@ async def run(args: argparse.Namespace) -> list[Row]:
             )
             if main:
                 set_plain = measured
+                bare_set = through_bare(
+                    "set",
+                    method="PUT",
+                    path=f"/set/{plain_id}/key-{{k}}",
+                    headers={"Content-Type": "text/plain"},
+                    body=b"a small value",
+                    **options,
+                )
+                rows.append(against_bare("single set", bare_set, measured))
         assert set_plain is not None
 
         # The history storage's indices made first, as the plain storage's are: creating an
@@ -571,16 +644,19 @@ async def history_fault_row(
     healthy: Run,
     through_service: Any,
 ) -> Row:
-    """Sets while history cannot be written: the storage's history index is write-blocked
-    until the service's buffer holds ``app.history.buffer-size`` (100,000) records, then the
-    sets are measured as in the healthy run. Storage requests must not pay for history."""
+    """Sets while history cannot be written: the storage's history index is read-only (the
+    block Elasticsearch puts on indices at the disk's flood-stage watermark) until the
+    service's buffer holds the storage's share of it (``BUFFER_SHARE``), then the sets are
+    measured as in the healthy run. Storage requests must not pay for history. (Not the plain
+    write block: that one is a deleted storage's, whose records the service discards.)"""
     index = f"{PREFIX}storage-history-{storage_id}"
-    await es.indices.put_settings(index=index, settings={"index.blocks.write": True})
+    blocked = "index.blocks.read_only_allow_delete"
+    await es.indices.put_settings(index=index, settings={blocked: True})
     headers = {"Secret-Key": secret, "Content-Type": "application/json"}
     filled = 0.0
     try:
         deadline = time.monotonic() + 300
-        while filled < BUFFER_SIZE:
+        while filled < BUFFER_SHARE:
             pairs = {f"fill-{n}": "v" for n in range(1000)}
             async with session.put(
                 f"{svc}/set/{storage_id}", json=pairs, headers=headers
@@ -601,7 +677,7 @@ async def history_fault_row(
         )
         buffered = (await service_metrics(session, svc))["kv_storage_history_buffered_records"]
     finally:
-        await es.indices.put_settings(index=index, settings={"index.blocks.write": False})
+        await es.indices.put_settings(index=index, settings={blocked: None})
     await wait_for_history_written(session, svc)
     return Row(
         "set, history write-blocked vs healthy",
@@ -773,7 +849,11 @@ def plot(rows: list[Row], path: Path, before: list[dict[str, Any]] | None) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    wrk_rows = [row for row in rows if not row.scenario.startswith("list")]
+    wrk_rows = [  # against Elasticsearch (a bare handler's rows are another measure)
+        row
+        for row in rows
+        if not row.scenario.startswith("list") and "bare aiohttp" not in row.scenario
+    ]
     earlier = {row["scenario"]: row for row in before or []}
     labels = [row.scenario for row in wrk_rows]
     positions = list(range(len(wrk_rows)))

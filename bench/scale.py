@@ -31,8 +31,6 @@ import functools
 import json
 import os
 import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 
 import aiohttp
 from elasticsearch import AsyncElasticsearch
-from run import ROOT, cpu_s, free_port, log, machine, service_metrics, start_node
+from run import ROOT, cpu_s, free_port, log, machine, service, service_metrics, start_node
 
 TOKEN = "bench-scale-admin-token-0123456789abcdef"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -110,48 +108,26 @@ class Results:
 
 @contextmanager
 def serving(es_url: str, prefix: str, layout: str) -> Iterator[tuple[str, int]]:
-    """``kv-storage serve`` on ``prefix`` (made fresh), storages made in ``layout``."""
-    environment = {
-        **os.environ,
-        "KV_STORAGE_ELASTICSEARCH_URI": es_url,
-        "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": prefix,
+    """``kv-storage init``, then ``serve``, on ``prefix``, storages made in ``layout``: the
+    service's URL and process id."""
+    settings = {
         "KV_STORAGE_ELASTICSEARCH_LAYOUT": layout,
         "KV_STORAGE_ADMIN_TOKEN": TOKEN,
-        "KV_STORAGE_APP_REQUEST_TIMEOUT": "30 seconds",
         "KV_STORAGE_APP_CACHE_MAX_SIZE": "200000",
-        "KV_STORAGE_SERVER_HOST": "127.0.0.1",
     }
     subprocess.run(
         [sys.executable, "-m", "kv_storage", "init"],
-        env=environment,
+        env={
+            **os.environ,
+            "KV_STORAGE_ELASTICSEARCH_URI": es_url,
+            "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": prefix,
+        },
         check=True,
         capture_output=True,
     )
     port = free_port()
-    environment["KV_STORAGE_SERVER_PORT"] = str(port)
-    log_file = open(ROOT / ".cache" / f"bench-scale-{port}.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kv_storage", "serve"],
-        env=environment,
-        stdout=log_file,
-        stderr=log_file,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError as error:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    log_name = f".cache/bench-scale-{port}.log"
-                    raise RuntimeError(f"the service did not start: {log_name}") from error
-                time.sleep(0.2)
+    with service(es_url, port, prefix=prefix, settings=settings) as process:
         yield f"http://127.0.0.1:{port}", process.pid
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-        log_file.close()
 
 
 async def _wipe(es: AsyncElasticsearch, prefix: str) -> None:
