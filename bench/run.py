@@ -152,6 +152,19 @@ def wrk(
 # The service process --------------------------------------------------------------------------
 
 
+def _wait_until_listening(process: subprocess.Popen[bytes], port: int, failure: str) -> None:
+    """Until ``process`` accepts connections on ``port`` (30 s at most; it must not exit)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError as error:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(failure) from error
+            time.sleep(0.2)
+
+
 @contextmanager
 def service(
     es_url: str,
@@ -181,17 +194,9 @@ def service(
         stderr=log_file,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError as error:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(
-                        f"the service did not start; see .cache/bench-service-{port}.log"
-                    ) from error
-                time.sleep(0.2)
+        _wait_until_listening(
+            process, port, f"the service did not start; see .cache/bench-service-{port}.log"
+        )
         yield process
     finally:
         process.send_signal(signal.SIGTERM)
@@ -209,15 +214,7 @@ def bare_handler(port: int) -> Iterator[subprocess.Popen[bytes]]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError as error:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the bare handler did not start") from error
-                time.sleep(0.2)
+        _wait_until_listening(process, port, "the bare handler did not start")
         yield process
     finally:
         process.send_signal(signal.SIGTERM)
