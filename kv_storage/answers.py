@@ -4,10 +4,10 @@ answered like GET on every GET route.
 The original's framework wrote ``application/json;charset=utf-8`` and
 ``text/plain;charset=utf-8``, without a space before ``charset``; its own end-to-end suite
 compares the header as a string, and so may its clients. aiohttp writes ``; charset=utf-8``.
-Rather than every handler, the error middleware and the streamed list each setting the header
-by hand, one ``on_response_prepare`` hook rewrites it just before the headers go out, whatever
-made the answer: success, error, streamed, HEAD. Empty 200 answers (set, delete, clear,
-storage management, plain ``/health``) say ``text/plain;charset=utf-8``, the type the
+Rather than every handler, the error rendering and the streamed list each setting the header
+by hand, the envelope's ``on_response_prepare`` hook rewrites it just before the headers go
+out, whatever made the answer: success, error, streamed, HEAD. Empty 200 answers (set, delete,
+clear, storage management, plain ``/health``) say ``text/plain;charset=utf-8``, the type the
 original's suite expected of a set.
 
 Answers that are not the original's API keep their own content type: Prometheus' text format
@@ -36,15 +36,16 @@ def original_form(content_type: str) -> str | None:
     return _ORIGINAL_FORMS.get(media_type)
 
 
-async def as_the_original_answered(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: the original's content type, and for HEAD the GET's length."""
-    resource = request.match_info.route.resource
-    if resource is not None and resource in request.app[KEEPS_OWN_CONTENT_TYPE]:
-        return
+def answer_as_the_original(request: web.Request, response: web.StreamResponse) -> None:
+    """The original's content type, and for HEAD the GET's length (the envelope's hook runs it
+    for the answers of the original's API)."""
     declared = response.headers.get(hdrs.CONTENT_TYPE)
-    original = original_form(declared) if declared is not None else None
-    if original is not None:
-        response.headers[hdrs.CONTENT_TYPE] = original
+    if declared is not None:
+        original = _original_forms.get(declared)
+        if original is None:
+            original = _original_forms.setdefault(declared, original_form(declared) or "")
+        if original:
+            response.headers[hdrs.CONTENT_TYPE] = original
     if (
         request.method == hdrs.METH_HEAD
         and isinstance(response, web.Response)
@@ -54,6 +55,11 @@ async def as_the_original_answered(request: web.Request, response: web.StreamRes
         # aiohttp leaves the length out of a HEAD answer whose GET has an empty body; the
         # GET says Content-Length: 0, and HEAD carries the GET's headers.
         response.headers[hdrs.CONTENT_LENGTH] = "0"
+
+
+_original_forms: dict[str, str] = {}
+"""``original_form`` of each content type seen ("" for none): the service answers a handful,
+and each answer asked again. A client cannot grow it: the types are the service's own."""
 
 
 def answer_head_like_get(app: web.Application) -> None:

@@ -11,7 +11,7 @@ from aiohttp_apispec import setup_aiohttp_apispec
 
 from kv_storage import __version__, wiring
 from kv_storage.actors.watch import WakeAll
-from kv_storage.answers import answer_head_like_get, as_the_original_answered, keep_own_content_type
+from kv_storage.answers import answer_head_like_get, keep_own_content_type
 from kv_storage.app_keys import (
     CACHE_ACTOR,
     CONFIG,
@@ -27,14 +27,10 @@ from kv_storage.app_keys import (
     WATCH_ACTOR,
 )
 from kv_storage.config import Config
+from kv_storage.envelope import RoutePlans, envelope, finish_answer
 from kv_storage.handlers import admin, docs, health, history, management, operations, storage
-from kv_storage.handlers.access import storage_access_middleware
 from kv_storage.handlers.spec import finish_spec
-from kv_storage.headers import add_security_headers
-from kv_storage.http_logs import add_request_id_header, request_id_middleware
 from kv_storage.metrics import Metrics
-from kv_storage.middlewares import error_middleware, timeout_middleware
-from kv_storage.validation import validation_middleware
 from kv_storage.wiring import Part, Parts
 
 logger = logging.getLogger(__name__)
@@ -69,22 +65,13 @@ async def _publish(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config) -> web.Application:
     metrics = Metrics()
+    plans = RoutePlans(metrics)
     app = web.Application(
         client_max_size=config.server.max_body_size,
-        middlewares=[
-            metrics.middleware(),
-            request_id_middleware,
-            error_middleware,
-            timeout_middleware(config.app.request_timeout_s),
-            admin.admin_guard(config.admin.token),
-            storage_access_middleware,
-            validation_middleware,
-        ],
+        middlewares=[envelope(config, metrics, plans)],
     )
     app[CONFIG] = config
-    app.on_response_prepare.append(add_request_id_header)
-    app.on_response_prepare.append(as_the_original_answered)
-    app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(finish_answer(plans))
     app[METRICS] = metrics
     app[PARTS] = Parts(
         config,

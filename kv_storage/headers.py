@@ -9,9 +9,7 @@ answers the HTTP layer gives before a request reaches the application: ``connect
 - no ``Server`` header: which server and version answer is nobody's business.
 """
 
-from aiohttp import web
-
-from kv_storage.handlers.docs import DOCS_CSP, is_docs_page
+from kv_storage.handlers.docs import DOCS_CSP, is_docs_route
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
@@ -23,10 +21,11 @@ API_SECURITY_HEADERS: dict[str, str] = {
 """What every answer but the Swagger UI's pages carries."""
 
 
-async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: runs once the answer's own headers are set."""
-    headers = response.headers
-    headers.popall("Server", None)
-    headers.update(API_SECURITY_HEADERS)
-    if is_docs_page(request.path):
-        headers["Content-Security-Policy"] = DOCS_CSP
+_DOCS_SECURITY_HEADERS = {**API_SECURITY_HEADERS, "Content-Security-Policy": DOCS_CSP}
+
+
+def security_headers(route_template: str) -> dict[str, str]:
+    """The security headers of the answers of one route (its template: ``/get/{storage_id}/{key}``,
+    or ``/api/docs/static`` for the Swagger UI's files). The envelope sets them on every answer
+    once its own headers are set, and removes ``Server``."""
+    return _DOCS_SECURITY_HEADERS if is_docs_route(route_template) else API_SECURITY_HEADERS

@@ -1,8 +1,9 @@
 """The HTTP side of logging: the request id of each request, and the access log.
 
-The request id comes from the client's ``X-Request-ID`` or is made here; it goes back in the
-same response header and into every log line the request causes (``kv_storage.logs``), also
-those written by the actors that work for it (they run each message in the sender's context).
+The request id comes from the client's ``X-Request-ID`` or is made here; the envelope
+(``kv_storage.envelope``) sends it back in the same response header and puts it into every log
+line the request causes (``kv_storage.logs``), also those written by the actors that work for it
+(they run each message in the sender's context).
 Logs and metrics name the route template, never a path with its ids and keys.
 """
 
@@ -12,9 +13,6 @@ import uuid
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.typedefs import Handler
-
-from kv_storage.logs import request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -23,33 +21,22 @@ _made_ids = itertools.count()
 _ID_PREFIX = uuid.uuid4().hex[:16]
 """Made ids are 32 hex digits: 16 random per process, then a count (no random bytes to draw
 for every request: a system call each)."""
-_REQUEST_ID = web.RequestKey("request_id", str)
 _ROUTE = web.RequestKey("route", str)
 
 UNMATCHED = "unmatched"
 """The route of a request no route matched, and of one that never reached the router."""
 
 
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    identifier = (
-        given if given and _ACCEPTED_ID.match(given) else f"{_ID_PREFIX}{next(_made_ids):016x}"
-    )
-    request[_REQUEST_ID] = identifier
-    request[_ROUTE] = route_of(request)
-    token = request_id.set(identifier)
-    try:
-        return await handler(request)
-    finally:
-        request_id.reset(token)
+def new_request_id(given: str | None) -> str:
+    """The client's ``X-Request-ID`` when it is a sensible one, else a new id."""
+    if given and _ACCEPTED_ID.match(given):
+        return given
+    return f"{_ID_PREFIX}{next(_made_ids):016x}"
 
 
-async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: also streamed answers, whose headers go before the handler ends."""
-    identifier = request.get(_REQUEST_ID)
-    if identifier is not None:
-        response.headers[REQUEST_ID_HEADER] = identifier
+def note_route(request: web.Request, template: str) -> None:
+    """Records the route template of a request for the access log (``logged_route``)."""
+    request[_ROUTE] = template
 
 
 def route_of(request: web.Request) -> str:
@@ -57,7 +44,7 @@ def route_of(request: web.Request) -> str:
     path, which holds storage ids and keys.
 
     Only for requests the application handles (middlewares, handlers): the router has resolved
-    them. The access log takes what ``request_id_middleware`` recorded instead (``logged_route``).
+    them. The access log takes what the envelope recorded instead (``logged_route``).
     """
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else UNMATCHED

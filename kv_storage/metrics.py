@@ -4,18 +4,13 @@ Labels are route templates (``/get/{storage_id}/{key}``), methods and status cod
 storage id, a key or a secret. Counts the actors keep (history, cache) are read at scrape time.
 """
 
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from elastic_transport import AsyncTransport
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-from kv_storage.http_logs import route_of
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -150,38 +145,6 @@ class Metrics:
 
     def update(self, values: Mapping[str, SnapshotValue]) -> None:
         self._snapshot.values = dict(values)
-
-    def middleware(self) -> Middleware:
-        # The labelled series, looked up once each: ``labels`` takes a lock and builds keys.
-        counts: dict[tuple[str, str, int], Any] = {}
-        latencies: dict[tuple[str, str], Any] = {}
-
-        @web.middleware
-        async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
-            started = time.perf_counter()
-            status = 500
-            try:
-                response = await handler(request)
-                status = response.status
-                return response
-            except web.HTTPException as error:
-                status = error.status
-                raise
-            finally:
-                route = route_of(request)
-                method = request.method
-                count = counts.get((method, route, status))
-                if count is None:
-                    count = counts[(method, route, status)] = self.requests.labels(
-                        method, route, str(status)
-                    )
-                latency = latencies.get((method, route))
-                if latency is None:
-                    latency = latencies[(method, route)] = self.latency.labels(method, route)
-                count.inc()
-                latency.observe(time.perf_counter() - started)
-
-        return measure
 
     def transport_class(self) -> type[AsyncTransport]:
         """An Elasticsearch transport that counts what it sends."""

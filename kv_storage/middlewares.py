@@ -1,4 +1,5 @@
-"""The middlewares every request passes: error rendering and the request deadline.
+"""How failures become answers, and the request's deadline (the envelope applies both to
+every request: ``kv_storage.envelope``).
 
 All errors leave the service as ``{"error": "<message>"}`` from one place, so handlers raise
 and never build error answers themselves.
@@ -10,11 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from marshmallow import ValidationError
 
 from kv_storage.errors import ServiceError
-from kv_storage.es import waits
 from kv_storage.es.errors import answer_status, classify, describe, is_elasticsearch_error
 from kv_storage.http_logs import route_of
 from kv_storage.logs import request_id
@@ -96,23 +95,21 @@ async def start_streaming(request: web.Request, response: web.StreamResponse) ->
     request[_STREAMING] = response
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except Exception as error:
-        streaming: web.StreamResponse | None = request.get(_STREAMING)
-        if streaming is None:
-            return _error_answer(request, error)
-        logger.error(
-            "%s %s failed after its answer began; cutting the answer off: %s",
-            request.method,
-            route_of(request),
-            _describe(error),
-        )
-        if request.transport is not None:
-            request.transport.close()
-        return streaming
+def answer_failure(request: web.Request, error: Exception) -> web.StreamResponse:
+    """The error answer for what a request raised; a redirect (an ``HTTPException`` below 400)
+    is raised again, for aiohttp to answer."""
+    streaming: web.StreamResponse | None = request.get(_STREAMING)
+    if streaming is None:
+        return _error_answer(request, error)
+    logger.error(
+        "%s %s failed after its answer began; cutting the answer off: %s",
+        request.method,
+        route_of(request),
+        _describe(error),
+    )
+    if request.transport is not None:
+        request.transport.close()
+    return streaming
 
 
 def _error_answer(request: web.Request, error: Exception) -> web.StreamResponse:
@@ -145,31 +142,10 @@ def _describe(error: Exception) -> str:
     return error.message if isinstance(error, ServiceError) else describe(error)
 
 
-_DEADLINE = web.RequestKey("deadline", asyncio.Timeout)
+DEADLINE = web.RequestKey("deadline", asyncio.Timeout)
+"""The request's deadline: ``app.request-timeout`` from its start."""
 
 
 def extend_deadline(request: web.Request, timeout_s: float) -> None:
     """Gives a streaming answer ``timeout_s`` more: each batch, not the whole, is bounded."""
-    request[_DEADLINE].reschedule(asyncio.get_running_loop().time() + timeout_s)
-
-
-def timeout_middleware(timeout_s: float) -> Middleware:
-    """Bounds every request by ``app.request-timeout``, including its Elasticsearch calls."""
-
-    @web.middleware
-    async def request_timeout(request: web.Request, handler: Handler) -> web.StreamResponse:
-        deadline = asyncio.timeout(timeout_s)
-        request[_DEADLINE] = deadline
-        elasticsearch = waits.track()
-        try:
-            async with deadline:
-                return await handler(request)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            cause = ": Elasticsearch did not answer in time" if elasticsearch.waiting else ""
-            raise RequestTimeoutError(
-                f"the request was not processed within {timeout_s:g} s{cause}"
-            ) from None
-
-    return request_timeout
+    request[DEADLINE].reschedule(asyncio.get_running_loop().time() + timeout_s)

@@ -1,7 +1,7 @@
 """The one way requests are validated: each handler declares a schema per request part, and
-this middleware loads every part with webargs before the handler runs, keeping the results
-under a typed request key. A failure is a marshmallow ``ValidationError``, which the error
-middleware answers with 400.
+the envelope (``kv_storage.envelope``) has every part loaded here with webargs before the
+handler runs, keeping the results under a typed request key. A failure is a marshmallow
+``ValidationError``, answered with 400.
 
 Declared with aiohttp-apispec's decorators (``querystring_schema``, ``request_schema``: they
 also document the part) or, for the parts of the original's API that no schema of named
@@ -10,10 +10,10 @@ UTF-8), ``value`` (a single set's body, as text) and ``body`` (a bare JSON array
 The schemas live in ``schemas/``; what the deployment configures (the largest key and value)
 reaches them through marshmallow's context (``schemas.storage.LIMITS``).
 
-Bodies are read only here and only after the caller was authorised (the middlewares before
-this one decide that), and never beyond a bound: a JSON body over
-``server.max-json-body-size`` is refused with 413 as soon as its size is known, before it is
-parsed, so that nobody can make the service parse many megabytes of JSON.
+Bodies are read only here and only after the caller was authorised (the envelope checks that
+first), and never beyond a bound: a JSON body over ``server.max-json-body-size`` is refused
+with 413 as soon as its size is known, before it is parsed, so that nobody can make the
+service parse many megabytes of JSON.
 """
 
 import inspect
@@ -27,12 +27,12 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 from webargs import core
 from webargs.aiohttpparser import AIOHTTPParser
 
 from kv_storage.app_keys import CONFIG
+from kv_storage.config import Config
 from kv_storage.errors import BadRequestError, PayloadTooLargeError
 from schemas.storage import LIMITS, NOT_UTF8, Limits
 
@@ -247,21 +247,31 @@ def _raise_validation_error(
     raise error
 
 
-@web.middleware
-async def validation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    declared = getattr(request.match_info.handler, "__schemas__", None)
-    if declared:
-        config = request.app[CONFIG]
-        limits = Limits(
-            key_max_bytes=config.elasticsearch.key_max_bytes,
-            value_max_bytes=config.elasticsearch.value_max_bytes,
-            max_wait_s=config.app.watch.max_wait_s,
-        )
-        with LIMITS(limits):
-            request[_VALIDATED] = {
-                entry["location"]: await _loaded(request, entry) for entry in declared
-            }
-    return await handler(request)
+Declared = tuple[dict[str, Any], ...]
+"""What a handler declared of its requests' parts: aiohttp-apispec's entries, and ours."""
+
+
+def declared_parts(handler: object) -> Declared:
+    """The parts ``handler``'s requests must carry, read once per route by the envelope."""
+    return tuple(getattr(handler, "__schemas__", None) or ())
+
+
+def limits_of(config: Config) -> Limits:
+    """What the deployment allows of keys, values and waits, for the schemas."""
+    return Limits(
+        key_max_bytes=config.elasticsearch.key_max_bytes,
+        value_max_bytes=config.elasticsearch.value_max_bytes,
+        max_wait_s=config.app.watch.max_wait_s,
+    )
+
+
+async def validate(request: web.Request, declared: Declared, limits: Limits) -> None:
+    """Loads every declared part, for ``validated``; a ``ValidationError`` (400) otherwise. The
+    envelope runs it after the caller was authorised."""
+    with LIMITS(limits):
+        request[_VALIDATED] = {
+            entry["location"]: await _loaded(request, entry) for entry in declared
+        }
 
 
 _WHOLE_LOADERS = {"key": _load_key, "value": _load_value, "body": _load_body}

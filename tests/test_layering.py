@@ -19,6 +19,7 @@ _HTTP_LAYER = (
     "kv_storage.app",
     "kv_storage.app_keys",
     "kv_storage.middlewares",
+    "kv_storage.envelope",
     "kv_storage.validation",
     "kv_storage.headers",
 )

@@ -1,7 +1,7 @@
 """Who may call a storage route, decided in one place and in the original service's order.
 
-For every route marked with ``storage_route``, before any parameter is parsed or any byte of
-the body is read:
+For every route marked with ``storage_route`` (the envelope, ``kv_storage.envelope``, runs
+the checks), before any parameter is parsed or any byte of the body is read:
 
 1. a missing ``Secret-Key`` header is 401;
 2. a body of the wrong content type is 400;
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from kv_storage.actors.access import authorise
 from kv_storage.actors.cache import CacheActor, Forget
@@ -52,25 +51,19 @@ def storage_route(*, content_type: str | None = None) -> Callable[[HandlerT], Ha
     return mark
 
 
-@web.middleware
-async def storage_access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    route: StorageRoute | None = getattr(request.match_info.handler, "__storage_route__", None)
-    if route is not None:
-        secret = request.headers.get(SECRET_KEY_HEADER)
-        if secret is None:
-            raise UnauthorizedError(f"the {SECRET_KEY_HEADER} header is missing")
-        if route.content_type is not None:
-            require_content_type(request, route.content_type)
-        request[_AUTHORISED] = await authorise(
-            request.app[CACHE_ACTOR], request.match_info["storage_id"], secret
-        )
-    try:
-        return await handler(request)
-    except StorageClosedError as closed:
-        raise await _closed(request.app[CACHE_ACTOR], closed) from None
+async def authorise_request(request: web.Request, route: StorageRoute) -> None:
+    """The checks above, in their order, for a request of a ``storage_route``."""
+    secret = request.headers.get(SECRET_KEY_HEADER)
+    if secret is None:
+        raise UnauthorizedError(f"the {SECRET_KEY_HEADER} header is missing")
+    if route.content_type is not None:
+        require_content_type(request, route.content_type)
+    request[_AUTHORISED] = await authorise(
+        request.app[CACHE_ACTOR], request.match_info["storage_id"], secret
+    )
 
 
-async def _closed(cache: CacheActor, closed: StorageClosedError) -> Exception:
+async def closed_answer(cache: CacheActor, closed: StorageClosedError) -> Exception:
     """A write met the storage's index closed to writes: 404 if the registry, asked again,
     says the storage is gone (deleted through another instance a moment ago); else the
     refusal (500), for an operator who closed the index."""

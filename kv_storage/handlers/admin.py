@@ -5,9 +5,9 @@ answers 403. Registry documents keep the layout the CloudStack plugin wrote.
 """
 
 import hmac
+from collections.abc import Callable
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from aiohttp_apispec import docs, querystring_schema, request_schema
 
 from kv_storage.actors.lifecycle import (
@@ -52,29 +52,25 @@ _list = StorageListSchema()
 ADMIN_PREFIX = "/admin/"
 
 
-def admin_guard(token: str | None) -> Middleware:
-    """Checks the bearer token of every /admin/ call before anything else reads the request."""
+def admin_check(token: str | None) -> Callable[[web.Request], None]:
+    """The check of the bearer token of every /admin/ call, before anything else reads the
+    request (the envelope runs it: ``kv_storage.envelope``)."""
     expected = token.encode() if token is not None else None
 
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(ADMIN_PREFIX):
-            if expected is None:
-                raise ForbiddenError(
-                    "the administration API is disabled: set admin.token to enable it"
-                )
-            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            # A header that is not UTF-8 keeps its bytes as surrogates: back to those bytes,
-            # it matches no token.
-            given_bytes = given.strip().encode("utf-8", "surrogateescape")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, expected):
-                raise UnauthorizedError(
-                    "a valid administrator token is needed: Authorization: Bearer <admin.token>",
-                    headers={"WWW-Authenticate": 'Bearer realm="kv-storage admin"'},
-                )
-        return await handler(request)
+    def check(request: web.Request) -> None:
+        if expected is None:
+            raise ForbiddenError("the administration API is disabled: set admin.token to enable it")
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # A header that is not UTF-8 keeps its bytes as surrogates: back to those bytes, it
+        # matches no token.
+        given_bytes = given.strip().encode("utf-8", "surrogateescape")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, expected):
+            raise UnauthorizedError(
+                "a valid administrator token is needed: Authorization: Bearer <admin.token>",
+                headers={"WWW-Authenticate": 'Bearer realm="kv-storage admin"'},
+            )
 
-    return guard
+    return check
 
 
 @docs(

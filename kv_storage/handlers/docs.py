@@ -40,9 +40,10 @@ async def swagger_ui(request: web.Request) -> web.Response:
     return web.Response(body=_INDEX, content_type="text/html")
 
 
-def is_docs_page(path: str) -> bool:
-    """The UI and its files (not the API document, which is JSON like every answer)."""
-    return path == UI_PATH or path.startswith(STATIC_PATH + "/")
+def is_docs_route(template: str) -> bool:
+    """The UI and its files (not the API document, which is JSON like every answer), by the
+    template of their route."""
+    return template in (UI_PATH, STATIC_PATH)
 
 
 def add_routes(app: web.Application) -> None:
