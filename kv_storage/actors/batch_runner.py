@@ -1,9 +1,12 @@
 """Carries out what a ``Batcher`` hands out: each batch as one request, in a task of its own,
 and each operation of it answered with its own outcome.
 
-The storage actor (``_mget`` and ``_bulk``) and the key listing actor (``_msearch``) batch
-the same way; only the request differs, which each gives as ``send``. The runner is part of
-its actor's state: it is touched only by that actor's code, on the event loop.
+The storage actor (``_mget`` and ``_bulk``), the key listing actor (``_msearch``) and the
+cache (the registry's ``_mget``) batch the same way; only the request differs: each gives the
+Elasticsearch layer's function that sends a batch of a kind (``senders``), which the runner
+calls itself, so a batch goes from here to the Elasticsearch layer and no actor code runs in
+between. The runner is part of its actor's state: it is touched only by that actor's code, on
+the event loop.
 
 Requests of many tenants share a batch, never their fate: a batch that Elasticsearch refuses
 as a whole for what it holds (a 400 or 413 for the request, not for an item; say a condition
@@ -15,7 +18,7 @@ sending the parts again writes nothing twice.
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -41,17 +44,18 @@ class BatchRunner(Generic[PartT, OutcomeT]):
     def __init__(
         self,
         limits: BatchLimits,
-        send: Callable[[Kind, list[PartT]], Awaitable[Sequence[OutcomeT]]],
+        senders: Mapping[Kind, Callable[[list[PartT]], Awaitable[Sequence[OutcomeT]]]],
         *,
         name: str,
     ) -> None:
-        """``send`` makes one request of a batch's parts and answers one outcome per part,
-        in order; if it raises, every operation of the batch fails with that error."""
+        """``senders``: for each kind of batch, what makes one request of a batch's parts and
+        answers one outcome per part, in order; if it raises, every operation of the batch
+        fails with that error."""
         self._batcher = Batcher[_Work[PartT, OutcomeT]](limits)
         self._limits = limits
         self.refused = 0
         """Operations refused for their storage's share (counted in ``/metrics``)."""
-        self._send = send
+        self._senders = dict(senders)
         self._name = name
         self._batches: set[asyncio.Task[None]] = set()
 
@@ -120,7 +124,7 @@ class BatchRunner(Generic[PartT, OutcomeT]):
         """Sends ``works`` as one request and hands each its outcome; a refusal of the whole
         request for its content is narrowed down by halves to the operations that caused it."""
         try:
-            outcomes = await self._send(kind, [work.part for work in works])
+            outcomes = await self._senders[kind]([work.part for work in works])
         except Exception as error:
             if len(works) > 1 and refused_for_its_content(error):
                 middle = len(works) // 2

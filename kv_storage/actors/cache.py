@@ -162,7 +162,7 @@ class CacheActor(Actor[CacheMessage]):
         self._missing = _BoundedCache(max_size=min(MAX_CACHED_MISSES, config.max_size), ttl_s=ttl_s)
         self._loading: dict[str, asyncio.Future[Storage | None]] = {}
         self._reads = BatchRunner[str, Storage | None](
-            _REGISTRY_READS, self._read_many, name="storage-cache"
+            _REGISTRY_READS, {Kind.READ: registry.find_many}, name="storage-cache"
         )
         self._hits = self._misses = 0
 
@@ -237,9 +237,6 @@ class CacheActor(Actor[CacheMessage]):
             await kept_in.put(storage_id, _Entry(storage))
         loading.set_result(storage)
         return storage
-
-    async def _read_many(self, kind: Kind, storage_ids: list[str]) -> list[Storage | None]:
-        return await self._registry.find_many(storage_ids)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout_s

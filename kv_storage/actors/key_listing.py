@@ -68,7 +68,7 @@ class KeyListingActor(Actor[ListKeyPage]):
         self._not_migrated_until: dict[str, float] = {}
         self._scans = scans
         self._batches = BatchRunner[bytes, KeySearchOutcome](
-            batch_limits, self._send, name="key-listing"
+            batch_limits, {Kind.READ: self._keys.search}, name="key-listing"
         )
 
     async def handle(self, message: ListKeyPage) -> KeyPage:
@@ -132,9 +132,6 @@ class KeyListingActor(Actor[ListKeyPage]):
         if isinstance(keys, ItemError):
             raise keys
         return keys
-
-    async def _send(self, kind: Kind, encoded: list[bytes]) -> list[KeySearchOutcome]:
-        return await self._keys.search(encoded)
 
     async def _is_migrated(self, storage_id: str) -> bool:
         if storage_id in self._migrated:

@@ -160,7 +160,9 @@ class StorageActor(Actor[StorageCommand]):
         self._history = history
         self._changes = changes or _NobodyListens()
         self.scans = scans
-        self._batches = BatchRunner[Reads | Writes, Any](batch_limits, self._send, name="storage")
+        self._batches = BatchRunner[Any, Any](
+            batch_limits, {Kind.READ: data.read, Kind.WRITE: data.write}, name="storage"
+        )
 
     async def handle(self, message: StorageCommand) -> Any:
         if isinstance(message, _ScanEnded):
@@ -298,12 +300,6 @@ class StorageActor(Actor[StorageCommand]):
     async def _submit(self, kind: Kind, storage_id: str, part: Reads | Writes) -> Any:
         keys = keys_of(storage_id, part.ids)
         return await self._batches.submit(kind, storage_id, keys, part, size=len(part.body))
-
-    async def _send(self, kind: Kind, parts: list[Reads | Writes]) -> Sequence[Any]:
-        """One batch as one request: an ``_mget`` of reads, a ``_bulk`` of writes."""
-        if kind is Kind.READ:
-            return await self._data.read([p for p in parts if isinstance(p, Reads)])
-        return await self._data.write([p for p in parts if isinstance(p, Writes)])
 
     @property
     def refused_for_share(self) -> int:
