@@ -40,8 +40,13 @@ from elasticsearch import AsyncElasticsearch
 from elasticsearch.helpers import async_bulk, async_scan
 from prometheus_client.parser import text_string_to_metric_families
 
+from kv_storage.es.names import IndexNames
+from kv_storage.es.registry import Registry, RegistryEntry
+from kv_storage.model import StorageType
+
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "bench-"
+NAMES = IndexNames(PREFIX)
 LUA = ROOT / "bench" / "wrk" / "request.lua"
 DOCS = ROOT / "docs"
 HISTORY_DRAIN_DEADLINE_S = 300
@@ -236,26 +241,25 @@ def reset_peak_rss(pid: int) -> None:
 
 
 async def create_storage(es: AsyncElasticsearch, *, history: bool) -> tuple[str, str]:
-    storage_id, secret = str(uuid.uuid4()), uuid.uuid4().hex
-    await es.index(
-        index=f"{PREFIX}storage-registry",
-        id=storage_id,
-        document={
-            "type": "ACCOUNT",
-            "deleted": False,
-            "history_enabled": history,
-            "secret_key": secret,
-            "last_updated": int(time.time() * 1000),
-        },
-        refresh=True,
+    """An ACCOUNT storage of the per-storage layout (its data in an index of its own, which
+    the rows query directly), written by the service's own registry code."""
+    entry = RegistryEntry(
+        id=str(uuid.uuid4()),
+        type=StorageType.ACCOUNT,
+        deleted=False,
+        history_enabled=history,
+        secret_key=uuid.uuid4().hex,
+        account="bench",
+        name="bench",
     )
-    return storage_id, secret
+    await Registry(es, NAMES).create(entry)
+    return entry.id, entry.secret_key
 
 
 async def load_keys(es: AsyncElasticsearch, storage_id: str, count: int) -> None:
     actions = (
         {
-            "_index": f"{PREFIX}storage-data-{storage_id}",
+            "_index": NAMES.data(storage_id),
             "_id": f"key-{n:07d}",
             "key": f"key-{n:07d}",
             "value": f"value {n}",
@@ -371,7 +375,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
 
     port = free_port()
     svc = f"http://127.0.0.1:{port}"
-    data_index = f"{PREFIX}storage-data-{plain_id}"
+    data_index = NAMES.data(plain_id)
     json_type = {"Content-Type": "application/json"}
     plain = {"Secret-Key": plain_secret}
     keys100 = [f"key-{n:07d}" for n in range(100)]
@@ -646,7 +650,7 @@ async def history_fault_row(
     service's buffer holds the storage's share of it (``BUFFER_SHARE``), then the sets are
     measured as in the healthy run. Storage requests must not pay for history. (Not the plain
     write block: that one is a deleted storage's, whose records the service discards.)"""
-    index = f"{PREFIX}storage-history-{storage_id}"
+    index = NAMES.history(storage_id)
     blocked = "index.blocks.read_only_allow_delete"
     await es.indices.put_settings(index=index, settings={blocked: True})
     headers = {"Secret-Key": secret, "Content-Type": "application/json"}
@@ -709,7 +713,7 @@ async def prefix_page_row(
     }
     direct: dict[str, Any] = {
         "method": "POST",
-        "path": f"/{PREFIX}storage-data-{storage_id}/_search",
+        "path": f"/{NAMES.data(storage_id)}/_search",
         "headers": {"Content-Type": "application/json"},
         "body": json.dumps(query).encode(),
     }
@@ -730,7 +734,7 @@ async def list_row(
     es: AsyncElasticsearch, svc: str, size: int, storage_id: str, secret: str, pid: int
 ) -> Row:
     """A list is one long request: timed, three times each, instead of driven by wrk."""
-    index = f"{PREFIX}storage-data-{storage_id}"
+    index = NAMES.data(storage_id)
     direct: list[float] = []
     through: list[float] = []
     growth_kb = 0
