@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the work itself loads the Elasticsearch client: only when it runs
-    from kv_storage.actors.base import Ask
     from kv_storage.config import Config
     from kv_storage.es.registry import EntryPage, RegistryEntry
     from kv_storage.wiring import Parts
+    from pipeline.mailbox import Ask
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2

@@ -23,9 +23,9 @@ come by the thousand each second: they are logged through ``pipeline.reports``, 
 line of a kind every ``report_interval_s``, each with the count since the last line and,
 for drops, the running count and a final line when records are taken again.
 
-One task runs the loop: it waits for a message or for the next deadline, whichever comes
-first, and starts a flush when one is due. Only that task touches the buffer and the counts;
-everyone else sends messages (frozen dataclasses).
+An actor of the service's one actor base (``pipeline.mailbox``): its task handles the
+messages (frozen dataclasses) and, when no message waits, the next deadline (a flush due, a
+log line due), whichever comes first. Only that task touches the buffer and the counts.
 """
 
 import asyncio
@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from pipeline.buffer import Dropped, Entry, HistoryBuffer, Outcome
 from pipeline.config import HistoryConfig
+from pipeline.mailbox import Actor, ActorStoppedError, Ask
 from pipeline.records import HistoryRecord
 from pipeline.reports import Drops, Tally, ThrottledLine
 from pipeline.writer import HistoryWriter, WriteFailedError, WriteResult
@@ -52,10 +53,6 @@ _NAMED = 10
 """Storages (and causes) named in a line, the busiest first; the rest are counted."""
 _WHOLE_BUFFER = ""
 """The key of the one episode of a full buffer (those of a storage's share are its id)."""
-
-
-class HistoryStoppedError(RuntimeError):
-    """The history actor is not running (never started, stopped, or crashed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +85,13 @@ class _Discard:
 
 
 @dataclass(frozen=True, slots=True)
-class _GetStats:
-    reply: "asyncio.Future[HistoryStats]" = field(repr=False)
+class _GetStats(Ask[HistoryStats]):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
-class _Drain:
+class _Drain(Ask[HistoryStats]):
     timeout_s: float
-    reply: "asyncio.Future[HistoryStats]" = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,15 +99,10 @@ class _FlushDone:
     task: "asyncio.Task[WriteResult]" = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
-class _Stop:
-    pass
+_Message = _Record | _Discard | _GetStats | _Drain | _FlushDone
 
 
-_Message = _Record | _Discard | _GetStats | _Drain | _FlushDone | _Stop
-
-
-class HistoryActor:
+class HistoryActor(Actor[_Message]):
     def __init__(
         self,
         *,
@@ -121,13 +112,11 @@ class HistoryActor:
         report_interval_s: float = REPORT_INTERVAL_S,
     ) -> None:
         """``report_interval_s``: the least time between two log lines of a kind."""
+        super().__init__(name="history")
         self._writer = writer
         self._config = config
         self._shutdown_timeout_s = shutdown_timeout_s
         self._buffer = HistoryBuffer(config, prefix=uuid.uuid4().hex[:12] + "-")
-        self._mailbox: asyncio.Queue[_Message] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._accepting = False
         self._flush: asyncio.Task[WriteResult] | None = None
         self._paused_until = 0.0
         self._written = self._retried = self._lost = self._flushes = 0
@@ -142,16 +131,9 @@ class HistoryActor:
 
     # What the rest of the service calls -------------------------------------------------------
 
-    def start(self) -> None:
-        if self._task is not None:
-            raise RuntimeError("the history actor was started already")
-        self._accepting = True
-        self._task = asyncio.create_task(self._run(), name="history")
-        self._task.add_done_callback(self._on_done)
-
     def record(self, records: Sequence[HistoryRecord]) -> None:
         """Hands records over for writing; never waits, never raises into a storage request."""
-        if not self._accepting:
+        if not self.accepting:
             logger.error(
                 "history: actor not running; %d records lost (storages: %s; requests: %s)",
                 len(records),
@@ -159,61 +141,45 @@ class HistoryActor:
                 _requests(records),
             )
             return
-        self._mailbox.put_nowait(_Record(tuple(records)))
+        self.send(_Record(tuple(records)))
 
     def discard(self, storage_id: str) -> None:
         """The lifecycle actor calls it when it deletes a storage."""
-        if self._accepting:  # stopped: the shutdown drain already wrote or lost what it held
-            self._mailbox.put_nowait(_Discard(storage_id))
+        if self.accepting:  # stopped: the shutdown drain already wrote or lost what it held
+            self.send(_Discard(storage_id))
 
     async def stats(self) -> HistoryStats:
-        reply: asyncio.Future[HistoryStats] = asyncio.get_running_loop().create_future()
-        self._send(_GetStats(reply))
-        return await reply
+        return await self.ask(_GetStats())
 
     async def stop(self, timeout_s: float | None = None) -> None:
         """Writes what is buffered (within the shutdown bound), then ends the loop."""
-        if self._task is None or self._task.done():
+        if not self.running:
             return
         bound = self._shutdown_timeout_s if timeout_s is None else timeout_s
-        reply: asyncio.Future[HistoryStats] = asyncio.get_running_loop().create_future()
-        self._send(_Drain(bound, reply))
-        self._accepting = False  # from now on, records are lost (and logged), not queued
-        self._mailbox.put_nowait(_Stop())
-        with contextlib.suppress(HistoryStoppedError):
-            await reply
-        await asyncio.wait({self._task})
+        drained = self.ask_in_turn(_Drain(bound))
+        self.close_mailbox()  # from now on, records are lost (and logged), not queued
+        with contextlib.suppress(ActorStoppedError):
+            await drained
+        await super().stop(bound)
 
-    def _send(self, message: _Message) -> None:
-        if not self._accepting:
-            raise HistoryStoppedError("the history actor is not running")
-        self._mailbox.put_nowait(message)
+    # The loop's timers and messages -----------------------------------------------------------
 
-    # The loop ---------------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        return self._wake_at(asyncio.get_running_loop().time())
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                wake_at = self._wake_at(loop.time())
-                message: _Message | None = None
-                try:
-                    async with asyncio.timeout_at(wake_at):
-                        message = await self._mailbox.get()
-                except TimeoutError:
-                    pass
-                # Everything already waiting too, before the timers are looked at again: the
-                # records of a batch of storage operations arrive together.
-                while message is not None:
-                    if isinstance(message, _Stop):
-                        return
-                    await self._handle(message)
-                    message = None if self._mailbox.empty() else self._mailbox.get_nowait()
-                self._maybe_flush(loop.time())
-                self._report(loop.time())
-        finally:
-            if self._flush is not None:
-                self._flush.cancel()
+    async def on_deadline(self) -> None:
+        await self.after_messages()
+
+    async def after_messages(self) -> None:
+        """A flush that is due starts; log lines due are written, drop episodes that are over
+        end (a settled flush may have made room)."""
+        now = asyncio.get_running_loop().time()
+        self._maybe_flush(now)
+        self._report(now)
+
+    def on_end(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
 
     def _wake_at(self, now: float) -> float | None:
         """When the loop must act without a message: the next flush (none while one is in
@@ -242,7 +208,7 @@ class HistoryActor:
         self._full.tick(now, lambda _: len(self._buffer) < self._config.buffer_size)
         self._over_share.tick(now, lambda storage_id: self._buffer.held(storage_id) < share)
 
-    async def _handle(self, message: _Message) -> None:
+    async def handle(self, message: _Message) -> HistoryStats | None:
         loop = asyncio.get_running_loop()
         match message:
             case _Record(records):
@@ -254,19 +220,18 @@ class HistoryActor:
                 if task is self._flush:
                     self._flush = None
                     self._settle(task, loop.time())
-            case _GetStats(reply):
-                if not reply.done():
-                    reply.set_result(self._stats())
-            case _Drain(timeout_s, reply):
+            case _GetStats():
+                return self._stats()
+            case _Drain(timeout_s):
                 await self._drain(timeout_s)
-                if not reply.done():
-                    reply.set_result(self._stats())
+                return self._stats()
             case _Discard(storage_id):
                 if discarded := self._buffer.discard(storage_id):
                     self._discarded += discarded
                     logger.info(
                         "history: %d records of deleted storage %s discarded", discarded, storage_id
                     )
+        return None
 
     def _maybe_flush(self, now: float) -> None:
         if self._flush is not None or now < self._paused_until or not self._buffer.ready(now):
@@ -282,8 +247,8 @@ class HistoryActor:
         return await self._writer.write([(entry.id, entry.record) for entry in batch])
 
     def _report_flush(self, task: "asyncio.Task[WriteResult]") -> None:
-        if self._task is not None and not self._task.done():
-            self._mailbox.put_nowait(_FlushDone(task))
+        if self.accepting:  # else the shutdown drain waits for the flush itself
+            self.send(_FlushDone(task))
 
     def _settle(self, task: "asyncio.Task[WriteResult]", now: float) -> None:
         """Books the outcome of the batch in flight: written, to retry, lost, or gone."""
@@ -453,16 +418,6 @@ class HistoryActor:
             discarded=self._discarded,
             flushes=self._flushes,
         )
-
-    def _on_done(self, task: "asyncio.Task[None]") -> None:
-        """Whatever ended the loop, nobody waiting for an answer is left hanging."""
-        self._accepting = False
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("history: the actor crashed", exc_info=task.exception())
-        while not self._mailbox.empty():
-            message = self._mailbox.get_nowait()
-            if isinstance(message, _GetStats | _Drain) and not message.reply.done():
-                message.reply.set_exception(HistoryStoppedError("the history actor stopped"))
 
 
 def _storages(records: Iterable[HistoryRecord]) -> str:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from kv_storage.actors.base import Actor, ActorStoppedError, Ask
+from pipeline.mailbox import Actor, ActorStoppedError, Ask
 
 
 @dataclass(frozen=True)
@@ -164,3 +164,59 @@ async def test_starting_twice_is_an_error() -> None:
 async def test_sending_to_an_actor_never_started_fails() -> None:
     with pytest.raises(ActorStoppedError):
         Counter().send(Add(1))
+
+
+class Timed(Counter):
+    """An actor with a timer that is always due: what a history flush waiting is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[int] = []
+        """The total at each ``after_messages``."""
+        self.deadlines = 0
+        self.deadline_ran = asyncio.Event()
+
+    def next_deadline(self) -> float | None:
+        return asyncio.get_running_loop().time() - 1.0
+
+    async def on_deadline(self) -> None:
+        self.deadlines += 1
+        self.deadline_ran.set()
+
+    async def after_messages(self) -> None:
+        self.runs.append(self.total)
+
+
+async def test_messages_waiting_go_before_a_deadline_and_after_messages_runs_once_for_them() -> (
+    None
+):
+    """The history actor gets the records of a batch of operations together: each must not
+    wait for the timers, nor run the flush check of its own."""
+    actor = Timed()
+    actor.start()
+    release = asyncio.Event()
+    blocked = asyncio.create_task(actor.ask(Block(release)))
+    await actor.entered.wait()
+    for _ in range(50):  # they wait behind the blocked message, all at once
+        actor.send(Add(1))
+    release.set()
+    async with asyncio.timeout(5):
+        await blocked
+        assert await actor.ask(Add(0)) == 50
+        await actor.deadline_ran.wait()  # the overdue timer runs once nothing waits
+    assert actor.runs[0] == 50  # one run for the blocked message and the 50 behind it
+    await actor.stop()
+
+
+async def test_close_mailbox_refuses_new_messages_and_handles_those_waiting() -> None:
+    actor = Counter()
+    actor.start()
+    actor.send(Add(3))
+    reply = actor.ask_in_turn(Add(4))  # in the mailbox once this returns
+    actor.close_mailbox()
+    assert not actor.accepting
+    with pytest.raises(ActorStoppedError):
+        actor.send(Add(1))
+    async with asyncio.timeout(5):
+        assert await reply == 7
+    await actor.stop()

@@ -22,11 +22,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from kv_storage.actors.base import ActorStoppedError
 from kv_storage.actors.batching import Batch, Batcher, BatchLimits, Key, Kind, Pending
 from kv_storage.errors import TooManyRequestsError
 from kv_storage.es.errors import refused_for_its_content
 from kv_storage.es.waits import waiting
+from pipeline.mailbox import ActorStoppedError
 
 PartT = TypeVar("PartT")
 OutcomeT = TypeVar("OutcomeT")

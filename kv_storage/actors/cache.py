@@ -22,13 +22,13 @@ from typing import Protocol, TypeVar, cast
 
 from aiocache import SimpleMemoryCache
 
-from kv_storage.actors.base import Actor, Ask
 from kv_storage.actors.batch_runner import BatchRunner
 from kv_storage.actors.batching import BatchLimits, Kind
 from kv_storage.config import CacheConfig
 from kv_storage.es.registry import Registry
 from kv_storage.es.waits import waiting
 from kv_storage.model import Storage
+from pipeline.mailbox import Actor, Ask
 
 
 @dataclass(frozen=True, slots=True)

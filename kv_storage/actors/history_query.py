@@ -13,7 +13,6 @@ The actor owns the signing key, read once from Elasticsearch (``SigningKeys``).
 from dataclasses import dataclass, replace
 from typing import Any
 
-from kv_storage.actors.base import Actor, Ask
 from kv_storage.actors.cache import CacheActor
 from kv_storage.clock import now_ms
 from kv_storage.errors import BadRequestError
@@ -27,6 +26,7 @@ from kv_storage.scroll_tokens import (
     encode,
     secret_digest,
 )
+from pipeline.mailbox import Actor, Ask
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,6 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import TypeVar, cast
 
-from kv_storage.actors.base import Actor, Ask
 from kv_storage.actors.batch_runner import BatchRunner
 from kv_storage.actors.batching import BatchLimits, Kind
 from kv_storage.actors.shares import SharedPool
@@ -36,6 +35,7 @@ from kv_storage.es.keys import (
     page_size,
 )
 from kv_storage.model import Layout, Location, Storage
+from pipeline.mailbox import Actor, Ask
 
 AnswerT = TypeVar("AnswerT")
 

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from kv_storage.actors.base import Actor, Ask
 from kv_storage.actors.cache import CacheActor, Forget
 from kv_storage.clock import now_ms
 from kv_storage.errors import (
@@ -37,6 +36,7 @@ from kv_storage.es.registry import (
 )
 from kv_storage.es.retirement import ShardLimitError, StorageIndices
 from kv_storage.model import Layout, Storage, StorageType, is_storage_id
+from pipeline.mailbox import Actor, Ask
 from schemas.fields import MAX_LONG, STORAGE_ID_RULE
 
 _MOVE_PAGE = 500

@@ -22,7 +22,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
-from kv_storage.actors.base import Actor, ActorStoppedError, Ask
 from kv_storage.actors.batch_runner import BatchRunner
 from kv_storage.actors.batching import BatchLimits, Kind, keys_of
 from kv_storage.actors.shares import SharedPool
@@ -37,6 +36,7 @@ from kv_storage.es.data import ClosedStorageError, DataStore
 from kv_storage.es.errors import ItemError
 from kv_storage.logs import request_id
 from kv_storage.model import Condition, Storage, Version
+from pipeline.mailbox import Actor, ActorStoppedError, Ask
 from pipeline.records import HistoryRecord, Operation
 from pipeline.sink import HistorySink
 

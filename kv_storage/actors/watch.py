@@ -28,9 +28,9 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, cast
 
-from kv_storage.actors.base import Actor, ActorStoppedError, Ask
 from kv_storage.actors.shares import PoolNames, SharedPool
 from kv_storage.model import DocumentKey, Version
+from pipeline.mailbox import Actor, ActorStoppedError, Ask
 
 logger = logging.getLogger(__name__)
 

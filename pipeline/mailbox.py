@@ -1,9 +1,16 @@
-"""The actor base: one asyncio task, one mailbox, typed messages, an orderly stop.
+"""The actor base of the whole service: one asyncio task, one mailbox, typed messages, an
+orderly stop. It lives in ``pipeline`` so that the history actor uses it without importing
+the rest of the service; the service's actors (``kv_storage.actors``) use the same one.
 
 Callers ``send`` a message (fire and forget) or ``ask`` and await the reply, whose type the
-message declares (``Ask[answer type]``). Whatever ends the
-actor's task, an orderly stop or a crash, every caller still waiting for a reply is failed
-rather than left hanging.
+message declares (``Ask[answer type]``). Whatever ends the actor's task, an orderly stop or a
+crash, every caller still waiting for a reply is failed rather than left hanging.
+
+Timers: an actor that has work due without a message says when (``next_deadline``); the loop
+runs ``on_deadline`` then, once no message is waiting. Messages already waiting are handled
+first, one after the other, before the timers are looked at again: they often come together
+(the history records of one batch of storage operations), and each need not set up a timer;
+``after_messages`` then runs once for all of them.
 
 An actor may answer some messages at once (``answer_at_once``): its code then runs in the
 caller's task, without the mailbox and the task per message, which on a hot path cost more
@@ -81,9 +88,28 @@ class Actor(Generic[MessageT]):
     async def on_deadline(self) -> None:
         """Called in the actor's task when ``next_deadline`` has passed."""
 
+    async def after_messages(self) -> None:
+        """Called in the actor's task once a message and those waiting behind it were handled
+        (an actor that handles one message at a time): work that follows from a run of messages
+        rather than from each."""
+
+    def on_end(self) -> None:
+        """Called when the actor's task ends, however it ends: release what the actor holds
+        (a task of its own still out, say)."""
+
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    @property
+    def accepting(self) -> bool:
+        """Whether messages are taken: running, and no stop has begun."""
+        return self._accepting and self.running
+
+    def close_mailbox(self) -> None:
+        """Takes no more messages; those in the mailbox are still handled. The first step of
+        a stop, for an actor whose stop has work of its own to do first."""
+        self._accepting = False
 
     def start(self) -> None:
         if self._task is not None:
@@ -105,11 +131,12 @@ class Actor(Generic[MessageT]):
             return await at_once
         return await self.ask_in_turn(message)
 
-    async def ask_in_turn(self, message: Ask[AnswerT]) -> AnswerT:
-        """``ask`` through the mailbox, whatever ``answer_at_once`` would say."""
+    def ask_in_turn(self, message: Ask[AnswerT]) -> "asyncio.Future[AnswerT]":
+        """``ask`` through the mailbox, whatever ``answer_at_once`` would say: the message is
+        in the mailbox when this returns, and the reply comes in the future it returns."""
         reply: asyncio.Future[AnswerT] = asyncio.get_running_loop().create_future()
         self._deliver(_Envelope(cast(MessageT, message), reply))
-        return await reply
+        return reply
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Handle what is already in the mailbox, then end; cancel if that takes too long."""
@@ -148,6 +175,9 @@ class Actor(Generic[MessageT]):
                     break
                 if self._max_concurrency == 1:
                     await self._process(envelope)
+                    if await self._process_waiting():
+                        break
+                    await self.after_messages()
                     continue
                 await limit.acquire()
                 task = asyncio.create_task(self._process(envelope), context=envelope.context)
@@ -159,6 +189,16 @@ class Actor(Generic[MessageT]):
         finally:
             for task in self._handlers:
                 task.cancel()
+            self.on_end()
+
+    async def _process_waiting(self) -> bool:
+        """Handles the messages waiting now, in turn; whether a stop was among them."""
+        for _ in range(self._mailbox.qsize()):
+            envelope = self._mailbox.get_nowait()
+            if isinstance(envelope, _Stop):
+                return True
+            await self._process(envelope)
+        return False
 
     async def _process(self, envelope: _Envelope[MessageT]) -> None:
         reply = envelope.reply
