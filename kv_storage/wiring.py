@@ -2,24 +2,25 @@
 
 Each part is an async context manager that starts one resource, puts it in ``Parts`` and
 stops it when it ends: the Elasticsearch client, the history pipeline, each actor, each
-periodic job. The HTTP service runs every part as a ``cleanup_ctx`` of its own (aiohttp stops
-them in reverse order and goes on with the others when one fails to stop); a command of the
-command line runs the few it needs in an ``AsyncExitStack`` (the same order, the same
-guarantee); tests use both. So the client is made here and nowhere else, and every consumer
-wires the parts the same way.
+periodic job (each of the last three written as what it builds, which ``_part`` runs). The
+HTTP service runs every part as a ``cleanup_ctx`` of its own (aiohttp stops them in reverse
+order and goes on with the others when one fails to stop); a command of the command line runs
+the few it needs in an ``AsyncExitStack`` (the same order, the same guarantee); tests use
+both. So the client is made here and nowhere else, and every consumer wires the parts the same
+way.
 """
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from elastic_transport import AsyncTransport
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.actors.batching import BatchLimits
 from kv_storage.actors.cache import CacheActor
-from kv_storage.actors.expiry import ExpiryActor, drop_delay_s
+from kv_storage.actors.expiry import ExpirySweep, drop_delay_s
 from kv_storage.actors.history_query import HistoryQueryActor
 from kv_storage.actors.key_listing import KeyListingActor
 from kv_storage.actors.lifecycle import LifecycleActor
@@ -76,7 +77,7 @@ class Parts:
     _lifecycle: LifecycleActor | None = None
     _key_listing: KeyListingActor | None = None
     _watch: WatchActor | None = None
-    _expiry: ExpiryActor | None = None
+    _expiry: ExpirySweep | None = None
     _registry_poll: RegistryPoll | None = None
 
     def __post_init__(self) -> None:
@@ -136,7 +137,7 @@ class Parts:
         return _started(self._lifecycle, "the lifecycle actor")
 
     @property
-    def expiry(self) -> ExpiryActor:
+    def expiry(self) -> ExpirySweep:
         return _started(self._expiry, "the expiry sweep")
 
     @property
@@ -189,110 +190,104 @@ async def elasticsearch(parts: Parts) -> AsyncIterator[None]:
         await parts._client.close()
 
 
-@asynccontextmanager
-async def history_pipeline(parts: Parts) -> AsyncIterator[None]:
+class _Runs(Protocol):
+    """An actor or a periodic job: started once, stopped once."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def _part(build: Callable[[Parts], Awaitable[_Runs]]) -> Part:
+    """The part that runs what ``build`` makes (and puts in ``Parts``) from start to stop."""
+
+    @asynccontextmanager
+    async def run(parts: Parts) -> AsyncIterator[None]:
+        started = await build(parts)
+        started.start()
+        try:
+            yield
+        finally:
+            await started.stop()
+
+    run.__name__ = build.__name__
+    return run
+
+
+@_part
+async def history_pipeline(parts: Parts) -> _Runs:
     """It outlives the storage actors (started before, stopped after): it writes what they
     handed over."""
-    history = HistoryActor(
+    parts._history = HistoryActor(
         writer=HistoryStore(parts.client, parts.names),
         config=parts.config.app.history,
         shutdown_timeout_s=HISTORY_SHUTDOWN_TIMEOUT_S,
     )
-    history.start()
-    parts._history = history
-    try:
-        yield
-    finally:
-        await history.stop()
+    return parts._history
 
 
-@asynccontextmanager
-async def cache(parts: Parts) -> AsyncIterator[None]:
-    actor = CacheActor(
+@_part
+async def cache(parts: Parts) -> _Runs:
+    parts._cache = CacheActor(
         registry=parts.registry,
         config=parts.config.app.cache,
         now_ms=parts.clock.now_ms,
         listener=parts._watch,
     )
-    actor.start()
-    parts._cache = actor
-    try:
-        yield
-    finally:
-        await actor.stop()
+    return parts._cache
 
 
-@asynccontextmanager
-async def watch(parts: Parts) -> AsyncIterator[None]:
+@_part
+async def watch(parts: Parts) -> _Runs:
     settings = parts.config.app.watch
-    actor = WatchActor(
+    parts._watch = WatchActor(
         versions=Versions(parts.client, parts.names),
         max_waiters=settings.max_waiters,
         max_waiters_per_storage=settings.max_waiters_per_storage,
         poll_interval_s=settings.poll_interval_s,
     )
-    actor.start()
-    parts._watch = actor
-    try:
-        yield
-    finally:
-        await actor.stop()
+    return parts._watch
 
 
-@asynccontextmanager
-async def storage(parts: Parts) -> AsyncIterator[None]:
-    actor = StorageActor(
+@_part
+async def storage(parts: Parts) -> _Runs:
+    parts._storage = StorageActor(
         data=parts.data,
         history=parts.history,
         scans=parts.scans,
         batch_limits=parts.batch_limits(),
         changes=parts._watch,
     )
-    actor.start()
-    parts._storage = actor
-    try:
-        yield
-    finally:
-        await actor.stop()
+    return parts._storage
 
 
-@asynccontextmanager
-async def key_listing(parts: Parts) -> AsyncIterator[None]:
-    actor = KeyListingActor(
+@_part
+async def key_listing(parts: Parts) -> _Runs:
+    parts._key_listing = KeyListingActor(
         keys=KeyIndex(parts.client, parts.names),
         data=parts.data,
         scans=parts.scans,
         recheck_s=parts.config.app.cache.update_time_s,
         batch_limits=parts.batch_limits(),
     )
-    actor.start()
-    parts._key_listing = actor
-    try:
-        yield
-    finally:
-        await actor.stop()
+    return parts._key_listing
 
 
-@asynccontextmanager
-async def history_query(parts: Parts) -> AsyncIterator[None]:
-    actor = HistoryQueryActor(
+@_part
+async def history_query(parts: Parts) -> _Runs:
+    parts._history_query = HistoryQueryActor(
         cache=parts.cache,
         store=HistoryStore(parts.client, parts.names),
         keys=SigningKeys(parts.client, parts.names),
     )
-    actor.start()
-    parts._history_query = actor
-    try:
-        yield
-    finally:
-        await actor.stop()
+    return parts._history_query
 
 
-@asynccontextmanager
-async def lifecycle(parts: Parts) -> AsyncIterator[None]:
+@_part
+async def lifecycle(parts: Parts) -> _Runs:
     """With the cache and the history pipeline when they run (the service), without them in a
     command (there is no cache to keep, nor buffered history to discard)."""
-    actor = LifecycleActor(
+    parts._lifecycle = LifecycleActor(
         registry=parts.registry,
         indices=StorageIndices(parts.client, parts.names),
         cache=parts._cache,
@@ -305,19 +300,14 @@ async def lifecycle(parts: Parts) -> AsyncIterator[None]:
     )
     if parts.clock.due:
         await parts.clock.sync()  # a command's TEMP expirations start from the cluster's time
-    actor.start()
-    parts._lifecycle = actor
-    try:
-        yield
-    finally:
-        await actor.stop()
+    return parts._lifecycle
 
 
-@asynccontextmanager
-async def expiry(parts: Parts) -> AsyncIterator[None]:
+@_part
+async def expiry(parts: Parts) -> _Runs:
     app = parts.config.app
     client, names = parts.client, parts.names
-    job = ExpiryActor(
+    parts._expiry = ExpirySweep(
         registry=parts.registry,
         changes=RegistryChanges(client, names),
         indices=StorageIndices(client, names),
@@ -328,29 +318,19 @@ async def expiry(parts: Parts) -> AsyncIterator[None]:
         drop_delay_s=drop_delay_s(app) if parts.drop_delay_s is None else parts.drop_delay_s,
         now_ms=parts.clock.now_ms,
     )
-    job.start()
-    parts._expiry = job
-    try:
-        yield
-    finally:
-        await job.stop()
+    return parts._expiry
 
 
-@asynccontextmanager
-async def registry_poll(parts: Parts) -> AsyncIterator[None]:
-    job = RegistryPoll(
+@_part
+async def registry_poll(parts: Parts) -> _Runs:
+    parts._registry_poll = RegistryPoll(
         changes=RegistryChanges(parts.client, parts.names),
         cache=parts.cache,
         update_time_s=parts.config.app.cache.update_time_s,
         clock=parts.clock,
     )
-    await job.begin()
-    job.start()
-    parts._registry_poll = job
-    try:
-        yield
-    finally:
-        await job.stop()
+    await parts._registry_poll.begin()
+    return parts._registry_poll
 
 
 SERVICE: Sequence[Part] = (

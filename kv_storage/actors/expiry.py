@@ -75,7 +75,7 @@ class ExpiryStats:
     """Documents of shared-layout storages removed so far."""
 
 
-class ExpiryActor(PeriodicJob):
+class ExpirySweep(PeriodicJob):
     def __init__(
         self,
         *,
