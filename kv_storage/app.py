@@ -12,20 +12,7 @@ from aiohttp_apispec import setup_aiohttp_apispec
 from kv_storage import __version__, wiring
 from kv_storage.actors.watch import WakeAll
 from kv_storage.answers import answer_head_like_get, keep_own_content_type
-from kv_storage.app_keys import (
-    CACHE_ACTOR,
-    CONFIG,
-    ES_CLIENT,
-    HISTORY_ACTOR,
-    HISTORY_QUERY_ACTOR,
-    INDEX_NAMES,
-    KEY_LISTING_ACTOR,
-    LIFECYCLE_ACTOR,
-    METRICS,
-    PARTS,
-    STORAGE_ACTOR,
-    WATCH_ACTOR,
-)
+from kv_storage.app_keys import CONFIG, METRICS, PARTS
 from kv_storage.config import Config
 from kv_storage.envelope import RoutePlans, envelope, finish_answer
 from kv_storage.handlers import admin, docs, health, history, management, operations, storage
@@ -49,18 +36,9 @@ def _cleanup_ctx(part: Part) -> Callable[[web.Application], AsyncIterator[None]]
 async def _answer_waiters(app: web.Application) -> None:
     """On SIGTERM, before aiohttp waits for the requests in flight: blocking reads answer
     now (304), so that the shutdown need not wait for their ``wait`` to pass."""
-    if WATCH_ACTOR in app:
-        await app[WATCH_ACTOR].ask(WakeAll())
-
-
-async def _publish(app: web.Application) -> AsyncIterator[None]:
-    """Puts the running parts under the keys the handlers read."""
-    parts = app[PARTS]
-    app[ES_CLIENT], app[HISTORY_ACTOR], app[CACHE_ACTOR] = parts.client, parts.history, parts.cache
-    app[STORAGE_ACTOR], app[HISTORY_QUERY_ACTOR] = parts.storage, parts.history_query
-    app[LIFECYCLE_ACTOR], app[KEY_LISTING_ACTOR] = parts.lifecycle, parts.key_listing
-    app[WATCH_ACTOR] = parts.watch
-    yield
+    watch = app[PARTS].started_watch
+    if watch is not None:  # None: the service did not get as far as starting it
+        await watch.ask(WakeAll())
 
 
 def create_app(config: Config) -> web.Application:
@@ -78,10 +56,8 @@ def create_app(config: Config) -> web.Application:
         request_timeout_s=config.app.request_timeout_s,
         transport_class=metrics.transport_class(),
     )
-    app[INDEX_NAMES] = app[PARTS].names
     for part in wiring.SERVICE:  # one cleanup_ctx per part: stopped in reverse, each of them
         app.cleanup_ctx.append(_cleanup_ctx(part))
-    app.cleanup_ctx.append(_publish)
     app.on_shutdown.append(_answer_waiters)
     health.add_routes(app)
     storage.add_routes(app)

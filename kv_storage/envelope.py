@@ -26,7 +26,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from kv_storage.actors.storage import StorageClosedError
 from kv_storage.answers import answer_as_the_original
-from kv_storage.app_keys import CACHE_ACTOR, KEEPS_OWN_CONTENT_TYPE
+from kv_storage.app_keys import KEEPS_OWN_CONTENT_TYPE, PARTS
 from kv_storage.config import Config
 from kv_storage.es import waits
 from kv_storage.handlers.access import StorageRoute, authorise_request, closed_answer
@@ -134,7 +134,7 @@ def envelope(config: Config, metrics: Metrics, plans: RoutePlans) -> Middleware:
         try:
             return await handler(request)
         except StorageClosedError as closed:
-            raise await closed_answer(request.app[CACHE_ACTOR], closed) from None
+            raise await closed_answer(request.app[PARTS].cache, closed) from None
 
     async def answered(
         request: web.Request, handler: Handler, plan: RoutePlan

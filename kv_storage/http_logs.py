@@ -3,7 +3,7 @@
 The request id comes from the client's ``X-Request-ID`` or is made here; the envelope
 (``kv_storage.envelope``) sends it back in the same response header and puts it into every log
 line the request causes (``kv_storage.logs``), also those written by the actors that work for it
-(they run each message in the sender's context).
+(their work for a request runs in the request's task, as a plain call).
 Logs and metrics name the route template, never a path with its ids and keys.
 """
 

@@ -141,10 +141,16 @@ class Condition:
     """``If-None-Match: *``: the key does not exist."""
 
 
+KeyId = tuple[str, str]
+"""Which key of which storage, ``(storage id, key)``: what a ``DocumentKey`` is compared by,
+as a plain tuple where many are hashed and compared at once (the batcher's sets of keys,
+compared in C)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DocumentKey:
     """A key of a storage: one document of its data index. Its layout says where that
-    document is; it is no part of which key it is (equality and hash)."""
+    document is; it is no part of which key it is (equality and hash: its ``KeyId``)."""
 
     storage_id: str
     key: str

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from kv_storage.app_keys import CONFIG, ES_CLIENT, INDEX_NAMES
+from kv_storage.app_keys import CONFIG, PARTS
 from kv_storage.es.errors import describe, is_elasticsearch_error
 
 logger = logging.getLogger("kv_storage")
@@ -22,12 +22,12 @@ _PROBE_TIMEOUT_S = 10.0
 
 async def check_elasticsearch(app: web.Application) -> AsyncIterator[None]:
     """A ``cleanup_ctx`` step, after the client's: one request, its outcome logged."""
-    config, client = app[CONFIG], app[ES_CLIENT]
+    config, client = app[CONFIG], app[PARTS].client
     hosts = ", ".join(config.elasticsearch.hosts)
     timeout_s = min(config.app.request_timeout_s, _PROBE_TIMEOUT_S)
     try:
         async with asyncio.timeout(timeout_s):
-            found = await client.indices.exists(index=app[INDEX_NAMES].registry)
+            found = await client.indices.exists(index=app[PARTS].names.registry)
     except TimeoutError:
         logger.error(
             "start-up check: Elasticsearch at %s did not answer within %g s", hosts, timeout_s
@@ -44,6 +44,6 @@ async def check_elasticsearch(app: web.Application) -> AsyncIterator[None]:
                 "start-up check: Elasticsearch at %s answered, but the registry index %s is "
                 "missing: run `kv-storage init`",
                 hosts,
-                app[INDEX_NAMES].registry,
+                app[PARTS].names.registry,
             )
     yield

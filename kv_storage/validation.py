@@ -262,6 +262,7 @@ def limits_of(config: Config) -> Limits:
         key_max_bytes=config.elasticsearch.key_max_bytes,
         value_max_bytes=config.elasticsearch.value_max_bytes,
         max_wait_s=config.app.watch.max_wait_s,
+        default_page_size=config.app.default_page_size,
     )
 
 

@@ -18,7 +18,6 @@ from typing import Protocol, TypeVar
 from elastic_transport import AsyncTransport
 from elasticsearch import AsyncElasticsearch
 
-from kv_storage.actors.batching import BatchLimits
 from kv_storage.actors.cache import CacheActor
 from kv_storage.actors.expiry import ExpirySweep, drop_delay_s
 from kv_storage.actors.history_query import HistoryQueryActor
@@ -28,7 +27,7 @@ from kv_storage.actors.registry_poll import RegistryPoll
 from kv_storage.actors.shares import SCANS, SharedPool
 from kv_storage.actors.storage import StorageActor
 from kv_storage.actors.watch import WatchActor
-from kv_storage.config import Config, revocation_s
+from kv_storage.config import BatchLimits, Config, revocation_s
 from kv_storage.es.client import create_client
 from kv_storage.es.cluster_clock import ClusterClock
 from kv_storage.es.data import DataStore, ScanSettings
@@ -125,6 +124,11 @@ class Parts:
         return _started(self._watch, "the watch actor")
 
     @property
+    def started_watch(self) -> WatchActor | None:
+        """The watch actor if it was started (a shutdown may follow a failed start)."""
+        return self._watch
+
+    @property
     def key_listing(self) -> KeyListingActor:
         return _started(self._key_listing, "the key listing actor")
 
@@ -153,13 +157,7 @@ class Parts:
 
     def batch_limits(self) -> BatchLimits:
         """The bounds of the batched requests (the storage actor's, the key listing's)."""
-        batch = self.config.elasticsearch.batch
-        return BatchLimits(
-            max_operations=batch.max_operations,
-            max_bytes=batch.max_bytes,
-            max_in_flight=batch.max_in_flight,
-            max_keys_per_storage=batch.max_keys_per_storage,
-        )
+        return self.config.elasticsearch.batch
 
 
 T = TypeVar("T")

@@ -19,7 +19,6 @@ than the work itself. Its state is still touched only by its own code, on the ev
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -47,8 +46,6 @@ class ActorStoppedError(RuntimeError):
 class _Envelope(Generic[MessageT]):
     message: MessageT
     reply: "asyncio.Future[Any] | None" = field(default=None)
-    context: contextvars.Context = field(default_factory=contextvars.copy_context)
-    """The sender's context (its request id): concurrent handlers run in it."""
 
 
 class _Stop:
@@ -56,20 +53,15 @@ class _Stop:
 
 
 class Actor(Generic[MessageT]):
-    """Subclasses implement ``handle``; its result is the reply to ``ask``.
+    """Subclasses implement ``handle``; its result is the reply to ``ask``. Messages are
+    handled one at a time, in the order they came: the mailbox serialises the actor's state.
+    Work that needs no serialising (waiting for Elasticsearch, say) is no message: the actor
+    answers it at once, as a plain call (``answer_at_once``), and says why."""
 
-    ``max_concurrency`` > 1 lets I/O-bound actors handle several messages at once, each in a
-    task of its own; state is still only touched from the event loop, by this actor's code.
-    """
-
-    def __init__(self, *, name: str, max_concurrency: int = 1) -> None:
-        if max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1")
+    def __init__(self, *, name: str) -> None:
         self.name = name
-        self._max_concurrency = max_concurrency
         self._mailbox: asyncio.Queue[_Envelope[MessageT] | _Stop] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
         self._accepting = False
 
     async def handle(self, message: MessageT) -> Any:
@@ -158,7 +150,6 @@ class Actor(Generic[MessageT]):
         self._mailbox.put_nowait(envelope)
 
     async def _mailbox_loop(self) -> None:
-        limit = asyncio.Semaphore(self._max_concurrency)
         try:
             while True:
                 deadline = self.next_deadline()
@@ -173,22 +164,11 @@ class Actor(Generic[MessageT]):
                         continue
                 if isinstance(envelope, _Stop):
                     break
-                if self._max_concurrency == 1:
-                    await self._process(envelope)
-                    if await self._process_waiting():
-                        break
-                    await self.after_messages()
-                    continue
-                await limit.acquire()
-                task = asyncio.create_task(self._process(envelope), context=envelope.context)
-                self._handlers.add(task)
-                task.add_done_callback(self._handlers.discard)
-                task.add_done_callback(lambda _: limit.release())
-            if self._handlers:
-                await asyncio.gather(*self._handlers, return_exceptions=True)
+                await self._process(envelope)
+                if await self._process_waiting():
+                    break
+                await self.after_messages()
         finally:
-            for task in self._handlers:
-                task.cancel()
             self.on_end()
 
     async def _process_waiting(self) -> bool:

@@ -6,6 +6,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from schemas.fields import MAX_KEEP_ALIVE_MS, QueryInteger, StrictInteger
+from schemas.storage import limits
 
 OPERATIONS = ("set", "delete", "clear")
 SORT_FIELDS = ("key", "value", "timestamp", "operation")
@@ -73,15 +74,16 @@ class HistoryQuerySchema(Schema):
             descending = item.startswith("-")
             if directions.setdefault(field, descending) != descending:
                 raise ValidationError(f"{field} is asked in both directions", "sort")
+        if data.get("scroll") is None:
+            check_page_window(data.get("page", 1), data.get("size", limits()["default_page_size"]))
 
 
 def check_page_window(page: int, size: int) -> None:
     """Refuses a page beyond the first ``MAX_WINDOW`` records, before Elasticsearch sees it.
 
     Elasticsearch refuses such a page too, but a huge ``page`` makes ``from + size`` overflow
-    its int first, and that failure is not one a client can tell from an outage. Checked by
-    the handler, which alone knows the size of a request that gives none (the configured
-    default).
+    its int first, and that failure is not one a client can tell from an outage. A request
+    that gives no size has the configured default (``LIMITS``).
     """
     if page * size > MAX_WINDOW:  # the page's last record, (page - 1) * size + size
         message = (

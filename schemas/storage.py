@@ -28,13 +28,19 @@ class Limits(TypedDict):
     """``None``: values of any size."""
     max_wait_s: float
     """The longest blocking read (``app.watch.max-wait``)."""
+    default_page_size: int
+    """The size of a history page that gives none (``app.default-page-size``)."""
 
 
 LIMITS = Context[Limits]
-_NO_CONFIGURATION = Limits(key_max_bytes=MAX_KEY_BYTES, value_max_bytes=None, max_wait_s=300.0)
+_NO_CONFIGURATION = Limits(
+    key_max_bytes=MAX_KEY_BYTES, value_max_bytes=None, max_wait_s=300.0, default_page_size=50
+)
 
 
-def _limits() -> Limits:
+def limits() -> Limits:
+    """What the deployment allows, for the request being validated (its defaults outside a
+    request)."""
     return LIMITS.get(_NO_CONFIGURATION)
 
 
@@ -81,7 +87,7 @@ class StorageKey(fields.Field[str]):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         if isinstance(value, NotUtf8):
             raise ValidationError("the key is not valid UTF-8")
-        problem = key_problem(str(value), _limits()["key_max_bytes"])
+        problem = key_problem(str(value), limits()["key_max_bytes"])
         if problem:
             raise ValidationError(problem)
         return str(value)
@@ -93,7 +99,7 @@ class StoredValue(fields.Field[str]):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         if isinstance(value, NotUtf8):
             raise ValidationError("the body is not valid UTF-8")
-        problem = value_problem(str(value), _limits()["value_max_bytes"])
+        problem = value_problem(str(value), limits()["value_max_bytes"])
         if problem:
             raise ValidationError(problem)
         return str(value)
@@ -115,7 +121,7 @@ class KeyList(fields.Field[KeySelection]):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> KeySelection:
         if not isinstance(value, list) or not all(isinstance(key, str) for key in value):
             raise self.make_error("invalid")
-        max_bytes = _limits()["key_max_bytes"]
+        max_bytes = limits()["key_max_bytes"]
         valid = tuple(key for key in value if key_problem(key, max_bytes) is None)
         return KeySelection(value, valid)
 
@@ -136,14 +142,14 @@ class PairMap(fields.Field[dict[str, str | None]]):
     ) -> dict[str, str | None]:
         if not isinstance(value, Mapping):
             raise self.make_error("invalid")
-        limits = _limits()
+        allowed = limits()
         pairs: dict[str, str | None] = {}
         for key, item in value.items():
             text = _as_value(item)
             storable = (
                 text is not None
-                and key_problem(key, limits["key_max_bytes"]) is None
-                and value_problem(text, limits["value_max_bytes"]) is None
+                and key_problem(key, allowed["key_max_bytes"]) is None
+                and value_problem(text, allowed["value_max_bytes"]) is None
             )
             pairs[key] = text if storable else None
         return pairs
@@ -174,7 +180,7 @@ class GetQuerySchema(Schema):
 
     @validates("wait")
     def _within_the_longest_wait(self, value: float, **kwargs: Any) -> None:
-        longest = _limits()["max_wait_s"]
+        longest = limits()["max_wait_s"]
         if not 0 < value <= longest:
             raise ValidationError(
                 f"must be more than 0 and at most {longest:g} s (app.watch.max-wait)"

@@ -49,6 +49,7 @@ from elasticsearch import AsyncElasticsearch, Elasticsearch
 from kv_storage import wiring
 from kv_storage.app import create_app
 from kv_storage.config import Config, load_config
+from kv_storage.es.names import IndexNames
 from kv_storage.es.provisioning import initialise
 
 ROOT = Path(__file__).parents[1]
@@ -375,7 +376,7 @@ def create_storage(
             document["expiration_timestamp"] = (
                 expiration_timestamp or int(time.time() * 1000) + 3_600_000
             )
-        await es.index(index=f"{index_prefix}storage-registry", id=ref.id, document=document)
+        await es.index(index=IndexNames(index_prefix).registry, id=ref.id, document=document)
         return ref
 
     return create

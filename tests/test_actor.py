@@ -26,8 +26,8 @@ class Fail(Ask[int]):
 
 
 class Counter(Actor[Add | Block | Fail]):
-    def __init__(self, max_concurrency: int = 1) -> None:
-        super().__init__(name="counter", max_concurrency=max_concurrency)
+    def __init__(self) -> None:
+        super().__init__(name="counter")
         self.total = 0
         self.entered = asyncio.Event()
 
@@ -122,35 +122,6 @@ async def test_stop_cancels_an_actor_that_does_not_finish_in_time() -> None:
         with pytest.raises(ActorStoppedError):
             await stuck
     assert not actor.running
-
-
-async def test_concurrent_actor_handles_messages_side_by_side() -> None:
-    actor = Counter(max_concurrency=4)
-    actor.start()
-    release = asyncio.Event()
-    blocked = asyncio.create_task(actor.ask(Block(release)))
-    await actor.entered.wait()
-    # A blocked handler does not hold up the others.
-    async with asyncio.timeout(5):
-        assert await actor.ask(Add(2)) == 2
-    release.set()
-    assert await blocked == 2
-    await actor.stop()
-
-
-async def test_stop_waits_for_handlers_in_flight() -> None:
-    actor = Counter(max_concurrency=4)
-    actor.start()
-    release = asyncio.Event()
-    in_flight = asyncio.create_task(actor.ask(Block(release)))
-    await actor.entered.wait()
-    stopping = asyncio.create_task(actor.stop(timeout_s=5))
-    await asyncio.sleep(0)
-    assert not stopping.done()
-    release.set()
-    async with asyncio.timeout(5):
-        await stopping
-        assert await in_flight == 0
 
 
 async def test_starting_twice_is_an_error() -> None:

@@ -8,8 +8,9 @@ import pytest
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
-from kv_storage.app_keys import HISTORY_ACTOR
+from kv_storage.app_keys import PARTS
 from kv_storage.config import Config
+from kv_storage.es.names import IndexNames
 from tests.conftest import StorageFactory, StorageRef
 from tests.helpers import Client, ClientFactory, closed_to_writes, get, put
 from tests.waiting import wait_until
@@ -47,7 +48,7 @@ async def test_create_an_account_storage_and_use_it(
     assert created["historyEnabled"] is True
     assert created["deleted"] is False
     assert len(created["secretKey"]) >= 40
-    document = (await es.get(index=f"{index_prefix}storage-registry", id=created["id"]))["_source"]
+    document = (await es.get(index=IndexNames(index_prefix).registry, id=created["id"]))["_source"]
     assert document == {
         "type": "ACCOUNT",
         "deleted": False,
@@ -150,8 +151,8 @@ async def test_delete_any_type_and_close_its_indices(
     assert (await response.json())["deleted"] is True
     assert (await get(admin, storage, "k"))[0] == 404
     # Closed to writes until the sweep removes them (tests/test_expiry.py).
-    assert await closed_to_writes(es, f"{index_prefix}storage-data-{storage.id}")
-    assert await closed_to_writes(es, f"{index_prefix}storage-history-{storage.id}")
+    assert await closed_to_writes(es, IndexNames(index_prefix).data(storage.id))
+    assert await closed_to_writes(es, IndexNames(index_prefix).history(storage.id))
     shown = await (await admin.get(f"/admin/storages/{storage.id}", headers=ADMIN)).json()
     assert shown["deleted"] is True  # the registry document stays, marked deleted
     assert (await admin.delete(f"/admin/storages/{storage.id}", headers=ADMIN)).status == 404
@@ -176,7 +177,7 @@ async def test_history_still_buffered_does_not_bring_a_deleted_storage_back(
         KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT="1 hour",
     )
     admin = await aiohttp_client(create_app(config))
-    history = admin.app[HISTORY_ACTOR]
+    history = admin.app[PARTS].history
     deleted = await create_storage(history_enabled=True)
     other = await create_storage(history_enabled=True)
     await put(admin, deleted, "k", "v")  # one record waits in the history actor
@@ -192,8 +193,8 @@ async def test_history_still_buffered_does_not_bring_a_deleted_storage_back(
         return stats.written >= 2
 
     await wait_until(flushed, what="the other storage's history written")
-    assert await es.indices.exists(index=f"{index_prefix}storage-history-{other.id}")
-    deleted_history = f"{index_prefix}storage-history-{deleted.id}"
+    assert await es.indices.exists(index=IndexNames(index_prefix).history(other.id))
+    deleted_history = IndexNames(index_prefix).history(deleted.id)
     assert await closed_to_writes(es, deleted_history)  # made so, empty, by the deletion
     assert (await es.count(index=deleted_history))["count"] == 0
 

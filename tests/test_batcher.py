@@ -1,7 +1,8 @@
 """The batching rules on their own (no Elasticsearch): what goes together, when, and in which
 order. That the batches are then answered right is ``test_batching.py``, on the real node."""
 
-from kv_storage.actors.batching import Batch, Batcher, BatchLimits, Kind, Pending, keys_of
+from kv_storage.actors.batching import Batch, Batcher, Kind, Pending, keys_of
+from kv_storage.config import BatchLimits
 
 LIMITS = BatchLimits(max_operations=10, max_bytes=1000, max_in_flight=1)
 

@@ -8,11 +8,10 @@ from typing import Any
 
 from elasticsearch import AsyncElasticsearch
 
-from kv_storage.actors.batching import BatchLimits
 from kv_storage.actors.shares import SCANS, SharedPool
 from kv_storage.actors.storage import GetValue, SetValue, StorageActor
 from kv_storage.app import create_app
-from kv_storage.config import Config
+from kv_storage.config import BatchLimits, Config
 from kv_storage.es.data import DataStore, ScanSettings
 from kv_storage.es.names import IndexNames
 from kv_storage.model import Storage, StorageType
@@ -103,7 +102,7 @@ async def test_one_refused_document_fails_only_its_own_request(
     blocked, healthy = await create_storage(), await create_storage()
     for storage in (blocked, healthy):
         assert await set_value(api, storage, "seed", "v") == 200
-    await es.indices.add_block(index=f"{index_prefix}storage-data-{blocked.id}", block="write")
+    await es.indices.add_block(index=IndexNames(index_prefix).data(blocked.id), block="write")
     before = await route_requests(es, "/_bulk")
     answers = await asyncio.gather(
         *(
@@ -138,7 +137,7 @@ async def test_one_unreadable_document_fails_only_its_own_request(
     closed, open_ = await create_storage(), await create_storage()
     for storage in (closed, open_):
         assert await set_value(api, storage, "k", "v") == 200
-    await es.indices.close(index=f"{index_prefix}storage-data-{closed.id}")
+    await es.indices.close(index=IndexNames(index_prefix).data(closed.id))
     before = await route_requests(es, "/_mget")
     answers = await asyncio.gather(
         *(get(api, storage, "k") for _ in range(30) for storage in (open_, closed))

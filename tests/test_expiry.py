@@ -53,13 +53,13 @@ async def test_expired_temp_storages_are_deleted_with_their_data(
     assert await data_left() == 1
 
     async def expired_and_removed() -> bool:
-        document = await es.get(index=f"{index_prefix}storage-registry", id=expiring.id)
+        document = await es.get(index=IndexNames(index_prefix).registry, id=expiring.id)
         return bool(document["_source"]["deleted"]) and await data_left() == 0
 
     await wait_until(expired_and_removed, what="the expired storage deleted and its index removed")
     assert (await get(api, expiring, "k"))[0] == 404
     assert await get(api, lasting, "k") == (200, "v")
-    lasting_document = await es.get(index=f"{index_prefix}storage-registry", id=lasting.id)
+    lasting_document = await es.get(index=IndexNames(index_prefix).registry, id=lasting.id)
     assert lasting_document["_source"]["deleted"] is False
 
 
@@ -113,7 +113,7 @@ async def test_two_expiry_actors_never_work_at_once_and_a_dead_owners_lease_is_t
 async def test_deletions_are_listed_once_each_in_pages_after_a_position(
     es: AsyncElasticsearch, initialised_config: Config, index_prefix: str
 ) -> None:
-    registry_index = f"{index_prefix}storage-registry"
+    registry_index = IndexNames(index_prefix).registry
     changes = RegistryChanges(es, IndexNames(index_prefix))
     # Written with clocks all over the place: the order is Elasticsearch's, not theirs.
     await es.index(index=registry_index, id="before", document={"type": "ACCOUNT", "deleted": True})
@@ -167,7 +167,7 @@ async def test_a_deletion_made_elsewhere_is_closed_to_writes_then_removed_after_
     """The CloudStack plugin marks a storage deleted, its clock an hour behind: the sweep
     closes its index to writes at once, and removes it once the delay has passed."""
     storage = await create_storage(history_enabled=True)
-    data_index = f"{index_prefix}storage-data-{storage.id}"
+    data_index = IndexNames(index_prefix).data(storage.id)
     await es.index(index=data_index, id="k", document={"value": "v"}, refresh=True)
     config = make_config(KV_STORAGE_APP_EXPIRY_INTERVAL="1 hour")
     parts = _sweeper(config, drop_delay_s=0.5)
@@ -175,7 +175,7 @@ async def test_a_deletion_made_elsewhere_is_closed_to_writes_then_removed_after_
         await parts.expiry.run_now()  # nothing deleted yet
         an_hour_ago = int(time.time() * 1000) - 3_600_000
         await es.update(
-            index=f"{index_prefix}storage-registry",
+            index=IndexNames(index_prefix).registry,
             id=storage.id,
             doc={"deleted": True, "last_updated": an_hour_ago},
         )
@@ -202,9 +202,9 @@ async def test_a_new_lease_holder_sweeps_on_from_where_the_last_one_got(
 ) -> None:
     """Not every storage ever deleted on each restart: the first holder visits them all once,
     the next one only those deleted since."""
-    registry_index = f"{index_prefix}storage-registry"
+    registry_index = IndexNames(index_prefix).registry
     long_ago = await create_storage(deleted=True)
-    old_index = f"{index_prefix}storage-data-{long_ago.id}"
+    old_index = IndexNames(index_prefix).data(long_ago.id)
 
     async def sweep_once() -> None:
         """A new instance: it sweeps once, then stops (releasing the lease)."""
@@ -218,7 +218,7 @@ async def test_a_new_lease_holder_sweeps_on_from_where_the_last_one_got(
 
     recent = await create_storage(deleted=True)
     await es.indices.refresh(index=registry_index)
-    recent_index = f"{index_prefix}storage-data-{recent.id}"
+    recent_index = IndexNames(index_prefix).data(recent.id)
     for index in (old_index, recent_index):
         await es.index(index=index, id="k", document={"value": "v"}, refresh=True)
     await sweep_once()  # a new holder: from the mark on

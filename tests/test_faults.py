@@ -20,8 +20,9 @@ from elasticsearch import AsyncElasticsearch
 from elasticsearch.exceptions import GeneralAvailabilityWarning
 
 from kv_storage.app import create_app
-from kv_storage.app_keys import HISTORY_ACTOR
+from kv_storage.app_keys import PARTS
 from kv_storage.config import Config, load_config
+from kv_storage.es.names import IndexNames
 from kv_storage.es.provisioning import initialise
 from tests.conftest import StorageRef
 from tests.helpers import Client, path
@@ -88,7 +89,7 @@ async def faulty(
     await initialise(es, index_prefix)
     storage = StorageRef("faulty-storage", "faulty-secret")
     await es.index(
-        index=f"{index_prefix}storage-registry",
+        index=IndexNames(index_prefix).registry,
         id=storage.id,
         document={
             "type": "ACCOUNT",
@@ -342,7 +343,7 @@ async def test_history_of_a_short_outage_is_all_written(
     faulty: tuple[Client, StorageRef, AsyncElasticsearch], index_prefix: str
 ) -> None:
     api, storage, es = faulty
-    history = api.app[HISTORY_ACTOR]
+    history = api.app[PARTS].history
     keys = [f"k{n}" for n in range(50)]
     answers = await asyncio.gather(*(set_value(api, storage, key) for key in keys))
     assert {answer.status for answer in answers} == {200}
@@ -358,7 +359,7 @@ async def test_history_of_a_short_outage_is_all_written(
     await wait_until(
         lambda: _settled(history), timeout_s=60, interval_s=0.2, what="the records written"
     )
-    index = f"{index_prefix}storage-history-{storage.id}"
+    index = IndexNames(index_prefix).history(storage.id)
     await es.indices.refresh(index=index)
     found = await es.search(index=index, size=1000, query={"terms": {"key": keys}})
     written = sorted(hit["_source"]["key"] for hit in found["hits"]["hits"])

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from elasticsearch import AsyncElasticsearch
 
+from kv_storage.es.names import IndexNames
 from kv_storage.first_run import DEMO_VALUE, state_file
 from tests.conftest import ES_URL_ENV, LOCAL_ES, LOCAL_TEST_NODE, ROOT
 from tests.waiting import wait_until
@@ -201,6 +202,6 @@ async def test_a_configured_elasticsearch_is_left_alone(
         base = f"http://127.0.0.1:{unused_tcp_port}"
         async with session.get(f"{base}/admin/storages?account=demo") as admin:
             assert admin.status == 403  # no token made: the API stays off
-    registry = f"{index_prefix}storage-registry"
+    registry = IndexNames(index_prefix).registry
     await es.indices.refresh(index=registry)
     assert (await es.count(index=registry))["count"] == 0  # no demo storage

@@ -9,8 +9,9 @@ from elasticsearch import AsyncElasticsearch
 
 from kv_storage.actors.storage import ListKeys
 from kv_storage.app import create_app
-from kv_storage.app_keys import CACHE_ACTOR, STORAGE_ACTOR
+from kv_storage.app_keys import PARTS
 from kv_storage.config import Config
+from kv_storage.es.names import IndexNames
 from tests.conftest import StorageFactory, StorageRef
 from tests.helpers import ClientFactory
 
@@ -124,12 +125,12 @@ async def test_head_of_a_list_reads_no_keys_and_leaves_no_scroll_open(
     pairs = {f"k{n}": "v" for n in range(7)}  # more pages than one, at a page size of 2
     written = await client.put(f"/set/{storage.id}", json=pairs, headers=storage.headers)
     assert written.status == 200
-    index = f"{index_prefix}storage-data-{storage.id}"
+    index = IndexNames(index_prefix).data(storage.id)
 
     # The measurement can see a scroll: a list whose first page is read holds one open.
-    found = await app[CACHE_ACTOR].look_up(storage.id)
+    found = await app[PARTS].cache.look_up(storage.id)
     assert found is not None
-    scan = await app[STORAGE_ACTOR].ask(ListKeys(found))
+    scan = await app[PARTS].storage.ask(ListKeys(found))
     assert await _open_scrolls(es, index) == 1
     await scan.close()
     assert await _open_scrolls(es, index) == 0

@@ -9,6 +9,7 @@ from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
 from kv_storage.config import Config
+from kv_storage.es.names import IndexNames
 from tests.helpers import ClientFactory
 
 CHECKS = ["STORAGE_REGISTRY", "STORAGE_DATA_TEMPLATE", "STORAGE_HISTORY_TEMPLATE"]
@@ -58,7 +59,7 @@ async def test_each_missing_component_makes_health_500(
     missing: str,
 ) -> None:
     if missing == "STORAGE_REGISTRY":
-        await es.indices.delete(index=f"{index_prefix}storage-registry")
+        await es.indices.delete(index=IndexNames(index_prefix).registry)
     else:
         name = missing.removeprefix("STORAGE_").removesuffix("_TEMPLATE").lower()
         await es.indices.delete_index_template(name=f"{index_prefix}storage-{name}")

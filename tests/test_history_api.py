@@ -190,6 +190,22 @@ async def test_paging_beyond_the_window_is_400_naming_page_before_elasticsearch(
     assert es_proxy.count(path_part="storage-history") == 0
 
 
+async def test_the_window_of_a_page_without_size_is_that_of_the_configured_default(
+    make_config: Callable[..., Config],
+    initialised_config: Config,
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    history: StorageRef,
+) -> None:
+    """app.default-page-size is the size of a page that gives none: 100 pages of 100 fill the
+    window of 10,000 records, the 101st is beyond it."""
+    api = await aiohttp_client(create_app(make_config(KV_STORAGE_APP_DEFAULT_PAGE_SIZE="100")))
+    status, body = await search(api, history, page=100)
+    assert status == 200, body
+    status, body = await search(api, history, page=101)
+    assert status == 400
+    assert body["error"].startswith("page: page 101 of size 100 reaches beyond"), body
+
+
 @pytest.mark.parametrize(
     "params", [{"page": 1000, "size": 10}, {"page": 1, "size": 10000}, {"page": 200}]
 )

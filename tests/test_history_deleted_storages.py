@@ -12,7 +12,7 @@ import pytest
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
-from kv_storage.app_keys import HISTORY_ACTOR
+from kv_storage.app_keys import PARTS
 from kv_storage.config import Config
 from kv_storage.es.history import HistoryStore
 from kv_storage.es.names import IndexNames
@@ -45,11 +45,11 @@ async def test_records_refused_by_a_deleted_storages_write_block_are_discarded_a
     blocked = await create_storage(history_enabled=True)  # its history index exists
     created = await create_storage(history_enabled=True)  # had none: made with the block
     kept = await create_storage(history_enabled=True)
-    blocked_index = f"{index_prefix}storage-history-{blocked.id}"
+    blocked_index = IndexNames(index_prefix).history(blocked.id)
     await es.indices.create(index=blocked_index)
     await es.indices.add_block(index=blocked_index, block="write")
     await es.indices.create(
-        index=f"{index_prefix}storage-history-{created.id}",
+        index=IndexNames(index_prefix).history(created.id),
         settings={"index.blocks.write": True},
     )
     with caplog.at_level(logging.INFO, logger="pipeline.actor"):
@@ -59,7 +59,7 @@ async def test_records_refused_by_a_deleted_storages_write_block_are_discarded_a
             assert response.status == 200
         for n in range(3):
             await put(api, kept, f"k{n}", "v")
-        history = api.app[HISTORY_ACTOR]
+        history = api.app[PARTS].history
 
         async def settled() -> bool:
             stats = await history.stats()
@@ -70,7 +70,7 @@ async def test_records_refused_by_a_deleted_storages_write_block_are_discarded_a
     assert (stats.written, stats.discarded, stats.retried, stats.lost) == (3, 5, 0, 0)
     await es.indices.refresh(index=f"{index_prefix}storage-history-*")
     counts = {
-        storage.id: (await es.count(index=f"{index_prefix}storage-history-{storage.id}"))["count"]
+        storage.id: (await es.count(index=IndexNames(index_prefix).history(storage.id)))["count"]
         for storage in (blocked, created, kept)
     }
     assert counts == {blocked.id: 0, created.id: 0, kept.id: 3}
@@ -104,7 +104,7 @@ async def test_history_buffered_by_another_instance_is_discarded_when_the_storag
     deleting = await aiohttp_client(create_app(make_config(KV_STORAGE_ADMIN_TOKEN=TOKEN)))
     deleted = await create_storage(history_enabled=True)
     other = await create_storage(history_enabled=True)
-    history = buffering.app[HISTORY_ACTOR]
+    history = buffering.app[PARTS].history
     await put(buffering, deleted, "k", "v")
     assert (await history.stats()).buffered == 1
     response = await deleting.delete(
@@ -138,7 +138,7 @@ async def test_the_cause_of_a_refused_record_is_logged_without_its_value(
     value: '...'"); that reason reaches the log, the value must not."""
     storage = await create_storage(history_enabled=True)
     await es.indices.create(
-        index=f"{index_prefix}storage-history-{storage.id}",
+        index=IndexNames(index_prefix).history(storage.id),
         mappings={"properties": {"value": {"type": "long"}}},
     )
     record = HistoryRecord(storage.id, "k", "secret-value-123", Operation.SET, 1000)

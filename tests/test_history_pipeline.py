@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
-from kv_storage.app_keys import HISTORY_ACTOR
+from kv_storage.app_keys import PARTS
 from kv_storage.config import Config
 from kv_storage.es.history import HistoryStore
 from kv_storage.es.names import IndexNames
@@ -33,13 +33,13 @@ from tests.waiting import wait_until
 
 
 async def stats(api: Client) -> HistoryStats:
-    return await api.app[HISTORY_ACTOR].stats()
+    return await api.app[PARTS].history.stats()
 
 
 async def records(
     es: AsyncElasticsearch, index_prefix: str, storage: StorageRef
 ) -> list[dict[str, Any]]:
-    index = f"{index_prefix}storage-history-{storage.id}"
+    index = IndexNames(index_prefix).history(storage.id)
     if not await es.indices.exists(index=index):
         return []
     await es.indices.refresh(index=index)
@@ -223,7 +223,7 @@ async def test_records_survive_a_read_only_block_and_are_written_once_it_ends(
     storage = await create_storage(history_enabled=True)
     await put(api, storage, "first", "v")
     await wait_for_stats(api, "the first record written", lambda s: s.written == 1)
-    index = f"{index_prefix}storage-history-{storage.id}"
+    index = IndexNames(index_prefix).history(storage.id)
     with caplog.at_level(logging.WARNING, logger="pipeline.actor"):
         async with read_only(es, index):
             for n in range(5):
@@ -278,7 +278,7 @@ async def test_a_record_that_keeps_failing_is_dropped_after_the_retry_limit(
     storage = await create_storage(history_enabled=True)
     await put(api, storage, "first", "v")
     await wait_for_stats(api, "the first record written", lambda s: s.written == 1)
-    index = f"{index_prefix}storage-history-{storage.id}"
+    index = IndexNames(index_prefix).history(storage.id)
     with caplog.at_level(logging.ERROR, logger="pipeline.actor"):
         async with read_only(es, index):
             response = await api.put(

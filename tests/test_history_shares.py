@@ -14,7 +14,7 @@ from elasticsearch import AsyncElasticsearch
 from prometheus_client.parser import text_string_to_metric_families
 
 from kv_storage.app import create_app
-from kv_storage.app_keys import HISTORY_ACTOR
+from kv_storage.app_keys import PARTS
 from kv_storage.config import Config
 from kv_storage.es.history import HistoryStore
 from kv_storage.es.names import IndexNames
@@ -42,7 +42,7 @@ async def logged(caplog: pytest.LogCaptureFixture, text: str) -> None:
 
 
 async def history_keys(es: AsyncElasticsearch, index_prefix: str, storage_id: str) -> list[str]:
-    index = f"{index_prefix}storage-history-{storage_id}"
+    index = IndexNames(index_prefix).history(storage_id)
     await es.indices.refresh(index=index)
     found = await es.search(index=index, size=1000)
     return sorted(hit["_source"]["key"] for hit in found["hits"]["hits"])
@@ -76,7 +76,7 @@ async def test_a_storage_at_its_share_loses_its_own_history_not_the_others(
             assert response.status == 200  # the storage's writes succeed: only history is lost
         for n in range(5):
             await put(api, calm, f"c{n}", "v")
-        history = api.app[HISTORY_ACTOR]
+        history = api.app[PARTS].history
 
         async def written() -> bool:
             stats = await history.stats()

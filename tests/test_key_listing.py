@@ -163,7 +163,7 @@ async def test_a_page_elasticsearch_refuses_fails_alone(
         assert (
             await api.get(str(path("list", storage)) + "?limit=1", headers=storage.headers)
         ).status == 200
-    await es.indices.close(index=f"{index_prefix}storage-data-{closed.id}")
+    await es.indices.close(index=IndexNames(index_prefix).data(closed.id))
 
     async def page(storage: StorageRef) -> tuple[int, str]:
         url = str(path("list", storage)) + "?prefix=a/&limit=10"
@@ -191,7 +191,7 @@ async def test_pages_leave_out_a_document_without_the_key_field(
     storage = await create_storage()
     keys = [f"k{n}" for n in range(10)]
     await _set_all(api, storage, keys)
-    index = f"{index_prefix}storage-data-{storage.id}"
+    index = IndexNames(index_prefix).data(storage.id)
     await es.index(index=index, id="k05-older", document={"value": "v"}, refresh=True)
     for params in ({"limit": "4"}, {"prefix": "k", "limit": "4"}, {"after": "k1", "limit": "3"}):
         pages = await _pages(api, storage, params)
@@ -220,7 +220,7 @@ async def _written_before(
     """Documents as a service before layout version 2 wrote them (no key field), and the
     deployment not migrated yet."""
     keys = [f"old/{n:05d}" for n in range(count)]
-    index = f"{index_prefix}storage-data-{storage.id}"
+    index = IndexNames(index_prefix).data(storage.id)
     operations: list[dict[str, Any]] = []
     for key in keys:
         operations += [{"index": {"_index": index, "_id": key}}, {"value": f"old-{key}"}]
@@ -331,7 +331,7 @@ async def test_the_migration_runs_while_writes_go_on_and_loses_none(
 
     done, _ = await asyncio.gather(KeyFieldMigration(es, names).run(), writer())
     assert done.storages == 1
-    index = f"{index_prefix}storage-data-{storage.id}"
+    index = IndexNames(index_prefix).data(storage.id)
     await es.indices.refresh(index=index)
     missing = await es.count(
         index=index, query={"bool": {"must_not": [{"exists": {"field": "key"}}]}}

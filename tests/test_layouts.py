@@ -14,6 +14,7 @@ from kv_storage import wiring
 from kv_storage.app import create_app
 from kv_storage.app_keys import PARTS
 from kv_storage.config import Config
+from kv_storage.es.names import IndexNames
 from kv_storage.es.provisioning import initialise
 from kv_storage.es.shard_budget import ShardBudget
 from tests.conftest import BOTH_LAYOUTS, CountingProxy, StorageFactory, StorageRef
@@ -53,7 +54,7 @@ async def test_new_storages_are_shared_and_a_plugin_storage_is_served_from_its_o
     )
     plugin = StorageRef("plugin-vm-1", "plugin-secret")
     await es.index(
-        index=f"{index_prefix}storage-registry",
+        index=IndexNames(index_prefix).registry,
         id=plugin.id,
         document={
             "type": "VM",
@@ -69,7 +70,7 @@ async def test_new_storages_are_shared_and_a_plugin_storage_is_served_from_its_o
         },
         refresh=True,
     )
-    plugin_index = f"{index_prefix}storage-data-{plugin.id}"
+    plugin_index = IndexNames(index_prefix).data(plugin.id)
     await es.indices.create(index=plugin_index)
     await es.index(index=plugin_index, id="from-2018", document={"value": "old"}, refresh=True)
     shared = await _create(api, type="ACCOUNT", account="a", name="n", historyEnabled=True)
@@ -295,7 +296,7 @@ async def test_a_purge_cut_short_is_done_by_the_next_lease_holder(
         document=where.tagged({"key": "k", "value": "v"}),
         refresh=True,
     )
-    registry = f"{index_prefix}storage-registry"
+    registry = IndexNames(index_prefix).registry
     config = make_config(KV_STORAGE_APP_EXPIRY_INTERVAL="1 hour")
     sweep_parts = (wiring.elasticsearch, wiring.lifecycle, wiring.expiry)
     parts = wiring.Parts(config, request_timeout_s=3, drop_delay_s=3600)

@@ -9,6 +9,7 @@ from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
 from kv_storage.config import Config
+from kv_storage.es.names import IndexNames
 from tests.conftest import BOTH_LAYOUTS, StorageFactory
 from tests.helpers import Client, ClientFactory, closed_to_writes, get, put
 
@@ -16,7 +17,7 @@ from tests.helpers import Client, ClientFactory, closed_to_writes, get, put
 async def registry_document(
     es: AsyncElasticsearch, index_prefix: str, storage_id: str
 ) -> dict[str, object]:
-    found = await es.get(index=f"{index_prefix}storage-registry", id=storage_id)
+    found = await es.get(index=IndexNames(index_prefix).registry, id=storage_id)
     return dict(found["_source"])
 
 
@@ -116,7 +117,7 @@ async def test_a_storage_without_a_secret_accepts_no_secret_key(
     else:
         document["secret_key"] = stored
     await es.index(
-        index=f"{index_prefix}storage-registry", id=storage.id, document=document, refresh=True
+        index=IndexNames(index_prefix).registry, id=storage.id, document=document, refresh=True
     )
     empty = {"Secret-Key": ""}
     for method, url, params in (
@@ -146,7 +147,7 @@ async def test_delete_marks_deleted_and_closes_the_data_to_writes(
     document = await registry_document(es, index_prefix, storage.id)
     assert document["deleted"] is True
     if storage_layout == "per-storage":
-        assert await closed_to_writes(es, f"{index_prefix}storage-data-{storage.id}")
+        assert await closed_to_writes(es, IndexNames(index_prefix).data(storage.id))
     assert (await get(api, storage, "k"))[0] == 404
     written = await api.put(
         f"/set/{storage.id}/k", data=b"w", headers={**storage.headers, "Content-Type": "text/plain"}

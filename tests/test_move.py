@@ -16,6 +16,7 @@ from kv_storage import wiring
 from kv_storage.actors.lifecycle import MoveStorage
 from kv_storage.app import create_app
 from kv_storage.config import Config
+from kv_storage.es.names import IndexNames
 from tests.conftest import PartsStarter, StorageRef
 from tests.helpers import Client, ClientFactory, get, path, placed, put
 from tests.waiting import wait_until
@@ -174,7 +175,7 @@ async def test_a_move_that_fails_rolls_back_and_one_run_again_completes(
     assert (report.outcome, report.keys) == ("moved", 2)
     assert await get(api, storage, "after") == (200, "x")
     # A move cut short after marking the storage: the next run goes on.
-    registry = f"{index_prefix}storage-registry"
+    registry = IndexNames(index_prefix).registry
     await es.update(index=registry, id=other.id, doc={"moving": True}, refresh=True)
     again = await parts.lifecycle.ask(MoveStorage(other.id))
     assert (again.outcome, again.keys) == ("moved", 1)

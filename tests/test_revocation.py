@@ -130,8 +130,8 @@ async def test_writes_racing_a_deletion_elsewhere_are_404_and_bring_nothing_back
     assert set(answers) == {404}, answers
     multi = await second.put(path("set", storage), json={"a": "1"}, headers=storage.headers)
     assert multi.status == 404
-    data_index = f"{index_prefix}storage-data-{storage.id}"
-    history_index = f"{index_prefix}storage-history-{storage.id}"
+    data_index = IndexNames(index_prefix).data(storage.id)
+    history_index = IndexNames(index_prefix).history(storage.id)
     assert await closed_to_writes(es, data_index)
     assert await closed_to_writes(es, history_index)
     await es.indices.refresh(index=data_index)

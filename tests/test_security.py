@@ -19,6 +19,7 @@ from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
 from kv_storage.config import Config
+from kv_storage.es.names import IndexNames
 from tests.conftest import CountingProxy, StorageFactory, StorageRef
 from tests.helpers import Client, ClientFactory, path
 from tests.processes import service_process
@@ -32,7 +33,7 @@ async def _write_history(
 ) -> list[tuple[str, int]]:
     """``count`` records in the original layout, straight into the storage's history index;
     answers (value, timestamp) of each, in the order a default search returns them."""
-    index = f"{index_prefix}storage-history-{storage.id}"
+    index = IndexNames(index_prefix).history(storage.id)
     records = [(f"{key}-{n}", 1_000 + n) for n in range(count)]
     for value, timestamp in records:
         document = {"key": key, "value": value, "operation": "set", "timestamp": timestamp}
@@ -169,7 +170,7 @@ async def test_a_token_of_a_storage_that_stopped_keeping_history_ends(
     await _write_history(es, index_prefix, storage, 3, key="k")
     first = await _open_scroll(api, storage, size=1)
     await es.update(
-        index=f"{index_prefix}storage-registry",
+        index=IndexNames(index_prefix).registry,
         id=storage.id,
         doc={"history_enabled": False, "last_updated": int(time.time() * 1000)},
         refresh=True,
@@ -272,7 +273,7 @@ async def test_a_scroll_sees_each_record_once_in_order_and_none_written_after_it
     handed out exactly once: the sort ends with a unique tiebreaker. Like a scroll's snapshot,
     a record written while the scroll runs is not part of it."""
     storage = await create_storage(history_enabled=True)
-    index = f"{index_prefix}storage-history-{storage.id}"
+    index = IndexNames(index_prefix).history(storage.id)
     for n in range(23):
         record = {"key": "same", "value": f"v{n:02}", "operation": "set", "timestamp": 7}
         await es.index(index=index, document=record)

@@ -10,6 +10,7 @@ from elasticsearch import AsyncElasticsearch
 from elasticsearch.helpers import async_scan
 
 from kv_storage.config import Config
+from kv_storage.es.names import IndexNames
 from tests.conftest import StorageFactory
 from tests.processes import service_process
 from tests.waiting import wait_until
@@ -82,11 +83,11 @@ async def test_sigterm_under_write_load_keeps_every_acknowledged_write_and_its_h
         f"({refused} refused, which is fine): {cut_off[:5]}"
     )
     assert "0 could not be written" in log
-    data_index = f"{index_prefix}storage-data-{storage.id}"
+    data_index = IndexNames(index_prefix).data(storage.id)
     found = await es.mget(index=data_index, ids=acknowledged)
     missing = [doc["_id"] for doc in found["docs"] if not doc.get("found")]
     assert missing == [], f"{len(missing)} acknowledged writes lost"
-    history_index = f"{index_prefix}storage-history-{storage.id}"
+    history_index = IndexNames(index_prefix).history(storage.id)
     await es.indices.refresh(index=history_index)
     recorded = set()
     async for page_key in _history_keys(es, history_index):

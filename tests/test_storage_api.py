@@ -14,6 +14,7 @@ from yarl import URL
 from kv_storage.app import create_app
 from kv_storage.config import Config
 from kv_storage.es.data import DataStore
+from kv_storage.es.names import IndexNames
 from kv_storage.model import Location
 from tests.conftest import BOTH_LAYOUTS, StorageFactory, StorageRef
 from tests.helpers import Client, ClientFactory, get, path, per_storage_only, placed, put
@@ -319,7 +320,7 @@ async def test_plugin_written_storage_and_original_data_are_served(
     per_storage_only(storage_layout, "the plugin's storages have indices of their own")
     storage = await create_storage()  # written into the registry while the service runs
     await es.index(
-        index=f"{index_prefix}storage-data-{storage.id}",
+        index=IndexNames(index_prefix).data(storage.id),
         id="legacy",
         document={"value": "from 2018"},
     )
@@ -340,7 +341,7 @@ async def test_a_storage_deleted_in_the_registry_is_404_once_its_cache_entry_exp
     api = await aiohttp_client(create_app(make_config(KV_STORAGE_APP_CACHE_EXPIRATION_TIME="3s")))
     storage = await create_storage()
     await put(api, storage, "k", "v")
-    await es.update(index=f"{index_prefix}storage-registry", id=storage.id, doc={"deleted": True})
+    await es.update(index=IndexNames(index_prefix).registry, id=storage.id, doc={"deleted": True})
     assert await get(api, storage, "k") == (200, "v")  # from the cache
     assert await cache_entries(api) == 1
 

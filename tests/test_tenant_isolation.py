@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from elasticsearch import AsyncElasticsearch, BadRequestError
 
-from kv_storage.actors.batching import BatchLimits
 from kv_storage.actors.shares import SCANS, SharedPool
 from kv_storage.actors.storage import (
     Clear,
@@ -24,7 +23,7 @@ from kv_storage.actors.storage import (
     StorageActor,
 )
 from kv_storage.app import create_app
-from kv_storage.config import Config
+from kv_storage.config import BatchLimits, Config
 from kv_storage.errors import TooManyRequestsError
 from kv_storage.es.data import DataStore, ScanSettings
 from kv_storage.es.names import IndexNames

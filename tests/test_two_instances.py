@@ -14,20 +14,19 @@ from elasticsearch import AsyncElasticsearch
 
 from kv_storage.actors.cache import (
     CacheActor,
+    CacheAnswer,
     CacheMessage,
-    CacheStats,
     Forget,
     ForgetAll,
     GetCacheStats,
 )
 from kv_storage.actors.registry_poll import RegistryPoll
 from kv_storage.app import create_app
-from kv_storage.app_keys import CACHE_ACTOR
+from kv_storage.app_keys import PARTS
 from kv_storage.config import CacheConfig, Config
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
 from kv_storage.es.registry_changes import RegistryChanges
-from kv_storage.model import Storage
 from tests.conftest import StorageFactory, StorageRef
 from tests.helpers import ClientFactory, get
 from tests.processes import service_process
@@ -169,8 +168,8 @@ async def test_a_failed_registry_poll_empties_the_cache_and_polling_goes_on(
             )
         )
     )
-    cache = api.app[CACHE_ACTOR]
-    registry_index = f"{index_prefix}storage-registry"
+    cache = api.app[PARTS].cache
+    registry_index = IndexNames(index_prefix).registry
     storage = await create_storage()
     assert (await get(api, storage, "k"))[0] == 404  # cached, with its secret
     # A closed index fails every request, the poll's among them.
@@ -208,7 +207,7 @@ class _CacheFailingOnce(CacheActor):
 
     failed = False
 
-    async def handle(self, message: CacheMessage) -> Storage | CacheStats | None:
+    async def handle(self, message: CacheMessage) -> CacheAnswer:
         if isinstance(message, Forget | ForgetAll) and not self.failed:
             self.failed = True
             raise RuntimeError("the cache failed")
@@ -250,7 +249,7 @@ async def test_a_failing_cache_does_not_end_the_polling(
         for _ in range(2):  # the first change meets the failing cache, the second does not
             secret = uuid.uuid4().hex
             await es.update(
-                index=f"{index_prefix}storage-registry",
+                index=IndexNames(index_prefix).registry,
                 id=storage.id,
                 doc={"secret_key": secret, "last_updated": int(time.time() * 1000)},
             )
@@ -283,7 +282,7 @@ async def test_too_many_changes_for_one_poll_empty_the_cache(
         assert await _cache_entries(cache) == 4
         for storage in changed:  # 3 changes: more than the poll lists
             await es.update(
-                index=f"{index_prefix}storage-registry", id=storage.id, doc={"name": "renamed"}
+                index=IndexNames(index_prefix).registry, id=storage.id, doc={"name": "renamed"}
             )
         await update.run_now()
         assert await _cache_entries(cache) == 0  # the unchanged storage forgotten too
@@ -308,7 +307,7 @@ async def test_a_few_changes_are_forgotten_and_nothing_else(
             await cache.look_up(storage.id)
         for storage in changed:
             await es.update(
-                index=f"{index_prefix}storage-registry", id=storage.id, doc={"name": "renamed"}
+                index=IndexNames(index_prefix).registry, id=storage.id, doc={"name": "renamed"}
             )
         await update.run_now()
         assert await _cache_entries(cache) == 1
@@ -343,7 +342,7 @@ async def test_a_change_stamped_by_a_clock_far_behind_is_seen_within_one_period(
     rotated = StorageRef(storage.id, uuid.uuid4().hex)
     an_hour_ago = int(time.time() * 1000) - 3_600_000
     await es.update(
-        index=f"{index_prefix}storage-registry",
+        index=IndexNames(index_prefix).registry,
         id=storage.id,
         doc={"secret_key": rotated.secret_key, "last_updated": an_hour_ago},
     )

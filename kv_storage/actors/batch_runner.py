@@ -22,10 +22,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from kv_storage.actors.batching import Batch, Batcher, BatchLimits, Key, Kind, Pending
+from kv_storage.actors.batching import Batch, Batcher, Kind, Pending
+from kv_storage.config import BatchLimits
 from kv_storage.errors import TooManyRequestsError
 from kv_storage.es.errors import refused_for_its_content
 from kv_storage.es.waits import waiting
+from kv_storage.model import KeyId
 from pipeline.mailbox import ActorStoppedError
 
 PartT = TypeVar("PartT")
@@ -63,7 +65,7 @@ class BatchRunner(Generic[PartT, OutcomeT]):
         self,
         kind: Kind,
         storage_id: str,
-        keys: frozenset[Key],
+        keys: frozenset[KeyId],
         part: PartT,
         *,
         size: int,

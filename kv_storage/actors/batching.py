@@ -32,10 +32,10 @@ from enum import Enum
 from itertools import repeat
 from typing import Generic, TypeVar
 
-PayloadT = TypeVar("PayloadT")
+from kv_storage.config import BatchLimits
+from kv_storage.model import KeyId
 
-Key = tuple[str, str]
-"""A storage id and a key of it."""
+PayloadT = TypeVar("PayloadT")
 
 
 class Kind(Enum):
@@ -43,25 +43,12 @@ class Kind(Enum):
     WRITE = "write"
 
 
-@dataclass(frozen=True, slots=True)
-class BatchLimits:
-    max_operations: int
-    """Keys in one batch (a multi-key operation counts each of its keys)."""
-    max_bytes: int
-    """Bytes of one batch's request body."""
-    max_in_flight: int
-    """Batches of one kind (reads, writes) waiting for Elasticsearch at once."""
-    max_keys_per_storage: int = 20_000
-    """A storage's share: keys it may have waiting or in flight at once (one operation
-    alone may hold more)."""
-
-
 @dataclass(eq=False, slots=True)
 class Pending(Generic[PayloadT]):
     kind: Kind
     storage_id: str
     """Whose operation it is: storages take turns, each within its share."""
-    keys: frozenset[Key]
+    keys: frozenset[KeyId]
     size: int
     """Its bytes in the request body."""
     payload: PayloadT
@@ -75,7 +62,7 @@ class Pending(Generic[PayloadT]):
         return len(self.keys) if self.weight is None else self.weight
 
 
-def keys_of(storage_id: str, keys: Iterable[str]) -> frozenset[Key]:
+def keys_of(storage_id: str, keys: Iterable[str]) -> frozenset[KeyId]:
     return frozenset(zip(repeat(storage_id), keys))
 
 
@@ -110,7 +97,7 @@ class Batcher(Generic[PayloadT]):
         self._waiting = 0
         self._waiting_of = {Kind.READ: 0, Kind.WRITE: 0}
         self._in_flight: dict[Kind, list[Batch[PayloadT]]] = {Kind.READ: [], Kind.WRITE: []}
-        self._busy: dict[str, dict[Kind, dict[int, frozenset[Key]]]] = {}
+        self._busy: dict[str, dict[Kind, dict[int, frozenset[KeyId]]]] = {}
         """Per storage, the keys of its operations in flight, by kind."""
         self._held: dict[str, int] = {}
         """Per storage, the keys it has waiting or in flight (what its share bounds)."""
@@ -194,9 +181,9 @@ class Batcher(Generic[PayloadT]):
         being_written = busy[Kind.WRITE].values() if busy else ()
         # Key sets, not merged: each operation is checked against each set (isdisjoint, in C),
         # so that an operation staying behind costs one append, whatever its keys.
-        unreadable: list[frozenset[Key]] = []
+        unreadable: list[frozenset[KeyId]] = []
         """Keys of earlier writes not yet answered: a read of them must come after."""
-        unwritable: list[frozenset[Key]] = []
+        unwritable: list[frozenset[KeyId]] = []
         """Keys of earlier operations that stay behind or go now in a read: a write of them
         must come after."""
         staying: deque[Pending[PayloadT]] = deque()
@@ -247,5 +234,5 @@ class Batcher(Generic[PayloadT]):
                 del self._held[storage_id]
 
 
-def _free(keys: frozenset[Key], *taken: Iterable[frozenset[Key]]) -> bool:
+def _free(keys: frozenset[KeyId], *taken: Iterable[frozenset[KeyId]]) -> bool:
     return all(keys.isdisjoint(held) for sets in taken for held in sets)

@@ -18,17 +18,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar, cast
+from typing import Protocol, TypeAlias, TypeVar, cast
 
 from aiocache import SimpleMemoryCache
 
 from kv_storage.actors.batch_runner import BatchRunner
-from kv_storage.actors.batching import BatchLimits, Kind
-from kv_storage.config import CacheConfig
+from kv_storage.actors.batching import Kind
+from kv_storage.config import BatchLimits, CacheConfig
 from kv_storage.es.registry import Registry
 from kv_storage.es.waits import waiting
 from kv_storage.model import Storage
-from pipeline.mailbox import Actor, Ask
+from pipeline.mailbox import Actor, ActorStoppedError, Ask
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +52,32 @@ class GetCacheStats(Ask["CacheStats"]):
 
 
 @dataclass(frozen=True, slots=True)
+class _Load(Ask["asyncio.Future[Storage | None]"]):
+    """A lookup that missed: the future its answer comes in (a registry read, shared by every
+    lookup of that storage until it is back)."""
+
+    storage_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """A registry read is back: ``storage``, or the ``error`` it failed with."""
+
+    storage_id: str
+    loading: "asyncio.Future[Storage | None]"
+    storage: Storage | None = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CacheStats:
     hits: int
     misses: int
     entries: int
 
 
-CacheMessage = LookUp | Forget | ForgetAll | GetCacheStats
+CacheMessage = LookUp | Forget | ForgetAll | GetCacheStats | _Load | _Loaded
+CacheAnswer: TypeAlias = "Storage | CacheStats | asyncio.Future[Storage | None] | None"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +132,6 @@ class _BoundedCache:
 
 AnswerT = TypeVar("AnswerT")
 
-_LOOKUP_CONCURRENCY = 1024
 _REGISTRY_READS = BatchLimits(
     max_operations=1000, max_bytes=1 << 20, max_in_flight=1, max_keys_per_storage=1 << 30
 )
@@ -153,7 +171,7 @@ class CacheActor(Actor[CacheMessage]):
     ) -> None:
         """``now_ms``: the time expirations are judged by (the service passes the cluster's
         clock). ``listener`` hears of every storage the cache is told to forget."""
-        super().__init__(name="storage-cache", max_concurrency=_LOOKUP_CONCURRENCY)
+        super().__init__(name="storage-cache")
         self._registry = registry
         self._now_ms = now_ms
         self._listener = listener or _NobodyListens()
@@ -161,6 +179,7 @@ class CacheActor(Actor[CacheMessage]):
         self._found = _BoundedCache(max_size=config.max_size, ttl_s=ttl_s)
         self._missing = _BoundedCache(max_size=min(MAX_CACHED_MISSES, config.max_size), ttl_s=ttl_s)
         self._loading: dict[str, asyncio.Future[Storage | None]] = {}
+        self._reading: set[asyncio.Task[None]] = set()
         self._reads = BatchRunner[str, Storage | None](
             _REGISTRY_READS, {Kind.READ: registry.find_many}, name="storage-cache"
         )
@@ -173,29 +192,36 @@ class CacheActor(Actor[CacheMessage]):
         return None if storage is None or storage.expired(self._now_ms()) else storage
 
     def answer_at_once(self, message: Ask[AnswerT]) -> Awaitable[AnswerT] | None:
-        """A lookup is answered from the cache in the caller's task; only a miss (a registry
-        read, shared by concurrent callers) goes through the mailbox."""
+        """A lookup is a plain call in the caller's task: a hit is answered from the cache
+        (aiocache's memory cache and the recency order, touched without awaiting anything but
+        the memory cache); a miss asks the mailbox for the read's future and waits for it
+        there. The mailbox serialises what changes the entries: loads begun and ended,
+        forgetting, statistics, one message at a time."""
         if isinstance(message, LookUp):
-            return cast(Awaitable[AnswerT], self._cached_or_in_turn(message))
+            return cast(Awaitable[AnswerT], self._cached_or_loaded(message.storage_id))
         return None
 
-    async def _cached_or_in_turn(self, message: LookUp) -> Storage | None:
-        entry = await self._found.get(message.storage_id) or await self._missing.get(
-            message.storage_id
-        )
-        if entry is None:
-            # A registry read (this request's, or another's it shares): waiting for
-            # Elasticsearch, in the caller's task, until the answer is back here (what a
-            # request that runs out of time meanwhile names as the cause).
-            with waiting():
-                return await self.ask_in_turn(message)
-        self._hits += 1
-        return entry.storage
+    async def _cached_or_loaded(self, storage_id: str) -> Storage | None:
+        entry = await self._found.get(storage_id) or await self._missing.get(storage_id)
+        if entry is not None:
+            self._hits += 1
+            return entry.storage
+        # A registry read (this request's, or another's it shares): waiting for
+        # Elasticsearch, in the caller's task, until the answer is back (what a request that
+        # runs out of time meanwhile names as the cause).
+        with waiting():
+            loading = await self.ask_in_turn(_Load(storage_id))
+            return await asyncio.shield(loading)
 
-    async def handle(self, message: CacheMessage) -> Storage | CacheStats | None:
+    async def handle(self, message: CacheMessage) -> CacheAnswer:
         match message:
-            case LookUp(storage_id):
-                return await self._look_up(storage_id)
+            case LookUp():
+                # In the mailbox it would wait for its own _Loaded, which comes in turn.
+                raise RuntimeError("a lookup is answered in its caller's task, not in turn")
+            case _Load(storage_id):
+                return await self._load(storage_id)
+            case _Loaded():
+                await self._loaded(message)
             case Forget(storage_ids):
                 for storage_id in storage_ids:
                     await self._forget(storage_id)
@@ -209,34 +235,51 @@ class CacheActor(Actor[CacheMessage]):
                 return CacheStats(self._hits, self._misses, entries)
         return None
 
-    async def _look_up(self, storage_id: str) -> Storage | None:
+    async def _load(self, storage_id: str) -> "asyncio.Future[Storage | None]":
+        """The future of a read of ``storage_id``: one under way, or one begun now."""
+        loop = asyncio.get_running_loop()
         entry = await self._found.get(storage_id) or await self._missing.get(storage_id)
-        if entry is not None:
+        if entry is not None:  # loaded while this message waited
             self._hits += 1
-            return entry.storage
+            done: asyncio.Future[Storage | None] = loop.create_future()
+            done.set_result(entry.storage)
+            return done
         self._misses += 1
         loading = self._loading.get(storage_id)
-        if loading is not None:
-            return await asyncio.shield(loading)
-        loading = asyncio.get_running_loop().create_future()
-        self._loading[storage_id] = loading
+        if loading is None:
+            loading = self._loading[storage_id] = loop.create_future()
+            read = asyncio.create_task(self._read(storage_id, loading), name="registry-read")
+            self._reading.add(read)
+            read.add_done_callback(self._reading.discard)
+        return loading
+
+    async def _read(self, storage_id: str, loading: "asyncio.Future[Storage | None]") -> None:
+        """Reads the registry (in a batch with the other misses) and hands the outcome to the
+        mailbox, which keeps it; if the actor stopped meanwhile, to the waiting lookups."""
         try:
             storage = await self._reads.submit(
                 Kind.READ, storage_id, frozenset(), storage_id, size=len(storage_id)
             )
-        except BaseException as error:
-            if self._loading.get(storage_id) is loading:
-                del self._loading[storage_id]
-            loading.set_exception(error)
-            loading.exception()  # retrieved: waiters get it; nobody waiting is fine too
+            loaded = _Loaded(storage_id, loading, storage=storage)
+        except Exception as error:
+            loaded = _Loaded(storage_id, loading, error=error)
+        except BaseException as error:  # cancelled: the lookups waiting must not hang
+            _settle(_Loaded(storage_id, loading, error=ActorStoppedError(repr(error))))
             raise
+        if self.accepting:
+            self.send(loaded)
+        else:
+            _settle(loaded)
+
+    async def _loaded(self, loaded: _Loaded) -> None:
         # A Forget during the read means the answer may be stale: hand it out, keep it not.
-        if self._loading.get(storage_id) is loading:
+        storage_id = loaded.storage_id
+        if self._loading.get(storage_id) is loaded.loading:
             del self._loading[storage_id]
-            kept_in = self._found if storage is not None else self._missing
-            await kept_in.put(storage_id, _Entry(storage))
-        loading.set_result(storage)
-        return storage
+            if loaded.error is None:
+                kept_in = self._found if loaded.storage is not None else self._missing
+                await kept_in.put(storage_id, _Entry(loaded.storage))
+        _settle(loaded)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -247,3 +290,14 @@ class CacheActor(Actor[CacheMessage]):
         self._loading.pop(storage_id, None)
         await self._found.delete(storage_id)
         await self._missing.delete(storage_id)
+
+
+def _settle(loaded: _Loaded) -> None:
+    """Hands the outcome of a registry read to the lookups waiting for it."""
+    if loaded.loading.done():
+        return
+    if loaded.error is not None:
+        loaded.loading.set_exception(loaded.error)
+        loaded.loading.exception()  # retrieved: waiters get it; nobody waiting is fine too
+    else:
+        loaded.loading.set_result(loaded.storage)

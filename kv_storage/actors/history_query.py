@@ -10,8 +10,9 @@ still has the secret the scroll began with: a deleted or re-keyed storage's scro
 The actor owns the signing key, read once from Elasticsearch (``SigningKeys``).
 """
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from kv_storage.actors.cache import CacheActor
 from kv_storage.clock import now_ms
@@ -27,6 +28,8 @@ from kv_storage.scroll_tokens import (
     secret_digest,
 )
 from pipeline.mailbox import Actor, Ask
+
+AnswerT = TypeVar("AnswerT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +69,17 @@ _ENDED = (
 
 class HistoryQueryActor(Actor[HistoryQueryMessage]):
     def __init__(self, *, cache: CacheActor, store: HistoryStore, keys: SigningKeys) -> None:
-        super().__init__(name="history-query", max_concurrency=1024)
+        super().__init__(name="history-query")
         self._cache = cache
         self._store = store
         self._keys = keys
         self._key: bytes | None = None
+
+    def answer_at_once(self, message: Ask[AnswerT]) -> Awaitable[AnswerT] | None:
+        """Every search and scroll is a plain call in the caller's task: it waits for
+        Elasticsearch, and the one thing it keeps (the signing key, once read) is set without
+        awaiting; nothing needs the mailbox to serialise it."""
+        return cast(Awaitable[AnswerT], self.handle(cast(HistoryQueryMessage, message)))
 
     async def handle(self, message: HistoryQueryMessage) -> HistoryAnswer:
         match message:

@@ -20,8 +20,9 @@ from dataclasses import dataclass, replace
 from typing import TypeVar, cast
 
 from kv_storage.actors.batch_runner import BatchRunner
-from kv_storage.actors.batching import BatchLimits, Kind
+from kv_storage.actors.batching import Kind
 from kv_storage.actors.shares import SharedPool
+from kv_storage.config import BatchLimits
 from kv_storage.es.data import DataStore
 from kv_storage.es.errors import ItemError
 from kv_storage.es.keys import (
@@ -60,7 +61,7 @@ class KeyListingActor(Actor[ListKeyPage]):
     ) -> None:
         """``scans``: the instance's pool of open scans, the storage actor's too (its
         refusals are counted there)."""
-        super().__init__(name="key-listing", max_concurrency=1024)
+        super().__init__(name="key-listing")
         self._keys = keys
         self._data = data
         self._recheck_s = recheck_s
@@ -93,14 +94,11 @@ class KeyListingActor(Actor[ListKeyPage]):
         return self._batches.refused
 
     def answer_at_once(self, message: Ask[AnswerT]) -> Awaitable[AnswerT] | None:
-        """A page of a storage known to be migrated runs in the caller's task: it only adds
-        its search to the batches (without awaiting) and waits for the outcome."""
-        if isinstance(message, ListKeyPage) and (
-            message.storage.layout is Layout.SHARED or message.storage.id in self._migrated
-        ):  # a shared index's documents all carry the key field
-            page = self._page(message.storage.location, message.where, message.limit)
-            return cast(Awaitable[AnswerT], page)
-        return None
+        """Every page is a plain call in the caller's task: a search only adds to the batches
+        (without awaiting) and waits for the outcome; a full scan of a storage not migrated
+        takes a slot of the scans and reads. What they change (which storages are migrated)
+        is changed without awaiting: nothing here needs the mailbox to serialise it."""
+        return cast(Awaitable[AnswerT], self.handle(cast(ListKeyPage, message)))
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Pages asked for are answered first (within ``timeout_s``); searches still out then

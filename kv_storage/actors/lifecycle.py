@@ -14,9 +14,9 @@ import contextlib
 import random
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from kv_storage.actors.cache import CacheActor, Forget
 from kv_storage.clock import now_ms
@@ -38,6 +38,8 @@ from kv_storage.es.retirement import ShardLimitError, StorageIndices
 from kv_storage.model import Layout, Storage, StorageType, is_storage_id
 from pipeline.mailbox import Actor, Ask
 from schemas.fields import MAX_LONG, STORAGE_ID_RULE
+
+AnswerT = TypeVar("AnswerT")
 
 _MOVE_PAGE = 500
 _FIRST_BACKOFF_S = 0.005
@@ -177,7 +179,7 @@ class LifecycleActor(Actor[LifecycleMessage]):
         that of the storages it creates (``elasticsearch.layout``). ``copy`` moves storages
         into the shared layout; ``revocation_s`` is how long a registry change takes to reach
         every instance (``config.revocation_s``), which a move waits for, twice."""
-        super().__init__(name="lifecycle", max_concurrency=256)
+        super().__init__(name="lifecycle")
         self._registry = registry
         self._indices = indices
         self._cache = cache
@@ -188,6 +190,13 @@ class LifecycleActor(Actor[LifecycleMessage]):
         self._copy = copy
         self._revocation_s = revocation_s
         self._changing: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def answer_at_once(self, message: Ask[AnswerT]) -> Awaitable[AnswerT] | None:
+        """Every change is a plain call in the caller's task: each is a read-modify-write of
+        the registry, retried over concurrent writers, and changes of one storage wait for
+        each other (``_one_at_a_time``, the state this actor owns, taken without awaiting).
+        The mailbox serialising them all would make every change wait for a move of minutes."""
+        return cast(Awaitable[AnswerT], self.handle(cast(LifecycleMessage, message)))
 
     async def handle(
         self, message: LifecycleMessage

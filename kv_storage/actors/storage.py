@@ -15,7 +15,6 @@ answered once Elasticsearch acknowledged the request that carried it.
 """
 
 import asyncio
-import contextlib
 import functools
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -23,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
 from kv_storage.actors.batch_runner import BatchRunner
-from kv_storage.actors.batching import BatchLimits, Kind, keys_of
+from kv_storage.actors.batching import Kind, keys_of
 from kv_storage.actors.shares import SharedPool
+from kv_storage.config import BatchLimits
 from kv_storage.errors import (
     ConflictError,
     NotFoundError,
@@ -36,7 +36,7 @@ from kv_storage.es.data import ClosedStorageError, DataStore
 from kv_storage.es.errors import ItemError
 from kv_storage.logs import request_id
 from kv_storage.model import Condition, Storage, Version
-from pipeline.mailbox import Actor, ActorStoppedError, Ask
+from pipeline.mailbox import Actor, Ask
 from pipeline.records import HistoryRecord, Operation
 from pipeline.sink import HistorySink
 
@@ -98,35 +98,16 @@ class Clear(_Command, Ask[None]):
     received_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class _ScanEnded:
-    """A list's pages were closed: its slot among the open scans is free again."""
-
-    storage_id: str
-
-
-_BATCHED = (GetValue, GetValues, SetValue, SetValues, DeleteValue, DeleteValues)
 _WRITES = (SetValue, SetValues, DeleteValue, DeleteValues, Clear)
 _MOVING_RETRY_AFTER_S = 2
 """A move's writes wait longer than ``errors.RETRY_SOON_S``: a move takes seconds, not a
 request's time."""
 
 StorageCommand = (
-    GetValue
-    | GetValues
-    | SetValue
-    | SetValues
-    | DeleteValue
-    | DeleteValues
-    | ListKeys
-    | Clear
-    | _ScanEnded
+    GetValue | GetValues | SetValue | SetValues | DeleteValue | DeleteValues | ListKeys | Clear
 )
 
 AnswerT = TypeVar("AnswerT")
-
-_OPERATION_CONCURRENCY = 4096
-"""Commands in progress at once; the Elasticsearch client's connection pool is the real limit."""
 
 
 class ChangeListener(Protocol):
@@ -155,7 +136,7 @@ class StorageActor(Actor[StorageCommand]):
     ) -> None:
         """``scans``: the instance's pool of open scans (``shares.SCANS``), which the key
         listing's full scans draw from too."""
-        super().__init__(name="storage", max_concurrency=_OPERATION_CONCURRENCY)
+        super().__init__(name="storage")
         self._data = data
         self._history = history
         self._changes = changes or _NobodyListens()
@@ -165,9 +146,6 @@ class StorageActor(Actor[StorageCommand]):
         )
 
     async def handle(self, message: StorageCommand) -> Any:
-        if isinstance(message, _ScanEnded):
-            self.scans.give_back(message.storage_id)
-            return None
         storage = message.storage
         if storage.moving and isinstance(message, _WRITES):
             raise ServiceUnavailableError(
@@ -240,11 +218,14 @@ class StorageActor(Actor[StorageCommand]):
                 return None
 
     def answer_at_once(self, message: Ask[AnswerT]) -> Awaitable[AnswerT] | None:
-        """Gets, sets and deletes run in the caller's task: they only add to the batches
-        (the actor's state, changed without awaiting) and wait for their outcome."""
-        if isinstance(message, _BATCHED):
-            return cast(Awaitable[AnswerT], self.handle(message))
-        return None
+        """Every command runs in the caller's task, as a plain call: a get, set or delete only
+        adds to the batches (the actor's state, changed without awaiting) and waits for its
+        outcome; a list or a clear takes a slot of the scans (changed without awaiting too)
+        and then waits for Elasticsearch, and gives it back when its list is closed (at
+        once: a list closed and a list asked for next must find the slot free). Nothing of
+        that needs the mailbox to serialise it, so the mailbox takes no messages: the actor's
+        task only outlives the batches at a stop."""
+        return cast(Awaitable[AnswerT], self.handle(cast(StorageCommand, message)))
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Operations handed over are answered first (within ``timeout_s``); batches still
@@ -319,8 +300,7 @@ class StorageActor(Actor[StorageCommand]):
         return KeyScan(first, pages, on_close=functools.partial(self._scan_ended, storage.id))
 
     def _scan_ended(self, storage_id: str) -> None:
-        with contextlib.suppress(ActorStoppedError):  # stopping: nobody counts any more
-            self.send(_ScanEnded(storage_id))
+        self.scans.give_back(storage_id)
 
     def _record(
         self,

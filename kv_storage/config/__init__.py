@@ -4,6 +4,7 @@ from kv_storage.config.loader import CONFIG_PATH_ENV, ConfigError, load_config
 from kv_storage.config.model import (
     AdminConfig,
     AppConfig,
+    BatchLimits,
     CacheConfig,
     Config,
     ElasticsearchConfig,
@@ -18,6 +19,7 @@ __all__ = [
     "PROPERTIES",
     "AdminConfig",
     "AppConfig",
+    "BatchLimits",
     "CacheConfig",
     "Config",
     "ConfigError",

@@ -14,7 +14,7 @@ from kv_storage.config.errors import ConfigError
 from kv_storage.config.model import (
     AdminConfig,
     AppConfig,
-    BatchConfig,
+    BatchLimits,
     CacheConfig,
     Config,
     ElasticsearchConfig,
@@ -190,7 +190,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             scroll_max_open_per_storage=p["elasticsearch.scroll.max-open-per-storage"],
             key_max_bytes=p["elasticsearch.limit.key.max-size"],
             value_max_bytes=p["elasticsearch.limit.value.max-size"],
-            batch=BatchConfig(
+            batch=BatchLimits(
                 max_operations=p["elasticsearch.batch.max-operations"],
                 max_bytes=p["elasticsearch.batch.max-bytes"],
                 max_in_flight=p["elasticsearch.batch.max-in-flight"],

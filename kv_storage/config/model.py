@@ -10,13 +10,19 @@ from pipeline.config import HistoryConfig
 
 
 @dataclass(frozen=True, slots=True)
-class BatchConfig:
-    """Bounds of the batches of key/value operations (``elasticsearch.batch.*``)."""
+class BatchLimits:
+    """Bounds of batched requests (``elasticsearch.batch.*`` for the key/value operations; the
+    batcher, ``kv_storage.actors.batching``, takes them as they are configured)."""
 
     max_operations: int
+    """Keys in one batch (a multi-key operation counts each of its keys)."""
     max_bytes: int
+    """Bytes of one batch's request body."""
     max_in_flight: int
-    max_keys_per_storage: int
+    """Batches of one kind (reads, writes) waiting for Elasticsearch at once."""
+    max_keys_per_storage: int = 20_000
+    """A storage's share: keys it may have waiting or in flight at once (one operation
+    alone may hold more)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +40,7 @@ class ElasticsearchConfig:
     key_max_bytes: int
     value_max_bytes: int | None
     """``None`` means values of any size (the original's ``-1``)."""
-    batch: BatchConfig
+    batch: BatchLimits
     layout: Layout = Layout.SHARED
     """Of storages created from now on; existing ones keep theirs (the registry says)."""
     shared_shards: int = 1

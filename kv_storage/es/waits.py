@@ -1,10 +1,11 @@
 """Whether a request is waiting for Elasticsearch: what a request that ran out of time was
 doing, so that its answer can name Elasticsearch as the cause rather than just the clock.
 
-The request's middleware opens a ``Waits`` in its context; the transport counts the
-Elasticsearch requests in flight on it. Actors handle each message in the sender's context,
-so the count follows the request through them. An operation that goes in a batch, a request
-sent on behalf of many, counts with ``waiting`` while its batch waits or is in flight.
+The request's envelope opens a ``Waits`` in its context; the transport counts the
+Elasticsearch requests in flight on it. The actors' work for a request runs in the request's
+task (plain calls), so the count follows the request through them. An operation that goes in
+a batch, a request sent on behalf of many, counts with ``waiting`` while its batch waits or is
+in flight.
 """
 
 import asyncio

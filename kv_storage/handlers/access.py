@@ -22,7 +22,7 @@ from aiohttp import web
 from kv_storage.actors.access import authorise
 from kv_storage.actors.cache import CacheActor, Forget
 from kv_storage.actors.storage import StorageClosedError
-from kv_storage.app_keys import CACHE_ACTOR
+from kv_storage.app_keys import PARTS
 from kv_storage.errors import NotFoundError, UnauthorizedError
 from kv_storage.model import Storage
 from kv_storage.validation import require_content_type
@@ -59,7 +59,7 @@ async def authorise_request(request: web.Request, route: StorageRoute) -> None:
     if route.content_type is not None:
         require_content_type(request, route.content_type)
     request[_AUTHORISED] = await authorise(
-        request.app[CACHE_ACTOR], request.match_info["storage_id"], secret
+        request.app[PARTS].cache, request.match_info["storage_id"], secret
     )
 
 

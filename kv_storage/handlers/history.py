@@ -5,7 +5,7 @@ from aiohttp import web
 from aiohttp_apispec import docs, querystring_schema, request_schema
 
 from kv_storage.actors.history_query import ContinueHistory, HistoryAnswer, SearchHistory
-from kv_storage.app_keys import CONFIG, HISTORY_QUERY_ACTOR
+from kv_storage.app_keys import CONFIG, PARTS
 from kv_storage.handlers.access import authorised_storage, storage_route
 from kv_storage.handlers.spec import (
     SECRET_KEY_ERRORS,
@@ -21,7 +21,6 @@ from schemas.history import (
     HistoryScrollSchema,
     HistorySearchAnswerSchema,
     ScrollRequestSchema,
-    check_page_window,
 )
 
 _TAGS = ["storage history"]
@@ -69,12 +68,10 @@ async def search_history(request: web.Request) -> web.Response:
         ),
     )
     size = params.get("size", request.app[CONFIG].app.default_page_size)
-    if params.get("scroll") is None:
-        check_page_window(params["page"], size)
     command = SearchHistory(
         authorised_storage(request), query, params["page"], size, params.get("scroll")
     )
-    answer: HistoryAnswer = await request.app[HISTORY_QUERY_ACTOR].ask(command)
+    answer: HistoryAnswer = await request.app[PARTS].history_query.ask(command)
     return _render(answer)
 
 
@@ -110,7 +107,7 @@ async def search_history(request: web.Request) -> web.Response:
 async def continue_history(request: web.Request) -> web.Response:
     body = validated(request, "json")
     command = ContinueHistory(body["scrollId"], body["timeout"])
-    return _render(await request.app[HISTORY_QUERY_ACTOR].ask(command))
+    return _render(await request.app[PARTS].history_query.ask(command))
 
 
 def _render(answer: HistoryAnswer) -> web.Response:
