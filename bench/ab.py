@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from elasticsearch import AsyncElasticsearch
-from run import (
+from harness import (
     KEY_SPACE,
     ROOT,
     cpu_s,

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 
 import aiohttp
 from elasticsearch import AsyncElasticsearch
-from run import ROOT, cpu_s, free_port, log, machine, service, service_metrics, start_node
+from harness import ROOT, cpu_s, free_port, log, machine, service, service_metrics, start_node
 
 TOKEN = "bench-scale-admin-token-0123456789abcdef"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
