@@ -321,12 +321,17 @@ async def fresh_layout(es: AsyncElasticsearch, es_url: str) -> None:
     """Nothing left of an earlier run under the prefix, and ``kv-storage init``'s layout."""
     for name in (await es.indices.get(index=f"{PREFIX}*", expand_wildcards="all")).body:
         await es.indices.delete(index=name)
+    initialise(es_url, PREFIX)
+
+
+def initialise(es_url: str, prefix: str) -> None:
+    """``kv-storage init`` on ``prefix``."""
     init = subprocess.run(
         [sys.executable, "-m", "kv_storage", "init"],
         env={
             **os.environ,
             "KV_STORAGE_ELASTICSEARCH_URI": es_url,
-            "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": PREFIX,
+            "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": prefix,
         },
         capture_output=True,
         text=True,

@@ -42,7 +42,17 @@ from dataclasses import asdict, dataclass, field
 
 import aiohttp
 from elasticsearch import AsyncElasticsearch
-from harness import ROOT, cpu_s, free_port, log, machine, service, service_metrics, start_node
+from harness import (
+    ROOT,
+    cpu_s,
+    free_port,
+    initialise,
+    log,
+    machine,
+    service,
+    service_metrics,
+    start_node,
+)
 
 TOKEN = "bench-scale-admin-token-0123456789abcdef"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -115,16 +125,7 @@ def serving(es_url: str, prefix: str, layout: str) -> Iterator[tuple[str, int]]:
         "KV_STORAGE_ADMIN_TOKEN": TOKEN,
         "KV_STORAGE_APP_CACHE_MAX_SIZE": "200000",
     }
-    subprocess.run(
-        [sys.executable, "-m", "kv_storage", "init"],
-        env={
-            **os.environ,
-            "KV_STORAGE_ELASTICSEARCH_URI": es_url,
-            "KV_STORAGE_ELASTICSEARCH_INDEX_PREFIX": prefix,
-        },
-        check=True,
-        capture_output=True,
-    )
+    initialise(es_url, prefix)
     port = free_port()
     with service(es_url, port, prefix=prefix, settings=settings) as process:
         yield f"http://127.0.0.1:{port}", process.pid

@@ -164,88 +164,81 @@ async def warm_up(bench: Bench) -> None:
     )
 
 
+@dataclass(frozen=True)
+class _Single:
+    """A single-key operation: its request to Elasticsearch and to the service, and the node
+    counter it moves."""
+
+    name: str
+    direct: dict[str, Any]
+    through: dict[str, Any]
+    counter: str
+    counted: str
+    """What the counter counts, in the row's note."""
+
+
+def _singles(bench: Bench) -> tuple[_Single, _Single]:
+    plain_id, plain = bench.data.plain[0], bench.plain_headers
+    document = f"/{bench.plain_index}/_doc/key-{{k}}"
+    get = _Single(
+        "get",
+        {"method": "GET", "path": document},
+        {"method": "GET", "path": f"/get/{plain_id}/key-{{k}}", "headers": plain},
+        "get",
+        "documents read",
+    )
+    set_ = _Single(
+        "set",
+        {
+            "method": "PUT",
+            "path": document,
+            "headers": JSON_TYPE,
+            "body": b'{"value": "a small value"}',
+        },
+        {
+            "method": "PUT",
+            "path": f"/set/{plain_id}/key-{{k}}",
+            "headers": {**plain, "Content-Type": "text/plain"},
+            "body": b"a small value",
+        },
+        "index",
+        "documents indexed",
+    )
+    return get, set_
+
+
 async def single_operations(bench: Bench) -> tuple[list[Row], Run]:
     """Single gets and sets on random keys at each connection count of ``SWEEP``; at the main
-    one, also against the bare handler. Answers the rows and the main run's sets (what the
-    history scenarios compare with)."""
-    es, plain_id, plain = bench.es, bench.data.plain[0], bench.plain_headers
-    options, rows = bench.options, []
+    one, also against the bare handler (the same request, without the secret). Answers the
+    rows and the main run's sets (what the history scenarios compare with)."""
+    rows: list[Row] = []
     set_plain: Run | None = None
     for connections in sorted({*SWEEP, bench.connections}):
         main = connections == bench.connections
         suffix = "" if main else f" ({connections} conn.)"
-        reference = wrk(
-            "get",
-            "elasticsearch",
-            bench.es_url,
-            method="GET",
-            path=f"/{bench.plain_index}/_doc/key-{{k}}",
-            **{**options, "connections": connections},
-        )
-        before = await node_counters(es)
-        measured = await bench.through_service(
-            "get",
-            method="GET",
-            path=f"/get/{plain_id}/key-{{k}}",
-            headers=plain,
-            connections=connections,
-        )
-        after = await node_counters(es)
-        gets = (after["get"] - before["get"]) / measured.requests
-        rows.append(
-            Row(
-                f"single get{suffix}",
-                reference,
-                measured,
-                f"node: {gets:.2f} documents read per op",
+        for single in _singles(bench):
+            at = {**bench.options, "connections": connections}
+            reference = wrk(single.name, "elasticsearch", bench.es_url, **single.direct, **at)
+            before = await node_counters(bench.es)
+            measured = await bench.through_service(
+                single.name, **single.through, connections=connections
             )
-        )
-        if main:
-            bare_get = bench.through_bare(
-                "get", method="GET", path=f"/get/{plain_id}/key-{{k}}", **options
-            )
-            rows.append(_against_bare("single get", bare_get, measured))
-
-        reference = wrk(
-            "set",
-            "elasticsearch",
-            bench.es_url,
-            method="PUT",
-            path=f"/{bench.plain_index}/_doc/key-{{k}}",
-            headers=JSON_TYPE,
-            body=b'{"value": "a small value"}',
-            **{**options, "connections": connections},
-        )
-        before = await node_counters(es)
-        measured = await bench.through_service(
-            "set",
-            method="PUT",
-            path=f"/set/{plain_id}/key-{{k}}",
-            headers={**plain, "Content-Type": "text/plain"},
-            body=b"a small value",
-            connections=connections,
-        )
-        after = await node_counters(es)
-        indexed = (after["index"] - before["index"]) / measured.requests
-        rows.append(
-            Row(
-                f"single set{suffix}",
-                reference,
-                measured,
-                f"node: {indexed:.2f} documents indexed per op",
-            )
-        )
-        if main:
-            set_plain = measured
-            bare_set = bench.through_bare(
-                "set",
-                method="PUT",
-                path=f"/set/{plain_id}/key-{{k}}",
-                headers={"Content-Type": "text/plain"},
-                body=b"a small value",
-                **options,
-            )
-            rows.append(_against_bare("single set", bare_set, measured))
+            after = await node_counters(bench.es)
+            moved = (after[single.counter] - before[single.counter]) / measured.requests
+            note = f"node: {moved:.2f} {single.counted} per op"
+            rows.append(Row(f"single {single.name}{suffix}", reference, measured, note))
+            if main:
+                headers = {
+                    name: value
+                    for name, value in single.through.get("headers", {}).items()
+                    if name != "Secret-Key"
+                }
+                bare_run = bench.through_bare(
+                    single.name, **{**single.through, "headers": headers}, **bench.options
+                )
+                rows.append(_against_bare(f"single {single.name}", bare_run, measured))
+                if single.name == "set":
+                    set_plain = measured
     assert set_plain is not None
     return rows, set_plain
 
