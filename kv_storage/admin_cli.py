@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the work itself loads the Elasticsearch client: only when it runs
     from kv_storage.config import Config
     from kv_storage.es.registry import EntryPage, RegistryEntry
-    from kv_storage.wiring import Parts
+    from kv_storage.wiring import Service
     from pipeline.mailbox import Ask
 
 EXIT_FAILURE = 1
@@ -134,16 +134,16 @@ def _render(
 async def _move(config: "Config", args: argparse.Namespace) -> int:
     """One JSON line per storage, as each move ends (a move takes seconds at least: it waits
     for every instance to see each change of the registry)."""
-    from kv_storage.wiring import COMMAND, COMMAND_REQUEST_TIMEOUT_S, Parts, running
+    from kv_storage.wiring import COMMAND, COMMAND_REQUEST_TIMEOUT_S, Service, running
 
     if (args.storage_id is None) == (not args.all):
         print("kv-storage storage move: give a storage ID or --all", file=sys.stderr)
         return EXIT_USAGE
-    parts = Parts(config, request_timeout_s=COMMAND_REQUEST_TIMEOUT_S)
+    service = Service(config, request_timeout_s=COMMAND_REQUEST_TIMEOUT_S)
     failed = 0
     tried: set[str] = set()
-    async with running(parts, COMMAND):
-        registry = parts.registry
+    async with running(service, COMMAND):
+        registry = service.registry
 
         async def next_ids() -> list[str]:
             """Up to 10,000 at a time: those moved leave the registry's answer."""
@@ -154,17 +154,17 @@ async def _move(config: "Config", args: argparse.Namespace) -> int:
         while ids := await next_ids():
             for storage_id in ids:
                 tried.add(storage_id)
-                failed += not await _move_one(parts, storage_id)
+                failed += not await _move_one(service, storage_id)
     return EXIT_FAILURE if failed else 0
 
 
-async def _move_one(parts: "Parts", storage_id: str) -> bool:
+async def _move_one(service: "Service", storage_id: str) -> bool:
     from kv_storage.actors.lifecycle import MoveReport, MoveStorage
     from kv_storage.errors import ServiceError
     from kv_storage.es.errors import describe, is_elasticsearch_error
 
     try:
-        report: MoveReport = await parts.lifecycle.ask(MoveStorage(storage_id))
+        report: MoveReport = await service.lifecycle.ask(MoveStorage(storage_id))
     except ServiceError as error:
         print(json.dumps({"id": storage_id, "error": error.message}), flush=True)
         return False
@@ -194,7 +194,7 @@ async def run(config: "Config", args: argparse.Namespace) -> int:
     from kv_storage.errors import ServiceError
     from kv_storage.es.errors import describe, is_elasticsearch_error
     from kv_storage.middlewares import describe_validation_error
-    from kv_storage.wiring import COMMAND, COMMAND_REQUEST_TIMEOUT_S, Parts, running
+    from kv_storage.wiring import COMMAND, COMMAND_REQUEST_TIMEOUT_S, Service, running
 
     if args.action == "move":
         logging.getLogger("elastic_transport").setLevel(logging.ERROR)
@@ -206,10 +206,10 @@ async def run(config: "Config", args: argparse.Namespace) -> int:
         return EXIT_USAGE
     # The transport's retry warnings would bury the one line that says what is wrong.
     logging.getLogger("elastic_transport").setLevel(logging.ERROR)
-    parts = Parts(config, request_timeout_s=COMMAND_REQUEST_TIMEOUT_S)
+    service = Service(config, request_timeout_s=COMMAND_REQUEST_TIMEOUT_S)
     try:
-        async with running(parts, COMMAND):
-            result = await parts.lifecycle.ask(message)
+        async with running(service, COMMAND):
+            result = await service.lifecycle.ask(message)
     except ServiceError as error:
         print(f"kv-storage storage: {error.message}", file=sys.stderr)
         return EXIT_FAILURE

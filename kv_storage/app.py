@@ -3,7 +3,7 @@
 import copy
 import logging
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -18,16 +18,18 @@ from kv_storage.envelope import RoutePlans, envelope, finish_answer
 from kv_storage.handlers import admin, docs, health, history, management, operations, storage
 from kv_storage.handlers.spec import finish_spec
 from kv_storage.metrics import Metrics
-from kv_storage.wiring import Part, Parts
+from kv_storage.wiring import Part, Service
 
 logger = logging.getLogger(__name__)
 
 SPEC_URL = "/api/docs/swagger.json"
 
 
-def _cleanup_ctx(part: Part) -> Callable[[web.Application], AsyncIterator[None]]:
+def _run_service(parts: Sequence[Part]) -> Callable[[web.Application], AsyncIterator[None]]:
+    """One ``cleanup_ctx``: the whole service in one ``AsyncExitStack`` (``wiring.running``)."""
+
     async def run(app: web.Application) -> AsyncIterator[None]:
-        async with part(app[PARTS]):
+        async with wiring.running(app[PARTS], parts):
             yield
 
     return run
@@ -41,7 +43,9 @@ async def _answer_waiters(app: web.Application) -> None:
         await watch.ask(WakeAll())
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, parts: Sequence[Part] = wiring.HTTP_SERVICE) -> web.Application:
+    """The service as an aiohttp application; ``parts``: ``wiring.SERVE`` adds the start-up
+    probe of Elasticsearch that ``kv-storage serve`` logs."""
     metrics = Metrics()
     plans = RoutePlans(metrics)
     app = web.Application(
@@ -51,13 +55,12 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app.on_response_prepare.append(finish_answer(plans))
     app[METRICS] = metrics
-    app[PARTS] = Parts(
+    app[PARTS] = Service(
         config,
         request_timeout_s=config.app.request_timeout_s,
         transport_class=metrics.transport_class(),
     )
-    for part in wiring.SERVICE:  # one cleanup_ctx per part: stopped in reverse, each of them
-        app.cleanup_ctx.append(_cleanup_ctx(part))
+    app.cleanup_ctx.append(_run_service(parts))
     app.on_shutdown.append(_answer_waiters)
     health.add_routes(app)
     storage.add_routes(app)

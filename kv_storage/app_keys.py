@@ -4,10 +4,10 @@ from aiohttp import web
 
 from kv_storage.config import Config
 from kv_storage.metrics import Metrics
-from kv_storage.wiring import Parts
+from kv_storage.wiring import Service
 
 CONFIG = web.AppKey("config", Config)
-PARTS = web.AppKey("parts", Parts)
+PARTS = web.AppKey("parts", Service)
 """Everything the service runs (``kv_storage.wiring``): the handlers find each part there
 (``request.app[PARTS].storage``)."""
 METRICS = web.AppKey("metrics", Metrics)

@@ -83,7 +83,7 @@ def _serve(config: Config) -> int:
     from kv_storage.config.tls import server_ssl_context
     from kv_storage.garbage_collection import tune_for_serving
     from kv_storage.serving import serve
-    from kv_storage.startup import check_elasticsearch
+    from kv_storage.wiring import SERVE
 
     ssl_context = None
     if config.server.tls_cert_file is not None and config.server.tls_key_file is not None:
@@ -95,8 +95,7 @@ def _serve(config: Config) -> int:
         config.server.port,
         ", ".join(config.elasticsearch.hosts),
     )
-    app = create_app(config)
-    app.cleanup_ctx.append(check_elasticsearch)
+    app = create_app(config, SERVE)
     tune_for_serving(app)
     serve(app, ssl_context=ssl_context)
     return 0
@@ -115,14 +114,14 @@ async def _initialise(config: Config, wait_s: float = 0.0, *, migrate: bool = Fa
 
     # The transport's retry warnings would bury the one line below that says what is wrong.
     logging.getLogger("elastic_transport").setLevel(logging.ERROR)
-    parts = wiring.Parts(config, request_timeout_s=wiring.COMMAND_REQUEST_TIMEOUT_S)
+    service = wiring.Service(config, request_timeout_s=wiring.COMMAND_REQUEST_TIMEOUT_S)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
-    async with wiring.running(parts, [wiring.elasticsearch]):
+    async with wiring.running(service, wiring.INIT):
         while True:
             try:
                 steps = await initialise(
-                    parts.client,
+                    service.client,
                     config.elasticsearch.index_prefix,
                     shared_shards=config.elasticsearch.shared_shards,
                 )
@@ -138,7 +137,7 @@ async def _initialise(config: Config, wait_s: float = 0.0, *, migrate: bool = Fa
             print(step)
         if migrate:
             try:
-                await _migrate(parts)
+                await _migrate(service)
             except Exception as error:
                 if not is_elasticsearch_error(error):
                     raise
@@ -148,7 +147,7 @@ async def _initialise(config: Config, wait_s: float = 0.0, *, migrate: bool = Fa
     return 0
 
 
-async def _migrate(parts: "wiring.Parts") -> None:
+async def _migrate(service: "wiring.Service") -> None:
     from kv_storage.es.migration import KeyFieldMigration, Progress
 
     bar = sys.stderr.isatty()
@@ -163,7 +162,7 @@ async def _migrate(parts: "wiring.Parts") -> None:
                 flush=True,
             )
 
-    done = await KeyFieldMigration(parts.client, parts.names).run(show)
+    done = await KeyFieldMigration(service.client, service.names).run(show)
     if bar:
         print(file=sys.stderr)
     print(

@@ -28,7 +28,7 @@ from kv_storage.es.errors import describe, is_elasticsearch_error
 from kv_storage.es.registry import RegistryEntry
 from kv_storage.handlers.docs import UI_PATH as SWAGGER_UI_PATH
 from kv_storage.model import StorageType
-from kv_storage.wiring import COMMAND, COMMAND_REQUEST_TIMEOUT_S, Parts, running
+from kv_storage.wiring import COMMAND, COMMAND_REQUEST_TIMEOUT_S, Service, running
 
 DEMO = CreateStorage(
     type=StorageType.ACCOUNT,
@@ -64,14 +64,14 @@ def _remember(path: Path, storage_id: str) -> None:
 async def demo_storage(config: Config, state: Path) -> RegistryEntry:
     """The demo storage remembered in ``state`` if it still exists, else a new one."""
     async with running(
-        Parts(config, request_timeout_s=COMMAND_REQUEST_TIMEOUT_S), COMMAND
-    ) as parts:
+        Service(config, request_timeout_s=COMMAND_REQUEST_TIMEOUT_S), COMMAND
+    ) as service:
         remembered = _remembered_id(state)
         if remembered is not None:
-            entry = await parts.registry.read(remembered)
+            entry = await service.registry.read(remembered)
             if entry is not None and not entry.deleted:
                 return entry
-        created = await parts.lifecycle.ask(DEMO)
+        created = await service.lifecycle.ask(DEMO)
     _remember(state, created.id)
     return created
 

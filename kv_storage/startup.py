@@ -8,26 +8,27 @@ is wrong.
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 
-from aiohttp import web
+from elasticsearch import AsyncElasticsearch
 
-from kv_storage.app_keys import CONFIG, PARTS
+from kv_storage.config import Config
 from kv_storage.es.errors import describe, is_elasticsearch_error
+from kv_storage.es.names import IndexNames
 
 logger = logging.getLogger("kv_storage")
 
 _PROBE_TIMEOUT_S = 10.0
 
 
-async def check_elasticsearch(app: web.Application) -> AsyncIterator[None]:
-    """A ``cleanup_ctx`` step, after the client's: one request, its outcome logged."""
-    config, client = app[CONFIG], app[PARTS].client
+async def check_elasticsearch(
+    config: Config, client: AsyncElasticsearch, names: IndexNames
+) -> None:
+    """One request, its outcome logged; never raises for Elasticsearch's failures."""
     hosts = ", ".join(config.elasticsearch.hosts)
     timeout_s = min(config.app.request_timeout_s, _PROBE_TIMEOUT_S)
     try:
         async with asyncio.timeout(timeout_s):
-            found = await client.indices.exists(index=app[PARTS].names.registry)
+            found = await client.indices.exists(index=names.registry)
     except TimeoutError:
         logger.error(
             "start-up check: Elasticsearch at %s did not answer within %g s", hosts, timeout_s
@@ -44,6 +45,5 @@ async def check_elasticsearch(app: web.Application) -> AsyncIterator[None]:
                 "start-up check: Elasticsearch at %s answered, but the registry index %s is "
                 "missing: run `kv-storage init`",
                 hosts,
-                app[PARTS].names.registry,
+                names.registry,
             )
-    yield

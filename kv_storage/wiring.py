@@ -1,13 +1,14 @@
-"""The one place that builds the service's parts from its configuration and tears them down.
+"""The one place that builds the service from its configuration and tears it down.
 
-Each part is an async context manager that starts one resource, puts it in ``Parts`` and
-stops it when it ends: the Elasticsearch client, the history pipeline, each actor, each
-periodic job (each of the last three written as what it builds, which ``_part`` runs). The
-HTTP service runs every part as a ``cleanup_ctx`` of its own (aiohttp stops them in reverse
-order and goes on with the others when one fails to stop); a command of the command line runs
-the few it needs in an ``AsyncExitStack`` (the same order, the same guarantee); tests use
-both. So the client is made here and nowhere else, and every consumer wires the parts the same
-way.
+``Service`` is the one object of what a running process is made of: the Elasticsearch access
+layer (built once, each piece shared by whoever needs it), the history pipeline, each actor,
+each periodic job. Each part is an async context manager that starts one resource, puts it in
+the ``Service`` and stops it when it ends; ``running`` enters the parts a process needs in one
+``AsyncExitStack`` (callees before callers) and leaves them in reverse, going on with the others
+when one fails to stop. The HTTP service (``HTTP_SERVICE``, run by one ``cleanup_ctx`` of the app),
+``kv-storage serve`` (``SERVE``, the same with a start-up probe) and each command of the
+command line (``COMMAND``, ``INIT``) use the same object the same way; tests
+too. So the client is made here and nowhere else.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -27,7 +28,7 @@ from kv_storage.actors.registry_poll import RegistryPoll
 from kv_storage.actors.shares import SCANS, SharedPool
 from kv_storage.actors.storage import StorageActor
 from kv_storage.actors.watch import WatchActor
-from kv_storage.config import BatchLimits, Config, revocation_s
+from kv_storage.config import Config, revocation_s
 from kv_storage.es.client import create_client
 from kv_storage.es.cluster_clock import ClusterClock
 from kv_storage.es.data import DataStore, ScanSettings
@@ -41,6 +42,7 @@ from kv_storage.es.registry_changes import RegistryChanges
 from kv_storage.es.retirement import StorageIndices
 from kv_storage.es.signing_keys import SigningKeys
 from kv_storage.es.versions import Versions
+from kv_storage.startup import check_elasticsearch
 from pipeline.actor import HistoryActor
 
 _MOVE_PAGE_SIZE = 1000
@@ -52,7 +54,7 @@ them but the operator."""
 
 
 @dataclass
-class Parts:
+class Service:
     """What a running service (or command) is made of, each part set once it started."""
 
     config: Config
@@ -65,10 +67,7 @@ class Parts:
     names: IndexNames = field(init=False)
     scans: SharedPool = field(init=False)
     """The instance's open scans (scroll contexts), whichever actor opens them."""
-    _client: AsyncElasticsearch | None = None
-    _data: DataStore | None = None
-    _registry: Registry | None = None
-    _clock: ClusterClock | None = None
+    _elasticsearch: "ElasticsearchAccess | None" = None
     _history: HistoryActor | None = None
     _cache: CacheActor | None = None
     _storage: StorageActor | None = None
@@ -89,23 +88,25 @@ class Parts:
         )
 
     @property
+    def elasticsearch(self) -> "ElasticsearchAccess":
+        """The Elasticsearch access layer: each piece made once, for every part that uses it."""
+        return _started(self._elasticsearch, "the Elasticsearch client")
+
+    @property
     def client(self) -> AsyncElasticsearch:
-        return _started(self._client, "the Elasticsearch client")
+        return self.elasticsearch.client
 
     @property
     def data(self) -> DataStore:
-        """The keys and values in Elasticsearch: one for the actors that read and scan them,
-        so that scans at once share refreshes (``es.refreshes``)."""
-        return _started(self._data, "the Elasticsearch client")
+        return self.elasticsearch.data
 
     @property
     def registry(self) -> Registry:
-        return _started(self._registry, "the Elasticsearch client")
+        return self.elasticsearch.registry
 
     @property
     def clock(self) -> ClusterClock:
-        """Elasticsearch's time, which TEMP expirations are judged by."""
-        return _started(self._clock, "the Elasticsearch client")
+        return self.elasticsearch.clock
 
     @property
     def history(self) -> HistoryActor:
@@ -155,9 +156,25 @@ class Parts:
             keep_alive=f"{round(settings.scroll_keep_alive_s * 1000)}ms",
         )
 
-    def batch_limits(self) -> BatchLimits:
-        """The bounds of the batched requests (the storage actor's, the key listing's)."""
-        return self.config.elasticsearch.batch
+
+@dataclass(frozen=True, slots=True)
+class ElasticsearchAccess:
+    """The Elasticsearch access layer of one process: one client, and each store over it made
+    once (they hold no state of their own but ``data``'s refresh coalescing, which must be
+    shared: scans at once share refreshes, ``es.refreshes``)."""
+
+    client: AsyncElasticsearch
+    clock: ClusterClock
+    """Elasticsearch's time, which TEMP expirations are judged by."""
+    data: DataStore
+    registry: Registry
+    registry_changes: RegistryChanges
+    history: HistoryStore
+    indices: StorageIndices
+    keys: KeyIndex
+    versions: Versions
+    signing_keys: SigningKeys
+    copy: StorageCopy
 
 
 T = TypeVar("T")
@@ -169,23 +186,34 @@ def _started(part: T | None, name: str) -> T:
     return part
 
 
-Part = Callable[[Parts], AbstractAsyncContextManager[None]]
+Part = Callable[[Service], AbstractAsyncContextManager[None]]
 
 
 @asynccontextmanager
-async def elasticsearch(parts: Parts) -> AsyncIterator[None]:
-    parts._client = create_client(
-        parts.config.elasticsearch,
-        request_timeout_s=parts.request_timeout_s,
-        transport_class=parts.transport_class,
+async def elasticsearch(service: Service) -> AsyncIterator[None]:
+    client = create_client(
+        service.config.elasticsearch,
+        request_timeout_s=service.request_timeout_s,
+        transport_class=service.transport_class,
     )
-    parts._clock = ClusterClock(parts._client)
-    parts._data = DataStore(parts._client, parts.names, parts.scan_settings())
-    parts._registry = Registry(parts._client, parts.names)
+    names = service.names
+    service._elasticsearch = ElasticsearchAccess(
+        client=client,
+        clock=ClusterClock(client),
+        data=DataStore(client, names, service.scan_settings()),
+        registry=Registry(client, names),
+        registry_changes=RegistryChanges(client, names),
+        history=HistoryStore(client, names),
+        indices=StorageIndices(client, names),
+        keys=KeyIndex(client, names),
+        versions=Versions(client, names),
+        signing_keys=SigningKeys(client, names),
+        copy=StorageCopy(client, names, page_size=_MOVE_PAGE_SIZE),
+    )
     try:
         yield
     finally:
-        await parts._client.close()
+        await client.close()
 
 
 class _Runs(Protocol):
@@ -196,12 +224,13 @@ class _Runs(Protocol):
     async def stop(self) -> None: ...
 
 
-def _part(build: Callable[[Parts], Awaitable[_Runs]]) -> Part:
-    """The part that runs what ``build`` makes (and puts in ``Parts``) from start to stop."""
+def _part(build: Callable[[Service], Awaitable[_Runs]]) -> Part:
+    """The part that runs what ``build`` makes (and puts in the ``Service``) from start to
+    stop."""
 
     @asynccontextmanager
-    async def run(parts: Parts) -> AsyncIterator[None]:
-        started = await build(parts)
+    async def run(service: Service) -> AsyncIterator[None]:
+        started = await build(service)
         started.start()
         try:
             yield
@@ -213,125 +242,134 @@ def _part(build: Callable[[Parts], Awaitable[_Runs]]) -> Part:
 
 
 @_part
-async def history_pipeline(parts: Parts) -> _Runs:
+async def history_pipeline(service: Service) -> _Runs:
     """It outlives the storage actors (started before, stopped after): it writes what they
     handed over."""
-    parts._history = HistoryActor(
-        writer=HistoryStore(parts.client, parts.names),
-        config=parts.config.app.history,
+    service._history = HistoryActor(
+        writer=service.elasticsearch.history,
+        config=service.config.app.history,
         shutdown_timeout_s=HISTORY_SHUTDOWN_TIMEOUT_S,
     )
-    return parts._history
+    return service._history
 
 
 @_part
-async def cache(parts: Parts) -> _Runs:
-    parts._cache = CacheActor(
-        registry=parts.registry,
-        config=parts.config.app.cache,
-        now_ms=parts.clock.now_ms,
-        listener=parts._watch,
+async def cache(service: Service) -> _Runs:
+    service._cache = CacheActor(
+        registry=service.registry,
+        config=service.config.app.cache,
+        now_ms=service.clock.now_ms,
+        listener=service._watch,
     )
-    return parts._cache
+    return service._cache
 
 
 @_part
-async def watch(parts: Parts) -> _Runs:
-    settings = parts.config.app.watch
-    parts._watch = WatchActor(
-        versions=Versions(parts.client, parts.names),
+async def watch(service: Service) -> _Runs:
+    settings = service.config.app.watch
+    service._watch = WatchActor(
+        versions=service.elasticsearch.versions,
         max_waiters=settings.max_waiters,
         max_waiters_per_storage=settings.max_waiters_per_storage,
         poll_interval_s=settings.poll_interval_s,
     )
-    return parts._watch
+    return service._watch
 
 
 @_part
-async def storage(parts: Parts) -> _Runs:
-    parts._storage = StorageActor(
-        data=parts.data,
-        history=parts.history,
-        scans=parts.scans,
-        batch_limits=parts.batch_limits(),
-        changes=parts._watch,
+async def storage(service: Service) -> _Runs:
+    service._storage = StorageActor(
+        data=service.data,
+        history=service.history,
+        scans=service.scans,
+        batch_limits=service.config.elasticsearch.batch,
+        changes=service._watch,
     )
-    return parts._storage
+    return service._storage
 
 
 @_part
-async def key_listing(parts: Parts) -> _Runs:
-    parts._key_listing = KeyListingActor(
-        keys=KeyIndex(parts.client, parts.names),
-        data=parts.data,
-        scans=parts.scans,
-        recheck_s=parts.config.app.cache.update_time_s,
-        batch_limits=parts.batch_limits(),
+async def key_listing(service: Service) -> _Runs:
+    service._key_listing = KeyListingActor(
+        keys=service.elasticsearch.keys,
+        data=service.data,
+        scans=service.scans,
+        recheck_s=service.config.app.cache.update_time_s,
+        batch_limits=service.config.elasticsearch.batch,
     )
-    return parts._key_listing
+    return service._key_listing
 
 
 @_part
-async def history_query(parts: Parts) -> _Runs:
-    parts._history_query = HistoryQueryActor(
-        cache=parts.cache,
-        store=HistoryStore(parts.client, parts.names),
-        keys=SigningKeys(parts.client, parts.names),
+async def history_query(service: Service) -> _Runs:
+    service._history_query = HistoryQueryActor(
+        cache=service.cache,
+        store=service.elasticsearch.history,
+        keys=service.elasticsearch.signing_keys,
     )
-    return parts._history_query
+    return service._history_query
 
 
 @_part
-async def lifecycle(parts: Parts) -> _Runs:
+async def lifecycle(service: Service) -> _Runs:
     """With the cache and the history pipeline when they run (the service), without them in a
     command (there is no cache to keep, nor buffered history to discard)."""
-    parts._lifecycle = LifecycleActor(
-        registry=parts.registry,
-        indices=StorageIndices(parts.client, parts.names),
-        cache=parts._cache,
-        history_buffer=parts._history,
-        retry_for_s=parts.config.app.request_timeout_s,
-        now_ms=parts.clock.now_ms,
-        layout=parts.config.elasticsearch.layout,
-        copy=StorageCopy(parts.client, parts.names, page_size=_MOVE_PAGE_SIZE),
-        revocation_s=revocation_s(parts.config.app),
+    access = service.elasticsearch
+    service._lifecycle = LifecycleActor(
+        registry=access.registry,
+        indices=access.indices,
+        cache=service._cache,
+        history_buffer=service._history,
+        retry_for_s=service.config.app.request_timeout_s,
+        now_ms=access.clock.now_ms,
+        layout=service.config.elasticsearch.layout,
+        copy=access.copy,
+        revocation_s=revocation_s(service.config.app),
     )
-    if parts.clock.due:
-        await parts.clock.sync()  # a command's TEMP expirations start from the cluster's time
-    return parts._lifecycle
+    if access.clock.due:
+        await access.clock.sync()  # a command's TEMP expirations start from the cluster's time
+    return service._lifecycle
 
 
 @_part
-async def expiry(parts: Parts) -> _Runs:
-    app = parts.config.app
-    client, names = parts.client, parts.names
-    parts._expiry = ExpirySweep(
-        registry=parts.registry,
-        changes=RegistryChanges(client, names),
-        indices=StorageIndices(client, names),
-        lifecycle=parts.lifecycle,
+async def expiry(service: Service) -> _Runs:
+    app = service.config.app
+    access, names = service.elasticsearch, service.names
+    client = access.client
+    service._expiry = ExpirySweep(
+        registry=access.registry,
+        changes=access.registry_changes,
+        indices=access.indices,
+        lifecycle=service.lifecycle,
         lease=Lease(client, names, name="expiry", duration_s=3 * app.expiry_interval_s),
         progress=lambda shard: Mark(client, names, name=f"expiry-swept-seq-no-{shard}"),
         interval_s=app.expiry_interval_s,
-        drop_delay_s=drop_delay_s(app) if parts.drop_delay_s is None else parts.drop_delay_s,
-        now_ms=parts.clock.now_ms,
+        drop_delay_s=drop_delay_s(app) if service.drop_delay_s is None else service.drop_delay_s,
+        now_ms=access.clock.now_ms,
     )
-    return parts._expiry
+    return service._expiry
 
 
 @_part
-async def registry_poll(parts: Parts) -> _Runs:
-    parts._registry_poll = RegistryPoll(
-        changes=RegistryChanges(parts.client, parts.names),
-        cache=parts.cache,
-        update_time_s=parts.config.app.cache.update_time_s,
-        clock=parts.clock,
+async def registry_poll(service: Service) -> _Runs:
+    service._registry_poll = RegistryPoll(
+        changes=service.elasticsearch.registry_changes,
+        cache=service.cache,
+        update_time_s=service.config.app.cache.update_time_s,
+        clock=service.clock,
     )
-    await parts._registry_poll.begin()
-    return parts._registry_poll
+    await service._registry_poll.begin()
+    return service._registry_poll
 
 
-SERVICE: Sequence[Part] = (
+@asynccontextmanager
+async def start_up_check(service: Service) -> AsyncIterator[None]:
+    """``kv-storage serve``'s one probe of Elasticsearch, logged (``kv_storage.startup``)."""
+    await check_elasticsearch(service.config, service.client, service.names)
+    yield
+
+
+HTTP_SERVICE: Sequence[Part] = (
     elasticsearch,
     history_pipeline,
     watch,
@@ -345,14 +383,21 @@ SERVICE: Sequence[Part] = (
 )
 """The HTTP service's parts, callees before callers: stopped in the reverse order."""
 
+SERVE: Sequence[Part] = (elasticsearch, start_up_check, *HTTP_SERVICE[1:])
+"""``kv-storage serve``'s: the service's, with the start-up probe of Elasticsearch."""
+
 COMMAND: Sequence[Part] = (elasticsearch, lifecycle)
 """A storage command's parts (``kv-storage storage ...``): no cache, no history, no jobs."""
 
+INIT: Sequence[Part] = (elasticsearch,)
+"""``kv-storage init``'s: the client only."""
+
 
 @asynccontextmanager
-async def running(parts: Parts, wanted: Sequence[Part]) -> AsyncIterator[Parts]:
-    """Starts ``wanted`` in order; stops what started in reverse, whatever fails."""
+async def running(service: Service, wanted: Sequence[Part]) -> AsyncIterator[Service]:
+    """Starts ``wanted`` in order in one ``AsyncExitStack``; stops what started in reverse,
+    whatever fails."""
     async with AsyncExitStack() as stack:
         for part in wanted:
-            await stack.enter_async_context(part(parts))
-        yield parts
+            await stack.enter_async_context(part(service))
+        yield service

@@ -382,18 +382,18 @@ def create_storage(
     return create
 
 
-PartsStarter = Callable[[Config, Sequence[wiring.Part]], Awaitable[wiring.Parts]]
+ServiceStarter = Callable[[Config, Sequence[wiring.Part]], Awaitable[wiring.Service]]
 
 
 @pytest.fixture
-async def start_parts() -> AsyncIterator[PartsStarter]:
-    """Starts parts of the service for a test, wired as the service wires them
+async def start_service() -> AsyncIterator[ServiceStarter]:
+    """Starts parts of a service for a test, wired as the service wires them
     (``kv_storage.wiring``); whatever started is stopped after the test, in reverse order."""
     async with AsyncExitStack() as stack:
 
-        async def start(config: Config, wanted: Sequence[wiring.Part]) -> wiring.Parts:
-            parts = wiring.Parts(config, request_timeout_s=config.app.request_timeout_s)
-            return await stack.enter_async_context(wiring.running(parts, wanted))
+        async def start(config: Config, wanted: Sequence[wiring.Part]) -> wiring.Service:
+            service = wiring.Service(config, request_timeout_s=config.app.request_timeout_s)
+            return await stack.enter_async_context(wiring.running(service, wanted))
 
         yield start
 

@@ -15,7 +15,7 @@ from kv_storage.config import Config
 from kv_storage.es.lease import Lease
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry_changes import RegistryChanges
-from tests.conftest import BOTH_LAYOUTS, PartsStarter, StorageFactory
+from tests.conftest import BOTH_LAYOUTS, ServiceStarter, StorageFactory
 from tests.helpers import ClientFactory, get, placed, put
 from tests.waiting import wait_until
 
@@ -81,10 +81,10 @@ async def test_a_lease_has_one_holder_and_is_taken_over_when_not_renewed(
 
 
 async def test_two_expiry_actors_never_work_at_once_and_a_dead_owners_lease_is_taken_over(
-    initialised_config: Config, make_config: Callable[..., Config], start_parts: PartsStarter
+    initialised_config: Config, make_config: Callable[..., Config], start_service: ServiceStarter
 ) -> None:
     config = make_config(KV_STORAGE_APP_EXPIRY_INTERVAL="200ms")
-    parts = [await start_parts(config, EXPIRY) for _ in range(2)]
+    parts = [await start_service(config, EXPIRY) for _ in range(2)]
     actors = [instance.expiry for instance in parts]
 
     async def runs() -> list[int]:
@@ -153,8 +153,8 @@ def test_indices_stay_closed_for_as_long_as_a_late_write_may_come(
     assert drop_delay_s(slow) > 10 * 60
 
 
-def _sweeper(config: Config, drop_delay_s: float) -> wiring.Parts:
-    return wiring.Parts(config, request_timeout_s=3, drop_delay_s=drop_delay_s)
+def _sweeper(config: Config, drop_delay_s: float) -> wiring.Service:
+    return wiring.Service(config, request_timeout_s=3, drop_delay_s=drop_delay_s)
 
 
 async def test_a_deletion_made_elsewhere_is_closed_to_writes_then_removed_after_the_delay(

@@ -299,14 +299,14 @@ async def test_a_purge_cut_short_is_done_by_the_next_lease_holder(
     registry = IndexNames(index_prefix).registry
     config = make_config(KV_STORAGE_APP_EXPIRY_INTERVAL="1 hour")
     sweep_parts = (wiring.elasticsearch, wiring.lifecycle, wiring.expiry)
-    parts = wiring.Parts(config, request_timeout_s=3, drop_delay_s=3600)
+    parts = wiring.Service(config, request_timeout_s=3, drop_delay_s=3600)
     async with wiring.running(parts, sweep_parts):
         await parts.expiry.run_now()
         await es.update(index=registry, id=storage.id, doc={"deleted": True})
         await parts.expiry.run_now()
         assert parts.expiry.stats.pending == 1  # seen, not yet due
     assert (await es.count(index=where.data_index, routing=storage.id))["count"] == 1
-    parts = wiring.Parts(config, request_timeout_s=3, drop_delay_s=0)
+    parts = wiring.Service(config, request_timeout_s=3, drop_delay_s=0)
     async with wiring.running(parts, sweep_parts):
         await parts.expiry.run_now()
         assert parts.expiry.stats.purged == 1

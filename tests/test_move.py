@@ -17,7 +17,7 @@ from kv_storage.actors.lifecycle import MoveStorage
 from kv_storage.app import create_app
 from kv_storage.config import Config
 from kv_storage.es.names import IndexNames
-from tests.conftest import PartsStarter, StorageRef
+from tests.conftest import ServiceStarter, StorageRef
 from tests.helpers import Client, ClientFactory, get, path, placed, put
 from tests.waiting import wait_until
 
@@ -70,7 +70,7 @@ async def test_a_storage_moved_under_load_loses_no_acknowledged_write(
     make_config: Callable[..., Config],
     initialised_config: Config,
     aiohttp_client: ClientFactory,
-    start_parts: PartsStarter,
+    start_service: ServiceStarter,
     es: AsyncElasticsearch,
     index_prefix: str,
 ) -> None:
@@ -86,7 +86,7 @@ async def test_a_storage_moved_under_load_loses_no_acknowledged_write(
         response = await api.put(path("set", storage), json=pairs, headers=storage.headers)
         assert response.status == 200
     await _history_reaches(api, storage, 10_000)
-    parts = await start_parts(config, wiring.COMMAND)
+    parts = await start_service(config, wiring.COMMAND)
     moving = asyncio.create_task(parts.lifecycle.ask(MoveStorage(storage.id)))
     reads: list[int] = []
     writes: dict[str, int] = {}
@@ -139,7 +139,7 @@ async def test_a_move_that_fails_rolls_back_and_one_run_again_completes(
     make_config: Callable[..., Config],
     initialised_config: Config,
     aiohttp_client: ClientFactory,
-    start_parts: PartsStarter,
+    start_service: ServiceStarter,
     es: AsyncElasticsearch,
     index_prefix: str,
 ) -> None:
@@ -151,7 +151,7 @@ async def test_a_move_that_fails_rolls_back_and_one_run_again_completes(
     storage, other = await _per_storage(api), await _per_storage(api, history=False)
     for ref in (storage, other):
         await put(api, ref, "k", "v")
-    parts = await start_parts(config, wiring.COMMAND)
+    parts = await start_service(config, wiring.COMMAND)
     shared_data = placed(index_prefix, storage.id, "shared").data_index
     await es.indices.add_block(index=shared_data, block="write")
     try:
