@@ -89,8 +89,6 @@ class HistoryBuffer:
         self._in_flight: list[Entry] = []
         self._held: dict[str, int] = {}
         """Entries (fresh, to retry, in flight) of each storage that has any."""
-        self.examined = 0
-        """Entries looked at so far: what the complexity test counts."""
 
     def __len__(self) -> int:
         return self._fresh + len(self._retries) + len(self._in_flight)
@@ -125,7 +123,6 @@ class HistoryBuffer:
                 self._turns.append(storage_id)
             queue.append(entry)
             self._fresh += 1
-        self.examined += len(records)
         return dropped
 
     @property
@@ -141,7 +138,6 @@ class HistoryBuffer:
     def next_due(self) -> float | None:
         """When the oldest waiting entry must go (``None``: nothing waits)."""
         self._pass_taken()
-        self.examined += 2
         heads = [queue[0].due_at for queue in (self._arrivals, self._retries) if queue]
         return min(heads) if heads else None
 
@@ -175,7 +171,6 @@ class HistoryBuffer:
         self._pass_taken()
         for entry in batch:
             entry.attempts += 1
-        self.examined += len(batch) + 1
         self._in_flight = batch
         return batch
 
@@ -184,7 +179,6 @@ class HistoryBuffer:
         arrivals = self._arrivals
         while arrivals and arrivals[0].taken:
             arrivals.popleft()
-            self.examined += 1
 
     def settle(self, result: WriteResult, now: float) -> Outcome:
         """Books the batch in flight: written, to retry ``flush-timeout`` from now, lost, or
@@ -207,7 +201,6 @@ class HistoryBuffer:
                 retried += 1
                 continue
             self._release(entry.record.storage_id)
-        self.examined += len(batch)
         return Outcome(written, retried, lost, gone)
 
     def _release(self, storage_id: str) -> None:
@@ -229,7 +222,6 @@ class HistoryBuffer:
             return [e for e in entries if e.record.storage_id != storage_id]
 
         before = len(self)
-        self.examined += before
         queue = self._queues.pop(storage_id, None)
         if queue is not None:
             self._turns.remove(storage_id)
