@@ -51,6 +51,8 @@ from kv_storage.app import create_app
 from kv_storage.config import Config, load_config
 from kv_storage.es.names import IndexNames
 from kv_storage.es.provisioning import initialise
+from kv_storage.es.registry import Registry, RegistryEntry
+from kv_storage.model import Layout, StorageType
 
 ROOT = Path(__file__).parents[1]
 LOCAL_ES = ROOT / "scripts" / "local-es.sh"
@@ -348,8 +350,10 @@ StorageFactory = Callable[..., Awaitable[StorageRef]]
 def create_storage(
     es: AsyncElasticsearch, index_prefix: str, storage_layout: str
 ) -> StorageFactory:
-    """Writes a registry document directly, as the original CloudStack plugin did (a
-    per-storage one without the layout field, as the plugin writes it)."""
+    """Registers a storage through the service's own registry code (``es.registry``), as the
+    service would; the tests of storages the CloudStack plugin wrote write their documents
+    themselves (``test_layouts``, ``test_storage_api``)."""
+    registry = Registry(es, IndexNames(index_prefix))
 
     async def create(
         storage_type: str = "ACCOUNT",
@@ -362,21 +366,21 @@ def create_storage(
     ) -> StorageRef:
         """``layout``: this storage's, rather than the test's (``storage_layout``)."""
         ref = StorageRef(storage_id or str(uuid.uuid4()), uuid.uuid4().hex)
-        document: dict[str, object] = {
-            "type": storage_type,
-            "deleted": deleted,
-            "history_enabled": history_enabled,
-            "secret_key": ref.secret_key,
-            "last_updated": int(time.time() * 1000),
-        }
-        if (layout or storage_layout) != "per-storage":
-            document["layout"] = layout or storage_layout
-        if storage_type == "TEMP":
-            document["ttl"] = 3_600_000
-            document["expiration_timestamp"] = (
-                expiration_timestamp or int(time.time() * 1000) + 3_600_000
+        temp = storage_type == "TEMP"
+        await registry.create(
+            RegistryEntry(
+                id=ref.id,
+                type=StorageType(storage_type),
+                deleted=deleted,
+                history_enabled=history_enabled,
+                secret_key=ref.secret_key,
+                ttl_ms=3_600_000 if temp else None,
+                expiration_timestamp_ms=(
+                    (expiration_timestamp or int(time.time() * 1000) + 3_600_000) if temp else None
+                ),
+                layout=Layout(layout or storage_layout),
             )
-        await es.index(index=IndexNames(index_prefix).registry, id=ref.id, document=document)
+        )
         return ref
 
     return create
