@@ -180,7 +180,7 @@ async def test_a_deletion_made_elsewhere_is_closed_to_writes_then_removed_after_
             doc={"deleted": True, "last_updated": an_hour_ago},
         )
         await parts.expiry.run_now()
-        assert parts.expiry.pending_drops == 1
+        assert parts.expiry.stats.pending == 1
         with pytest.raises(AuthorizationException):  # 403: the write block
             await es.index(index=data_index, id="late", document={"value": "v"})
         assert (await es.get(index=data_index, id="k"))["_source"] == {"value": "v"}
@@ -190,7 +190,7 @@ async def test_a_deletion_made_elsewhere_is_closed_to_writes_then_removed_after_
             return not await es.indices.exists(index=data_index)
 
         await wait_until(removed, what="the index removed after the delay")
-        assert parts.expiry.pending_drops == 0
+        assert parts.expiry.stats.pending == 0
 
 
 async def test_a_new_lease_holder_sweeps_on_from_where_the_last_one_got(

@@ -107,14 +107,10 @@ class ExpirySweep(PeriodicJob):
 
     @property
     def stats(self) -> ExpiryStats:
+        """What ``/metrics`` reports of the sweep."""
         return ExpiryStats(
             self._lease.held, self._runs, self._expired, len(self._pending), self._purged
         )
-
-    @property
-    def pending_drops(self) -> int:
-        """Deleted storages whose indices are closed and not removed yet."""
-        return len(self._pending)
 
     async def on_stop(self) -> None:
         try:
