@@ -30,7 +30,7 @@ from kv_storage.actors.watch import WatchActor
 from kv_storage.config import BatchLimits, Config, revocation_s
 from kv_storage.es.client import create_client
 from kv_storage.es.cluster_clock import ClusterClock
-from kv_storage.es.data import DataStore, ScanSettings
+from kv_storage.es.data import DataStore
 from kv_storage.es.history import HistoryStore
 from kv_storage.es.keys import KeyIndex
 from kv_storage.es.lease import Lease, Mark
@@ -83,8 +83,8 @@ class Parts:
         settings = self.config.elasticsearch
         self.names = IndexNames(settings.index_prefix)
         self.scans = SharedPool(
-            capacity=settings.scroll_max_open,
-            share=settings.scroll_max_open_per_storage,
+            capacity=settings.scroll.max_open,
+            share=settings.scroll.max_open_per_storage,
             names=SCANS,
         )
 
@@ -148,13 +148,6 @@ class Parts:
     def registry_poll(self) -> RegistryPoll:
         return _started(self._registry_poll, "the registry poll")
 
-    def scan_settings(self) -> ScanSettings:
-        settings = self.config.elasticsearch
-        return ScanSettings(
-            page_size=settings.scroll_page_size,
-            keep_alive=f"{round(settings.scroll_keep_alive_s * 1000)}ms",
-        )
-
     def batch_limits(self) -> BatchLimits:
         """The bounds of the batched requests (the storage actor's, the key listing's)."""
         return self.config.elasticsearch.batch
@@ -180,7 +173,7 @@ async def elasticsearch(parts: Parts) -> AsyncIterator[None]:
         transport_class=parts.transport_class,
     )
     parts._clock = ClusterClock(parts._client)
-    parts._data = DataStore(parts._client, parts.names, parts.scan_settings())
+    parts._data = DataStore(parts._client, parts.names, parts.config.elasticsearch.scroll)
     parts._registry = Registry(parts._client, parts.names)
     try:
         yield

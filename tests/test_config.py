@@ -53,8 +53,8 @@ def test_defaults_are_the_originals() -> None:
     assert config.app.history.retry_limit == 5
     assert config.app.request_timeout_s == 3
     assert config.app.default_page_size == 50
-    assert config.elasticsearch.scroll_page_size == 1000
-    assert config.elasticsearch.scroll_keep_alive_s == 60
+    assert config.elasticsearch.scroll.page_size == 1000
+    assert config.elasticsearch.scroll.keep_alive_s == 60
     assert config.elasticsearch.key_max_bytes == 512
     assert config.elasticsearch.value_max_bytes is None
     assert config.elasticsearch.index_prefix == ""
