@@ -71,6 +71,12 @@ def setting(
     return dataclasses.field(default=parse(default), repr=not secret, metadata=metadata)
 
 
+def property_of(field: dataclasses.Field[Any]) -> Property | None:
+    """The property a field declares, if it is a setting."""
+    prop = field.metadata.get(_PROPERTY)
+    return prop if isinstance(prop, Property) else None
+
+
 def _fields(section: type) -> list[tuple[str, Property | type]]:
     """Each field of ``section`` with its property, or with its type if it is a nested
     section; any other field is an error, so that no value can bypass the declarations."""
@@ -79,9 +85,9 @@ def _fields(section: type) -> list[tuple[str, Property | type]]:
     hints = typing.get_type_hints(section)
     declared: list[tuple[str, Property | type]] = []
     for field in dataclasses.fields(section):
-        prop = field.metadata.get(_PROPERTY)
+        prop = property_of(field)
         kind = hints[field.name]
-        if isinstance(prop, Property):
+        if prop is not None:
             declared.append((field.name, prop))
         elif isinstance(kind, type) and dataclasses.is_dataclass(kind):
             declared.append((field.name, kind))
