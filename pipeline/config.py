@@ -19,7 +19,6 @@ class HistoryConfig:
         at_least(1),
         "History records written in one bulk request.",
     )
-    """Records written in one bulk request."""
     flush_timeout_s: float = setting(
         "app.history.flush-timeout",
         "30 seconds",

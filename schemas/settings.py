@@ -100,7 +100,7 @@ def _fields(section: type) -> list[tuple[str, Property | type]]:
 
 def properties_of(section: type) -> tuple[Property, ...]:
     """Every property of ``section`` and of its nested sections, depth first in field order
-    (the order of the documentation's table and of ``kv-storage config``'s sources)."""
+    (the order of the documentation's table and of the loader's list of problems)."""
     found: list[Property] = []
     for _, declared in _fields(section):
         found.extend([declared] if isinstance(declared, Property) else properties_of(declared))
