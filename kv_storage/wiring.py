@@ -31,7 +31,7 @@ from kv_storage.actors.watch import WatchActor
 from kv_storage.config import Config, revocation_s
 from kv_storage.es.client import create_client
 from kv_storage.es.cluster_clock import ClusterClock
-from kv_storage.es.data import DataStore, ScanSettings
+from kv_storage.es.data import DataStore
 from kv_storage.es.history import HistoryStore
 from kv_storage.es.keys import KeyIndex
 from kv_storage.es.lease import Lease, Mark
@@ -82,8 +82,8 @@ class Service:
         settings = self.config.elasticsearch
         self.names = IndexNames(settings.index_prefix)
         self.scans = SharedPool(
-            capacity=settings.scroll_max_open,
-            share=settings.scroll_max_open_per_storage,
+            capacity=settings.scroll.max_open,
+            share=settings.scroll.max_open_per_storage,
             names=SCANS,
         )
 
@@ -149,13 +149,6 @@ class Service:
     def registry_poll(self) -> RegistryPoll:
         return _started(self._registry_poll, "the registry poll")
 
-    def scan_settings(self) -> ScanSettings:
-        settings = self.config.elasticsearch
-        return ScanSettings(
-            page_size=settings.scroll_page_size,
-            keep_alive=f"{round(settings.scroll_keep_alive_s * 1000)}ms",
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class ElasticsearchAccess:
@@ -200,7 +193,7 @@ async def elasticsearch(service: Service) -> AsyncIterator[None]:
     service._elasticsearch = ElasticsearchAccess(
         client=client,
         clock=ClusterClock(client),
-        data=DataStore(client, names, service.scan_settings()),
+        data=DataStore(client, names, service.config.elasticsearch.scroll),
         registry=Registry(client, names),
         registry_changes=RegistryChanges(client, names),
         history=HistoryStore(client, names),

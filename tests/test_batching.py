@@ -11,8 +11,8 @@ from elasticsearch import AsyncElasticsearch
 from kv_storage.actors.shares import SCANS, SharedPool
 from kv_storage.actors.storage import GetValue, SetValue, StorageActor
 from kv_storage.app import create_app
-from kv_storage.config import BatchLimits, Config
-from kv_storage.es.data import DataStore, ScanSettings
+from kv_storage.config import BatchLimits, Config, ScrollConfig
+from kv_storage.es.data import DataStore
 from kv_storage.es.names import IndexNames
 from kv_storage.model import Storage, StorageType
 from tests.conftest import BOTH_LAYOUTS, CountingProxy, StorageFactory, StorageRef
@@ -172,7 +172,7 @@ def _actor(client: AsyncElasticsearch, prefix: str, **limits: int) -> StorageAct
             raise AssertionError("no history for these storages")
 
     return StorageActor(
-        data=DataStore(client, IndexNames(prefix), ScanSettings(100, "1m")),
+        data=DataStore(client, IndexNames(prefix), ScrollConfig(page_size=100, keep_alive_s=60.0)),
         history=NoHistory(),
         scans=SharedPool(capacity=4, share=4, names=SCANS),
         batch_limits=BatchLimits(

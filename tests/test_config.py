@@ -1,11 +1,15 @@
 """Configuration: durations, URIs, environment overrides, precedence and error messages."""
 
+import dataclasses
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from kv_storage.config import PROPERTIES, ConfigError, load_config
+from kv_storage.config import PROPERTIES, Config, ConfigError, load_config
 from schemas.durations import parse_duration_s
+from schemas.settings import Property, at_least, build, properties_of, property_of, setting
 
 URI = {"KV_STORAGE_ELASTICSEARCH_URI": "http://es:9200"}
 
@@ -53,8 +57,8 @@ def test_defaults_are_the_originals() -> None:
     assert config.app.history.retry_limit == 5
     assert config.app.request_timeout_s == 3
     assert config.app.default_page_size == 50
-    assert config.elasticsearch.scroll_page_size == 1000
-    assert config.elasticsearch.scroll_keep_alive_s == 60
+    assert config.elasticsearch.scroll.page_size == 1000
+    assert config.elasticsearch.scroll.keep_alive_s == 60
     assert config.elasticsearch.key_max_bytes == 512
     assert config.elasticsearch.value_max_bytes is None
     assert config.elasticsearch.index_prefix == ""
@@ -455,3 +459,108 @@ def test_a_secret_file_keeps_inner_newlines_and_strips_one_crlf(tmp_path: Path) 
     path.write_bytes(b"line1 of a token of 32 characters\nline2\r\n")
     config = load_config(environ={**URI, "KV_STORAGE_ADMIN_TOKEN_FILE": str(path)})
     assert config.admin.token == "line1 of a token of 32 characters\nline2"
+
+
+# Each setting is written once: as its field ------------------------------------------------
+
+
+def _leaves(section: type, path: str = "") -> list[tuple[str, dataclasses.Field[Any]]]:
+    """Every field of ``section`` that holds a value, nested sections walked, by the dotted
+    attribute path that reaches it (read here without ``schemas.settings``' own walk)."""
+    hints = typing.get_type_hints(section)
+    found: list[tuple[str, dataclasses.Field[Any]]] = []
+    for field in dataclasses.fields(section):
+        kind = hints[field.name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            found += _leaves(kind, f"{path}{field.name}.")
+        else:
+            found.append((f"{path}{field.name}", field))
+    return found
+
+
+def _value(config: object, path: str) -> object:
+    for name in path.split("."):
+        config = getattr(config, name)
+    return config
+
+
+def _valid(prop: Property, raw: str) -> bool:
+    try:
+        prop.parse(raw)
+    except ValueError:
+        return False
+    return True
+
+
+def test_every_field_is_a_property_and_every_property_a_field() -> None:
+    """The model's fields and PROPERTIES are one list: no field without its property, no
+    property that reaches no field, in the same order (that of the documentation's table)."""
+    declared = [property_of(field) for _, field in _leaves(Config)]
+    assert None not in declared, [path for path, field in _leaves(Config) if not property_of(field)]
+    assert declared == list(PROPERTIES)
+
+
+def test_the_loader_puts_each_property_into_its_field() -> None:
+    """Set apart from the default where it can be, each property's value is found in the field
+    that declares it, and in no other: the loader has no mapping of its own to get wrong."""
+    given = {
+        "elasticsearch.uri": "http://es:9200",
+        "elasticsearch.auth.username": "user",
+        "elasticsearch.auth.password": "secret",
+        "elasticsearch.index-prefix": "p-",
+        "elasticsearch.layout": "per-storage",
+        "server.host": "127.0.0.1",
+        "server.log-format": "logfmt",
+        "app.history.buffer-share-per-storage": "2",  # at most the buffer: below the others
+    }
+    environ = {prop.env_var: given[prop.name] for prop in PROPERTIES if prop.name in given}
+    used = {2}
+    for prop in PROPERTIES:
+        if prop.name not in given and type(prop.default) is int:
+            # The least number valid for it, not its default and not given to another.
+            number = next(
+                n
+                for n in range(3, 1 << 20)
+                if n not in used and n != prop.default and _valid(prop, str(n))
+            )
+            used.add(number)
+            environ[prop.env_var] = str(number)
+    config = load_config(environ=environ)
+    for path, field in _leaves(Config):
+        declared = property_of(field)
+        assert declared is not None
+        raw = environ.get(declared.env_var, declared.default)
+        assert _value(config, path) == declared.parse(raw), (path, declared.name)
+
+
+def test_a_new_setting_is_written_once() -> None:
+    """A field declared with setting() is a property (with its variable), has its parsed
+    default, and is built from the parsed values by name: nothing else is to be written."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Tuning:
+        rounds: int = setting("tuning.rounds", "3", at_least(1), "How many rounds.")
+
+    @dataclasses.dataclass(frozen=True)
+    class Outer:
+        tuning: Tuning
+
+    (prop,) = properties_of(Outer)
+    assert (prop.name, prop.env_var, prop.description) == (
+        "tuning.rounds",
+        "KV_STORAGE_TUNING_ROUNDS",
+        "How many rounds.",
+    )
+    assert Tuning().rounds == 3
+    assert build(Outer, {"tuning.rounds": 9}) == Outer(Tuning(9))
+
+
+def test_a_field_that_is_no_setting_is_refused() -> None:
+    """A value can only come from a declared property: a plain field would bypass them."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Loose:
+        count: int = 1
+
+    with pytest.raises(TypeError, match=r"Loose\.count is neither a setting\(\) nor a section"):
+        properties_of(Loose)

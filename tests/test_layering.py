@@ -82,6 +82,8 @@ def test_the_check_sees_a_breach(tmp_path: Path) -> None:
     ("module", "not_loaded"),
     [
         ("pipeline.actor", ("kv_storage",)),
+        # Its settings are declared with schemas.settings, which knows nothing of the service.
+        ("pipeline.config", ("kv_storage",)),
         ("schemas.history", ("kv_storage",)),
         ("schemas.storage", ("kv_storage",)),
         ("kv_storage.config", ("aiohttp_apispec", "elasticsearch", "kv_storage.app")),

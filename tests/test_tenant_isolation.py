@@ -23,9 +23,9 @@ from kv_storage.actors.storage import (
     StorageActor,
 )
 from kv_storage.app import create_app
-from kv_storage.config import BatchLimits, Config
+from kv_storage.config import BatchLimits, Config, ScrollConfig
 from kv_storage.errors import TooManyRequestsError
-from kv_storage.es.data import DataStore, ScanSettings
+from kv_storage.es.data import DataStore
 from kv_storage.es.names import IndexNames
 from kv_storage.model import Condition, Storage, StorageType, Version
 from tests.conftest import CountingProxy, StorageFactory, StorageRef
@@ -65,7 +65,9 @@ async def test_a_batch_refused_as_a_whole_fails_only_the_operation_at_fault(
     ]
     async with AsyncElasticsearch(es_proxy.url) as client:
         actor = StorageActor(
-            data=DataStore(client, IndexNames(index_prefix), ScanSettings(100, "1m")),
+            data=DataStore(
+                client, IndexNames(index_prefix), ScrollConfig(page_size=100, keep_alive_s=60.0)
+            ),
             history=_NoHistory(),
             scans=SharedPool(capacity=4, share=4, names=SCANS),
             batch_limits=BatchLimits(max_operations=1000, max_bytes=1 << 20, max_in_flight=1),
@@ -138,7 +140,9 @@ async def test_a_storage_at_its_share_of_open_scans_is_429_while_another_lists(
     (2 of 4): its next list and clear are 429, storage b still lists and clears."""
     a, b = await create_storage(), await create_storage()
     actor = StorageActor(
-        data=DataStore(es, IndexNames(index_prefix), ScanSettings(100, "1m")),
+        data=DataStore(
+            es, IndexNames(index_prefix), ScrollConfig(page_size=100, keep_alive_s=60.0)
+        ),
         history=_NoHistory(),
         scans=SharedPool(capacity=4, share=2, names=SCANS),
         batch_limits=BatchLimits(max_operations=1000, max_bytes=1 << 20, max_in_flight=1),

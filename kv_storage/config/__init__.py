@@ -8,11 +8,13 @@ from kv_storage.config.model import (
     CacheConfig,
     Config,
     ElasticsearchConfig,
+    ScrollConfig,
     ServerConfig,
     revocation_s,
 )
-from kv_storage.config.properties import PROPERTIES, Property
+from kv_storage.config.properties import PROPERTIES
 from pipeline.config import HistoryConfig
+from schemas.settings import Property
 
 __all__ = [
     "CONFIG_PATH_ENV",
@@ -26,6 +28,7 @@ __all__ = [
     "ElasticsearchConfig",
     "HistoryConfig",
     "Property",
+    "ScrollConfig",
     "ServerConfig",
     "load_config",
     "revocation_s",

@@ -7,25 +7,16 @@ can stop with one clear line instead of a traceback.
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from kv_storage.config.errors import ConfigError
-from kv_storage.config.model import (
-    AdminConfig,
-    AppConfig,
-    BatchLimits,
-    CacheConfig,
-    Config,
-    ElasticsearchConfig,
-    ServerConfig,
-    WatchConfig,
-)
+from kv_storage.config.model import Config
 from kv_storage.config.properties import PROPERTIES, PROPERTIES_BY_NAME
 from kv_storage.config.secrets import read_secret_files
 from kv_storage.config.tls import elasticsearch_security, server_tls
-from kv_storage.model import Layout
-from pipeline.config import HistoryConfig
+from schemas.settings import build
 
 CONFIG_PATH_ENV = "KV_STORAGE_CONFIG"
 PLATFORM_PORT_ENV = "PORT"
@@ -169,76 +160,16 @@ def history_share(p: Mapping[str, Any]) -> int:
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """The one configuration object of a process, built once at start-up."""
+    """The one configuration object of a process, built once at start-up.
+
+    Every field is its property's parsed value (``schemas.settings.build``); what one property
+    cannot say alone is a step of its own. The history share is resolved before the build,
+    since ``HistoryConfig`` refuses the property's 0 (it stands for a tenth of the buffer);
+    the checks of properties that go together come after it, on the typed sections."""
     layers = resolve_layers(path, os.environ if environ is None else environ)
-    p = _parse_all(_merged(layers), _sources(layers))
-    username, password = p["elasticsearch.auth.username"], p["elasticsearch.auth.password"]
-    if (username is None) != (password is None):
-        missing = "password" if password is None else "username"
-        raise ConfigError(f"elasticsearch.auth.{missing}: must be set together with the other")
-    security = elasticsearch_security(p)
-    cert_file, key_file = server_tls(p)
-    return Config(
-        elasticsearch=ElasticsearchConfig(
-            hosts=p["elasticsearch.uri"],
-            username=username,
-            password=password,
-            index_prefix=p["elasticsearch.index-prefix"],
-            scroll_page_size=p["elasticsearch.scroll.page-size"],
-            scroll_keep_alive_s=p["elasticsearch.scroll.keep-alive"],
-            scroll_max_open=p["elasticsearch.scroll.max-open"],
-            scroll_max_open_per_storage=p["elasticsearch.scroll.max-open-per-storage"],
-            key_max_bytes=p["elasticsearch.limit.key.max-size"],
-            value_max_bytes=p["elasticsearch.limit.value.max-size"],
-            batch=BatchLimits(
-                max_operations=p["elasticsearch.batch.max-operations"],
-                max_bytes=p["elasticsearch.batch.max-bytes"],
-                max_in_flight=p["elasticsearch.batch.max-in-flight"],
-                max_keys_per_storage=p["elasticsearch.batch.max-keys-per-storage"],
-            ),
-            layout=Layout(p["elasticsearch.layout"]),
-            shared_shards=p["elasticsearch.shared.shards"],
-            ca_file=security.ca_file,
-            fingerprint=security.fingerprint,
-            verify_certs=security.verify_certs,
-            api_key=security.api_key,
-        ),
-        app=AppConfig(
-            default_page_size=p["app.default-page-size"],
-            request_timeout_s=p["app.request-timeout"],
-            expiry_interval_s=p["app.expiry.interval"],
-            docs_enabled=p["app.docs.enabled"],
-            watch=WatchConfig(
-                max_wait_s=p["app.watch.max-wait"],
-                poll_interval_s=p["app.watch.poll-interval"],
-                max_waiters=p["app.watch.max-waiters"],
-                max_waiters_per_storage=p["app.watch.max-waiters-per-storage"],
-            ),
-            cache=CacheConfig(
-                max_size=p["app.cache.max-size"],
-                expiration_time_s=p["app.cache.expiration-time"],
-                update_time_s=p["app.cache.update-time"],
-            ),
-            history=HistoryConfig(
-                flush_size=p["app.history.flush-size"],
-                flush_timeout_s=p["app.history.flush-timeout"],
-                retry_limit=p["app.history.retry-limit"],
-                buffer_size=p["app.history.buffer-size"],
-                buffer_share_per_storage=history_share(p),
-            ),
-        ),
-        server=ServerConfig(
-            host=p["server.host"],
-            port=p["server.port"],
-            max_body_size=p["server.max-body-size"],
-            max_json_body_size=p["server.max-json-body-size"],
-            max_keys_per_request=p["server.max-keys-per-request"],
-            access_log=p["server.access-log"],
-            log_format=p["server.log-format"],
-            header_timeout_s=p["server.header-timeout"],
-            max_connections=p["server.max-connections"],
-            tls_cert_file=cert_file,
-            tls_key_file=key_file,
-        ),
-        admin=AdminConfig(token=p["admin.token"]),
-    )
+    parsed = _parse_all(_merged(layers), _sources(layers))
+    parsed["app.history.buffer-share-per-storage"] = history_share(parsed)
+    config = build(Config, parsed)
+    config = replace(config, elasticsearch=elasticsearch_security(config.elasticsearch))
+    server_tls(config.server)
+    return config

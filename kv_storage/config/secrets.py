@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from kv_storage.config.errors import ConfigError
-from kv_storage.config.properties import PROPERTIES, Property
+from kv_storage.config.properties import PROPERTIES
+from schemas.settings import Property
 
 FILE_SUFFIX = "_FILE"
 

@@ -1,43 +1,30 @@
 """Checks of the TLS and credential properties that only make sense together.
 
-Each property is valid on its own (see ``properties``); here the combinations are checked, and
+Each property is valid on its own (see ``model``); here the combinations are checked, and
 the files are opened the way the service will use them, so that a wrong file stops start-up
 with the property's name instead of failing at the first request.
 """
 
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import replace
 
 from kv_storage.config.errors import ConfigError
+from kv_storage.config.model import ElasticsearchConfig, ServerConfig
 from kv_storage.config.secrets import encoded_api_key
 
 
-@dataclass(frozen=True, slots=True)
-class ElasticsearchSecurity:
-    ca_file: str | None
-    fingerprint: str | None
-    verify_certs: bool
-    api_key: str | None
-
-
-def elasticsearch_security(p: Mapping[str, Any]) -> ElasticsearchSecurity:
-    """TLS and credentials for Elasticsearch, from the parsed properties."""
-    hosts: tuple[str, ...] = p["elasticsearch.uri"]
-    ca_file: str | None = p["elasticsearch.tls.ca-file"]
-    fingerprint: str | None = p["elasticsearch.tls.fingerprint"]
-    verify: bool = p["elasticsearch.tls.verify"]
-    api_key: str | None = p["elasticsearch.auth.api-key"]
-
-    if api_key is not None and (
-        p["elasticsearch.auth.username"] is not None or p["elasticsearch.auth.password"] is not None
-    ):
+def elasticsearch_security(settings: ElasticsearchConfig) -> ElasticsearchConfig:
+    """``settings`` once its TLS and credentials are checked together, the API key encoded."""
+    ca_file, fingerprint, api_key = settings.ca_file, settings.fingerprint, settings.api_key
+    if (settings.username is None) != (settings.password is None):
+        missing = "password" if settings.password is None else "username"
+        raise ConfigError(f"elasticsearch.auth.{missing}: must be set together with the other")
+    if api_key is not None and (settings.username is not None or settings.password is not None):
         raise ConfigError(
             "elasticsearch.auth.api-key: set either it or elasticsearch.auth.username and "
             "elasticsearch.auth.password, not both"
         )
-    plain = [host for host in hosts if not host.startswith("https://")]
+    plain = [host for host in settings.hosts if not host.startswith("https://")]
     for name, value in (
         ("elasticsearch.tls.ca-file", ca_file),
         ("elasticsearch.tls.fingerprint", fingerprint),
@@ -51,7 +38,7 @@ def elasticsearch_security(p: Mapping[str, Any]) -> ElasticsearchSecurity:
             "elasticsearch.tls.fingerprint: set either it (pin the node's certificate) or "
             "elasticsearch.tls.ca-file (trust a CA), not both"
         )
-    if not verify and (ca_file is not None or fingerprint is not None):
+    if not settings.verify_certs and (ca_file is not None or fingerprint is not None):
         named = "ca-file" if ca_file is not None else "fingerprint"
         raise ConfigError(
             f"elasticsearch.tls.verify: false turns off the check that elasticsearch.tls.{named} "
@@ -59,12 +46,7 @@ def elasticsearch_security(p: Mapping[str, Any]) -> ElasticsearchSecurity:
         )
     if ca_file is not None:
         _check_ca_file(ca_file)
-    return ElasticsearchSecurity(
-        ca_file=ca_file,
-        fingerprint=fingerprint,
-        verify_certs=verify,
-        api_key=None if api_key is None else encoded_api_key(api_key),
-    )
+    return settings if api_key is None else replace(settings, api_key=encoded_api_key(api_key))
 
 
 def _check_ca_file(path: str) -> None:
@@ -78,10 +60,10 @@ def _check_ca_file(path: str) -> None:
         raise ConfigError(f"elasticsearch.tls.ca-file: cannot use {path}: {reason}") from None
 
 
-def server_tls(p: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """The certificate and key files of the service's HTTPS listener, or neither."""
-    cert: str | None = p["server.tls.cert-file"]
-    key: str | None = p["server.tls.key-file"]
+def server_tls(settings: ServerConfig) -> None:
+    """The certificate and key files of the service's HTTPS listener are both given and
+    usable, or neither is given."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
     if (cert is None) != (key is None):
         missing = "key-file" if key is None else "cert-file"
         given = "cert-file" if key is None else "key-file"
@@ -90,7 +72,6 @@ def server_tls(p: Mapping[str, Any]) -> tuple[str | None, str | None]:
         )
     if cert is not None and key is not None:
         server_ssl_context(cert, key)  # the files are checked now, not at the first connection
-    return cert, key
 
 
 def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:

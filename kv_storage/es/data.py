@@ -19,6 +19,7 @@ import orjson
 from elasticsearch import AsyncElasticsearch, NotFoundError
 from elasticsearch.helpers import async_scan
 
+from kv_storage.config import ScrollConfig
 from kv_storage.es.batches import (
     BULK_ANSWER,
     BULK_ANSWER_VERSIONED,
@@ -46,13 +47,6 @@ from kv_storage.es.refreshes import Refreshes
 from kv_storage.model import Condition, Location
 
 
-@dataclass(frozen=True, slots=True)
-class ScanSettings:
-    page_size: int
-    keep_alive: str
-    """Scroll keep-alive in Elasticsearch's notation, such as ``60000ms``."""
-
-
 class ClosedStorageError(Exception):
     """The storage's index is closed to writes: the storage was deleted, most likely."""
 
@@ -69,10 +63,10 @@ class ClearOutcome:
 
 
 class DataStore:
-    def __init__(self, client: AsyncElasticsearch, names: IndexNames, scan: ScanSettings) -> None:
+    def __init__(self, client: AsyncElasticsearch, names: IndexNames, scroll: ScrollConfig) -> None:
         self._client = client
         self._names = names
-        self._scan = scan
+        self._scroll = scroll
         self._refreshes = Refreshes(lambda index: client.indices.refresh(index=index))
 
     # Operations, encoded when they arrive; batches of them, sent as one request each.
@@ -189,8 +183,9 @@ class DataStore:
             async_scan(
                 self._client,
                 query={"query": placement.query(), "sort": ["_doc"], **keys},
-                size=self._scan.page_size,
-                scroll=self._scan.keep_alive,
+                size=self._scroll.page_size,
+                # Elasticsearch's notation: whole milliseconds, such as 60000ms.
+                scroll=f"{round(self._scroll.keep_alive_s * 1000)}ms",
                 _source=False,
                 seq_no_primary_term=with_versions,
                 clear_scroll=True,
@@ -201,7 +196,7 @@ class DataStore:
             async with contextlib.aclosing(hits):
                 async for hit in hits:
                     page.append(hit)
-                    if len(page) >= self._scan.page_size:
+                    if len(page) >= self._scroll.page_size:
                         yield page
                         page = []
         except NotFoundError as error:

@@ -365,7 +365,7 @@ async def _every_page(
     request: web.Request, storage: Storage, where: KeyRange
 ) -> AsyncIterator[list[str]]:
     """Every key of ``where``, a page (``elasticsearch.scroll.page-size``) at a time."""
-    size = request.app[CONFIG].elasticsearch.scroll_page_size
+    size = request.app[CONFIG].elasticsearch.scroll.page_size
     while True:
         page = await request.app[PARTS].key_listing.ask(ListKeyPage(storage, where, size))
         if page.keys:
