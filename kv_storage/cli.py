@@ -1,4 +1,4 @@
-"""The ``kv-storage`` command: ``serve``, ``init`` and ``config``.
+"""The ``kv-storage`` command: ``serve``, ``init``, ``config``, ``storage`` and ``kv``.
 
 The configuration is loaded once here; a bad value ends the command with one line naming the
 property, never with a traceback.
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kv_storage import admin_cli, logs
+from kv_storage import admin_cli, data_cli, logs
 from kv_storage.config import CONFIG_PATH_ENV, PROPERTIES, Config, ConfigError, load_config
 from kv_storage.config.loader import resolve_values, value_sources
 
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("healthcheck", "Exit 0 when the local service answers /health (for containers).")
     admin_cli.add_commands(commands)
+    data_cli.add_commands(commands)
     return parser
 
 
@@ -214,6 +215,8 @@ def _warn_of_implausible_durations(path: Path | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "kv":  # a client of the API: no configuration of the service's
+        return data_cli.run(args)
     logs.configure("json")
     try:
         if args.command == "config":
