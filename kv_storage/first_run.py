@@ -88,6 +88,10 @@ def service_url(config: Config) -> str:
     return f"http://{host}:{config.server.port}"
 
 
+KV_COMMAND = ".venv/bin/kv-storage"
+"""The data command line, as a developer in the checkout runs it."""
+
+
 def welcome(config: Config, storage: RegistryEntry, *, admin_token: str | None) -> str:
     """The block printed before the service's own log lines."""
     base = service_url(config)
@@ -111,6 +115,12 @@ def welcome(config: Config, storage: RegistryEntry, *, admin_token: str | None) 
         f"curl -w '%{{http_code}}\\n' -X PUT -H {secret} -H 'Content-Type: text/plain' "
         f"--data-binary {shlex.quote(DEMO_VALUE)} {key_url}",
         f"curl -w '\\n' -H {secret} {get_url}",
+        "",
+        "Or with kv-storage kv (the secret from the environment, never an argument):",
+        "",
+        f"export KV_STORAGE_URL={shlex.quote(base)} KV_STORAGE_STORAGE_ID={storage.id} "
+        f"KV_STORAGE_SECRET_KEY={shlex.quote(storage.secret_key)}",
+        f"{KV_COMMAND} kv get {DEMO_KEY}",
         _RULE,
     ]
     return "\n".join(lines)

@@ -98,6 +98,8 @@ class Block:
     storage_id: str
     secret: str
     curl_lines: list[str]
+    kv_lines: list[str]
+    """``export ...`` and ``.venv/bin/kv-storage kv ...``, to paste one after the other."""
 
 
 def _block(run: Run) -> Block:
@@ -121,13 +123,14 @@ def _block(run: Run) -> Block:
         storage_id=field("Demo storage"),
         secret=field("Its secret"),
         curl_lines=[line for line in block if line.startswith("curl ")],
+        kv_lines=[line for line in block if line.startswith(("export ", ".venv/bin/kv-storage "))],
     )
 
 
 async def _shell(line: str) -> str:
     """``line`` run by a shell, as pasted into a terminal; its standard output."""
     process = await asyncio.create_subprocess_shell(
-        line, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        line, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, stderr.decode()
@@ -163,6 +166,8 @@ async def test_a_first_run_prints_a_block_whose_curl_lines_work(
             set_line, get_line = block.curl_lines
             assert (await _shell(set_line)).strip() == "200"
             assert await _shell(get_line) == f"{DEMO_VALUE}\n"
+            assert len(block.kv_lines) == 2, run.output
+            assert await _shell(" && ".join(block.kv_lines)) == f"{DEMO_VALUE}\n"
 
             admin = {"Authorization": f"Bearer {block.admin_token}"}
             async with session.get(
