@@ -1,4 +1,5 @@
-"""The ``kv-storage`` command: ``serve``, ``init``, ``config``, ``storage`` and ``kv``.
+"""The ``kv-storage`` command: ``serve``, ``init``, ``config``, ``storage``, ``kv``, ``export``
+and ``import``.
 
 The configuration is loaded once here; a bad value ends the command with one line naming the
 property, never with a traceback.
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kv_storage import admin_cli, data_cli, logs
+from kv_storage import admin_cli, data_cli, logs, transfer_cli
 from kv_storage.config import CONFIG_PATH_ENV, PROPERTIES, Config, ConfigError, load_config
 from kv_storage.config.loader import resolve_values, value_sources
 
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("healthcheck", "Exit 0 when the local service answers /health (for containers).")
     admin_cli.add_commands(commands)
     data_cli.add_commands(commands)
+    transfer_cli.add_commands(commands)
     return parser
 
 
@@ -233,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(admin_cli.run(config, args))
     if args.command == "healthcheck":
         return _healthcheck(config)
+    if args.command == "export":
+        return asyncio.run(transfer_cli.export(config, args))
+    if args.command == "import":
+        return transfer_cli.import_(config, args)
     return asyncio.run(_initialise(config, max(0.0, args.wait), migrate=args.migrate))
 
 

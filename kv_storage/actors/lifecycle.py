@@ -83,6 +83,13 @@ class CreateStorage(Ask[RegistryEntry]):
     description: str | None = None
     vm: str | None = None
     ttl_ms: int | None = None
+    storage_id: str | None = None
+    """An import's (``kv-storage import``): the id the storage had; ``None``: a new one (a
+    VM's is its ``vm``)."""
+    secret_key: str | None = None
+    """An import's: the secret the storage had; ``None``: a new one."""
+    expiration_timestamp_ms: int | None = None
+    """An import's TEMP storage: when it expires, as it did before; ``None``: now + TTL."""
 
 
 def create_command(body: Mapping[str, Any]) -> CreateStorage:
@@ -319,18 +326,23 @@ class LifecycleActor(Actor[LifecycleMessage]):
         return entry
 
     async def _create(self, command: CreateStorage) -> RegistryEntry:
-        storage_id = command.vm if command.type is StorageType.VM else str(uuid.uuid4())
+        storage_id = command.vm if command.type is StorageType.VM else command.storage_id
+        if storage_id is None and command.type is not StorageType.VM:
+            storage_id = str(uuid.uuid4())
         if storage_id is None or not is_storage_id(storage_id):
-            raise BadRequestError(f"vm: {storage_id!r} cannot name a storage: {STORAGE_ID_RULE}")
-        expiration = None
-        if command.type is StorageType.TEMP and command.ttl_ms is not None:
+            field = "vm" if command.type is StorageType.VM else "id"
+            raise BadRequestError(
+                f"{field}: {storage_id!r} cannot name a storage: {STORAGE_ID_RULE}"
+            )
+        expiration = command.expiration_timestamp_ms
+        if command.type is StorageType.TEMP and command.ttl_ms is not None and expiration is None:
             expiration = _expiration(self._now_ms(), command.ttl_ms)
         entry = RegistryEntry(
             id=storage_id,
             type=command.type,
             deleted=False,
             history_enabled=command.history_enabled and command.type is not StorageType.TEMP,
-            secret_key=_new_secret(),
+            secret_key=command.secret_key or _new_secret(),
             account=command.account,
             name=command.name,
             description=command.description,

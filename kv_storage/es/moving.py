@@ -7,19 +7,16 @@ a record is created under the id it had (one already there is a 409, and counts 
 Documents written before layout version 2 have no ``key`` field: their key is their ``_id``.
 """
 
-import contextlib
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any, cast
 
 import orjson
 from elasticsearch import AsyncElasticsearch
-from elasticsearch.helpers import async_scan
 
 from kv_storage.es.batches import BULK_ANSWER, as_sent
 from kv_storage.es.errors import ItemError
 from kv_storage.es.names import IndexNames
 from kv_storage.es.placement import Placement, place
+from kv_storage.es.transfer import document_pages, key_of
 from kv_storage.model import Layout, Location
 
 _COPIED = frozenset({200, 201, 409})
@@ -42,18 +39,22 @@ class StorageCopy:
         own = place(self._names, Location(storage_id, Layout.PER_STORAGE))
         shared = place(self._names, Location(storage_id, Layout.SHARED))
         keys = records = 0
-        async for hits in self._pages(own.data_index):
+        async for hits in document_pages(
+            self._client, own, own.data_index, page_size=self._page_size
+        ):
             lines: list[bytes] = []
             for hit in hits:
                 source = hit.get("_source") or {}
-                key = str(source.get("key", hit["_id"]))
+                key = key_of(hit)
                 target = {"_index": shared.data_index, "_id": shared.data_id(key)}
                 lines += [
                     orjson.dumps({"index": {**target, "routing": storage_id}}),
                     orjson.dumps(shared.tagged({"key": key, "value": source.get("value")})),
                 ]
             keys += await self._bulk(lines)
-        async for hits in self._pages(own.history_index):
+        async for hits in document_pages(
+            self._client, own, own.history_index, page_size=self._page_size
+        ):
             lines = []
             for hit in hits:
                 target = {"_index": shared.history_index, "_id": hit["_id"]}
@@ -72,29 +73,6 @@ class StorageCopy:
             query=where.query(), ignore_unavailable=True, **where.search_options(index)
         )
         return int(answer["count"])
-
-    async def _pages(self, index: str) -> AsyncGenerator[list[dict[str, Any]], None]:
-        await self._client.indices.refresh(index=index, ignore_unavailable=True)
-        hits = cast(
-            AsyncGenerator[dict[str, Any], None],
-            async_scan(
-                self._client,
-                index=index,
-                query={"query": {"match_all": {}}, "sort": ["_doc"]},
-                size=self._page_size,
-                clear_scroll=True,
-                ignore_unavailable=True,
-            ),
-        )
-        page: list[dict[str, Any]] = []
-        async with contextlib.aclosing(hits):
-            async for hit in hits:
-                page.append(hit)
-                if len(page) >= self._page_size:
-                    yield page
-                    page = []
-        if page:
-            yield page
 
     async def _bulk(self, lines: list[bytes]) -> int:
         if not lines:
