@@ -2,8 +2,9 @@
 
 In order, for each request: a request id (the client's ``X-Request-ID`` or a new one, in every
 log line the request causes), the deadline (``app.request-timeout``), the administration token
-on ``/admin/``, the storage's ``Secret-Key`` on storage routes (``handlers.access``), the
-declared parts of the request (``kv_storage.validation``), the handler; whatever fails becomes
+on ``/admin/``, the storage's ``Secret-Key`` on storage routes (``handlers.access``), with the
+content type checked between its presence and the storage's lookup, then the other declared
+parts of the request (``kv_storage.validation``), the handler; whatever fails becomes
 an error answer (``kv_storage.middlewares``); the answer is counted and timed. Then the hook
 gives the answer the headers every answer carries (``kv_storage.headers``) and the original's
 content type (``kv_storage.answers``).
@@ -29,14 +30,19 @@ from kv_storage.answers import answer_as_the_original
 from kv_storage.app_keys import KEEPS_OWN_CONTENT_TYPE, PARTS
 from kv_storage.config import Config
 from kv_storage.es import waits
-from kv_storage.handlers.access import StorageRoute, authorise_request, closed_answer
+from kv_storage.handlers.access import (
+    authorise_request,
+    closed_answer,
+    is_storage_route,
+    required_secret,
+)
 from kv_storage.handlers.admin import ADMIN_PREFIX, admin_check
 from kv_storage.headers import security_headers
 from kv_storage.http_logs import REQUEST_ID_HEADER, UNMATCHED, new_request_id, note_route
 from kv_storage.logs import request_id
 from kv_storage.metrics import Metrics
 from kv_storage.middlewares import DEADLINE, RequestTimeoutError, answer_failure
-from kv_storage.validation import Declared, declared_parts, limits_of, validate
+from kv_storage.validation import RouteValidation, limits_of, route_validation
 
 _REQUEST_ID = web.RequestKey("request_id", str)
 
@@ -50,8 +56,10 @@ class RoutePlan:
     admin: bool | None
     """Whether the administration token is needed; ``None``: by the path (no route matched:
     a 404 under ``/admin/`` is the token's 401 first)."""
-    storage: StorageRoute | None
-    declared: Declared
+    storage: bool
+    """A storage route: its caller must hold the storage's secret."""
+    validation: RouteValidation | None
+    """What its requests must be (``None``: nothing declared)."""
     headers: Mapping[str, str]
     """The security headers of its answers."""
     own_content_type: bool
@@ -105,8 +113,8 @@ class RoutePlans:
         return RoutePlan(
             template=template,
             admin=template.startswith(ADMIN_PREFIX) if route is not None else None,
-            storage=getattr(handler, "__storage_route__", None),
-            declared=declared_parts(handler),
+            storage=is_storage_route(handler),
+            validation=route_validation(handler, storage_route=is_storage_route(handler)),
             headers=security_headers(template),
             own_content_type=resource is not None
             and resource in request.app[KEEPS_OWN_CONTENT_TYPE],
@@ -124,13 +132,17 @@ def envelope(config: Config, metrics: Metrics, plans: RoutePlans) -> Middleware:
     async def checked(
         request: web.Request, handler: Handler, plan: RoutePlan
     ) -> web.StreamResponse:
-        """The checks, then the handler."""
+        """The checks, in the order of ``handlers.access``, then the handler."""
         if plan.admin or (plan.admin is None and request.path.startswith(ADMIN_PREFIX)):
             is_admin(request)
-        if plan.storage is not None:
-            await authorise_request(request, plan.storage)
-        if plan.declared:
-            await validate(request, plan.declared, limits)
+        validation = plan.validation
+        secret = required_secret(request) if plan.storage else None
+        if validation is not None:
+            validation.check_content_type(request)
+        if secret is not None:
+            await authorise_request(request, secret)
+        if validation is not None:
+            await validation.load(request, limits)
         try:
             return await handler(request)
         except StorageClosedError as closed:

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 from marshmallow import ValidationError
+from marshmallow.exceptions import SCHEMA
 
 from kv_storage.errors import ServiceError
 from kv_storage.es.errors import answer_status, classify, describe, is_elasticsearch_error
@@ -43,7 +44,8 @@ def describe_validation_error(error: ValidationError) -> str:
     """``"size: Must be greater than or equal to 1."``, naming every offending field.
 
     A location that is one value (the key, the value, a bare JSON body) is not named: its
-    field's own message says what is wrong (``the key is empty``).
+    field's own message says what is wrong (``the key is empty``); nor is a rule of a whole
+    schema (marshmallow's ``_schema``: ``give If-Match or If-None-Match, not both``).
     """
     parts: list[str] = []
 
@@ -51,7 +53,9 @@ def describe_validation_error(error: ValidationError) -> str:
         if isinstance(messages, Mapping):
             for field, nested in messages.items():
                 name = str(field)
-                if not path and whole is None and name in _LOCATIONS:
+                if name == SCHEMA:
+                    walk(nested, path)
+                elif not path and whole is None and name in _LOCATIONS:
                     walk(nested, "", name if name in WHOLE_LOCATIONS else None)
                 elif not path and name == whole:
                     walk(nested, "")

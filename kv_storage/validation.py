@@ -1,12 +1,30 @@
-"""The one way requests are validated: each handler declares a schema per request part, and
-the envelope (``kv_storage.envelope``) has every part loaded here with webargs before the
-handler runs, keeping the results under a typed request key. A failure is a marshmallow
-``ValidationError``, answered with 400.
+"""The one way requests are validated: each handler declares its requests' parts, and the
+envelope (``kv_storage.envelope``) has them checked here, in two steps, before the handler
+runs; the handler reads the results with ``validated(request, name)``. A failure is 400 (a
+marshmallow ``ValidationError``; for the content type, a ``BadRequestError``).
 
-Declared with aiohttp-apispec's decorators (``querystring_schema``, ``request_schema``: they
-also document the part) or, for the parts of the original's API that no schema of named
-fields describes, with ``validates``: ``key`` (the key in the path, decoded strictly as
-UTF-8), ``value`` (a single set's body, as text) and ``body`` (a bare JSON array or object).
+1. Before the storage is looked up (after only the ``Secret-Key`` header's presence, in
+   ``kv_storage.handlers.access``): the content type the route declares with
+   ``docs(consumes=[...])``, its one declaration, which the API document shows. Headers
+   only: no byte of the body is read before the caller is authorised.
+2. Once the caller was authorised: every other part, in the order declared.
+
+The parts are declared with aiohttp-apispec's own decorators wherever its API can say them,
+which also document them: ``querystring_schema`` (``querystring``), ``headers_schema``
+(``headers``: the conditions, ``kv_storage.handlers.conditions``) and ``request_schema``
+(``json``). Their ``__schemas__`` entries are read as the library's ``validation_middleware``
+reads them (``schema``, ``location``, and ``put_into``: the result's name), and each part is
+loaded as webargs loads it, with what can be worked out once per route worked out once
+(``route_validation``: the envelope keeps it in its ``RoutePlan``).
+
+What the library cannot express is declared with ``validates``, the one shim: its
+``request_schema`` takes only webargs' locations, and marshmallow schemas describe objects of
+named fields, while the original's API has ``key`` (the key in the path as the client
+percent-encoded it, decoded strictly as UTF-8: aiohttp's ``match_info`` keeps ``%FF`` as it
+is), ``value`` (a single set's body, as text) and ``body`` (a bare JSON array or object).
+Each is one marshmallow field, loaded directly, and its errors name no field (``the key is
+empty``); the API document describes these parts by hand (``kv_storage.handlers.spec``).
+
 The schemas live in ``schemas/``; what the deployment configures (the largest key and value)
 reaches them through marshmallow's context (``schemas.storage.LIMITS``).
 
@@ -16,12 +34,11 @@ with 413 as soon as its size is known, before it is parsed, so that nobody can m
 service parse many megabytes of JSON.
 """
 
-import inspect
 import json
 import math
 import re
-import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote_to_bytes
 
@@ -64,7 +81,7 @@ def _too_large(what: str, max_bytes: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(f"the {what} is larger than {max_bytes} bytes")
 
 
-def require_content_type(request: web.Request, expected: str) -> None:
+def _require_content_type(request: web.Request, expected: str) -> None:
     """Media-type parameters such as ``; charset=utf-8`` are fine."""
     if request.content_type != expected:
         given = request.headers.get("Content-Type", "none")
@@ -158,8 +175,8 @@ def parse_json(raw: bytes) -> Any:
 
 async def read_json(request: web.Request) -> Any:
     """The body of a request that must be JSON, within ``server.max-json-body-size`` (and
-    ``server.max-body-size``, the bound of every body)."""
-    require_content_type(request, "application/json")
+    ``server.max-body-size``, the bound of every body). Its content type was checked before
+    the caller was authorised (``RouteValidation.check_content_type``)."""
     server = request.app[CONFIG].server
     limit = min(server.max_json_body_size, server.max_body_size)
     return parse_json(await read_body(request, limit, what="JSON body"))
@@ -167,7 +184,7 @@ async def read_json(request: web.Request) -> Any:
 
 class _BoundedParser(AIOHTTPParser):
     """webargs' parser, reading JSON bodies through ``read_json`` (bounded, and with the
-    same answers to bad JSON as every other route), and the parts of the original's API."""
+    same answers to bad JSON as every other route)."""
 
     async def load_json(self, req: web.Request, schema: Schema) -> Any:
         if not req.body_exists:
@@ -178,30 +195,27 @@ class _BoundedParser(AIOHTTPParser):
 _parser = _BoundedParser()
 
 
-@_parser.location_loader("key")
-def _load_key(request: web.Request, schema: Schema) -> dict[str, object]:
+def _load_key(request: web.Request) -> object:
     """The key as the client percent-encoded it in ``/<operation>/<id>/<key>``, decoded
     strictly: aiohttp keeps invalid sequences such as ``%FF`` as they are. Taken from the URL,
     so a request target in absolute form (``PUT http://host/set/...``) names the same key."""
     raw = request.rel_url.raw_path.split("/", 3)[3]
     try:
-        return {"key": unquote_to_bytes(raw).decode("utf-8")}
+        return unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
-        return {"key": NOT_UTF8}
+        return NOT_UTF8
 
 
-@_parser.location_loader("value")
-async def _load_value(request: web.Request, schema: Schema) -> dict[str, object]:
+async def _load_value(request: web.Request) -> object:
     """A single value: the body as text, at most ``server.max-body-size`` bytes."""
     raw = await read_body(request, request.app[CONFIG].server.max_body_size)
     try:
-        return {"value": raw.decode("utf-8")}
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return {"value": NOT_UTF8}
+        return NOT_UTF8
 
 
-@_parser.location_loader("body")
-async def _load_body(request: web.Request, schema: Schema) -> dict[str, object]:
+async def _load_body(request: web.Request) -> object:
     """A bare JSON array or object of keys, at most ``server.max-keys-per-request`` of them,
     counted before any key is looked at."""
     document = await read_json(request)
@@ -211,7 +225,7 @@ async def _load_body(request: web.Request, schema: Schema) -> dict[str, object]:
             f"the body has {len(document)} keys; at most {limit} are allowed in one request "
             "(server.max-keys-per-request)"
         )
-    return {"body": document}
+    return document
 
 
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
@@ -219,16 +233,20 @@ HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
 
 def validates(location: str, field: "fields.Field[Any]") -> Callable[[HandlerT], HandlerT]:
     """Declares that ``location`` (``key``, ``value`` or ``body``) of a handler's requests is
-    loaded by ``field``; the handler finds the result with ``validated(request, location)``."""
+    loaded by ``field``; the handler finds the result with ``validated(request, location)``.
+
+    The shim of the module's docstring: an entry of aiohttp-apispec's ``__schemas__``, as its
+    decorators write them (with ``__apispec__`` beside it, which they expect together), plus
+    the field that loads the whole part."""
     schema = Schema.from_dict({location: field}, name=f"{location.title()}Schema")()
 
     def declare(handler: HandlerT) -> HandlerT:
         marked: Any = handler
-        if not hasattr(marked, "__apispec__"):  # as aiohttp-apispec's decorators expect
+        if not hasattr(marked, "__apispec__"):
             marked.__apispec__ = {"schemas": [], "responses": {}, "parameters": []}
             marked.__schemas__ = []
         marked.__schemas__.append(
-            {"schema": schema, "location": location, "whole": True, "field": field}
+            {"schema": schema, "location": location, "put_into": location, "field": field}
         )
         return handler
 
@@ -247,13 +265,140 @@ def _raise_validation_error(
     raise error
 
 
-Declared = tuple[dict[str, Any], ...]
-"""What a handler declared of its requests' parts: aiohttp-apispec's entries, and ours."""
+class _Part:
+    """One declared part of a route's requests, loaded under ``name``."""
+
+    __slots__ = ("location", "name", "schema")
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        self.schema: Schema = entry["schema"]
+        self.location: str = entry["location"]
+        self.name: str = entry.get("put_into") or self.location
+
+    async def load(self, request: web.Request) -> Any:
+        """As aiohttp-apispec's ``validation_middleware`` loads it: a webargs round."""
+        return await _parser.parse(self.schema, request, location=self.location)
 
 
-def declared_parts(handler: object) -> Declared:
-    """The parts ``handler``'s requests must carry, read once per route by the envelope."""
-    return tuple(getattr(handler, "__schemas__", None) or ())
+class _Whole(_Part):
+    """A ``validates`` part: one value, one field, loaded and checked directly, as webargs
+    would (its errors keyed by location and field), without a schema round per request."""
+
+    __slots__ = ("field",)
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        super().__init__(entry)
+        self.field: fields.Field[Any] = entry["field"]
+
+    async def load(self, request: web.Request) -> Any:
+        location = self.location
+        if location == "key":
+            raw = _load_key(request)
+        else:
+            raw = await (_load_value if location == "value" else _load_body)(request)
+        try:
+            return self.field.deserialize(raw)
+        except ValidationError as error:
+            raise ValidationError({location: {location: error.messages}}) from None
+
+
+class _Query(_Part):
+    """A query string. Most requests (every plain get) have none, and a webargs round costs a
+    get a tenth of its CPU: what the schema loads from no query (its defaults, which may be
+    configured) is kept from the first such request. Parameters the handler does not know
+    are ignored, as the original did (a monitor's cache-buster must not fail a check)."""
+
+    __slots__ = ("_from_none",)
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        super().__init__(entry)
+        self._from_none: dict[str, Any] | None = None
+
+    async def load(self, request: web.Request) -> Any:
+        if request.query_string:
+            return await _parser.parse(
+                self.schema, request, location=self.location, unknown=EXCLUDE
+            )
+        if self._from_none is None:
+            self._from_none = await _parser.parse(self.schema, request, location=self.location)
+        return dict(self._from_none)
+
+
+class _Headers(_Part):
+    """Headers, loaded from those the schema names: most requests carry none of them (an
+    unconditional get or set), and then what the schema loads from none is kept from the
+    first; otherwise one ``load`` of the named headers (a webargs round would wrap every
+    header of the request first). Their first line each, as webargs takes them."""
+
+    __slots__ = ("_from_none", "_names")
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        super().__init__(entry)
+        self._names = tuple(
+            field.data_key or name for name, field in self.schema.load_fields.items()
+        )
+        self._from_none: tuple[Any] | None = None
+
+    async def load(self, request: web.Request) -> Any:
+        headers = request.headers
+        given = {name: value for name in self._names if (value := headers.get(name)) is not None}
+        if given:
+            return self._loaded(given)
+        if self._from_none is None:
+            self._from_none = (self._loaded({}),)
+        return self._from_none[0]
+
+    def _loaded(self, headers: dict[str, str]) -> Any:
+        try:
+            return self.schema.load(headers)
+        except ValidationError as error:
+            raise ValidationError({self.location: error.messages}) from None
+
+
+def _part(entry: dict[str, Any]) -> _Part:
+    if "field" in entry:
+        return _Whole(entry)
+    if entry["location"] in ("querystring", "query"):
+        return _Query(entry)
+    if entry["location"] == "headers":
+        return _Headers(entry)
+    return _Part(entry)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteValidation:
+    """What one route's requests must be, worked out once (the envelope's ``RoutePlan``
+    keeps it). The handler's cached results are per route and application, as the defaults
+    they hold may come from the application's configuration."""
+
+    content_type: str | None
+    """The media type of the route's bodies (``docs(consumes=[...])``)."""
+    content_type_always: bool
+    """Whether a request without a body must carry it too: the original's storage routes
+    refused a missing content type, body or none; elsewhere only a body has a type."""
+    parts: tuple[_Part, ...]
+
+    def check_content_type(self, request: web.Request) -> None:
+        """The first step: headers only, before the storage is looked up."""
+        if self.content_type is not None and (self.content_type_always or request.body_exists):
+            _require_content_type(request, self.content_type)
+
+    async def load(self, request: web.Request, limits: Limits) -> None:
+        """The second step, once the caller was authorised: every declared part, for
+        ``validated``; a ``ValidationError`` (400) otherwise."""
+        with LIMITS(limits):
+            request[_VALIDATED] = {part.name: await part.load(request) for part in self.parts}
+
+
+def route_validation(handler: object, *, storage_route: bool) -> RouteValidation | None:
+    """What ``handler``'s requests must be, or ``None`` when it declared nothing."""
+    consumes = getattr(handler, "__apispec__", {}).get("consumes") or ()
+    if len(consumes) > 1:
+        raise ValueError(f"{handler!r} declares {consumes}: a route takes one content type")
+    parts = tuple(_part(entry) for entry in getattr(handler, "__schemas__", None) or ())
+    if not consumes and not parts:
+        return None
+    return RouteValidation(consumes[0] if consumes else None, storage_route, parts)
 
 
 def limits_of(config: Config) -> Limits:
@@ -266,56 +411,7 @@ def limits_of(config: Config) -> Limits:
     )
 
 
-async def validate(request: web.Request, declared: Declared, limits: Limits) -> None:
-    """Loads every declared part, for ``validated``; a ``ValidationError`` (400) otherwise. The
-    envelope runs it after the caller was authorised."""
-    with LIMITS(limits):
-        request[_VALIDATED] = {
-            entry["location"]: await _loaded(request, entry) for entry in declared
-        }
-
-
-_WHOLE_LOADERS = {"key": _load_key, "value": _load_value, "body": _load_body}
-
-
-async def _loaded(request: web.Request, entry: dict[str, Any]) -> Any:
-    field: fields.Field[Any] | None = entry.get("field")
-    if field is not None:
-        # One value, one field: loaded and checked directly, as webargs would (its errors
-        # keyed by location and field), without a schema round per request.
-        location = entry["location"]
-        raw: Any = _WHOLE_LOADERS[location](request, entry["schema"])
-        loaded = (await raw if inspect.isawaitable(raw) else raw)[location]
-        try:
-            return field.deserialize(loaded)
-        except ValidationError as error:
-            raise ValidationError({location: {location: error.messages}}) from None
-    schema: Schema = entry["schema"]
-    without_query = entry["location"] in ("querystring", "query") and not request.query_string
-    if without_query and schema in _FROM_NO_QUERY:
-        parsed = dict(_FROM_NO_QUERY[schema])
-    else:
-        parsed = await _parser.parse(
-            schema, request, location=entry["location"], unknown=_unknown(entry)
-        )
-        if without_query:
-            _FROM_NO_QUERY[schema] = dict(parsed)
-    return parsed[entry["location"]] if entry.get("whole") else parsed
-
-
-_FROM_NO_QUERY: "weakref.WeakKeyDictionary[Schema, dict[str, Any]]" = weakref.WeakKeyDictionary()
-"""What each query schema loads from an empty query string (its defaults), as webargs loaded
-it the first time: most requests (every plain get) have no query, and a webargs round costs
-a get a tenth of its CPU."""
-
-
-def _unknown(entry: dict[str, Any]) -> str | None:
-    """Query parameters the handler does not know are ignored, as the original did (a
-    monitor's cache-buster must not fail a health check); bodies keep their schema's rule."""
-    return EXCLUDE if entry["location"] in ("querystring", "query") else None
-
-
-def validated(request: web.Request, location: str) -> Any:
-    """What the handler's schema for ``location`` (``querystring``, ``json``, ``key``, ...)
-    loaded."""
-    return request[_VALIDATED][location]
+def validated(request: web.Request, name: str) -> Any:
+    """What the handler's declaration of ``name`` (``querystring``, ``headers``, ``json``,
+    ``key``, ...) loaded."""
+    return request[_VALIDATED][name]

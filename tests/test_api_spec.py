@@ -12,6 +12,7 @@ from openapi_spec_validator import validate
 
 from kv_storage.app import create_app
 from kv_storage.config import Config
+from kv_storage.validation import route_validation
 from tests.helpers import ClientFactory, ServerFactory
 
 ROOT = Path(__file__).parents[1]
@@ -218,3 +219,43 @@ def test_every_app_of_a_process_has_the_whole_spec(make_config: Callable[..., Co
     second = create_app(make_config())["swagger_dict"]
     assert second == first
     validate(second)
+
+
+async def test_what_the_validation_checks_is_what_the_spec_documents(
+    make_config: Callable[..., Config], aiohttp_client: ClientFactory
+) -> None:
+    """One declaration each: a route's content type is its ``consumes`` (the one the request
+    validation checks), and every route with a body declares one; the condition headers are
+    parameters made from their schemas."""
+    app = create_app(make_config())
+    client = await aiohttp_client(app)
+    spec = await (await client.get("/api/docs/swagger.json")).json()
+    for route in app.router.routes():
+        validation = route_validation(route.handler, storage_route=False)
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter", "")
+        operation = spec["paths"].get(path, {}).get(route.method.lower())
+        if operation is None:
+            continue
+        declared = validation.content_type if validation is not None else None
+        assert operation.get("consumes", [None]) == [declared], f"{route.method} {path}"
+        bodies = {p["name"] for p in operation.get("parameters", []) if p["in"] == "body"}
+        if bodies:
+            assert declared is not None, f"{route.method} {path} takes a body of no type"
+    assert spec["paths"]["/set/{storage_id}/{key}"]["put"]["consumes"] == ["text/plain"]
+    headers = {
+        (path, method): {p["name"]: p for p in operation["parameters"] if p["in"] == "header"}
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+    }
+    assert {"If-Match", "If-None-Match"} <= set(headers["/set/{storage_id}/{key}", "put"])
+    assert "If-Match" in headers["/delete/{storage_id}/{key}", "delete"]
+    get_tag = headers["/get/{storage_id}/{key}", "get"]["If-None-Match"]
+    assert get_tag == {
+        "in": "header",
+        "name": "If-None-Match",
+        "required": False,
+        "type": "string",
+        "description": "A version (an ETag): 304 while the key is at it; with `wait`, wait for "
+        "a change",
+    }

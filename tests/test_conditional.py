@@ -5,6 +5,7 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
+from yarl import URL
 
 from kv_storage.app import create_app
 from kv_storage.config import Config
@@ -204,3 +205,60 @@ async def test_history_records_only_what_was_written(
         return values == ["first", "second"]
 
     await wait_until(recorded, what="the history of the two writes, without the refused one")
+
+
+_NOT_OUR_TAG = "is not an entity tag of this service (one tag, as an ETag header gave it"
+
+
+@pytest.mark.parametrize(
+    ("method", "operation", "headers", "refusal"),
+    [
+        ("PUT", "set", {"If-Match": "v1"}, f"If-Match: 'v1' {_NOT_OUR_TAG}"),
+        (
+            "PUT",
+            "set",
+            {"If-Match": '"1-2"', "If-None-Match": "*"},
+            "give If-Match or If-None-Match, not both",
+        ),
+        (
+            "PUT",
+            "set",
+            {"If-None-Match": '"1-2"'},
+            "If-None-Match on a write takes only * (create the key if it does not exist)",
+        ),
+        ("DELETE", "delete", {"If-Match": "*"}, f"If-Match: '*' {_NOT_OUR_TAG}"),
+        (
+            "DELETE",
+            "delete",
+            {"If-None-Match": "*"},
+            "If-None-Match does not apply to a delete; use If-Match",
+        ),
+        ("GET", "get", {"If-None-Match": "W/x"}, f"If-None-Match: 'W/x' {_NOT_OUR_TAG}"),
+    ],
+)
+async def test_a_malformed_condition_is_refused_by_the_validation_after_the_secret(
+    api: Client,
+    create_storage: StorageFactory,
+    method: str,
+    operation: str,
+    headers: dict[str, str],
+    refusal: str,
+) -> None:
+    """The condition headers are a declared part of the request: refused in the service's
+    words, and only for the storage's holder (a wrong secret is 401, an unknown storage 404,
+    whatever the headers)."""
+    storage = await create_storage()
+    body = b"v" if method == "PUT" else None
+    every = {"Content-Type": "text/plain", **headers}
+
+    async def answer(target: str | URL, secret: str) -> tuple[int, str]:
+        response = await api.request(
+            method, target, data=body, headers={**every, "Secret-Key": secret}
+        )
+        return response.status, (await response.json())["error"]
+
+    status, error = await answer(path(operation, storage, "k"), storage.secret_key)
+    assert status == 400
+    assert error.startswith(refusal), error
+    assert (await answer(path(operation, storage, "k"), "not-it"))[0] == 401
+    assert (await answer(f"/{operation}/no-such-storage/k", "not-it"))[0] == 404

@@ -4,14 +4,17 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
+from marshmallow import ValidationError
 
 from kv_storage.app import create_app
 from kv_storage.app_keys import PARTS
 from kv_storage.config import Config
 from kv_storage.errors import ConflictError, NotFoundError
+from kv_storage.middlewares import describe_validation_error
 from tests.helpers import ClientFactory
 
 
@@ -196,3 +199,23 @@ async def test_a_body_the_client_cannot_encode_is_not_logged(
     assert "could not be encoded as JSON" in caplog.text
     assert "never-logged-secret" not in caplog.text
     assert "never-logged-secret" not in await response.text()
+
+
+@pytest.mark.parametrize(
+    ("messages", "described"),
+    [
+        (
+            {"headers": {"_schema": ["give If-Match or If-None-Match, not both"]}},
+            "give If-Match or If-None-Match, not both",
+        ),
+        ({"headers": {"If-Match": ["'x' is no tag"]}}, "If-Match: 'x' is no tag"),
+        ({"querystring": {"size": ["Too small."]}}, "size: Too small."),
+        ({"key": {"key": ["the key is empty"]}}, "the key is empty"),
+    ],
+)
+def test_a_validation_error_names_its_field_but_not_a_whole_schema_or_part(
+    messages: dict[str, Any], described: str
+) -> None:
+    """A rule of a whole schema (marshmallow's ``_schema``) says in its message what it is
+    about, as a part that is one value does."""
+    assert describe_validation_error(ValidationError(messages)) == described

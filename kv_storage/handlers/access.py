@@ -3,18 +3,18 @@
 For every route marked with ``storage_route`` (the envelope, ``kv_storage.envelope``, runs
 the checks), before any parameter is parsed or any byte of the body is read:
 
-1. a missing ``Secret-Key`` header is 401;
-2. a body of the wrong content type is 400;
+1. a missing ``Secret-Key`` header is 401 (``required_secret``);
+2. a body of the wrong content type is 400 (the first step of the request validation,
+   ``kv_storage.validation``, on the route's declared content type);
 3. an id no storage can have is 400; an unknown, deleted or expired storage is 404;
-4. a ``Secret-Key`` that is not the storage's is 401.
+4. a ``Secret-Key`` that is not the storage's is 401 (``authorise_request``: 3 and 4).
 
-Only then do the schemas look at keys, values and query parameters (400). So a caller without
-the secret learns nothing but 401 or 404, and cannot make the service read, let alone parse,
-a body: an unauthorised request costs one cached lookup.
+Only then do the schemas look at keys, values, conditions and query parameters (400). So a
+caller without the secret learns nothing but 401 or 404, and cannot make the service read,
+let alone parse, a body: an unauthorised request costs one cached lookup.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from aiohttp import web
@@ -25,7 +25,6 @@ from kv_storage.actors.storage import StorageClosedError
 from kv_storage.app_keys import PARTS
 from kv_storage.errors import NotFoundError, UnauthorizedError
 from kv_storage.model import Storage
-from kv_storage.validation import require_content_type
 
 SECRET_KEY_HEADER = "Secret-Key"
 
@@ -34,30 +33,27 @@ HandlerT = TypeVar("HandlerT", bound=Callable[..., object])
 _AUTHORISED = web.RequestKey("authorised_storage", Storage)
 
 
-@dataclass(frozen=True, slots=True)
-class StorageRoute:
-    content_type: str | None
-    """The media type the body must have; ``None`` for routes without a body."""
-
-
-def storage_route(*, content_type: str | None = None) -> Callable[[HandlerT], HandlerT]:
+def storage_route(handler: HandlerT) -> HandlerT:
     """Marks a handler of ``/<operation>/{storage_id}...``: it runs only for the storage's
     holder, and finds the storage with ``authorised_storage``."""
-
-    def mark(handler: HandlerT) -> HandlerT:
-        handler.__storage_route__ = StorageRoute(content_type)  # type: ignore[attr-defined]
-        return handler
-
-    return mark
+    handler.__storage_route__ = True  # type: ignore[attr-defined]
+    return handler
 
 
-async def authorise_request(request: web.Request, route: StorageRoute) -> None:
-    """The checks above, in their order, for a request of a ``storage_route``."""
+def is_storage_route(handler: object) -> bool:
+    return getattr(handler, "__storage_route__", False)
+
+
+def required_secret(request: web.Request) -> str:
+    """The ``Secret-Key`` header, which a storage route's request must carry (1. above)."""
     secret = request.headers.get(SECRET_KEY_HEADER)
     if secret is None:
         raise UnauthorizedError(f"the {SECRET_KEY_HEADER} header is missing")
-    if route.content_type is not None:
-        require_content_type(request, route.content_type)
+    return secret
+
+
+async def authorise_request(request: web.Request, secret: str) -> None:
+    """3. and 4. above, for a request of a ``storage_route`` that carries ``secret``."""
     request[_AUTHORISED] = await authorise(
         request.app[PARTS].cache, request.match_info["storage_id"], secret
     )

@@ -82,6 +82,7 @@ def admin_check(token: str | None) -> Callable[[web.Request], None]:
         "(`historyEnabled` optional); TEMP needs `ttl` in ms. The answer holds the storage's "
         "secret key, which is shown again only when it is rotated."
     ),
+    consumes=["application/json"],
     security=_SECURITY,
     responses={
         201: {"description": "Created", "schema": CreatedStorageSchema},

@@ -5,8 +5,8 @@ from aiohttp_apispec import docs, querystring_schema
 
 from kv_storage.app_keys import CONFIG, PARTS
 from kv_storage.es.health import HEALTHY, UNHEALTHY, check_components
+from kv_storage.handlers.spec import error_answers
 from kv_storage.validation import validated
-from schemas.errors import ErrorSchema
 from schemas.health import HealthQuerySchema, HealthSchema
 
 _CHECK_SHARE_OF_TIMEOUT = 0.8
@@ -26,7 +26,8 @@ _health_schema = HealthSchema()
     produces=["application/json", "text/plain"],
     responses={
         200: {"description": "Healthy (a body only with `detailed=true`)", "schema": HealthSchema},
-        400: {"description": "`detailed` is not a boolean", "schema": ErrorSchema},
+        **error_answers(None, (400, "`detailed` is not a boolean")),
+        # Not an error body: the checks, one of which failed.
         500: {"description": "Unhealthy: at least one check failed", "schema": HealthSchema},
     },
 )

@@ -55,7 +55,7 @@ _scroll_schema = HistoryScrollSchema()
     },
 )
 @querystring_schema(HistoryQuerySchema)
-@storage_route()
+@storage_route
 async def search_history(request: web.Request) -> web.Response:
     params = validated(request, "querystring")
     query = HistoryQuery(

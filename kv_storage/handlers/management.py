@@ -51,7 +51,7 @@ def _responses(done: str, bad: str) -> dict[int, dict[str, Any]]:
     ),
 )
 @querystring_schema(TtlQuerySchema)
-@storage_route()
+@storage_route
 async def update_ttl(request: web.Request) -> web.Response:
     ttl_ms = validated(request, "querystring")["ttl"]
     command = UpdateTtl(authorised_storage(request), ttl_ms)
@@ -67,7 +67,7 @@ async def update_ttl(request: web.Request) -> web.Response:
     parameters=_PARAMETERS,
     responses=_responses("The storage is deleted", "The storage is not TEMP"),
 )
-@storage_route()
+@storage_route
 async def delete_temp(request: web.Request) -> web.Response:
     await request.app[PARTS].lifecycle.ask(DeleteTemp(authorised_storage(request)))
     return empty_ok()

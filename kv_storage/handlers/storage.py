@@ -4,10 +4,9 @@ list and clear. Paths, content types, bodies and status codes are the original's
 import json
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import replace
-from typing import Any
 
 from aiohttp import hdrs, web
-from aiohttp_apispec import docs, querystring_schema
+from aiohttp_apispec import headers_schema, querystring_schema
 
 from kv_storage.actors.key_listing import ListKeyPage
 from kv_storage.actors.storage import (
@@ -21,23 +20,25 @@ from kv_storage.actors.storage import (
     SetValues,
 )
 from kv_storage.app_keys import CONFIG, PARTS
-from kv_storage.errors import BadRequestError
 from kv_storage.es.keys import KeyRange
 from kv_storage.handlers.access import authorised_storage, storage_route
-from kv_storage.handlers.conditions import known_version, write_condition
+from kv_storage.handlers.conditions import DeleteCondition, KnownVersion, WriteCondition
 from kv_storage.handlers.requests import EMPTY_OK_TYPES, empty_ok, json_answer, received_ms
 from kv_storage.handlers.spec import (
-    SECRET_KEY_ERRORS,
-    SECRET_KEY_PARAMETER,
-    error_answers,
+    ETAG_HEADER,
+    INVALID_KEYS_BODY,
+    KEY_NOTE,
+    KEY_PARAMETER,
+    PRECONDITION_FAILED,
+    TOO_LARGE,
+    body_parameter,
     raw_response,
-    storage_id_parameter,
+    storage_operation,
 )
 from kv_storage.handlers.watching import get_answer
 from kv_storage.middlewares import extend_deadline, start_streaming
-from kv_storage.model import Storage
+from kv_storage.model import Condition, Storage, Version
 from kv_storage.validation import validated, validates
-from schemas.errors import ErrorSchema
 from schemas.storage import (
     KEY,
     KEY_LIST_SPEC,
@@ -54,62 +55,6 @@ from schemas.storage import (
 )
 
 _TAGS = ["storage operations"]
-_SECRET = SECRET_KEY_PARAMETER
-_STORAGE_ID = storage_id_parameter()
-_KEY = {
-    "in": "path",
-    "name": "key",
-    "required": True,
-    "type": "string",
-    "description": "The key, percent-encoded",
-}
-_KEY_NOTE = (
-    " Keys may hold any character: percent-encode them in the path (`/` as `%2F`, `.` and "
-    "`..` as `%2E` and `%2E%2E`)."
-)
-
-
-_ETAG_HEADER = {
-    "ETag": {
-        "type": "string",
-        "description": "The key's version, opaque: for If-Match and If-None-Match",
-    }
-}
-_PRECONDITION_FAILED = {
-    "description": "The condition does not hold (If-Match: the key is at another version or "
-    "gone; If-None-Match: *: it exists); nothing changed",
-    "schema": ErrorSchema,
-}
-_IF_MATCH = {
-    "in": "header",
-    "name": "If-Match",
-    "type": "string",
-    "required": False,
-    "description": "Only if the key is at this version (an ETag): compare-and-set",
-}
-_IF_NONE_MATCH_SET = {
-    "in": "header",
-    "name": "If-None-Match",
-    "type": "string",
-    "required": False,
-    "description": "`*`: only if the key does not exist (create)",
-}
-_IF_NONE_MATCH_GET = {
-    "in": "header",
-    "name": "If-None-Match",
-    "type": "string",
-    "required": False,
-    "description": "A version (an ETag): 304 while the key is at it; with `wait`, wait for a "
-    "change",
-}
-
-_TOO_LARGE = {
-    "description": "The body is larger than server.max-body-size (a JSON body: "
-    "server.max-json-body-size), or the request it makes is larger than Elasticsearch accepts",
-    "schema": ErrorSchema,
-}
-
-
 _BUSY = (
     503,
     "elasticsearch.scroll.max-open lists and clears are in progress on this instance; "
@@ -117,67 +62,53 @@ _BUSY = (
 )
 
 
-def _body(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"in": "body", "name": name, "required": True, "schema": schema}
-
-
-@docs(
-    tags=_TAGS,
-    summary="Get the value of a key",
+@storage_operation(
+    _TAGS,
+    "Get the value of a key",
     description=(
         "Answers the value as text/plain, with its version as an `ETag`. With "
         "`If-None-Match: <etag>`, an unchanged key is 304; with `wait` as well, the answer "
         "waits (up to `wait`, at most app.watch.max-wait) for the key to change: 200 with the "
-        "new value and tag, 404 if it was deleted, 304 when the wait passed." + _KEY_NOTE
+        "new value and tag, 404 if it was deleted, 304 when the wait passed." + KEY_NOTE
     ),
     produces=["text/plain", "application/json"],
-    parameters=[_SECRET, _STORAGE_ID, _KEY, _IF_NONE_MATCH_GET],
-    responses={
+    parameters=[KEY_PARAMETER],
+    answers={
         200: {
             **raw_response("The value", {"type": "string", "example": "somevalue"}),
-            "headers": _ETAG_HEADER,
+            "headers": ETAG_HEADER,
         },
         304: {
             "description": "If-None-Match names the current version (after `wait`, if given)",
-            "headers": _ETAG_HEADER,
+            "headers": ETAG_HEADER,
         },
-        400: {
-            "description": "The key, the wait or the If-None-Match tag is invalid",
-            "schema": ErrorSchema,
-        },
-        **error_answers(
-            SECRET_KEY_ERRORS,
-            (404, "The storage does not exist or has no such key"),
-            (503, "app.watch.max-waiters blocking reads wait already; try again later"),
-        ),
     },
+    errors=[
+        (400, "The key, the wait or the If-None-Match tag is invalid"),
+        (404, "The storage does not exist or has no such key"),
+        (503, "app.watch.max-waiters blocking reads wait already; try again later"),
+    ],
 )
+@headers_schema(KnownVersion)
 @querystring_schema(GetQuerySchema)
-@storage_route()
+@storage_route
 @validates("key", KEY)
 async def get_value(request: web.Request) -> web.Response:
     wait_s: float | None = validated(request, "querystring").get("wait")
+    known: Version | None = validated(request, "headers")
     storage, key = authorised_storage(request), validated(request, "key")
-    return await get_answer(request, storage, key, known_version(request), wait_s)
+    return await get_answer(request, storage, key, known, wait_s)
 
 
-@docs(
-    tags=_TAGS,
-    summary="Get the values of several keys",
+@storage_operation(
+    _TAGS,
+    "Get the values of several keys",
     consumes=["application/json"],
-    parameters=[_SECRET, _STORAGE_ID, _body("keys", KEYS_SPEC)],
-    responses={
-        200: raw_response("Each key's value, null for missing keys", VALUES_SPEC),
-        400: {
-            "description": "The content type or body is invalid, or it has more than "
-            "server.max-keys-per-request keys",
-            "schema": ErrorSchema,
-        },
-        413: _TOO_LARGE,
-        **error_answers(SECRET_KEY_ERRORS),
-    },
+    parameters=[body_parameter("keys", KEYS_SPEC)],
+    answers={200: raw_response("Each key's value, null for missing keys", VALUES_SPEC)},
+    errors=[INVALID_KEYS_BODY, TOO_LARGE],
 )
-@storage_route(content_type="application/json")
+@storage_route
 @validates("body", KEYS)
 async def get_values(request: web.Request) -> web.Response:
     keys: KeySelection = validated(request, "body")
@@ -186,38 +117,30 @@ async def get_values(request: web.Request) -> web.Response:
     return json_answer({key: values.get(key) for key in keys.keys})
 
 
-@docs(
-    tags=_TAGS,
-    summary="Set the value of a key",
+@storage_operation(
+    _TAGS,
+    "Set the value of a key",
     produces=EMPTY_OK_TYPES,
-    description="The body is the value, sent as text/plain." + _KEY_NOTE,
+    description="The body is the value, sent as text/plain." + KEY_NOTE,
     consumes=["text/plain"],
-    parameters=[
-        _SECRET,
-        _STORAGE_ID,
-        _KEY,
-        _IF_MATCH,
-        _IF_NONE_MATCH_SET,
-        _body("value", {"type": "string", "example": "somevalue"}),
-    ],
-    responses={
-        200: {"description": "The value is stored; ETag: its new version", "headers": _ETAG_HEADER},
-        400: {
-            "description": "The content type, key, value or a condition header is invalid",
-            "schema": ErrorSchema,
-        },
-        412: _PRECONDITION_FAILED,
-        413: _TOO_LARGE,
-        **error_answers(SECRET_KEY_ERRORS),
+    parameters=[KEY_PARAMETER, body_parameter("value", {"type": "string", "example": "somevalue"})],
+    answers={
+        200: {"description": "The value is stored; ETag: its new version", "headers": ETAG_HEADER}
     },
+    errors=[
+        (400, "The content type, key, value or a condition header is invalid"),
+        PRECONDITION_FAILED,
+        TOO_LARGE,
+    ],
 )
-@storage_route(content_type="text/plain")
+@headers_schema(WriteCondition)
+@storage_route
 @validates("key", KEY)
 @validates("value", VALUE)
 async def set_value(request: web.Request) -> web.Response:
     arrival = received_ms()
     key, value = validated(request, "key"), validated(request, "value")
-    condition = write_condition(request)
+    condition: Condition | None = validated(request, "headers")
     command = SetValue(authorised_storage(request), key, value, arrival, condition)
     version = await request.app[PARTS].storage.ask(command)
     answer = empty_ok()
@@ -226,27 +149,19 @@ async def set_value(request: web.Request) -> web.Response:
     return answer
 
 
-@docs(
-    tags=_TAGS,
-    summary="Set the values of several keys",
+@storage_operation(
+    _TAGS,
+    "Set the values of several keys",
     description=(
         "Pairs with an invalid key or value are answered `false` and not written; the others "
         "are written in one bulk request."
     ),
     consumes=["application/json"],
-    parameters=[_SECRET, _STORAGE_ID, _body("pairs", PAIRS_SPEC)],
-    responses={
-        200: raw_response("Per key, whether it was written", RESULTS_SPEC),
-        400: {
-            "description": "The content type or body is invalid, or it has more than "
-            "server.max-keys-per-request keys",
-            "schema": ErrorSchema,
-        },
-        413: _TOO_LARGE,
-        **error_answers(SECRET_KEY_ERRORS),
-    },
+    parameters=[body_parameter("pairs", PAIRS_SPEC)],
+    answers={200: raw_response("Per key, whether it was written", RESULTS_SPEC)},
+    errors=[INVALID_KEYS_BODY, TOO_LARGE],
 )
-@storage_route(content_type="application/json")
+@storage_route
 @validates("body", PAIRS)
 async def set_values(request: web.Request) -> web.Response:
     arrival = received_ms()
@@ -257,52 +172,39 @@ async def set_values(request: web.Request) -> web.Response:
     return json_answer({key: key in written for key in pairs})
 
 
-@docs(
-    tags=_TAGS,
-    summary="Delete a key",
+@storage_operation(
+    _TAGS,
+    "Delete a key",
     produces=EMPTY_OK_TYPES,
     description=(
-        "Deleting a key that does not exist succeeds too (not with If-Match: then 412)." + _KEY_NOTE
+        "Deleting a key that does not exist succeeds too (not with If-Match: then 412)." + KEY_NOTE
     ),
-    parameters=[_SECRET, _STORAGE_ID, _KEY, _IF_MATCH],
-    responses={
-        200: {"description": "The key is gone"},
-        400: {"description": "The key or the If-Match tag is invalid", "schema": ErrorSchema},
-        412: _PRECONDITION_FAILED,
-        **error_answers(SECRET_KEY_ERRORS),
-    },
+    parameters=[KEY_PARAMETER],
+    answers={200: {"description": "The key is gone"}},
+    errors=[(400, "The key or the If-Match tag is invalid"), PRECONDITION_FAILED],
 )
-@storage_route()
+@headers_schema(DeleteCondition)
+@storage_route
 @validates("key", KEY)
 async def delete_value(request: web.Request) -> web.Response:
     arrival = received_ms()
     storage, key = authorised_storage(request), validated(request, "key")
-    condition = write_condition(request)
-    if condition is not None and condition.absent:
-        raise BadRequestError("If-None-Match does not apply to a delete; use If-Match")
+    condition: Condition | None = validated(request, "headers")
     command = DeleteValue(storage, key, arrival, condition)
     await request.app[PARTS].storage.ask(command)
     return empty_ok()
 
 
-@docs(
-    tags=_TAGS,
-    summary="Delete several keys",
+@storage_operation(
+    _TAGS,
+    "Delete several keys",
     description="Keys that do not exist are answered `true`: deletion is idempotent.",
     consumes=["application/json"],
-    parameters=[_SECRET, _STORAGE_ID, _body("keys", KEYS_SPEC)],
-    responses={
-        200: raw_response("Per key, whether it is gone", RESULTS_SPEC),
-        400: {
-            "description": "The content type or body is invalid, or it has more than "
-            "server.max-keys-per-request keys",
-            "schema": ErrorSchema,
-        },
-        413: _TOO_LARGE,
-        **error_answers(SECRET_KEY_ERRORS),
-    },
+    parameters=[body_parameter("keys", KEYS_SPEC)],
+    answers={200: raw_response("Per key, whether it is gone", RESULTS_SPEC)},
+    errors=[INVALID_KEYS_BODY, TOO_LARGE],
 )
-@storage_route(content_type="application/json")
+@storage_route
 @validates("body", KEYS)
 async def delete_values(request: web.Request) -> web.Response:
     arrival = received_ms()
@@ -312,9 +214,9 @@ async def delete_values(request: web.Request) -> web.Response:
     return json_answer({key: key in deleted for key in keys.keys})
 
 
-@docs(
-    tags=_TAGS,
-    summary="List the keys of a storage: every one, or by prefix in pages",
+@storage_operation(
+    _TAGS,
+    "List the keys of a storage: every one, or by prefix in pages",
     description=(
         "Without parameters, streams every key as a JSON array, however many there are, as "
         "the original did; it sees every write acknowledged before it began. With `prefix`, "
@@ -323,8 +225,7 @@ async def delete_values(request: web.Request) -> web.Response:
         'names the next page (`rel="next"`). Each page is one search; pages see writes '
         "within a second (Elasticsearch's refresh)."
     ),
-    parameters=[_SECRET, _STORAGE_ID],
-    responses={
+    answers={
         200: {
             **raw_response("The keys", KEY_LIST_SPEC),
             "headers": {
@@ -334,12 +235,11 @@ async def delete_values(request: web.Request) -> web.Response:
                 }
             },
         },
-        400: {"description": "A parameter is invalid", "schema": ErrorSchema},
-        **error_answers(SECRET_KEY_ERRORS, _BUSY),
     },
+    errors=[(400, "A parameter is invalid"), _BUSY],
 )
 @querystring_schema(KeyListQuerySchema)
-@storage_route()
+@storage_route
 async def list_keys(request: web.Request) -> web.StreamResponse:
     query = validated(request, "querystring")
     storage = authorised_storage(request)
@@ -392,25 +292,18 @@ async def _stream_keys(request: web.Request, scan: AsyncIterable[list[str]]) -> 
     return response
 
 
-@docs(
-    tags=_TAGS,
-    summary="Delete every key of a storage",
+@storage_operation(
+    _TAGS,
+    "Delete every key of a storage",
     produces=EMPTY_OK_TYPES,
     description=(
         "Deletes each key unless it changed after the clear read it; such keys are kept and "
         "the answer is 409."
     ),
-    parameters=[_SECRET, _STORAGE_ID],
-    responses={
-        200: {"description": "The storage is empty"},
-        **error_answers(
-            SECRET_KEY_ERRORS,
-            (409, "Keys changed during the clear; the storage may be cleared partially"),
-            _BUSY,
-        ),
-    },
+    answers={200: {"description": "The storage is empty"}},
+    errors=[(409, "Keys changed during the clear; the storage may be cleared partially"), _BUSY],
 )
-@storage_route()
+@storage_route
 async def clear(request: web.Request) -> web.Response:
     arrival = received_ms()
     await request.app[PARTS].storage.ask(Clear(authorised_storage(request), arrival))
