@@ -12,7 +12,7 @@ from aiohttp_apispec import setup_aiohttp_apispec
 from kv_storage import __version__, wiring
 from kv_storage.actors.watch import WakeAll
 from kv_storage.answers import answer_head_like_get, keep_own_content_type
-from kv_storage.app_keys import CONFIG, METRICS, PARTS
+from kv_storage.app_keys import CONFIG, METRICS, SERVICE
 from kv_storage.config import Config
 from kv_storage.envelope import RoutePlans, envelope, finish_answer
 from kv_storage.handlers import admin, docs, health, history, management, operations, storage
@@ -29,7 +29,7 @@ def _run_service(parts: Sequence[Part]) -> Callable[[web.Application], AsyncIter
     """One ``cleanup_ctx``: the whole service in one ``AsyncExitStack`` (``wiring.running``)."""
 
     async def run(app: web.Application) -> AsyncIterator[None]:
-        async with wiring.running(app[PARTS], parts):
+        async with wiring.running(app[SERVICE], parts):
             yield
 
     return run
@@ -38,7 +38,7 @@ def _run_service(parts: Sequence[Part]) -> Callable[[web.Application], AsyncIter
 async def _answer_waiters(app: web.Application) -> None:
     """On SIGTERM, before aiohttp waits for the requests in flight: blocking reads answer
     now (304), so that the shutdown need not wait for their ``wait`` to pass."""
-    watch = app[PARTS].started_watch
+    watch = app[SERVICE].started_watch
     if watch is not None:  # None: the service did not get as far as starting it
         await watch.ask(WakeAll())
 
@@ -55,7 +55,7 @@ def create_app(config: Config, parts: Sequence[Part] = wiring.HTTP_SERVICE) -> w
     app[CONFIG] = config
     app.on_response_prepare.append(finish_answer(plans))
     app[METRICS] = metrics
-    app[PARTS] = Service(
+    app[SERVICE] = Service(
         config,
         request_timeout_s=config.app.request_timeout_s,
         transport_class=metrics.transport_class(),

@@ -7,9 +7,9 @@ from kv_storage.metrics import Metrics
 from kv_storage.wiring import Service
 
 CONFIG = web.AppKey("config", Config)
-PARTS = web.AppKey("parts", Service)
+SERVICE = web.AppKey("service", Service)
 """Everything the service runs (``kv_storage.wiring``): the handlers find each part there
-(``request.app[PARTS].storage``)."""
+(``request.app[SERVICE].storage``)."""
 METRICS = web.AppKey("metrics", Metrics)
 KEEPS_OWN_CONTENT_TYPE = web.AppKey("keeps_own_content_type", frozenset[web.AbstractResource])
 """The resources whose answers are not the original's API and keep their own content type."""

@@ -27,7 +27,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from kv_storage.actors.storage import StorageClosedError
 from kv_storage.answers import answer_as_the_original
-from kv_storage.app_keys import KEEPS_OWN_CONTENT_TYPE, PARTS
+from kv_storage.app_keys import KEEPS_OWN_CONTENT_TYPE, SERVICE
 from kv_storage.config import Config
 from kv_storage.es import waits
 from kv_storage.handlers.access import (
@@ -146,7 +146,7 @@ def envelope(config: Config, metrics: Metrics, plans: RoutePlans) -> Middleware:
         try:
             return await handler(request)
         except StorageClosedError as closed:
-            raise await closed_answer(request.app[PARTS].cache, closed) from None
+            raise await closed_answer(request.app[SERVICE].cache, closed) from None
 
     async def answered(
         request: web.Request, handler: Handler, plan: RoutePlan

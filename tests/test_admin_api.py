@@ -8,7 +8,7 @@ import pytest
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
-from kv_storage.app_keys import PARTS
+from kv_storage.app_keys import SERVICE
 from kv_storage.config import Config
 from kv_storage.es.names import IndexNames
 from tests.conftest import StorageFactory, StorageRef
@@ -177,7 +177,7 @@ async def test_history_still_buffered_does_not_bring_a_deleted_storage_back(
         KV_STORAGE_APP_HISTORY_FLUSH_TIMEOUT="1 hour",
     )
     admin = await aiohttp_client(create_app(config))
-    history = admin.app[PARTS].history
+    history = admin.app[SERVICE].history
     deleted = await create_storage(history_enabled=True)
     other = await create_storage(history_enabled=True)
     await put(admin, deleted, "k", "v")  # one record waits in the history actor

@@ -11,7 +11,7 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from kv_storage.app import create_app
-from kv_storage.app_keys import PARTS
+from kv_storage.app_keys import SERVICE
 from kv_storage.config import Config
 from kv_storage.errors import ConflictError, NotFoundError
 from kv_storage.middlewares import describe_validation_error
@@ -141,7 +141,7 @@ async def test_elasticsearch_error_is_500_naming_its_class_and_the_request(
     (index names, internals) goes to the log, under that request id."""
 
     async def read_missing(request: web.Request) -> web.Response:
-        await request.app[PARTS].client.get(index=f"{index_prefix}absent", id="1")
+        await request.app[SERVICE].client.get(index=f"{index_prefix}absent", id="1")
         return web.Response()
 
     client = await aiohttp_client(_app_with(make_config(), "/missing/{key}", read_missing))
@@ -162,7 +162,7 @@ async def test_unreachable_elasticsearch_is_500_without_credentials(
     make_config: Callable[..., Config], aiohttp_client: ClientFactory, unused_tcp_port: int
 ) -> None:
     async def touch(request: web.Request) -> web.Response:
-        await request.app[PARTS].client.indices.exists(index="anything")
+        await request.app[SERVICE].client.indices.exists(index="anything")
         return web.Response()
 
     config = make_config(
@@ -189,7 +189,7 @@ async def test_a_body_the_client_cannot_encode_is_not_logged(
 
     async def write_unencodable(request: web.Request) -> web.Response:
         document = {"secret_key": "never-logged-secret", "name": "\ud800"}
-        await request.app[PARTS].client.index(index=f"{index_prefix}any", document=document)
+        await request.app[SERVICE].client.index(index=f"{index_prefix}any", document=document)
         return web.Response()
 
     client = await aiohttp_client(_app_with(make_config(), "/write", write_unencodable))

@@ -10,7 +10,7 @@ from elasticsearch import AsyncElasticsearch, AuthorizationException
 from kv_storage import wiring
 from kv_storage.actors.expiry import drop_delay_s
 from kv_storage.app import create_app
-from kv_storage.app_keys import PARTS
+from kv_storage.app_keys import SERVICE
 from kv_storage.config import Config
 from kv_storage.es.lease import Lease
 from kv_storage.es.names import IndexNames
@@ -35,7 +35,7 @@ async def test_expired_temp_storages_are_deleted_with_their_data(
 ) -> None:
     """Per-storage: its index removed; shared: its documents purged from the shared index."""
     app = create_app(make_config(KV_STORAGE_APP_EXPIRY_INTERVAL="200ms"))
-    app[PARTS].drop_delay_s = 0.0  # not the minutes a late write may take to come
+    app[SERVICE].drop_delay_s = 0.0  # not the minutes a late write may take to come
     api = await aiohttp_client(app)
     expiring = await create_storage("TEMP", expiration_timestamp=int(time.time() * 1000) + 1500)
     lasting = await create_storage("TEMP")

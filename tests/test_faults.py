@@ -20,7 +20,7 @@ from elasticsearch import AsyncElasticsearch
 from elasticsearch.exceptions import GeneralAvailabilityWarning
 
 from kv_storage.app import create_app
-from kv_storage.app_keys import PARTS
+from kv_storage.app_keys import SERVICE
 from kv_storage.config import Config, load_config
 from kv_storage.es.names import IndexNames
 from kv_storage.es.provisioning import initialise
@@ -343,7 +343,7 @@ async def test_history_of_a_short_outage_is_all_written(
     faulty: tuple[Client, StorageRef, AsyncElasticsearch], index_prefix: str
 ) -> None:
     api, storage, es = faulty
-    history = api.app[PARTS].history
+    history = api.app[SERVICE].history
     keys = [f"k{n}" for n in range(50)]
     answers = await asyncio.gather(*(set_value(api, storage, key) for key in keys))
     assert {answer.status for answer in answers} == {200}

@@ -9,7 +9,7 @@ from elasticsearch import AsyncElasticsearch
 
 from kv_storage.actors.storage import ListKeys
 from kv_storage.app import create_app
-from kv_storage.app_keys import PARTS
+from kv_storage.app_keys import SERVICE
 from kv_storage.config import Config
 from kv_storage.es.names import IndexNames
 from tests.conftest import StorageFactory, StorageRef
@@ -128,9 +128,9 @@ async def test_head_of_a_list_reads_no_keys_and_leaves_no_scroll_open(
     index = IndexNames(index_prefix).data(storage.id)
 
     # The measurement can see a scroll: a list whose first page is read holds one open.
-    found = await app[PARTS].cache.look_up(storage.id)
+    found = await app[SERVICE].cache.look_up(storage.id)
     assert found is not None
-    scan = await app[PARTS].storage.ask(ListKeys(found))
+    scan = await app[SERVICE].storage.ask(ListKeys(found))
     assert await _open_scrolls(es, index) == 1
     await scan.close()
     assert await _open_scrolls(es, index) == 0

@@ -12,7 +12,7 @@ import pytest
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
-from kv_storage.app_keys import PARTS
+from kv_storage.app_keys import SERVICE
 from kv_storage.config import Config
 from kv_storage.es.history import HistoryStore
 from kv_storage.es.names import IndexNames
@@ -59,7 +59,7 @@ async def test_records_refused_by_a_deleted_storages_write_block_are_discarded_a
             assert response.status == 200
         for n in range(3):
             await put(api, kept, f"k{n}", "v")
-        history = api.app[PARTS].history
+        history = api.app[SERVICE].history
 
         async def settled() -> bool:
             stats = await history.stats()
@@ -104,7 +104,7 @@ async def test_history_buffered_by_another_instance_is_discarded_when_the_storag
     deleting = await aiohttp_client(create_app(make_config(KV_STORAGE_ADMIN_TOKEN=TOKEN)))
     deleted = await create_storage(history_enabled=True)
     other = await create_storage(history_enabled=True)
-    history = buffering.app[PARTS].history
+    history = buffering.app[SERVICE].history
     await put(buffering, deleted, "k", "v")
     assert (await history.stats()).buffered == 1
     response = await deleting.delete(

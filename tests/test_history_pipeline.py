@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
-from kv_storage.app_keys import PARTS
+from kv_storage.app_keys import SERVICE
 from kv_storage.config import Config
 from kv_storage.es.history import HistoryStore
 from kv_storage.es.names import IndexNames
@@ -33,7 +33,7 @@ from tests.waiting import wait_until
 
 
 async def stats(api: Client) -> HistoryStats:
-    return await api.app[PARTS].history.stats()
+    return await api.app[SERVICE].history.stats()
 
 
 async def records(

@@ -14,7 +14,7 @@ from elasticsearch import AsyncElasticsearch
 from prometheus_client.parser import text_string_to_metric_families
 
 from kv_storage.app import create_app
-from kv_storage.app_keys import PARTS
+from kv_storage.app_keys import SERVICE
 from kv_storage.config import Config
 from kv_storage.es.history import HistoryStore
 from kv_storage.es.names import IndexNames
@@ -76,7 +76,7 @@ async def test_a_storage_at_its_share_loses_its_own_history_not_the_others(
             assert response.status == 200  # the storage's writes succeed: only history is lost
         for n in range(5):
             await put(api, calm, f"c{n}", "v")
-        history = api.app[PARTS].history
+        history = api.app[SERVICE].history
 
         async def written() -> bool:
             stats = await history.stats()

@@ -14,7 +14,7 @@ import pytest
 from elasticsearch import AsyncElasticsearch
 
 from kv_storage.app import create_app
-from kv_storage.app_keys import PARTS
+from kv_storage.app_keys import SERVICE
 from kv_storage.config import Config
 from kv_storage.es.migration import KeyFieldMigration, Progress
 from kv_storage.es.names import IndexNames
@@ -267,7 +267,7 @@ async def test_full_scans_of_key_listing_and_lists_draw_on_one_pool_of_open_scan
     app = create_app(make_config(KV_STORAGE_ELASTICSEARCH_SCROLL_MAX_OPEN="1"))
     api = await aiohttp_client(app)
     page = str(path("list", storage)) + "?prefix=old/&limit=5"
-    scans = app[PARTS].scans
+    scans = app[SERVICE].scans
     scans.take("some-other-storage")
     try:
         for url in (page, str(path("list", storage))):

@@ -12,7 +12,7 @@ from elasticsearch import AsyncElasticsearch
 
 from kv_storage import wiring
 from kv_storage.app import create_app
-from kv_storage.app_keys import PARTS
+from kv_storage.app_keys import SERVICE
 from kv_storage.config import Config
 from kv_storage.es.names import IndexNames
 from kv_storage.es.provisioning import initialise
@@ -220,7 +220,7 @@ async def test_a_shared_storage_deleted_is_gone_everywhere_and_purged_with_racin
         "KV_STORAGE_APP_EXPIRY_INTERVAL": "1 hour",
     }
     first_app = create_app(make_config(**settings))
-    first_app[PARTS].drop_delay_s = 0.0
+    first_app[SERVICE].drop_delay_s = 0.0
     first = await aiohttp_client(first_app)
     second = await aiohttp_client(create_app(make_config(**settings)))
     doomed = await _create(first, type="ACCOUNT", account="a", name="n", historyEnabled=True)
@@ -267,14 +267,14 @@ async def test_a_shared_storage_deleted_is_gone_everywhere_and_purged_with_racin
         return buffered == 0
 
     await wait_until(history_settled, what="the history written")
-    await first_app[PARTS].expiry.run_now()
+    await first_app[SERVICE].expiry.run_now()
     for index in (where.data_index, where.history_index):
         await es.indices.refresh(index=index)
         for storage, expected in ((doomed, 0), (kept, 20)):
             query = {"term": {"storage": storage.id}}
             found = await es.count(index=index, routing=storage.id, query=query)
             assert found["count"] == expected, (index, storage.id)
-    stats = first_app[PARTS].expiry.stats
+    stats = first_app[SERVICE].expiry.stats
     assert stats.purged >= 40
     assert stats.pending == 0
 

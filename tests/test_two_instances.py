@@ -22,7 +22,7 @@ from kv_storage.actors.cache import (
 )
 from kv_storage.actors.registry_poll import RegistryPoll
 from kv_storage.app import create_app
-from kv_storage.app_keys import PARTS
+from kv_storage.app_keys import SERVICE
 from kv_storage.config import CacheConfig, Config
 from kv_storage.es.names import IndexNames
 from kv_storage.es.registry import Registry
@@ -168,7 +168,7 @@ async def test_a_failed_registry_poll_empties_the_cache_and_polling_goes_on(
             )
         )
     )
-    cache = api.app[PARTS].cache
+    cache = api.app[SERVICE].cache
     registry_index = IndexNames(index_prefix).registry
     storage = await create_storage()
     assert (await get(api, storage, "k"))[0] == 404  # cached, with its secret

@@ -22,7 +22,7 @@ from aiohttp import web
 from kv_storage.actors.access import authorise
 from kv_storage.actors.cache import CacheActor, Forget
 from kv_storage.actors.storage import StorageClosedError
-from kv_storage.app_keys import PARTS
+from kv_storage.app_keys import SERVICE
 from kv_storage.errors import NotFoundError, UnauthorizedError
 from kv_storage.model import Storage
 
@@ -55,7 +55,7 @@ def required_secret(request: web.Request) -> str:
 async def authorise_request(request: web.Request, secret: str) -> None:
     """3. and 4. above, for a request of a ``storage_route`` that carries ``secret``."""
     request[_AUTHORISED] = await authorise(
-        request.app[PARTS].cache, request.match_info["storage_id"], secret
+        request.app[SERVICE].cache, request.match_info["storage_id"], secret
     )
 
 

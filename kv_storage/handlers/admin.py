@@ -17,7 +17,7 @@ from kv_storage.actors.lifecycle import (
     ShowStorage,
     create_command,
 )
-from kv_storage.app_keys import PARTS
+from kv_storage.app_keys import SERVICE
 from kv_storage.errors import ForbiddenError, UnauthorizedError
 from kv_storage.es.registry import EntryPage, RegistryEntry, storage_view
 from kv_storage.handlers.management import CONCURRENT_CHANGES
@@ -96,7 +96,7 @@ def admin_check(token: str | None) -> Callable[[web.Request], None]:
 @request_schema(CreateStorageSchema)
 async def create_storage(request: web.Request) -> web.Response:
     command = create_command(validated(request, "json"))
-    entry: RegistryEntry = await request.app[PARTS].lifecycle.ask(command)
+    entry: RegistryEntry = await request.app[SERVICE].lifecycle.ask(command)
     answer = _created.dump({**storage_view(entry), "secretKey": entry.secret_key})
     return web.json_response(answer, status=201)
 
@@ -112,7 +112,7 @@ async def create_storage(request: web.Request) -> web.Response:
     },
 )
 async def show_storage(request: web.Request) -> web.Response:
-    entry = await request.app[PARTS].lifecycle.ask(ShowStorage(request.match_info["storage_id"]))
+    entry = await request.app[SERVICE].lifecycle.ask(ShowStorage(request.match_info["storage_id"]))
     return web.json_response(_storage.dump(storage_view(entry)))
 
 
@@ -130,7 +130,7 @@ async def show_storage(request: web.Request) -> web.Response:
 async def list_storages(request: web.Request) -> web.Response:
     query = validated(request, "querystring")
     command = ListStorages(query["account"], query["page"], query["size"])
-    found: EntryPage = await request.app[PARTS].lifecycle.ask(command)
+    found: EntryPage = await request.app[SERVICE].lifecycle.ask(command)
     items = [storage_view(entry) for entry in found.entries]
     answer = {"total": found.total, "page": query["page"], "size": len(items), "items": items}
     return web.json_response(_list.dump(answer))
@@ -152,7 +152,9 @@ async def list_storages(request: web.Request) -> web.Response:
     },
 )
 async def delete_storage(request: web.Request) -> web.Response:
-    entry = await request.app[PARTS].lifecycle.ask(DeleteStorage(request.match_info["storage_id"]))
+    entry = await request.app[SERVICE].lifecycle.ask(
+        DeleteStorage(request.match_info["storage_id"])
+    )
     return web.json_response(_storage.dump(storage_view(entry)))
 
 
@@ -169,7 +171,7 @@ async def delete_storage(request: web.Request) -> web.Response:
     },
 )
 async def rotate_secret(request: web.Request) -> web.Response:
-    entry = await request.app[PARTS].lifecycle.ask(RotateSecret(request.match_info["storage_id"]))
+    entry = await request.app[SERVICE].lifecycle.ask(RotateSecret(request.match_info["storage_id"]))
     return web.json_response(_secret.dump({"id": entry.id, "secretKey": entry.secret_key}))
 
 

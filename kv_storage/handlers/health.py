@@ -3,7 +3,7 @@
 from aiohttp import web
 from aiohttp_apispec import docs, querystring_schema
 
-from kv_storage.app_keys import CONFIG, PARTS
+from kv_storage.app_keys import CONFIG, SERVICE
 from kv_storage.es.health import HEALTHY, UNHEALTHY, check_components
 from kv_storage.handlers.spec import error_answers
 from kv_storage.validation import validated
@@ -37,7 +37,7 @@ async def health(request: web.Request) -> web.Response:
         return web.Response(status=200, content_type="text/plain")
     timeout_s = request.app[CONFIG].app.request_timeout_s * _CHECK_SHARE_OF_TIMEOUT
     checks = await check_components(
-        request.app[PARTS].client, request.app[PARTS].names, timeout_s=timeout_s
+        request.app[SERVICE].client, request.app[SERVICE].names, timeout_s=timeout_s
     )
     healthy = all(check.status == HEALTHY for check in checks)
     body = _health_schema.dump({"status": HEALTHY if healthy else UNHEALTHY, "checks": checks})

@@ -5,7 +5,7 @@ from aiohttp import web
 from aiohttp_apispec import docs, querystring_schema, request_schema
 
 from kv_storage.actors.history_query import ContinueHistory, HistoryAnswer, SearchHistory
-from kv_storage.app_keys import CONFIG, PARTS
+from kv_storage.app_keys import CONFIG, SERVICE
 from kv_storage.handlers.access import authorised_storage, storage_route
 from kv_storage.handlers.spec import (
     SECRET_KEY_ERRORS,
@@ -71,7 +71,7 @@ async def search_history(request: web.Request) -> web.Response:
     command = SearchHistory(
         authorised_storage(request), query, params["page"], size, params.get("scroll")
     )
-    answer: HistoryAnswer = await request.app[PARTS].history_query.ask(command)
+    answer: HistoryAnswer = await request.app[SERVICE].history_query.ask(command)
     return _render(answer)
 
 
@@ -107,7 +107,7 @@ async def search_history(request: web.Request) -> web.Response:
 async def continue_history(request: web.Request) -> web.Response:
     body = validated(request, "json")
     command = ContinueHistory(body["scrollId"], body["timeout"])
-    return _render(await request.app[PARTS].history_query.ask(command))
+    return _render(await request.app[SERVICE].history_query.ask(command))
 
 
 def _render(answer: HistoryAnswer) -> web.Response:

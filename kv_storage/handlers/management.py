@@ -7,7 +7,7 @@ from aiohttp import web
 from aiohttp_apispec import docs, querystring_schema
 
 from kv_storage.actors.lifecycle import DeleteTemp, UpdateTtl
-from kv_storage.app_keys import PARTS
+from kv_storage.app_keys import SERVICE
 from kv_storage.handlers.access import authorised_storage, storage_route
 from kv_storage.handlers.requests import EMPTY_OK_TYPES, empty_ok
 from kv_storage.handlers.spec import (
@@ -55,7 +55,7 @@ def _responses(done: str, bad: str) -> dict[int, dict[str, Any]]:
 async def update_ttl(request: web.Request) -> web.Response:
     ttl_ms = validated(request, "querystring")["ttl"]
     command = UpdateTtl(authorised_storage(request), ttl_ms)
-    await request.app[PARTS].lifecycle.ask(command)
+    await request.app[SERVICE].lifecycle.ask(command)
     return empty_ok()
 
 
@@ -69,7 +69,7 @@ async def update_ttl(request: web.Request) -> web.Response:
 )
 @storage_route
 async def delete_temp(request: web.Request) -> web.Response:
-    await request.app[PARTS].lifecycle.ask(DeleteTemp(authorised_storage(request)))
+    await request.app[SERVICE].lifecycle.ask(DeleteTemp(authorised_storage(request)))
     return empty_ok()
 
 

@@ -6,7 +6,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kv_storage.actors.cache import CacheStats, GetCacheStats
 from kv_storage.actors.watch import GetWatchStats
-from kv_storage.app_keys import METRICS, PARTS
+from kv_storage.app_keys import METRICS, SERVICE
 
 
 @docs(
@@ -23,10 +23,10 @@ from kv_storage.app_keys import METRICS, PARTS
     responses={200: {"description": "The metrics"}},
 )
 async def metrics(request: web.Request) -> web.Response:
-    history = await request.app[PARTS].history.stats()
-    cache: CacheStats = await request.app[PARTS].cache.ask(GetCacheStats())
-    watch = await request.app[PARTS].watch.ask(GetWatchStats())
-    sweep = request.app[PARTS].expiry.stats
+    history = await request.app[SERVICE].history.stats()
+    cache: CacheStats = await request.app[SERVICE].cache.ask(GetCacheStats())
+    watch = await request.app[SERVICE].watch.ask(GetWatchStats())
+    sweep = request.app[SERVICE].expiry.stats
     collected = request.app[METRICS]
     collected.update(
         {
@@ -43,8 +43,8 @@ async def metrics(request: web.Request) -> web.Response:
             "kv_storage_cache_misses": cache.misses,
             "kv_storage_cache_entries": cache.entries,
             "kv_storage_watch_waiters": watch.waiters,
-            "kv_storage_share_refusals_operations": request.app[PARTS].storage.refused_for_share
-            + request.app[PARTS].key_listing.refused_for_share,
+            "kv_storage_share_refusals_operations": request.app[SERVICE].storage.refused_for_share
+            + request.app[SERVICE].key_listing.refused_for_share,
             "kv_storage_share_refusals_waiters": watch.refused_for_share,
             "kv_storage_sweep_pending_storages": sweep.pending,
             "kv_storage_sweep_purged_documents": sweep.purged,

@@ -19,7 +19,7 @@ from kv_storage.actors.storage import (
     SetValue,
     SetValues,
 )
-from kv_storage.app_keys import CONFIG, PARTS
+from kv_storage.app_keys import CONFIG, SERVICE
 from kv_storage.es.keys import KeyRange
 from kv_storage.handlers.access import authorised_storage, storage_route
 from kv_storage.handlers.conditions import DeleteCondition, KnownVersion, WriteCondition
@@ -113,7 +113,7 @@ async def get_value(request: web.Request) -> web.Response:
 async def get_values(request: web.Request) -> web.Response:
     keys: KeySelection = validated(request, "body")
     command = GetValues(authorised_storage(request), keys.valid)
-    values = await request.app[PARTS].storage.ask(command)
+    values = await request.app[SERVICE].storage.ask(command)
     return json_answer({key: values.get(key) for key in keys.keys})
 
 
@@ -142,7 +142,7 @@ async def set_value(request: web.Request) -> web.Response:
     key, value = validated(request, "key"), validated(request, "value")
     condition: Condition | None = validated(request, "headers")
     command = SetValue(authorised_storage(request), key, value, arrival, condition)
-    version = await request.app[PARTS].storage.ask(command)
+    version = await request.app[SERVICE].storage.ask(command)
     answer = empty_ok()
     if version is not None:
         answer.headers["ETag"] = version.etag
@@ -168,7 +168,7 @@ async def set_values(request: web.Request) -> web.Response:
     pairs: dict[str, str | None] = validated(request, "body")
     valid = {key: value for key, value in pairs.items() if value is not None}
     command = SetValues(authorised_storage(request), valid, arrival)
-    written = await request.app[PARTS].storage.ask(command)
+    written = await request.app[SERVICE].storage.ask(command)
     return json_answer({key: key in written for key in pairs})
 
 
@@ -191,7 +191,7 @@ async def delete_value(request: web.Request) -> web.Response:
     storage, key = authorised_storage(request), validated(request, "key")
     condition: Condition | None = validated(request, "headers")
     command = DeleteValue(storage, key, arrival, condition)
-    await request.app[PARTS].storage.ask(command)
+    await request.app[SERVICE].storage.ask(command)
     return empty_ok()
 
 
@@ -210,7 +210,7 @@ async def delete_values(request: web.Request) -> web.Response:
     arrival = received_ms()
     keys: KeySelection = validated(request, "body")
     command = DeleteValues(authorised_storage(request), keys.valid, arrival)
-    deleted = await request.app[PARTS].storage.ask(command)
+    deleted = await request.app[SERVICE].storage.ask(command)
     return json_answer({key: key in deleted for key in keys.keys})
 
 
@@ -244,7 +244,7 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
     query = validated(request, "querystring")
     storage = authorised_storage(request)
     if not query:  # every key, as the original answered
-        scan: KeyScan = await request.app[PARTS].storage.ask(ListKeys(storage))
+        scan: KeyScan = await request.app[SERVICE].storage.ask(ListKeys(storage))
         try:
             return await _stream_keys(request, scan)
         finally:
@@ -253,7 +253,7 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
     limit: int | None = query.get("limit")
     if limit is None:
         return await _stream_keys(request, _every_page(request, storage, where))
-    page = await request.app[PARTS].key_listing.ask(ListKeyPage(storage, where, limit))
+    page = await request.app[SERVICE].key_listing.ask(ListKeyPage(storage, where, limit))
     answer = json_answer(page.keys)
     if page.more:
         following = request.rel_url.update_query(after=page.keys[-1])
@@ -267,7 +267,7 @@ async def _every_page(
     """Every key of ``where``, a page (``elasticsearch.scroll.page-size``) at a time."""
     size = request.app[CONFIG].elasticsearch.scroll.page_size
     while True:
-        page = await request.app[PARTS].key_listing.ask(ListKeyPage(storage, where, size))
+        page = await request.app[SERVICE].key_listing.ask(ListKeyPage(storage, where, size))
         if page.keys:
             yield page.keys
         if not page.more:
@@ -306,7 +306,7 @@ async def _stream_keys(request: web.Request, scan: AsyncIterable[list[str]]) -> 
 @storage_route
 async def clear(request: web.Request) -> web.Response:
     arrival = received_ms()
-    await request.app[PARTS].storage.ask(Clear(authorised_storage(request), arrival))
+    await request.app[SERVICE].storage.ask(Clear(authorised_storage(request), arrival))
     return empty_ok()
 
 

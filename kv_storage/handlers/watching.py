@@ -15,7 +15,7 @@ from aiohttp import web
 from kv_storage.actors.access import authorise
 from kv_storage.actors.storage import GetValue
 from kv_storage.actors.watch import SHUTDOWN, Unwatch, Watch
-from kv_storage.app_keys import CONFIG, METRICS, PARTS
+from kv_storage.app_keys import CONFIG, METRICS, SERVICE
 from kv_storage.errors import NotFoundError
 from kv_storage.es.batches import Found
 from kv_storage.handlers.access import SECRET_KEY_HEADER
@@ -41,7 +41,7 @@ async def get_answer(
 
 async def _read(request: web.Request, storage: Storage, key: str) -> Found | None:
     try:
-        return await request.app[PARTS].storage.ask(GetValue(storage, key))
+        return await request.app[SERVICE].storage.ask(GetValue(storage, key))
     except NotFoundError:
         return None
 
@@ -64,7 +64,7 @@ async def _until_changed(
     where = DocumentKey(storage.id, key, storage.layout)
     wakeups = app[METRICS].watch_wakeups
     while True:
-        waiter = await app[PARTS].watch.ask(Watch(where, known))
+        waiter = await app[SERVICE].watch.ask(Watch(where, known))
         try:
             # Read again after watching: a change between the first read and now is not lost.
             found = await _read(request, storage, key)
@@ -78,7 +78,7 @@ async def _until_changed(
                 await _still_authorised(request, storage)
                 return found
         finally:
-            app[PARTS].watch.send(Unwatch(waiter))
+            app[SERVICE].watch.send(Unwatch(waiter))
         wakeups.labels(cause).inc()
         await _still_authorised(request, storage)
         if cause == SHUTDOWN:
@@ -92,5 +92,5 @@ async def _still_authorised(request: web.Request, storage: Storage) -> None:
     """The checks of the request's arrival, again: deleted, expired or re-keyed meanwhile,
     the storage answers 404 or 401."""
     await authorise(
-        request.app[PARTS].cache, storage.id, request.headers.get(SECRET_KEY_HEADER, "")
+        request.app[SERVICE].cache, storage.id, request.headers.get(SECRET_KEY_HEADER, "")
     )
