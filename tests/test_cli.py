@@ -16,6 +16,8 @@ import pytest
 from aiohttp import web
 from elasticsearch import AsyncElasticsearch
 
+from kv_storage.es.names import IndexNames
+
 KV_STORAGE = [sys.executable, "-m", "kv_storage"]
 
 
@@ -138,7 +140,7 @@ async def test_init_then_serve_reports_health_and_a_missing_template(
         assert body["status"] == "HEALTHY"
         assert [check["status"] for check in body["checks"]] == ["HEALTHY"] * 3
 
-        await es.indices.delete_index_template(name=f"{index_prefix}storage-data")
+        await es.indices.delete_index_template(name=IndexNames(index_prefix).data_template)
         async with session.get(f"{base}/health?detailed=true") as response:
             assert response.status == 500
             body = await response.json()

@@ -99,7 +99,7 @@ async def test_a_node_killed_under_traffic_fails_no_request(
     await initialise(es, prefix)
     storage = StorageRef("cluster-storage", "cluster-secret")
     await es.index(
-        index=f"{prefix}storage-registry",
+        index=IndexNames(prefix).registry,
         id=storage.id,
         refresh=True,
         document={

@@ -61,8 +61,9 @@ async def test_each_missing_component_makes_health_500(
     if missing == "STORAGE_REGISTRY":
         await es.indices.delete(index=IndexNames(index_prefix).registry)
     else:
-        name = missing.removeprefix("STORAGE_").removesuffix("_TEMPLATE").lower()
-        await es.indices.delete_index_template(name=f"{index_prefix}storage-{name}")
+        kind = missing.removeprefix("STORAGE_").removesuffix("_TEMPLATE").lower()
+        name = getattr(IndexNames(index_prefix), f"{kind}_template")
+        await es.indices.delete_index_template(name=name)
     client = await aiohttp_client(create_app(initialised_config))
     response = await client.get("/health", params={"detailed": "true"})
     assert response.status == 500
@@ -81,7 +82,7 @@ async def test_an_outdated_template_is_unhealthy_and_says_to_run_init(
     index_prefix: str,
 ) -> None:
     """A service upgraded before its layout: the data template lacks the key field."""
-    name = f"{index_prefix}storage-data"
+    name = IndexNames(index_prefix).data_template
     template = (await es.indices.get_index_template(name=name))["index_templates"][0]
     body = template["index_template"]
     body["version"] = 1

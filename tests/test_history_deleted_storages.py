@@ -68,7 +68,7 @@ async def test_records_refused_by_a_deleted_storages_write_block_are_discarded_a
         await wait_until(settled, what="the one batch settled")
     stats = await history.stats()
     assert (stats.written, stats.discarded, stats.retried, stats.lost) == (3, 5, 0, 0)
-    await es.indices.refresh(index=f"{index_prefix}storage-history-*")
+    await es.indices.refresh(index=IndexNames(index_prefix).history("*"))
     counts = {
         storage.id: (await es.count(index=IndexNames(index_prefix).history(storage.id)))["count"]
         for storage in (blocked, created, kept)

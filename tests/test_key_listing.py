@@ -225,7 +225,7 @@ async def _written_before(
     for key in keys:
         operations += [{"index": {"_index": index, "_id": key}}, {"value": f"old-{key}"}]
     await es.bulk(operations=operations, refresh=True)
-    await es.delete(index=f"{index_prefix}storage-registry-lock", id="key-field", refresh=True)
+    await es.delete(index=IndexNames(index_prefix).registry_lock, id="key-field", refresh=True)
     return keys
 
 
