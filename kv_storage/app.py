@@ -16,6 +16,7 @@ from kv_storage.app_keys import CONFIG, METRICS, SERVICE
 from kv_storage.config import Config
 from kv_storage.envelope import RoutePlans, envelope, finish_answer
 from kv_storage.handlers import admin, docs, health, history, management, operations, storage
+from kv_storage.handlers.openapi3 import as_openapi3
 from kv_storage.handlers.spec import finish_spec
 from kv_storage.metrics import Metrics
 from kv_storage.wiring import Part, Service
@@ -23,6 +24,10 @@ from kv_storage.wiring import Part, Service
 logger = logging.getLogger(__name__)
 
 SPEC_URL = "/api/docs/swagger.json"
+"""The Swagger 2.0 document, as aiohttp-apispec builds it (for the tools that read 2.0)."""
+OPENAPI_URL = "/api/docs/openapi.json"
+"""The OpenAPI 3.0.3 document (``handlers.openapi3``): the Swagger UI's, and generators'."""
+_OPENAPI = web.AppKey("openapi", dict[str, Any])
 
 
 def _run_service(parts: Sequence[Part]) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -102,6 +107,12 @@ def _setup_api_spec(app: web.Application) -> None:
             in_place=True,
         )
         finish_spec(app["swagger_dict"])
+    app[_OPENAPI] = as_openapi3(app["swagger_dict"], admin_scheme=admin.ADMIN_SCHEME)
+    app.router.add_get(OPENAPI_URL, _openapi_document)
+
+
+async def _openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(request.app[_OPENAPI])
 
 
 def _restore_handler_docs(app: web.Application) -> None:
@@ -115,3 +126,5 @@ def _restore_handler_docs(app: web.Application) -> None:
         if not hasattr(handler, "__apispec_original__"):
             handler.__apispec_original__ = copy.deepcopy(handler.__apispec__)
         handler.__apispec__ = copy.deepcopy(handler.__apispec_original__)
+        # A stable name per operation, for generated clients: the handler's own.
+        handler.__apispec__.setdefault("operationId", handler.__name__)

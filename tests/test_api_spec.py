@@ -33,6 +33,49 @@ async def test_spec_is_a_valid_openapi_document(
     assert spec["securityDefinitions"]["AdminToken"]["name"] == "Authorization"
 
 
+async def test_the_openapi_3_document_describes_every_operation_as_clients_need(
+    make_config: Callable[..., Config], aiohttp_client: ClientFactory
+) -> None:
+    """What client generators read: valid 3.0.3, an operationId each, bodies with their media
+    types, the headers of answers, both security schemes."""
+    client = await aiohttp_client(create_app(make_config()))
+    response = await client.get("/api/docs/openapi.json")
+    assert response.status == 200
+    spec = await response.json()
+    validate(spec)
+    assert spec["openapi"] == "3.0.3"
+    swagger = await (await client.get("/api/docs/swagger.json")).json()
+    operations = [op for ops in spec["paths"].values() for op in ops.values()]
+    assert len(operations) == sum(len(ops) for ops in swagger["paths"].values())
+    ids = [op["operationId"] for op in operations]
+    assert len(set(ids)) == len(ids)
+    assert "set_value" in ids
+    set_value = spec["paths"]["/set/{storage_id}/{key}"]["put"]
+    assert list(set_value["requestBody"]["content"]) == ["text/plain"]
+    assert "ETag" in set_value["responses"]["200"]["headers"]
+    set_values = spec["paths"]["/set/{storage_id}"]["put"]
+    assert list(set_values["requestBody"]["content"]) == ["application/json"]
+    get_value = spec["paths"]["/get/{storage_id}/{key}"]["get"]
+    assert list(get_value["responses"]["200"]["content"]) == ["text/plain"]
+    assert get_value["security"] == [{"SecretKey": []}]
+    listed = spec["paths"]["/list/{storage_id}"]["get"]["responses"]
+    assert "Link" in listed["200"].get("headers", {})
+    busy = [
+        answer
+        for op in operations
+        for status, answer in op["responses"].items()
+        if status in ("429", "503")
+    ]
+    assert busy
+    assert all("Retry-After" in answer.get("headers", {}) for answer in busy)
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["AdminToken"] == {**schemes["AdminToken"], "type": "http", "scheme": "bearer"}
+    assert schemes["SecretKey"]["name"] == "Secret-Key"
+    assert "#/definitions/" not in str(spec)
+    start = (ROOT / "kv_storage" / "static" / "docs" / "start.js").read_text()
+    assert 'url: "/api/docs/openapi.json"' in start  # the UI shows the 3.0 document
+
+
 async def test_every_route_is_documented_with_its_responses(
     make_config: Callable[..., Config], aiohttp_client: ClientFactory
 ) -> None:

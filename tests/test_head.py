@@ -65,6 +65,7 @@ def _cases(storage: StorageRef) -> dict[str, list[tuple[str, dict[str, str]]]]:
         "/admin/storages/{storage_id}": [(f"/admin/storages/{s}", ADMIN)],
         "/metrics": [("/metrics", {})],
         "/api/docs/swagger.json": [("/api/docs/swagger.json", {})],
+        "/api/docs/openapi.json": [("/api/docs/openapi.json", {})],
         "/api/docs": [("/api/docs", {})],
         "/api/docs/static": [("/api/docs/static/swagger-ui/swagger-ui.css", {})],
     }

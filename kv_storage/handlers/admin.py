@@ -32,8 +32,9 @@ from schemas.management import (
     StorageSchema,
 )
 
+ADMIN_SCHEME = "AdminToken"
 SECURITY_DEFINITIONS = {
-    "AdminToken": {
+    ADMIN_SCHEME: {
         "type": "apiKey",
         "in": "header",
         "name": "Authorization",
@@ -41,7 +42,7 @@ SECURITY_DEFINITIONS = {
     }
 }
 _TAGS = ["administration"]
-_SECURITY: list[dict[str, list[str]]] = [{"AdminToken": []}]
+_SECURITY: list[dict[str, list[str]]] = [{ADMIN_SCHEME: []}]
 _STORAGE_ID = storage_id_parameter()
 _storage = StorageSchema()
 _created = CreatedStorageSchema()

@@ -63,9 +63,19 @@ def error_answers(
     common ones of their status), and the 500 that any operation may answer."""
     texts = {**(common or {}), **dict(own)}
     texts.setdefault(500, FAILED)
-    return {
-        status: {"description": texts[status], "schema": ErrorSchema} for status in sorted(texts)
-    }
+    answers: dict[int, dict[str, Any]] = {}
+    for status in sorted(texts):
+        answers[status] = {"description": texts[status], "schema": ErrorSchema}
+        if status in BUSY_STATUSES:
+            answers[status]["headers"] = RETRY_AFTER_HEADER
+    return answers
+
+
+BUSY_STATUSES = frozenset({429, 503})
+"""The answers that say "busy for now", each with when to try again."""
+RETRY_AFTER_HEADER: dict[str, Any] = {
+    "Retry-After": {"type": "integer", "description": "Seconds to wait before trying again"}
+}
 
 
 def storage_id_parameter(description: str = "The storage's id") -> dict[str, Any]:

@@ -4,7 +4,7 @@
 // user types (tokens, secrets) to another server.
 window.addEventListener("load", function () {
   window.ui = SwaggerUIBundle({
-    url: "/api/docs/swagger.json",
+    url: "/api/docs/openapi.json",
     dom_id: "#swagger-ui",
     queryConfigEnabled: false,
     deepLinking: true,
