@@ -22,7 +22,7 @@ harm (``es.transfer``).
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -67,7 +67,16 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     imports = commands.add_parser(
         "import", help="Read an export into a storage (new, or existing); resumable."
     )
-    imports.add_argument("file", type=Path, metavar="FILE")
+    imports.add_argument("file", type=Path, metavar="FILE", nargs="?")
+    imports.add_argument(
+        "--from-elasticsearch",
+        metavar="URL",
+        help="instead of FILE: every storage of a deployment of the original service, read "
+        "from its Elasticsearch (6.x to 8.x) over plain HTTP",
+    )
+    imports.add_argument(
+        "--source-prefix", default="", metavar="PREFIX", help="the source's index prefix"
+    )
     imports.add_argument("--config", type=Path, metavar="PATH", help="TOML configuration file")
     imports.add_argument("--into", metavar="ID", help="this storage rather than the export's id")
     imports.add_argument(
@@ -187,36 +196,48 @@ class _Page:
     end: dict[str, int] | None = None
 
 
+MIGRATION_PROGRESS = Path("kv-storage-migration.progress")
+"""Where ``import --from-elasticsearch`` keeps the storages it finished (default)."""
+
+
 def import_(config: "Config", args: argparse.Namespace) -> int:
     """Runs the import; the progress file goes once it is done."""
     import asyncio
 
-    progress_path: Path = args.progress_file or args.file.with_name(
-        args.file.name + PROGRESS_SUFFIX
-    )
+    if (args.file is None) == (args.from_elasticsearch is None):
+        print("kv-storage import: give an export FILE or --from-elasticsearch URL", file=sys.stderr)
+        return EXIT_USAGE
+    progress_path: Path
+    if args.from_elasticsearch is not None:
+        progress_path = args.progress_file or MIGRATION_PROGRESS
+        code = asyncio.run(_reporting(_migrate(config, args, progress_path)))
+        if code == EXIT_OK:
+            progress_path.unlink(missing_ok=True)
+        return code
+    progress_path = args.progress_file or args.file.with_name(args.file.name + PROGRESS_SUFFIX)
     try:
         size = args.file.stat().st_size
     except OSError as error:
         print(f"kv-storage import: {args.file}: {error.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    code = asyncio.run(_import_reporting(config, args, progress_path, size))
+    code = asyncio.run(_reporting(_import(config, args, progress_path, size)))
     if code == EXIT_OK:
         progress_path.unlink(missing_ok=True)
     return code
 
 
-async def _import_reporting(
-    config: "Config", args: argparse.Namespace, progress_path: Path, size: int
-) -> int:
+async def _reporting(work: Awaitable[int]) -> int:
+    """``work``'s exit code, its failures said in one line."""
     from kv_storage.errors import ServiceError
     from kv_storage.es.errors import describe, is_elasticsearch_error
+    from kv_storage.es.original import SourceError
     from kv_storage.es.transfer import ConflictingKeysError
 
     try:
-        return await _import(config, args, progress_path, size)
-    except ImportError_ as error:
+        return await work
+    except (ImportError_, SourceError) as error:
         print(f"kv-storage import: {error}", file=sys.stderr)
-        return error.code
+        return error.code if isinstance(error, ImportError_) else EXIT_FAILURE
     except ConflictingKeysError as error:
         print(
             f"kv-storage import: {error}; nothing of their page was written (--on-conflict "
@@ -334,7 +355,7 @@ def _resumed(path: Path, target: str) -> Progress:
     return Progress(**kept)
 
 
-def _keep(path: Path, progress: Progress) -> None:
+def _keep(path: Path, progress: "Progress | Migration") -> None:
     """Written whole then renamed: a crash leaves the old position or the new one."""
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(asdict(progress)))
@@ -382,7 +403,7 @@ async def _target(service: "Service", header: dict[str, Any], target: str) -> "R
             expiration_timestamp_ms=header.get("expirationTimestamp"),
         )
     )
-    given = "the export's" if header.get("secretKey") else "a new one"
+    given = "as it was" if header.get("secretKey") else "a new one"
     print(f"kv-storage import: created storage {created.id}, secret key {given}", file=sys.stderr)
     if not header.get("secretKey"):
         print(json.dumps({"id": created.id, "secretKey": created.secret_key}))
@@ -465,3 +486,117 @@ def _record(record: Any, where: str) -> tuple[str, dict[str, Any]]:
         )
     fields = {name: record.get(name) for name in ("key", "value", "operation", "timestamp")}
     return record["id"], fields
+
+
+@dataclass
+class Migration:
+    """What is kept between two runs of one migration: the storages done, and the counts."""
+
+    source: str
+    done: list[str]
+    storages: int = 0
+    deleted: int = 0
+    """Storages the source had marked deleted: not carried over."""
+    keys: int = 0
+    skipped: int = 0
+    records: int = 0
+    present: int = 0
+
+
+def _resumed_migration(path: Path, source: str) -> Migration:
+    try:
+        kept = json.loads(path.read_text())
+    except FileNotFoundError:
+        return Migration(source, [])
+    except (OSError, ValueError):
+        raise ImportError_(
+            f"the progress file {path} is unreadable; remove it", EXIT_USAGE
+        ) from None
+    if kept.get("source") != source:
+        raise ImportError_(
+            f"the progress file {path} is of a migration from {kept.get('source')}; remove it "
+            "or give another --progress-file",
+            EXIT_USAGE,
+        )
+    return Migration(**kept)
+
+
+def original_header(storage_id: str, document: dict[str, Any]) -> dict[str, Any]:
+    """A registry document of the original as an export's record (its secret included)."""
+    return {
+        "id": storage_id,
+        "type": document.get("type"),
+        "historyEnabled": bool(document.get("history_enabled")),
+        "account": document.get("account"),
+        "name": document.get("name"),
+        "description": document.get("description"),
+        "ttl": document.get("ttl"),
+        "expirationTimestamp": document.get("expiration_timestamp"),
+        "secretKey": document.get("secret_key"),
+    }
+
+
+async def _migrate(config: "Config", args: argparse.Namespace, progress_path: Path) -> int:
+    """Every storage of the source, one after the other; a storage cut short is done again
+    whole (each page can be written twice), the finished ones are not."""
+    import aiohttp
+
+    from kv_storage.es.original import OriginalDeployment
+    from kv_storage.es.placement import place
+    from kv_storage.es.transfer import OnConflict, StorageTransfer
+    from kv_storage.model import Location
+    from kv_storage.wiring import COMMAND, COMMAND_REQUEST_TIMEOUT_S, Service, running
+
+    url: str = args.from_elasticsearch
+    progress = _resumed_migration(progress_path, url)
+    done = set(progress.done)
+    on_conflict = OnConflict(args.on_conflict)
+    key_limit = config.elasticsearch.key_max_bytes
+    value_limit = config.elasticsearch.value_max_bytes
+    service = Service(config, request_timeout_s=COMMAND_REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession() as session, running(service, COMMAND):
+        source = OriginalDeployment(session, url, prefix=args.source_prefix, page_size=PAGE_LINES)
+        transfer = StorageTransfer(service.client, page_size=PAGE_LINES)
+        async for page in source.storages():
+            for storage_id, document in page:
+                if storage_id in done:
+                    continue
+                if document.get("deleted"):
+                    progress.deleted += 1
+                else:
+                    entry = await _target(
+                        service, original_header(storage_id, document), storage_id
+                    )
+                    where = place(service.names, Location(entry.id, entry.layout))
+                    async for pairs in source.key_pages(storage_id):
+                        checked = [
+                            _pair(
+                                {"key": k, "value": v},
+                                f"storage {storage_id}",
+                                key_limit,
+                                value_limit,
+                            )
+                            for k, v in pairs
+                        ]
+                        written = await transfer.write_keys(where, checked, on_conflict)
+                        progress.keys += written.written
+                        progress.skipped += written.skipped
+                    if entry.history_enabled:
+                        async for records in source.record_pages(storage_id):
+                            kept = await transfer.write_records(
+                                where,
+                                [
+                                    _record({"id": i, **r}, f"storage {storage_id}")
+                                    for i, r in records
+                                ],
+                            )
+                            progress.records += kept.created
+                            progress.present += kept.present
+                    await transfer.refresh(where)
+                    progress.storages += 1
+                done.add(storage_id)
+                progress.done.append(storage_id)
+                _keep(progress_path, progress)
+    summary = {k: v for k, v in asdict(progress).items() if k not in ("source", "done")}
+    print(json.dumps(summary))
+    return EXIT_OK

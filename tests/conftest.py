@@ -61,6 +61,8 @@ LOCAL_ES = ROOT / "scripts" / "local-es.sh"
 
 ES_URL_ENV = "KV_STORAGE_TEST_ELASTICSEARCH_URI"
 SECURED_ES_URL_ENV = "KV_STORAGE_TEST_SECURED_ELASTICSEARCH_URI"
+ORIGINAL_ES_URL_ENV = "KV_STORAGE_TEST_ORIGINAL_ELASTICSEARCH_URI"
+"""A second cluster, standing in for a deployment of the original service (migration)."""
 SECURED_ES_USERNAME_ENV = "KV_STORAGE_TEST_SECURED_ELASTICSEARCH_USERNAME"
 SECURED_ES_PASSWORD_ENV = "KV_STORAGE_TEST_SECURED_ELASTICSEARCH_PASSWORD"
 SECURED_ES_CA_FILE_ENV = "KV_STORAGE_TEST_SECURED_ELASTICSEARCH_CA_FILE"
@@ -76,6 +78,7 @@ LOCAL_TEST_NODE = "test"
 
 _LOCAL_NODES_OF_FIXTURES = {
     "es_url": (ES_URL_ENV, LOCAL_TEST_NODE, ()),
+    "original_es_url": (ORIGINAL_ES_URL_ENV, "test-original", ()),
     "secured_es": (
         SECURED_ES_URL_ENV,
         "test-secured",
@@ -221,6 +224,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def es_url(pytestconfig: pytest.Config) -> str:
     """The URL of the cluster the tests use (security off)."""
     variable, name, options = _LOCAL_NODES_OF_FIXTURES["es_url"]
+    return os.environ.get(variable) or _local_nodes(pytestconfig).url(name, *options)
+
+
+@pytest.fixture(scope="session")
+def original_es_url(pytestconfig: pytest.Config) -> str:
+    """A second node (security off), where a test builds a deployment of the original."""
+    variable, name, options = _LOCAL_NODES_OF_FIXTURES["original_es_url"]
     return os.environ.get(variable) or _local_nodes(pytestconfig).url(name, *options)
 
 
