@@ -16,6 +16,7 @@ COPY pyproject.toml README.md ./
 COPY kv_storage ./kv_storage
 COPY pipeline ./pipeline
 COPY schemas ./schemas
+COPY kv_storage_client ./kv_storage_client
 COPY elasticsearch ./elasticsearch
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 

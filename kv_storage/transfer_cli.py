@@ -25,7 +25,7 @@ import sys
 from collections.abc import Awaitable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # the work loads the Elasticsearch client: only when it runs
     from kv_storage.config import Config
@@ -271,7 +271,7 @@ async def _import(
     with source:
         header = _header(source.readline(), path)
         target = args.into or header["id"]
-        progress = _resumed(progress_path, target)
+        progress = _resumed(progress_path, Progress(target), "target")
         service = Service(config, request_timeout_s=COMMAND_REQUEST_TIMEOUT_S)
         async with running(service, COMMAND):
             entry = await _target(service, header, target)
@@ -337,22 +337,29 @@ def _header(line: bytes, path: Path) -> dict[str, Any]:
     return storage
 
 
-def _resumed(path: Path, target: str) -> Progress:
+_Kept = TypeVar("_Kept", "Progress", "Migration")
+
+
+def _resumed(path: Path, fresh: _Kept, of: str) -> _Kept:
+    """What ``path`` kept of an earlier run of the same work (``fresh``'s field ``of`` names
+    it: the target storage, or the source), or ``fresh`` when there is none."""
     try:
         kept = json.loads(path.read_text())
     except FileNotFoundError:
-        return Progress(target)
+        return fresh
     except (OSError, ValueError):
         raise ImportError_(
             f"the progress file {path} is unreadable; remove it", EXIT_USAGE
         ) from None
-    if kept.get("target") != target:
+    wanted = getattr(fresh, of)
+    if not isinstance(kept, dict) or kept.get(of) != wanted:
+        found = kept.get(of) if isinstance(kept, dict) else None
         raise ImportError_(
-            f"the progress file {path} is of an import into {kept.get('target')}, not "
-            f"{target}; remove it to start again",
+            f"the progress file {path} is of other work ({of} {found}, not {wanted}); "
+            "remove it, or give another --progress-file",
             EXIT_USAGE,
         )
-    return Progress(**kept)
+    return type(fresh)(**kept)
 
 
 def _keep(path: Path, progress: "Progress | Migration") -> None:
@@ -503,24 +510,6 @@ class Migration:
     present: int = 0
 
 
-def _resumed_migration(path: Path, source: str) -> Migration:
-    try:
-        kept = json.loads(path.read_text())
-    except FileNotFoundError:
-        return Migration(source, [])
-    except (OSError, ValueError):
-        raise ImportError_(
-            f"the progress file {path} is unreadable; remove it", EXIT_USAGE
-        ) from None
-    if kept.get("source") != source:
-        raise ImportError_(
-            f"the progress file {path} is of a migration from {kept.get('source')}; remove it "
-            "or give another --progress-file",
-            EXIT_USAGE,
-        )
-    return Migration(**kept)
-
-
 def original_header(storage_id: str, document: dict[str, Any]) -> dict[str, Any]:
     """A registry document of the original as an export's record (its secret included)."""
     return {
@@ -548,7 +537,7 @@ async def _migrate(config: "Config", args: argparse.Namespace, progress_path: Pa
     from kv_storage.wiring import COMMAND, COMMAND_REQUEST_TIMEOUT_S, Service, running
 
     url: str = args.from_elasticsearch
-    progress = _resumed_migration(progress_path, url)
+    progress = _resumed(progress_path, Migration(url, []), "source")
     done = set(progress.done)
     on_conflict = OnConflict(args.on_conflict)
     key_limit = config.elasticsearch.key_max_bytes
